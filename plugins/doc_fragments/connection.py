@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The HSM connection options shared by every HSM module (plugins/module_utils/_connection_options.py).
+    DOCUMENTATION = r"""
+options:
+  pkcs11_module:
+    description:
+      - Absolute path of the HSM vendor's PKCS#11 library on the host that runs the module.
+      - For example V(/usr/lib/softhsm/libsofthsm2.so) (SoftHSM2), V(/usr/lib/libCryptoki2_64.so) (Luna),
+        V(/opt/cloudhsm/lib/libcloudhsm_pkcs11.so) (CloudHSM) or V(/usr/lib/x86_64-linux-gnu/pkcs11/yubihsm_pkcs11.so).
+      - If not set, the E(PKCS11_MODULE) environment variable of the module's host is used.
+    type: path
+    required: true
+  token_label:
+    description:
+      - Label of the token (CKA_LABEL of the token info) that holds the keys. Exactly one token must carry it.
+      - If not set, the E(PKCS11_TOKEN_LABEL) environment variable of the module's host is used.
+    type: str
+    required: true
+  user_pin:
+    description:
+      - The token's user PIN (never the SO PIN). Keep it in Ansible Vault.
+      - If not set, the E(PKCS11_USER_PIN) environment variable of the module's host is used.
+      - Mutually exclusive with O(user_pin_file); one of the two is required.
+    type: str
+  user_pin_file:
+    description:
+      - Path, on the module's host, of a file holding the user PIN (one line).
+      - The file must be readable only by its owner (mode V(0600) or V(0400)); a group- or world-accessible
+        file is refused.
+    type: path
+notes:
+  - The module opens one read/write session, logs in once and handles the whole batch in it.
+  - The PIN is never returned, logged or written to a file by this collection.
+requirements:
+  - python-pkcs11 >= 0.10 on the host that runs the module
+  - cryptography on the host that runs the module
+"""

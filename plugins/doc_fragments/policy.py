@@ -1,0 +1,46 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The environment policy option (plugins/module_utils/_policy.py).
+    DOCUMENTATION = r"""
+options:
+  policy:
+    description:
+      - The environment's key policy. It can only tighten the collection's baseline (AES-256, RSA 3072,
+        EC P-256/P-384/P-521, rotation at least every 365 days); a setting that would weaken it is refused.
+      - Durations are written like V(30s), V(10m), V(12h), V(90d) or V(365d).
+    type: dict
+    default: {}
+    suboptions:
+      min_aes_bits:
+        description: Minimum AES key size in bits (baseline 256).
+        type: int
+      min_rsa_bits:
+        description: Minimum RSA modulus size in bits (baseline 3072).
+        type: int
+      allowed_key_types:
+        description: Key types that may be generated (subset of V(aes), V(rsa), V(ec)).
+        type: list
+        elements: str
+      allowed_curves:
+        description: EC curves that may be used (subset of V(P-256), V(P-384), V(P-521)).
+        type: list
+        elements: str
+      allowed_usages:
+        description: Per key type, the usages that may be given (for example V({aes: [encrypt, decrypt]})).
+        type: dict
+      max_rotation_period:
+        description: Longest allowed rotation period (baseline V(365d)).
+        type: str
+      default_retention_period:
+        description: Retention period of a deactivated version when the key spec gives none (default V(90d)).
+        type: str
+      min_retention_period:
+        description: Shortest retention period a key spec may give.
+        type: str
+"""

@@ -1,0 +1,166 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Audit events: one schema (ECS field names), built from a whitelist of fields.
+
+PRIVATE: not part of the public interface. The schema is documented in
+docs/audit-schema.md; keep the two in step.
+
+An event is built only from typed values (names, numbers, hex ids, check values,
+fingerprints, timestamps); every leaf is checked against the field's pattern
+before the event leaves ``build_event``, so no PIN, no key value and no free-form
+task argument can enter it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import socket
+import uuid
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE, utc_now
+
+SCHEMA_VERSION = "1"
+EVENT_DATASET = "secops.keylifecycle"
+
+# event.action -> (event.category, event.type), ECS allowed values.
+ACTIONS = {
+    "key-generate": (["configuration"], ["creation"]),
+    "key-update": (["configuration"], ["change"]),
+}
+
+_HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
+_KCV = re.compile(r"^[0-9a-f]{6}\Z")
+_FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+_TOKEN_LABEL = re.compile(r"^[\x20-\x7e]{0,32}\Z")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]{0,128}\Z")
+_OPERATOR = re.compile(r"^[A-Za-z0-9._@+\\-]{1,128}\Z")
+_RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+_OUTCOMES = ("success", "failure", "unknown")
+_KEY_TYPES = ("aes", "rsa", "ec")
+_CURVES = ("P-256", "P-384", "P-521")
+
+# Every field an event may carry, with its check. Dotted names are ECS paths.
+_FIELD_CHECKS = {
+    "@timestamp": lambda v: isinstance(v, str) and v.endswith("+00:00"),
+    "event.id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
+    "event.kind": lambda v: v == "event",
+    "event.category": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+    "event.type": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+    "event.action": lambda v: v in ACTIONS,
+    "event.outcome": lambda v: v in _OUTCOMES,
+    "event.dataset": lambda v: v == EVENT_DATASET,
+    "event.reason": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "user.name": lambda v: isinstance(v, str) and bool(_OPERATOR.match(v)),
+    "host.name": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "labels.run_id": lambda v: isinstance(v, str) and bool(_RUN_ID.match(v)),
+    "labels.operator_source": lambda v: isinstance(v, str) and bool(_RUN_ID.match(v)),
+    "labels.schema_version": lambda v: v == SCHEMA_VERSION,
+    "error.type": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z_]{1,40}\Z", v)),
+    "key.name": lambda v: isinstance(v, str) and bool(NAME_RE.match(v)),
+    "key.version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "key.id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
+    "key.label": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "key.type": lambda v: v in _KEY_TYPES,
+    "key.size": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "key.curve": lambda v: v in _CURVES,
+    "key.state": lambda v: v in ("active", "deactivated", "compromised", "destroyed"),
+    "key.check_value": lambda v: isinstance(v, str) and bool(_KCV.match(v)),
+    "key.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    "key.token": lambda v: isinstance(v, str) and bool(_TOKEN_LABEL.match(v)),
+}
+
+
+class AuditContext:
+    """Who acts, from where, in which run. Resolved on the controller when possible."""
+
+    def __init__(self, operator, operator_source, run_id, host=None):
+        self.operator = operator
+        self.operator_source = operator_source
+        self.run_id = run_id
+        self.host = host or socket.gethostname()
+
+    @classmethod
+    def from_params(cls, given):
+        """Build the context from the module's ``audit_context`` option (set by the action plugin)."""
+        given = given or {}
+        operator = given.get("operator")
+        source = given.get("operator_source")
+        if not operator:
+            operator, source = getpass.getuser(), "target_os_user"
+        return cls(operator=str(operator), operator_source=str(source or "unspecified"),
+                   run_id=str(given.get("run_id") or uuid.uuid4()))
+
+
+def _flatten(event, prefix=""):
+    for name, value in event.items():
+        path = prefix + name
+        if isinstance(value, dict):
+            yield from _flatten(value, path + ".")
+        else:
+            yield path, value
+
+
+def validate_event(event):
+    """Raise ValueError if the event holds a field or value outside the schema."""
+    for path, value in _flatten(event):
+        check = _FIELD_CHECKS.get(path)
+        if check is None:
+            raise ValueError("audit event field %r is not in the schema" % path)
+        if value is not None and not check(value):
+            raise ValueError("audit event field %r has a value outside the schema" % path)
+    return event
+
+
+def key_section(version, token_label):
+    """The event's ``key`` section for one key version."""
+    section = {
+        "name": version.name,
+        "version": version.version,
+        "id": version.key_id,
+        "label": version.label,
+        "type": version.spec.type,
+        "size": version.spec.size,
+        "state": version.state,
+        "token": token_label,
+    }
+    if version.spec.curve:
+        section["curve"] = version.spec.curve
+    if version.key_check_value:
+        section["check_value"] = version.key_check_value
+    if version.public_key_fingerprint:
+        section["public_key_fingerprint"] = version.public_key_fingerprint
+    return section
+
+
+def build_event(action, outcome, context, key=None, reason=None, error_kind=None, when=None):
+    """Return one validated audit event."""
+    category, event_type = ACTIONS[action]
+    event = {
+        "@timestamp": (when or utc_now()).isoformat(timespec="milliseconds"),
+        "event": {
+            "id": str(uuid.uuid4()),
+            "kind": "event",
+            "category": list(category),
+            "type": list(event_type),
+            "action": action,
+            "outcome": outcome,
+            "dataset": EVENT_DATASET,
+        },
+        "user": {"name": context.operator},
+        "host": {"name": context.host},
+        "labels": {
+            "run_id": context.run_id,
+            "operator_source": context.operator_source,
+            "schema_version": SCHEMA_VERSION,
+        },
+    }
+    if reason:
+        event["event"]["reason"] = reason
+    if error_kind:
+        event["error"] = {"type": error_kind}
+    if key:
+        event["key"] = dict(key)
+    return validate_event(event)

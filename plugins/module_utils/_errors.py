@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Typed errors of secops.keylifecycle.
+
+PRIVATE: this file is not part of the collection's public interface and may change
+without notice. Errors are raised deep in the shared code and turned into
+``fail_json`` only in a module's ``main()`` (or ``AnsibleError`` in a plugin).
+
+Every message says what was refused, why, and how to proceed. No message may ever
+contain a PIN or key material: errors carry names, ids and option names only.
+"""
+
+from __future__ import annotations
+
+
+class KeyLifecycleError(Exception):
+    """Base class of every error this collection raises on purpose."""
+
+    #: short machine-readable category, returned to the play as ``error_kind``
+    kind = "error"
+
+    def __init__(self, message, option=None):
+        super().__init__(message)
+        self.message = message
+        self.option = option
+
+    def __str__(self):
+        return self.message
+
+
+class InvalidOption(KeyLifecycleError):
+    """An option value is malformed (name, duration, type, ...)."""
+
+    kind = "invalid_option"
+
+
+class PolicyViolation(KeyLifecycleError):
+    """A request is well-formed but below or outside the policy."""
+
+    kind = "policy_violation"
+
+
+class KeyConflict(KeyLifecycleError):
+    """A requested key spec conflicts with what the token already holds."""
+
+    kind = "key_conflict"
+
+
+class KeyNotFound(KeyLifecycleError):
+    """A named key or version does not exist on the token."""
+
+    kind = "key_not_found"
+
+
+class PinUnavailable(KeyLifecycleError):
+    """No PIN was given, or the PIN file is missing, unreadable or too open."""
+
+    kind = "pin_unavailable"
+
+
+class LibraryUnavailable(KeyLifecycleError):
+    """The PKCS#11 library cannot be loaded."""
+
+    kind = "library_unavailable"
+
+
+class TokenUnavailable(KeyLifecycleError):
+    """The token is absent, ambiguous or not usable."""
+
+    kind = "token_unavailable"
+
+
+class LoginFailed(KeyLifecycleError):
+    """The token refused the login (wrong PIN, locked PIN, ...)."""
+
+    kind = "login_failed"
+
+
+class TokenOperationFailed(KeyLifecycleError):
+    """A PKCS#11 call failed; the message names the call and the CKR code."""
+
+    kind = "token_operation_failed"
+
+
+class MechanismUnsupported(TokenOperationFailed):
+    """The token does not support a mechanism the operation needs."""
+
+    kind = "mechanism_unsupported"
+
+
+class MetadataCorrupt(KeyLifecycleError):
+    """A metadata object on the token cannot be decoded."""
+
+    kind = "metadata_corrupt"
+
+
+class MissingDependency(KeyLifecycleError):
+    """A Python library the collection needs is not importable on the host."""
+
+    kind = "missing_dependency"

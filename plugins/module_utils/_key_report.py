@@ -1,0 +1,55 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Read-only description of the keys on a token (the work of key_info).
+
+PRIVATE: not part of the public interface.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
+
+
+def logical_key_state(versions):
+    """A logical key's state: active if any version is, destroyed if all are, else the newest state."""
+    if not versions:
+        return "absent"
+    states = [v.state for v in versions]
+    if "active" in states:
+        return "active"
+    if all(s == "destroyed" for s in states):
+        return "destroyed"
+    return versions[-1].state
+
+
+def describe_keys(store, names=None, states=None, policy=None, now=None):
+    """Return key_versions, logical_keys and anomalies for the selected keys."""
+    now = now or utc_now()
+    max_period = policy.max_rotation_period if policy else None
+    selected = sorted(set(names)) if names else store.names()
+    key_versions, logical_keys = [], []
+    for name in selected:
+        versions = store.versions(name)
+        records = [v.record(now, max_period) for v in versions]
+        active = [r for r in records if r["state"] == "active"]
+        due = active[-1]["next_rotation_due"] if active else None
+        logical_keys.append({
+            "name": name,
+            "state": logical_key_state(versions),
+            "active_version": active[-1]["version"] if active else None,
+            "versions": [r["version"] for r in records],
+            "next_rotation_due": due,
+            "rotation_overdue": bool(active and active[-1]["rotation_overdue"]),
+        })
+        key_versions.extend(r for r in records if not states or r["state"] in states)
+    if states:
+        keep = {r["name"] for r in key_versions}
+        logical_keys = [k for k in logical_keys if k["name"] in keep or k["state"] in states]
+    return {
+        "key_versions": key_versions,
+        "logical_keys": logical_keys,
+        "anomalies": [a.as_dict() for a in store.anomalies],
+        "checked_at": format_time(now),
+    }

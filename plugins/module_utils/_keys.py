@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Key model: logical keys, their numbered versions, specs and metadata.
+
+PRIVATE: not part of the public interface.
+
+A logical key (``payments-db``) has versions 1..n. Each version is one key object
+(AES) or key pair (RSA, EC) on the token, labelled ``<name>:v<version>``, plus one
+metadata object (CKO_DATA, CKA_APPLICATION ``secops.keylifecycle``, same label)
+whose value is canonical JSON. The token is the system of record: this module only
+describes and checks; ``_key_store`` reads and writes the token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
+    MetadataCorrupt,
+    PolicyViolation,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import (
+    CURVE_BITS,
+    DEFAULT_SIZE,
+    DEFAULT_USAGE,
+    KEY_TYPES,
+    USAGES,
+    canonical_curve,
+    format_duration,
+    parse_duration,
+)
+
+METADATA_APPLICATION = "secops.keylifecycle"
+METADATA_SCHEMA = 1
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+LABEL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62}):v([1-9][0-9]{0,8})\Z")
+
+STATES = ("active", "deactivated", "compromised", "destroyed")
+
+SPEC_FIELDS = ("name", "type", "size", "curve", "usage", "distributable", "rotation_period",
+               "retention_period", "recipients")
+# Fields fixed at generation: a spec that differs here conflicts with the existing key.
+IMMUTABLE_FIELDS = ("type", "size", "curve", "usage", "distributable")
+# Fields that can change on an existing key: the metadata is rewritten.
+MUTABLE_FIELDS = ("rotation_period", "retention_period", "recipients")
+
+
+def utc_now():
+    return datetime.now(timezone.utc)
+
+
+def format_time(moment):
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds") if moment else None
+
+
+def parse_time(text):
+    return datetime.fromisoformat(text) if text else None
+
+
+def validate_name(name, option="name"):
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidOption(
+            "%s %r is not a valid key name: use 1 to 63 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (no '/', ':', spaces or control characters)." % (option, name), option=option)
+    return name
+
+
+def version_label(name, version):
+    return "%s:v%d" % (name, version)
+
+
+def parse_label(label):
+    """Return ``(name, version)`` for one of our labels, else None."""
+    match = LABEL_RE.match(label or "")
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What an operator asks for: one logical key, checked against the policy."""
+
+    name: str
+    type: str
+    size: int
+    curve: str | None
+    usage: tuple
+    distributable: bool
+    rotation_period: int
+    retention_period: int
+    recipients: tuple = ()
+
+    def as_dict(self):
+        return {
+            "name": self.name, "type": self.type, "size": self.size, "curve": self.curve,
+            "usage": list(self.usage), "distributable": self.distributable,
+            "rotation_period": format_duration(self.rotation_period),
+            "retention_period": format_duration(self.retention_period),
+            "recipients": list(self.recipients),
+        }
+
+
+def build_key_spec(raw, policy, option="keys"):
+    """Validate one raw key spec (a dict of module options) and enforce the policy."""
+    name = validate_name(raw.get("name"), "%s.name" % option if option != "name" else "name")
+    where = "key %r" % name
+    key_type = str(raw.get("type") or "aes").lower()
+    if key_type not in KEY_TYPES:
+        raise InvalidOption("%s: type %r is not supported; use one of %s." % (where, key_type, ", ".join(KEY_TYPES)),
+                            option="type")
+    if key_type not in policy.allowed_key_types:
+        raise PolicyViolation("%s: type %s is not allowed by policy.allowed_key_types (%s)."
+                              % (where, key_type, ", ".join(policy.allowed_key_types)), option="type")
+    curve = None
+    if key_type == "ec":
+        if raw.get("size") not in (None, ""):
+            raise InvalidOption("%s: size does not apply to EC keys; choose the curve instead." % where, option="size")
+        curve = canonical_curve(raw.get("curve") or "P-256")
+        if curve not in policy.allowed_curves:
+            raise PolicyViolation("%s: curve %s is not allowed by policy; allowed curves: %s."
+                                  % (where, curve, ", ".join(policy.allowed_curves)), option="curve")
+        size = CURVE_BITS[curve]
+    else:
+        if raw.get("curve"):
+            raise InvalidOption("%s: curve applies only to EC keys." % where, option="curve")
+        size = raw.get("size") or DEFAULT_SIZE[key_type]
+        try:
+            size = int(size)
+        except (TypeError, ValueError):
+            raise InvalidOption("%s: size must be a number of bits, got %r." % (where, size), option="size") from None
+        minimum = policy.min_aes_bits if key_type == "aes" else policy.min_rsa_bits
+        if size < minimum:
+            raise PolicyViolation(
+                "%s: size %d is below the policy minimum for %s keys (%d bits). Request size: %d or more."
+                % (where, size, key_type.upper(), minimum, minimum), option="size")
+        if key_type == "aes" and size not in (128, 192, 256):
+            raise InvalidOption("%s: AES size must be 256 (or 128/192 where policy allows), got %d." % (where, size),
+                                option="size")
+        if key_type == "rsa" and (size % 1024 or size > 8192):
+            raise InvalidOption("%s: RSA size must be a multiple of 1024 up to 8192, got %d." % (where, size),
+                                option="size")
+    usage = raw.get("usage") or DEFAULT_USAGE[key_type]
+    if isinstance(usage, str):
+        usage = [usage]
+    usage = tuple(sorted(set(str(u).lower() for u in usage)))
+    unknown = [u for u in usage if u not in USAGES]
+    if unknown:
+        raise InvalidOption("%s: unknown usage %s; known usages: %s." % (where, ", ".join(unknown), ", ".join(USAGES)),
+                            option="usage")
+    refused = [u for u in usage if u not in policy.allowed_usages.get(key_type, ())]
+    if refused:
+        raise PolicyViolation("%s: usage %s is not allowed for %s keys by policy.allowed_usages (allowed: %s)."
+                              % (where, ", ".join(refused), key_type, ", ".join(policy.allowed_usages[key_type])),
+                              option="usage")
+    if raw.get("rotation_period") in (None, ""):
+        rotation = policy.max_rotation_period
+    else:
+        rotation = parse_duration(raw["rotation_period"], "rotation_period")
+        if rotation > policy.max_rotation_period:
+            raise PolicyViolation(
+                "%s: rotation_period %s is longer than the policy maximum %s. Rotate at least every %s."
+                % (where, raw["rotation_period"], format_duration(policy.max_rotation_period),
+                   format_duration(policy.max_rotation_period)), option="rotation_period")
+    if raw.get("retention_period") in (None, ""):
+        retention = policy.default_retention_period
+    else:
+        retention = parse_duration(raw["retention_period"], "retention_period")
+    if retention < policy.min_retention_period:
+        raise PolicyViolation("%s: retention_period %s is shorter than the policy minimum %s."
+                              % (where, format_duration(retention), format_duration(policy.min_retention_period)),
+                              option="retention_period")
+    recipients = raw.get("recipients") or ()
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    recipients = tuple(sorted(set(validate_name(r, "recipients") for r in recipients)))
+    distributable = bool(raw.get("distributable", False))
+    if recipients and not distributable:
+        raise InvalidOption("%s: recipients are listed but distributable is false; a key that is not "
+                            "distributable never leaves the token." % where, option="recipients")
+    return KeySpec(name=name, type=key_type, size=size, curve=curve, usage=usage, distributable=distributable,
+                   rotation_period=rotation, retention_period=retention, recipients=recipients)
+
+
+def build_key_specs(raw_specs, policy):
+    specs = [build_key_spec(raw, policy) for raw in raw_specs]
+    seen = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise InvalidOption("key %r is listed twice in keys; list each key once." % spec.name, option="keys")
+        seen.add(spec.name)
+    return specs
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: str
+    at: datetime
+    by: str
+    reason: str | None = None
+
+    def as_dict(self):
+        return {"state": self.state, "at": format_time(self.at), "by": self.by, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of a logical key as recorded in its metadata object."""
+
+    spec: KeySpec
+    version: int
+    key_id: str
+    state: str
+    created: datetime
+    transitions: tuple = ()
+    retain_until: datetime | None = None
+    key_check_value: str | None = None
+    public_key_fingerprint: str | None = None
+    revision: int = 1
+    evidence: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    @property
+    def label(self):
+        return version_label(self.spec.name, self.version)
+
+    def next_rotation_due(self, max_rotation_period=None):
+        """When this version must be rotated: created + rotation period (capped by the policy's maximum)."""
+        if self.state != "active":
+            return None
+        period = self.spec.rotation_period
+        if max_rotation_period:
+            period = min(period, max_rotation_period)
+        return datetime.fromtimestamp(self.created.timestamp() + period, timezone.utc)
+
+    def with_spec(self, spec):
+        return replace(self, spec=spec, revision=self.revision + 1)
+
+    def metadata(self):
+        """The metadata document stored on the token (never key material)."""
+        doc = {
+            "schema": METADATA_SCHEMA,
+            "revision": self.revision,
+            "version": self.version,
+            "id": self.key_id,
+            "state": self.state,
+            "created": format_time(self.created),
+            "retain_until": format_time(self.retain_until),
+            "key_check_value": self.key_check_value,
+            "public_key_fingerprint": self.public_key_fingerprint,
+            "transitions": [t.as_dict() for t in self.transitions],
+        }
+        doc.update(self.spec.as_dict())
+        return doc
+
+    def encode(self):
+        return json.dumps(self.metadata(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def decode(cls, label, blob):
+        try:
+            doc = json.loads(bytes(blob).decode("utf-8"))
+            if doc.get("schema") != METADATA_SCHEMA:
+                raise ValueError("unknown metadata schema %r" % doc.get("schema"))
+            spec = KeySpec(
+                name=doc["name"], type=doc["type"], size=int(doc["size"]), curve=doc.get("curve"),
+                usage=tuple(doc["usage"]), distributable=bool(doc["distributable"]),
+                rotation_period=parse_duration(doc["rotation_period"], "rotation_period"),
+                retention_period=parse_duration(doc["retention_period"], "retention_period"),
+                recipients=tuple(doc.get("recipients") or ()),
+            )
+            version = cls(
+                spec=spec, version=int(doc["version"]), key_id=doc["id"], state=doc["state"],
+                created=parse_time(doc["created"]),
+                transitions=tuple(Transition(state=t["state"], at=parse_time(t["at"]), by=t["by"],
+                                             reason=t.get("reason")) for t in doc.get("transitions", ())),
+                retain_until=parse_time(doc.get("retain_until")),
+                key_check_value=doc.get("key_check_value"),
+                public_key_fingerprint=doc.get("public_key_fingerprint"),
+                revision=int(doc.get("revision", 1)),
+            )
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise MetadataCorrupt("The metadata object %r on the token cannot be read (%s). Inspect it with "
+                                  "pkcs11-tool --list-objects; do not delete key objects by hand." % (label, exc)) from None
+        if version.label != label or version.state not in STATES:
+            raise MetadataCorrupt("The metadata object %r does not match its label or has an unknown state." % label)
+        return version
+
+    def record(self, now=None, max_rotation_period=None):
+        """The version record returned to the play: metadata, evidence and derived dates."""
+        now = now or utc_now()
+        due = self.next_rotation_due(max_rotation_period)
+        record = {
+            "name": self.name,
+            "version": self.version,
+            "label": self.label,
+            "id": self.key_id,
+            "state": self.state,
+            "type": self.spec.type,
+            "size": self.spec.size,
+            "curve": self.spec.curve,
+            "usage": list(self.spec.usage),
+            "distributable": self.spec.distributable,
+            "recipients": list(self.spec.recipients),
+            "created": format_time(self.created),
+            "age_seconds": max(0, int((now - self.created).total_seconds())),
+            "rotation_period": format_duration(self.spec.rotation_period),
+            "next_rotation_due": format_time(due),
+            "rotation_overdue": bool(due and now >= due),
+            "retention_period": format_duration(self.spec.retention_period),
+            "retain_until": format_time(self.retain_until),
+            "retention_expired": bool(self.retain_until and now >= self.retain_until),
+            "key_check_value": self.key_check_value,
+            "public_key_fingerprint": self.public_key_fingerprint,
+            "evidence": dict(self.evidence),
+            "transitions": [t.as_dict() for t in self.transitions],
+        }
+        return record
+
+    def review(self):
+        """Metadata shown in diffs: what a change reviewer needs, nothing else."""
+        return {
+            "version": self.version, "id": self.key_id, "state": self.state,
+            "type": self.spec.type, "size": self.spec.size, "curve": self.spec.curve,
+            "usage": list(self.spec.usage), "distributable": self.spec.distributable,
+            "rotation_period": format_duration(self.spec.rotation_period),
+            "retention_period": format_duration(self.spec.retention_period),
+            "recipients": list(self.spec.recipients),
+        }
+
+
+def spec_conflicts(spec, existing):
+    """Immutable fields where ``spec`` differs from an existing version's spec."""
+    return [(name, getattr(existing.spec, name), getattr(spec, name))
+            for name in IMMUTABLE_FIELDS if getattr(spec, name) != getattr(existing.spec, name)]
+
+
+def spec_updates(spec, existing):
+    return [name for name in MUTABLE_FIELDS if getattr(spec, name) != getattr(existing.spec, name)]

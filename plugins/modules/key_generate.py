@@ -1,0 +1,333 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: key_generate
+short_description: Ensure keys exist, generated inside a PKCS#11 token
+version_added: 0.1.0
+description:
+  - Ensures that one logical key (O(name)) or a batch of keys (O(keys)) exists on the token with an active version.
+  - A missing key is generated inside the token (C_GenerateKey or C_GenerateKeyPair), never imported. Its secret
+    (the AES key or the private key) is created with CKA_SENSITIVE true, and with CKA_EXTRACTABLE true only when
+    O(distributable=true), so that it can leave the token only wrapped under another key.
+  - Each version is a token object labelled C(<name>:v<version>) with a random 16-byte CKA_ID, plus a metadata
+    object (CKO_DATA, application C(secops.keylifecycle)) recording its spec, state, creation time, key check
+    value (AES) or public key fingerprint (RSA, EC) and state transitions.
+  - A key that already exists with the same type, size, curve, usage and O(distributable) is left alone
+    (C(changed=false)). A different O(rotation_period), O(retention_period) or O(recipients) rewrites the
+    metadata only. A different type, size, curve, usage or O(distributable) is refused for the whole batch, and
+    nothing is changed.
+  - The whole batch is checked against the policy before anything is generated, and runs in one PKCS#11 session
+    with one enumeration of the token.
+  - This module does not rotate, deactivate or destroy keys; it never creates a second version of an existing key.
+author:
+  - secops.keylifecycle maintainers
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is created or written to the token; RV(plan) and the diff say what would be done.
+  diff_mode:
+    support: full
+    details:
+      - Shows each key's metadata before and after (never key material).
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Name of one logical key. 1 to 63 letters, digits, V(.), V(_) or V(-), starting with a letter or digit.
+      - Mutually exclusive with O(keys).
+    type: str
+  type:
+    description: Key type of O(name).
+    type: str
+    choices: [aes, rsa, ec]
+    default: aes
+  size:
+    description:
+      - Key size in bits for AES (default V(256)) and RSA (default V(3072)). Must meet the policy minimum.
+      - Not used for EC keys (the curve sets the size).
+    type: int
+  curve:
+    description: Curve of an EC key, V(P-256) (default), V(P-384) or V(P-521).
+    type: str
+  usage:
+    description:
+      - What the key may be used for, among V(encrypt), V(decrypt), V(wrap), V(unwrap), V(sign), V(verify) and
+        V(derive), as the policy allows for the key type.
+      - Defaults to V([encrypt, decrypt]) for AES and V([sign, verify]) for RSA and EC.
+    type: list
+    elements: str
+  distributable:
+    description:
+      - Whether the key may be distributed to recipients. Only then is the secret created with CKA_EXTRACTABLE
+        true, and it can still only leave the token wrapped (it stays CKA_SENSITIVE).
+    type: bool
+    default: false
+  rotation_period:
+    description: How often the key must be rotated (for example V(90d)). Defaults to, and may not exceed, the
+      policy's O(policy.max_rotation_period).
+    type: str
+  retention_period:
+    description: How long a deactivated version is kept before it may be destroyed. Defaults to the policy's
+      O(policy.default_retention_period).
+    type: str
+  recipients:
+    description: Names of the recipients allowed to receive this key (only with O(distributable=true)).
+    type: list
+    elements: str
+  keys:
+    description:
+      - A batch of key specs, each with the same options as the single-key form (O(name) required).
+      - Mutually exclusive with O(name).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Name of the logical key.
+        type: str
+        required: true
+      type:
+        description: Key type.
+        type: str
+        choices: [aes, rsa, ec]
+        default: aes
+      size:
+        description: Key size in bits (AES, RSA).
+        type: int
+      curve:
+        description: EC curve.
+        type: str
+      usage:
+        description: Key usages.
+        type: list
+        elements: str
+      distributable:
+        description: Whether the key may be distributed (wrapped) to recipients.
+        type: bool
+        default: false
+      rotation_period:
+        description: Rotation period.
+        type: str
+      retention_period:
+        description: Retention period of deactivated versions.
+        type: str
+      recipients:
+        description: Recipients allowed to receive the key.
+        type: list
+        elements: str
+  audit_context:
+    description:
+      - Who runs the action and in which run, recorded in the audit events.
+      - Filled in on the controller by this module's action plugin (the controller's operator identity and the
+        playbook run); values given in a task are replaced.
+    type: dict
+    suboptions:
+      operator:
+        description: Operator name.
+        type: str
+      operator_source:
+        description: Where the operator name came from.
+        type: str
+      run_id:
+        description: Identifier of the playbook run.
+        type: str
+seealso:
+  - module: secops.keylifecycle.key_info
+"""
+
+EXAMPLES = r"""
+- name: Ensure the payments database key exists (AES-256, default policy)
+  secops.keylifecycle.key_generate:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: dev-keys
+    user_pin_file: /etc/keylifecycle/dev-user.pin
+    name: payments-db
+    rotation_period: 180d
+
+- name: Ensure a batch of keys in one session, connection set once for the play
+  module_defaults:
+    group/secops.keylifecycle.hsm:
+      pkcs11_module: "{{ hsm_pkcs11_module }}"
+      token_label: "{{ hsm_token_label }}"
+      user_pin: "{{ vault_hsm_user_pin }}"
+  secops.keylifecycle.key_generate:
+    policy:
+      min_rsa_bits: 4096
+      max_rotation_period: 90d
+    keys:
+      - name: payments-db
+        distributable: true
+        usage: [encrypt, decrypt]
+        recipients: [app01]
+      - name: invoice-signing
+        type: rsa
+        size: 4096
+        usage: [sign, verify]
+      - name: api-tokens
+        type: ec
+        curve: P-384
+"""
+
+RETURN = r"""
+key_versions:
+  description: The active version of every requested key after the run (existing or new), as in M(secops.keylifecycle.key_info).
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - name: payments-db
+      version: 1
+      label: payments-db:v1
+      id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f
+      state: active
+      type: aes
+      size: 256
+      curve: null
+      usage: [decrypt, encrypt]
+      distributable: false
+      recipients: []
+      created: "2026-11-28T23:00:00+00:00"
+      age_seconds: 0
+      rotation_period: 365d
+      next_rotation_due: "2027-11-28T23:00:00+00:00"
+      rotation_overdue: false
+      retention_period: 90d
+      retain_until: null
+      retention_expired: false
+      key_check_value: 4b75b7
+      public_key_fingerprint: null
+      evidence: {local: true, sensitive: true, always_sensitive: true, never_extractable: true, extractable: false}
+      transitions: [{state: active, at: "2026-11-28T23:00:00+00:00", by: alice, reason: generated}]
+generated:
+  description: The version records created by this run (empty when nothing was generated or in check mode).
+  returned: success
+  type: list
+  elements: dict
+plan:
+  description: One entry per requested key with the action taken (or, in check mode, that would be taken).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Key name.
+      type: str
+    action:
+      description: V(create), V(update) (metadata only) or V(none).
+      type: str
+    version:
+      description: The version created, updated or found.
+      type: int
+    changes:
+      description: The metadata fields an update changes.
+      type: list
+      elements: str
+      returned: when action is update
+  sample: [{name: payments-db, action: create, version: 1}]
+audit_events:
+  description:
+    - One audit event per state change (and one for a failed change), in the schema of docs/audit-schema.md
+      (ECS field names). Never holds key material or a PIN.
+  returned: always
+  type: list
+  elements: dict
+error_kind:
+  description: Category of the error (for example V(policy_violation), V(key_conflict), V(login_failed)).
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about, when there is one.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    hsm_module_kwargs,
+    policy_overrides,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_generation import (
+    apply_generation,
+    plan_generation,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_specs
+from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+KEY_SPEC_OPTIONS = {
+    "type": {"type": "str", "choices": ["aes", "rsa", "ec"], "default": "aes"},
+    "size": {"type": "int"},
+    "curve": {"type": "str"},
+    "usage": {"type": "list", "elements": "str"},
+    "distributable": {"type": "bool", "default": False},
+    "rotation_period": {"type": "str"},
+    "retention_period": {"type": "str"},
+    "recipients": {"type": "list", "elements": "str"},
+}
+
+ARGUMENT_SPEC = dict(
+    name={"type": "str"},
+    keys={"type": "list", "elements": "dict", "no_log": False,
+          "options": dict(name={"type": "str", "required": True}, **KEY_SPEC_OPTIONS)},
+    **KEY_SPEC_OPTIONS,
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+def requested_specs(params):
+    """The raw key specs of the task: the single-key options or the batch."""
+    if params["keys"] is not None:
+        return params["keys"]
+    return [dict({name: params[name] for name in KEY_SPEC_OPTIONS}, name=params["name"])]
+
+
+def main():
+    module = AnsibleModule(**hsm_module_kwargs(
+        ARGUMENT_SPEC,
+        mutually_exclusive=[[option, "keys"] for option in ["name"] + list(KEY_SPEC_OPTIONS)],
+        required_one_of=[["name", "keys"]],
+        supports_check_mode=True,
+    ))
+    require_dependencies(module)
+    try:
+        policy = load_policy(policy_overrides(module.params))
+        specs = build_key_specs(requested_specs(module.params), policy)
+        context = AuditContext.from_params(module.params["audit_context"])
+        settings = ConnectionSettings.from_params(module.params)
+        with open_session(settings) as session:
+            store = TokenKeyStore(session, settings.token_label).load()
+            plans = plan_generation(store, specs)
+            result = apply_generation(store, plans, context, module.check_mode)
+    except KeyLifecycleError as exc:
+        fail_with_error(module, exc, plan=[])
+    module.exit_json(
+        changed=result.changed,
+        key_versions=result.key_versions,
+        generated=result.generated,
+        plan=result.plan,
+        audit_events=result.audit_events,
+        diff=result.diff,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: key_info
+short_description: List the keys and key versions on a PKCS#11 token
+version_added: 0.1.0
+description:
+  - Lists the logical keys managed by this collection on a token, and each of their versions with its state,
+    age, next rotation due date, retention expiry, key check value or public key fingerprint, and the token's own
+    evidence about the key (CKA_LOCAL, CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE,
+    CKA_EXTRACTABLE).
+  - Reads the token only; objects that do not belong to this collection are ignored.
+  - Reports anomalies it finds (a key object without metadata, duplicate metadata, metadata without its key).
+author:
+  - secops.keylifecycle maintainers
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.info_module
+options:
+  name:
+    description:
+      - Only these logical keys. A name not on the token is listed in RV(logical_keys) with state V(absent).
+      - All keys when not given.
+    type: list
+    elements: str
+  state:
+    description: Only versions in these states.
+    type: list
+    elements: str
+    choices: [active, deactivated, compromised, destroyed]
+notes:
+  - O(policy) only matters for the due dates it reports: a rotation period longer than
+    O(policy.max_rotation_period) is capped by it.
+seealso:
+  - module: secops.keylifecycle.key_generate
+"""
+
+EXAMPLES = r"""
+- name: List every key on the dev token
+  secops.keylifecycle.key_info:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: dev-keys
+    user_pin_file: /etc/keylifecycle/dev-user.pin
+  register: keys
+
+- name: Show keys whose rotation is overdue
+  ansible.builtin.debug:
+    msg: "{{ keys.logical_keys | selectattr('rotation_overdue') | map(attribute='name') | list }}"
+
+- name: Active versions of two keys
+  secops.keylifecycle.key_info:
+    name: [payments-db, invoice-signing]
+    state: [active]
+"""
+
+RETURN = r"""
+key_versions:
+  description: Every selected key version, oldest first per key.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Logical key name.
+      type: str
+    version:
+      description: Version number (1..n).
+      type: int
+    label:
+      description: CKA_LABEL of the version's objects, C(<name>:v<version>).
+      type: str
+    id:
+      description: CKA_ID of the version's objects, hex.
+      type: str
+    state:
+      description: V(active), V(deactivated), V(compromised) or V(destroyed).
+      type: str
+    type:
+      description: V(aes), V(rsa) or V(ec).
+      type: str
+    size:
+      description: Key size in bits (for EC, the curve's size).
+      type: int
+    curve:
+      description: EC curve, or null.
+      type: str
+    usage:
+      description: Usages the key was generated with.
+      type: list
+      elements: str
+    distributable:
+      description: Whether the key may be wrapped for recipients.
+      type: bool
+    recipients:
+      description: Recipients allowed to receive the key.
+      type: list
+      elements: str
+    created:
+      description: Creation time, ISO 8601 in UTC.
+      type: str
+    age_seconds:
+      description: Seconds since creation.
+      type: int
+    rotation_period:
+      description: Rotation period, like V(365d).
+      type: str
+    next_rotation_due:
+      description: When the active version must be rotated (null for other states).
+      type: str
+    rotation_overdue:
+      description: Whether that time has passed.
+      type: bool
+    retention_period:
+      description: Retention period of a deactivated version.
+      type: str
+    retain_until:
+      description: Until when a deactivated version is retained (null while active).
+      type: str
+    retention_expired:
+      description: Whether V(retain_until) has passed.
+      type: bool
+    key_check_value:
+      description: AES key check value (first 3 bytes of AES-ECB of a zero block), hex; null for key pairs.
+      type: str
+    public_key_fingerprint:
+      description: C(sha256:) and the SHA-256 of the DER SubjectPublicKeyInfo (RSA, EC); null for AES.
+      type: str
+    evidence:
+      description: The token's attributes C(local), C(sensitive), C(always_sensitive), C(never_extractable) and
+        C(extractable) of the secret (AES key or private key).
+      type: dict
+    transitions:
+      description: State transitions with time, operator and reason.
+      type: list
+      elements: dict
+logical_keys:
+  description: One summary per selected logical key.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Logical key name.
+      type: str
+    state:
+      description: V(active) if a version is active, V(destroyed) if all are destroyed, V(absent) if not on the token.
+      type: str
+    active_version:
+      description: The active version number, or null.
+      type: int
+    versions:
+      description: All version numbers on record.
+      type: list
+      elements: int
+    next_rotation_due:
+      description: When the active version must be rotated.
+      type: str
+    rotation_overdue:
+      description: Whether rotation is overdue.
+      type: bool
+  sample: [{name: payments-db, state: active, active_version: 1, versions: [1],
+            next_rotation_due: "2027-11-28T23:00:00+00:00", rotation_overdue: false}]
+anomalies:
+  description: Inconsistencies found on the token, each with the label concerned and the problem.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{label: "payments-db:v2", problem: "key object(s) without a metadata object"}]
+checked_at:
+  description: When the token was read (UTC).
+  returned: success
+  type: str
+error_kind:
+  description: Category of the error (for example V(login_failed), V(token_unavailable)).
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about, when there is one.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    POLICY_ARGSPEC,
+    hsm_module_kwargs,
+    policy_overrides,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_report import describe_keys
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import STATES, validate_name
+from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+ARGUMENT_SPEC = dict(
+    name={"type": "list", "elements": "str"},
+    state={"type": "list", "elements": "str", "choices": list(STATES)},
+    **POLICY_ARGSPEC,
+)
+
+
+def main():
+    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    require_dependencies(module)
+    try:
+        policy = load_policy(policy_overrides(module.params))
+        names = [validate_name(n) for n in module.params["name"] or ()]
+        settings = ConnectionSettings.from_params(module.params)
+        # Read-write is not needed to read; a read-only session also works on tokens that refuse RW.
+        with open_session(settings, rw=False) as session:
+            store = TokenKeyStore(session, settings.token_label).load()
+            report = describe_keys(store, names=names, states=module.params["state"], policy=policy)
+    except KeyLifecycleError as exc:
+        fail_with_error(module, exc)
+    module.exit_json(changed=False, **report)
+
+
+if __name__ == "__main__":
+    main()

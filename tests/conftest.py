@@ -1,0 +1,102 @@
+"""Shared fixtures: the built collection, real SoftHSM2 tokens, an independent token reader, ansible-playbook.
+
+Every test talks to a real SoftHSM2 token. The collection under test is the tarball that
+``ansible-galaxy collection build`` makes from this checkout, installed into a temporary
+collections path, so a file left out of the build fails the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+PKCS11_MODULE = os.environ.get("KL_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+READER = REPO / "tests" / "helpers" / "read_token.py"
+
+
+def _run(cmd, **kwargs):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def collections_path(tmp_path_factory):
+    """Build the collection from this checkout and install it into an empty collections path."""
+    build = tmp_path_factory.mktemp("build")
+    _run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(build), str(REPO)])
+    tarball = next(build.glob("secops-keylifecycle-*.tar.gz"))
+    path = tmp_path_factory.mktemp("collections")
+    _run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(path), str(tarball)])
+    return path
+
+
+@dataclass
+class Token:
+    """One SoftHSM2 token in its own folder (its own SOFTHSM2_CONF), with PINs in 0600 files."""
+
+    root: Path
+    label: str
+    user_pin: str
+    so_pin: str
+
+    @property
+    def conf(self):
+        return self.root / "softhsm2.conf"
+
+    @property
+    def pin_file(self):
+        return self.root / "user.pin"
+
+    @property
+    def env(self):
+        return {"SOFTHSM2_CONF": str(self.conf)}
+
+    def connection(self):
+        return {"pkcs11_module": PKCS11_MODULE, "token_label": self.label, "user_pin_file": str(self.pin_file)}
+
+    def objects(self):
+        """Every object on the token, read by tests/helpers/read_token.py (python-pkcs11 only)."""
+        out = _run([sys.executable, str(READER), PKCS11_MODULE, self.label, str(self.pin_file)],
+                   env={**os.environ, **self.env})
+        return json.loads(out.stdout)
+
+    def pkcs11_tool_objects(self):
+        """``pkcs11-tool --list-objects`` output (OpenSC), a second independent reader."""
+        out = _run(["pkcs11-tool", "--module", PKCS11_MODULE, "--token-label", self.label, "--login",
+                    "--pin", self.user_pin, "--list-objects"], env={**os.environ, **self.env})
+        return out.stdout
+
+
+def make_token(root, label):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tokens").mkdir(exist_ok=True)
+    (root / "softhsm2.conf").write_text(
+        "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n" % (root / "tokens"))
+    token = Token(root=root, label=label, user_pin=secrets.token_hex(8), so_pin=secrets.token_hex(8))
+    token.pin_file.write_text(token.user_pin + "\n")
+    token.pin_file.chmod(0o600)
+    _run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", token.so_pin,
+          "--pin", token.user_pin], env={**os.environ, **token.env})
+    return token
+
+
+@pytest.fixture
+def token(tmp_path):
+    """A fresh, empty token for one test."""
+    return make_token(tmp_path / "hsm", "kl-test")
+
+
+@pytest.fixture(scope="session")
+def softhsm_binary():
+    if not shutil.which("softhsm2-util"):
+        pytest.fail("softhsm2-util is not installed: run scripts/bootstrap.sh")
+    return shutil.which("softhsm2-util")
