@@ -25,7 +25,10 @@ READER = REPO / "tests" / "helpers" / "read_token.py"
 
 
 def _run(cmd, **kwargs):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s\n%s" % (cmd[:3], result.returncode, result.stdout, result.stderr))
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +57,7 @@ class Token:
 
     @property
     def pin_file(self):
-        return self.root / "user.pin"
+        return self.root / ("%s.user.pin" % self.label)
 
     @property
     def env(self):

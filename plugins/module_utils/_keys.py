@@ -106,9 +106,9 @@ class KeySpec:
         }
 
 
-def build_key_spec(raw, policy, option="keys"):
+def build_key_spec(raw, policy):
     """Validate one raw key spec (a dict of module options) and enforce the policy."""
-    name = validate_name(raw.get("name"), "%s.name" % option if option != "name" else "name")
+    name = validate_name(raw.get("name"), "name")
     where = "key %r" % name
     key_type = str(raw.get("type") or "aes").lower()
     if key_type not in KEY_TYPES:

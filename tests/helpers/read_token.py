@@ -32,7 +32,7 @@ def main():
     token = pkcs11.lib(module).get_token(token_label=label)
     out = []
     with token.open(user_pin=pin) as session:
-        for obj in session.get_objects({}):
+        for obj in list(session.get_objects({})):
             cls = obj[A.CLASS]
             entry = {"class": cls.name, "label": obj[A.LABEL]}
             for name in BOOLEAN.get(cls, []):

@@ -1,0 +1,95 @@
+"""Integration fixtures: run the built collection through ``ansible-playbook`` against a real token."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, VENV_BIN
+
+
+@dataclass
+class PlayResult:
+    rc: int
+    stdout: str
+    stderr: str
+    task: dict  # the registered result of the task under test
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+
+class Runner:
+    """Writes a one-task playbook around a module call and runs it with ansible-playbook."""
+
+    def __init__(self, tmp_path, collections_path, token):
+        self.tmp_path = tmp_path
+        self.collections_path = collections_path
+        self.token = token
+        self.count = 0
+        inventory = tmp_path / "inventory.yml"
+        inventory.write_text(yaml.safe_dump({"hsm": {"hosts": {"test-hsm": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+        self.inventory = inventory
+
+    def env(self, extra=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PKCS11_"))}
+        env.update({
+            "ANSIBLE_COLLECTIONS_PATH": str(self.collections_path),
+            "ANSIBLE_CONFIG": str(self.tmp_path / "no-ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_LOCAL_TEMP": str(self.tmp_path / "ansible-tmp"),
+            "PATH": "%s:%s" % (VENV_BIN, os.environ.get("PATH", "/usr/bin:/bin")),
+        })
+        env.update(extra or {})
+        return env
+
+    def playbook(self, path, *args, extra_env=None):
+        result = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), str(path), *args],
+                                capture_output=True, text=True, env=self.env(extra_env), cwd=str(self.tmp_path))
+        return result
+
+    def task(self, module, args, *flags, connection=True, environment=None, extra_env=None):
+        """Run ``secops.keylifecycle.<module>`` once; return its registered result."""
+        self.count += 1
+        out = self.tmp_path / ("result-%d.json" % self.count)
+        module_args = dict(self.token.connection()) if connection else {}
+        module_args.update(args)
+        play = [{
+            "name": "under test",
+            "hosts": "hsm",
+            "gather_facts": False,
+            "environment": dict(self.token.env, **(environment or {})),
+            "tasks": [
+                {"name": "module under test", "secops.keylifecycle.%s" % module: module_args,
+                 "register": "under_test", "ignore_errors": True},
+                {"name": "save result", "ansible.builtin.copy": {"content": "{{ under_test | to_json }}",
+                                                                 "dest": str(out)},
+                 "check_mode": False, "diff": False},
+            ],
+        }]
+        path = self.tmp_path / ("play-%d.yml" % self.count)
+        path.write_text(yaml.safe_dump(play, sort_keys=False))
+        proc = self.playbook(path, *flags, extra_env=extra_env)
+        assert out.exists(), "playbook did not reach the save task:\n%s\n%s" % (proc.stdout, proc.stderr)
+        return PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
+                          task=json.loads(out.read_text()))
+
+
+@pytest.fixture
+def runner(tmp_path, collections_path, token):
+    return Runner(tmp_path, collections_path, token)
+
+
+@pytest.fixture
+def repo():
+    return Path(REPO)
