@@ -32,7 +32,8 @@ options:
         type: list
         elements: str
       allowed_usages:
-        description: Per key type, the usages that may be given (for example V({aes: [encrypt, decrypt]})).
+        description:
+          - Per key type, the list of usages that may be given, for example V(aes) mapped to V(encrypt) and V(decrypt).
         type: dict
       max_rotation_period:
         description: Longest allowed rotation period (baseline V(365d)).

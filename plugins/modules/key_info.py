@@ -36,7 +36,7 @@ options:
     elements: str
     choices: [active, deactivated, compromised, destroyed]
 notes:
-  - O(policy) only matters for the due dates it reports: a rotation period longer than
+  - O(policy) only matters for the due dates it reports, where a rotation period longer than
     O(policy.max_rotation_period) is capped by it.
 seealso:
   - module: secops.keylifecycle.key_generate

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Main job on a fresh Debian/Ubuntu machine: install everything, create the dev SoftHSM2 token under
+# .state/dev, build and install the collection, and run the dev-environment lifecycle (playbooks/site.yml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+./scripts/softhsm-token.sh .state/dev kl-dev
+export PATH="$PWD/.venv/bin:$PATH"
+ansible-galaxy collection build --force --output-path .state/build . >/dev/null
+ansible-galaxy collection install --force -p .state/collections .state/build/secops-keylifecycle-*.tar.gz >/dev/null
+ansible-playbook -i inventories/dev playbooks/site.yml "$@"
+cat <<MSG
+
+Done. The dev token lives in .state/dev (SOFTHSM2_CONF=.state/dev/softhsm2.conf, user PIN in .state/dev/user.pin).
+List it again:      .venv/bin/ansible-playbook -i inventories/dev playbooks/site.yml --check --diff
+Or with OpenSC:     SOFTHSM2_CONF=.state/dev/softhsm2.conf pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so \\
+                      --token-label kl-dev --login --list-objects
+MSG

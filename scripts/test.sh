@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is needed, then unit + integration tests on real SoftHSM2 tokens
+# (pytest), ansible-lint (production profile) and ansible-test sanity. Exits non-zero on any failure,
+# and when pytest collects no tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== pytest (unit + integration, real SoftHSM2 tokens)"
+set +e
+python -m pytest tests -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+[ "$rc" -eq 0 ] || exit "$rc"
+
+echo "== ansible-lint (production profile)"
+ansible-lint --profile production --offline
+
+echo "== ansible-test sanity"
+./scripts/sanity.sh
