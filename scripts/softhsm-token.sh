@@ -24,7 +24,7 @@ new_pin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 [ -s "$state_dir/user.pin" ] || new_pin > "$state_dir/user.pin"
 [ -s "$state_dir/so.pin" ] || new_pin > "$state_dir/so.pin"
 chmod 600 "$state_dir/user.pin" "$state_dir/so.pin"
-if softhsm2-util --show-slots 2>/dev/null | grep -Eq "^[[:space:]]*Label:[[:space:]]+$label[[:space:]]*$"; then
+if softhsm2-util --show-slots 2>/dev/null | grep -Eq "^[[:space:]]*Label:[[:space:]]+${label}[[:space:]]*$"; then
   echo "token '$label' already present in $state_dir/tokens"
 else
   # PINs go through a file descriptor-free path: softhsm2-util only takes them as arguments, so the

@@ -15,7 +15,7 @@ from ansible.module_utils.basic import env_fallback
 
 CONNECTION_ARGSPEC = {
     "pkcs11_module": {"type": "path", "required": True, "fallback": (env_fallback, ["PKCS11_MODULE"])},
-    "token_label": {"type": "str", "required": True, "fallback": (env_fallback, ["PKCS11_TOKEN_LABEL"])},
+    "token_label": {"type": "str", "required": True, "no_log": False, "fallback": (env_fallback, ["PKCS11_TOKEN_LABEL"])},
     "user_pin": {"type": "str", "no_log": True, "fallback": (env_fallback, ["PKCS11_USER_PIN"])},
     "user_pin_file": {"type": "path"},
 }
@@ -27,7 +27,7 @@ POLICY_ARGSPEC = {
         "options": {
             "min_aes_bits": {"type": "int"},
             "min_rsa_bits": {"type": "int"},
-            "allowed_key_types": {"type": "list", "elements": "str"},
+            "allowed_key_types": {"type": "list", "elements": "str", "no_log": False},
             "allowed_curves": {"type": "list", "elements": "str"},
             "allowed_usages": {"type": "dict"},
             "max_rotation_period": {"type": "str"},

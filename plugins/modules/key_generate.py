@@ -25,7 +25,7 @@ description:
     with one enumeration of the token.
   - This module does not rotate, deactivate or destroy keys; it never creates a second version of an existing key.
 author:
-  - secops.keylifecycle maintainers
+  - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy

@@ -17,7 +17,7 @@ description:
   - Reads the token only; objects that do not belong to this collection are ignored.
   - Reports anomalies it finds (a key object without metadata, duplicate metadata, metadata without its key).
 author:
-  - secops.keylifecycle maintainers
+  - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy

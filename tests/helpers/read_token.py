@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Independent reader of a PKCS#11 token for the tests: python-pkcs11 only, no collection code.
 
 usage: read_token.py MODULE TOKEN_LABEL PIN_FILE  -> JSON list of objects on stdout

@@ -55,7 +55,8 @@ class Runner:
 
     def playbook(self, path, *args, extra_env=None):
         result = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), str(path), *args],
-                                capture_output=True, text=True, env=self.env(extra_env), cwd=str(self.tmp_path))
+                                capture_output=True, text=True, env=self.env(extra_env), cwd=str(self.tmp_path),
+                                check=False)
         return result
 
     def task(self, module, args, *flags, connection=True, environment=None, extra_env=None):
