@@ -9,3 +9,5 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_act
 
 class ActionModule(LifecycleActionBase):
     """Controller side of secops.keylifecycle.key_generate (see plugin_utils/_lifecycle_action.py)."""
+
+    AUDIT_ACTION = "key-generate"

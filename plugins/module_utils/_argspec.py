@@ -45,6 +45,8 @@ AUDIT_CONTEXT_ARGSPEC = {
             "operator": {"type": "str"},
             "operator_source": {"type": "str"},
             "run_id": {"type": "str"},
+            "intent_id": {"type": "str"},
+            "host": {"type": "str"},
         },
     },
 }

@@ -30,6 +30,10 @@ ACTIONS = {
     "key-generate": (["configuration"], ["creation"]),
     "key-update": (["configuration"], ["change"]),
 }
+# keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
+# follows, and the task's outcome closes the sequence.
+PHASES = ("intent", "change", "outcome")
+_PHASE_TYPES = {"intent": ["start"], "outcome": ["end"]}
 
 _HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
 _KCV = re.compile(r"^[0-9a-f]{6}\Z")
@@ -70,17 +74,24 @@ _FIELD_CHECKS = {
     "key.check_value": lambda v: isinstance(v, str) and bool(_KCV.match(v)),
     "key.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
     "key.token": lambda v: isinstance(v, str) and bool(_TOKEN_LABEL.match(v)),
+    "keylifecycle.phase": lambda v: v in PHASES,
+    "keylifecycle.module": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z0-9_.]{1,80}\Z", v)),
+    "keylifecycle.intent_id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
+    "keylifecycle.requested_keys": lambda v: isinstance(v, list) and all(
+        isinstance(i, str) and NAME_RE.match(i) for i in v),
+    "keylifecycle.changed": lambda v: isinstance(v, bool),
 }
 
 
 class AuditContext:
     """Who acts, from where, in which run. Resolved on the controller when possible."""
 
-    def __init__(self, operator, operator_source, run_id, host=None):
+    def __init__(self, operator, operator_source, run_id, host=None, intent_id=None):
         self.operator = operator
         self.operator_source = operator_source
         self.run_id = run_id
         self.host = host or socket.gethostname()
+        self.intent_id = intent_id
 
     @classmethod
     def from_params(cls, given):
@@ -91,7 +102,8 @@ class AuditContext:
         if not operator:
             operator, source = getpass.getuser(), "target_os_user"
         return cls(operator=str(operator), operator_source=str(source or "unspecified"),
-                   run_id=str(given.get("run_id") or uuid.uuid4()))
+                   run_id=str(given.get("run_id") or uuid.uuid4()), intent_id=given.get("intent_id"),
+                   host=given.get("host"))
 
 
 def _flatten(event, prefix=""):
@@ -135,9 +147,14 @@ def key_section(version, token_label):
     return section
 
 
-def build_event(action, outcome, context, key=None, reason=None, error_kind=None, when=None):
-    """Return one validated audit event."""
+def build_event(action, outcome, context, key=None, reason=None, error_kind=None, when=None, phase="change",
+                extra=None):
+    """Return one validated audit event.
+
+    ``extra`` adds fields of the ``keylifecycle`` section (module, requested_keys, changed).
+    """
     category, event_type = ACTIONS[action]
+    event_type = _PHASE_TYPES.get(phase, event_type)
     event = {
         "@timestamp": (when or utc_now()).isoformat(timespec="milliseconds"),
         "event": {
@@ -163,4 +180,9 @@ def build_event(action, outcome, context, key=None, reason=None, error_kind=None
         event["error"] = {"type": error_kind}
     if key:
         event["key"] = dict(key)
+    section = {"phase": phase}
+    if context.intent_id:
+        section["intent_id"] = context.intent_id
+    section.update(extra or {})
+    event["keylifecycle"] = section
     return validate_event(event)

@@ -141,6 +141,12 @@ options:
       run_id:
         description: Identifier of the playbook run.
         type: str
+      intent_id:
+        description: Record id of the intent record journaled before this call.
+        type: str
+      host:
+        description: Inventory name of the HSM host, recorded as C(host.name).
+        type: str
 seealso:
   - module: secops.keylifecycle.key_info
 """

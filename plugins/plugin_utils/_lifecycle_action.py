@@ -2,15 +2,22 @@
 # Copyright: secops.keylifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Controller side of every state-changing lifecycle module.
+"""Controller side of every state-changing lifecycle module: identity and fail-closed audit.
 
 PRIVATE: not part of the public interface.
 
-The action plugin runs on the controller before the module is sent to the HSM
-host. It resolves who is acting (``resolve_operator``) and which run this is
-(``resolve_run_id``), and passes both to the module as ``audit_context``,
-replacing anything a task set there, so an audit event names the controller-side
-identity and not the remote account the module happens to run as.
+The action plugin runs on the controller, in the worker that runs the task, before
+the module is sent to the HSM host, so it works the same for ``no_log`` tasks and
+for ad-hoc ``ansible`` runs, and does not depend on any callback being loaded:
+
+1. resolve who is acting (``resolve_operator``) and which run this is (``resolve_run_id``);
+2. append an *intent* record to the journal and fsync it; if that fails, the task
+   fails and the module is never run (nothing touches the HSM);
+3. run the module with ``audit_context`` (operator, run id, intent record id);
+4. append the module's change events and an *outcome* record (success or failure),
+   fsync'ed; if that fails the task fails loudly, naming the intent record.
+
+Check mode changes nothing and journals nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +29,20 @@ import re
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import (
+    AuditContext,
+    build_event,
+    validate_event,
+)
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
+    Journal,
+    JournalError,
+    default_journal_path,
+    register_journal,
+)
+
 _OPERATOR_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
+JOURNAL_VARIABLE = "keylifecycle_audit_journal"
 
 
 def resolve_operator(task_vars, environ):
@@ -52,29 +72,79 @@ def resolve_run_id(task_vars, environ, task_uuid):
 
 
 def audit_context(task_vars, environ, task_uuid):
+    """operator, operator_source, run_id and host, as passed to the module's ``audit_context``."""
     operator, source = resolve_operator(task_vars, environ)
     if not _OPERATOR_RE.match(operator):
         raise AnsibleActionFail(
             "The operator name %r (from %s) cannot be recorded in audit events: it may hold only letters, "
             "digits and . _ @ + -." % (operator, source))
     return {"operator": operator, "operator_source": source,
-            "run_id": resolve_run_id(task_vars, environ, task_uuid)}
+            "run_id": resolve_run_id(task_vars, environ, task_uuid),
+            "host": str(task_vars.get("inventory_hostname") or "localhost")}
 
 
 class LifecycleActionBase(ActionBase):
-    """Runs the module of the same name with the controller-resolved audit context."""
+    """Runs the module of the same name between a durable intent record and its outcome record."""
 
     TRANSFERS_FILES = False
-    _requires_connection = True
+    #: event.action of the records this module produces (set by each action plugin)
+    AUDIT_ACTION = ""
+
+    def requested_keys(self, args):
+        """Names of the logical keys the task asks about, for the intent record."""
+        names = [spec.get("name") for spec in args.get("keys") or () if isinstance(spec, dict)]
+        if args.get("name"):
+            names.append(args["name"])
+        return [str(n) for n in names if n]
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
+        context = audit_context(task_vars, os.environ, self._task._uuid)
         module_args = dict(self._task.args)
-        module_args["audit_context"] = audit_context(task_vars, os.environ, self._task._uuid)
-        result.update(self._execute_module(
-            module_name=self._task.resolved_action,
-            module_args=module_args,
-            task_vars=task_vars,
-        ))
+        if self._task.check_mode:
+            module_args["audit_context"] = context
+            result.update(self._execute_module(module_name=self._task.resolved_action,
+                                               module_args=module_args, task_vars=task_vars))
+            return result
+
+        journal = Journal(self._templar.template(task_vars.get(JOURNAL_VARIABLE)) or default_journal_path())
+        controller_context = AuditContext(**context)
+        extra = {"module": self._task.resolved_action}
+        names = [n for n in self.requested_keys(module_args) if _OPERATOR_RE.match(n)]
+        try:
+            intent = journal.append([build_event(self.AUDIT_ACTION, "unknown", controller_context, phase="intent",
+                                                 extra=dict(extra, requested_keys=names))])[0]
+            register_journal(journal.path)
+        except (JournalError, OSError) as exc:
+            raise AnsibleActionFail("%s Nothing was changed on the HSM." % exc) from None
+
+        module_args["audit_context"] = dict(context, intent_id=intent.record_id)
+        module_result = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
+                                             task_vars=task_vars)
+        events, invalid = [], 0
+        for event in module_result.get("audit_events") or ():
+            try:
+                events.append(validate_event(event))
+            except (ValueError, TypeError, AttributeError):
+                invalid += 1
+        failed = bool(module_result.get("failed")) or invalid > 0
+        controller_context.intent_id = intent.record_id
+        outcome = build_event(
+            self.AUDIT_ACTION, "failure" if failed else "success", controller_context, phase="outcome",
+            error_kind=(module_result.get("error_kind") or ("invalid_audit_event" if invalid else "module_failure"))
+            if failed else None,
+            extra=dict(extra, changed=bool(module_result.get("changed"))))
+        try:
+            journal.append(events + [outcome])
+        except JournalError as exc:
+            module_result["failed"] = True
+            module_result["msg"] = ("%s The module ran (changed=%s) but its outcome is not journaled; the intent "
+                                    "record %s (seq %d) stands. Restore the journal and record the outcome before "
+                                    "any further lifecycle action." % (exc, bool(module_result.get("changed")),
+                                                                       intent.record_id, intent.seq))
+        if invalid:
+            module_result["failed"] = True
+            module_result["msg"] = "The module returned %d audit event(s) outside the schema." % invalid
+        result.update(module_result)
         return result

@@ -36,8 +36,11 @@ class Runner:
         self.token = token
         self.count = 0
         inventory = tmp_path / "inventory.yml"
+        self.journal = tmp_path / "audit" / "journal.jsonl"
+        self.state_dir = tmp_path / "controller-state"
         inventory.write_text(yaml.safe_dump({"hsm": {"hosts": {"test-hsm": {
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "keylifecycle_audit_journal": str(self.journal)}}}}))
         self.inventory = inventory
 
     def env(self, extra=None):
@@ -48,6 +51,7 @@ class Runner:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
             "ANSIBLE_LOCAL_TEMP": str(self.tmp_path / "ansible-tmp"),
+            "KEYLIFECYCLE_AUDIT_STATE_DIR": str(self.state_dir),
             "PATH": "%s:%s" % (VENV_BIN, os.environ.get("PATH", "/usr/bin:/bin")),
         })
         env.update(extra or {})
@@ -84,6 +88,13 @@ class Runner:
         assert out.exists(), "playbook did not reach the save task:\n%s\n%s" % (proc.stdout, proc.stderr)
         return PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
                           task=json.loads(out.read_text()))
+
+
+    def journal_records(self):
+        """The journal's records, parsed by the test itself (no collection code)."""
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
 
 
 @pytest.fixture
