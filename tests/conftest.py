@@ -72,6 +72,12 @@ class Token:
                    env={**os.environ, **self.env})
         return json.loads(out.stdout)
 
+    def key_objects(self):
+        """Objects of the managed keys, without the audit trail's own (checkpoint key and checkpoints)."""
+        return [o for o in self.objects()
+                if not o["label"].startswith("audit-checkpoint:")
+                and o.get("application") != "secops.keylifecycle.audit"]
+
     def pkcs11_tool_objects(self):
         """``pkcs11-tool --list-objects`` output (OpenSC), a second independent reader."""
         out = _run(["pkcs11-tool", "--module", PKCS11_MODULE, "--token-label", self.label, "--login",

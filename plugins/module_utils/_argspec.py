@@ -47,6 +47,9 @@ AUDIT_CONTEXT_ARGSPEC = {
             "run_id": {"type": "str"},
             "intent_id": {"type": "str"},
             "host": {"type": "str"},
+            "journal_id": {"type": "str"},
+            "intent_seq": {"type": "int"},
+            "intent_hash": {"type": "str"},
         },
     },
 }

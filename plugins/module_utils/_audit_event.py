@@ -29,6 +29,7 @@ EVENT_DATASET = "secops.keylifecycle"
 ACTIONS = {
     "key-generate": (["configuration"], ["creation"]),
     "key-update": (["configuration"], ["change"]),
+    "audit-checkpoint": (["configuration"], ["info"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence.
@@ -80,6 +81,15 @@ _FIELD_CHECKS = {
     "keylifecycle.requested_keys": lambda v: isinstance(v, list) and all(
         isinstance(i, str) and NAME_RE.match(i) for i in v),
     "keylifecycle.changed": lambda v: isinstance(v, bool),
+    "keylifecycle.checkpoint.journal_id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
+    "keylifecycle.checkpoint.seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "keylifecycle.checkpoint.head_hash": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
+    "keylifecycle.checkpoint.signed_at": lambda v: isinstance(v, str) and v.endswith("+00:00"),
+    "keylifecycle.checkpoint.signature": lambda v: isinstance(v, str) and bool(
+        re.match(r"^[A-Za-z0-9+/=]{16,300}\Z", v)),
+    "keylifecycle.checkpoint.key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
+    "keylifecycle.checkpoint.key_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "keylifecycle.checkpoint.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
 }
 
 

@@ -24,7 +24,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import TokenOperationFailed
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound, TokenOperationFailed
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     METADATA_APPLICATION,
@@ -172,6 +172,26 @@ class TokenKeyStore:
         self._decoded[key] = decoded
         return decoded
 
+    def private_key(self, name, version):
+        """The private key object of a key pair version (for signing inside the token)."""
+        objects = self._objects.get((name, version))
+        if not objects or not objects.private:
+            raise KeyNotFound("No private key object for %s on token %r." % (version_label(name, version),
+                                                                           self.token_label))
+        return objects.private[0]
+
+    def public_key_pem(self, name, version):
+        """PEM SubjectPublicKeyInfo of a key pair version, read from its public key object."""
+        objects = self._objects.get((name, version))
+        decoded = self._version(name, version)
+        if not objects or not objects.public or decoded is None:
+            raise KeyNotFound("No public key object for %s on token %r." % (version_label(name, version),
+                                                                          self.token_label))
+        with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
+            key = _public_key(decoded.spec, objects.public[0])
+        return key.public_bytes(serialization.Encoding.PEM,
+                                serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
     @staticmethod
     def _evidence(obj):
         values = obj.get_attributes([_attr(a) for a in EVIDENCE_ATTRIBUTES.values()])
@@ -285,15 +305,8 @@ class TokenKeyStore:
     @staticmethod
     def _public_key_fingerprint(spec, public):
         """SHA-256 of the DER SubjectPublicKeyInfo, as ``openssl pkey -pubin -outform DER | sha256sum``."""
-        if spec.type == "rsa":
-            numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                                           int.from_bytes(public[Attribute.MODULUS], "big"))
-            key = numbers.public_key()
-        else:
-            point = _der_octet_string(bytes(public[Attribute.EC_POINT]))
-            curve = getattr(ec, _CRYPTOGRAPHY_CURVES[spec.curve])()
-            key = ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = _public_key(spec, public).public_bytes(serialization.Encoding.DER,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
         return "sha256:" + hashlib.sha256(der).hexdigest()
 
     def _discard(self, label, objects):
@@ -303,6 +316,17 @@ class TokenKeyStore:
                 obj.destroy()
             except Exception:  # pylint: disable=broad-except
                 self.anomalies.append(Anomaly(label, "an object was left on the token by a failed generation"))
+
+
+def _public_key(spec, public):
+    """A ``cryptography`` public key built from a token public key object."""
+    if spec.type == "rsa":
+        numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                       int.from_bytes(public[Attribute.MODULUS], "big"))
+        return numbers.public_key()
+    point = _der_octet_string(bytes(public[Attribute.EC_POINT]))
+    curve = getattr(ec, _CRYPTOGRAPHY_CURVES[spec.curve])()
+    return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
 
 
 def _der_octet_string(blob):

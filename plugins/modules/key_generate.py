@@ -147,6 +147,15 @@ options:
       host:
         description: Inventory name of the HSM host, recorded as C(host.name).
         type: str
+      journal_id:
+        description: Id of the controller's audit journal.
+        type: str
+      intent_seq:
+        description: Sequence number of the intent record, anchored by a signed checkpoint.
+        type: int
+      intent_hash:
+        description: Hash of the intent record, anchored by a signed checkpoint.
+        type: str
 seealso:
   - module: secops.keylifecycle.key_info
 """
@@ -247,6 +256,37 @@ audit_events:
   returned: always
   type: list
   elements: dict
+audit_checkpoint:
+  description:
+    - The signed checkpoint of the controller's journal made by this call (the intent record's sequence number
+      and hash, signed in the token by the C(audit-checkpoint) key). Null in check mode or without a journal.
+  returned: success
+  type: dict
+  contains:
+    journal_id:
+      description: Journal id.
+      type: str
+    seq:
+      description: Anchored record number.
+      type: int
+    head_hash:
+      description: Anchored record hash.
+      type: str
+    signed_at:
+      description: Signing time (UTC).
+      type: str
+    signature:
+      description: Base64 DER ECDSA signature over the canonical JSON of journal_id, seq, head_hash and signed_at.
+      type: str
+    key_id:
+      description: CKA_ID of the signing key.
+      type: str
+    key_version:
+      description: Version of the signing key.
+      type: int
+    public_key_fingerprint:
+      description: Fingerprint of the signing key.
+      type: str
 error_kind:
   description: Category of the error (for example V(policy_violation), V(key_conflict), V(login_failed)).
   returned: failure
@@ -266,6 +306,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     policy_overrides,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
@@ -323,10 +364,13 @@ def main():
             store = TokenKeyStore(session, settings.token_label).load()
             plans = plan_generation(store, specs)
             result = apply_generation(store, plans, context, module.check_mode)
+            checkpoint, signing_key_created = anchor_journal(session, store, module.params["audit_context"], context,
+                                        result.audit_events)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, plan=[])
     module.exit_json(
-        changed=result.changed,
+        changed=result.changed or signing_key_created,
+        audit_checkpoint=checkpoint,
         key_versions=result.key_versions,
         generated=result.generated,
         plan=result.plan,

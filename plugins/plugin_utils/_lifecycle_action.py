@@ -119,7 +119,8 @@ class LifecycleActionBase(ActionBase):
         except (JournalError, OSError) as exc:
             raise AnsibleActionFail("%s Nothing was changed on the HSM." % exc) from None
 
-        module_args["audit_context"] = dict(context, intent_id=intent.record_id)
+        module_args["audit_context"] = dict(context, intent_id=intent.record_id, journal_id=intent.journal_id,
+                                            intent_seq=intent.seq, intent_hash=intent.hash)
         module_result = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
                                              task_vars=task_vars)
         events, invalid = [], 0
@@ -130,6 +131,14 @@ class LifecycleActionBase(ActionBase):
                 invalid += 1
         failed = bool(module_result.get("failed")) or invalid > 0
         controller_context.intent_id = intent.record_id
+        checkpoint = module_result.get("audit_checkpoint")
+        if isinstance(checkpoint, dict):
+            try:
+                events.append(build_event("audit-checkpoint", "success", controller_context,
+                                          extra=dict(extra, checkpoint=checkpoint)))
+            except (ValueError, TypeError):
+                invalid += 1
+                failed = True
         outcome = build_event(
             self.AUDIT_ACTION, "failure" if failed else "success", controller_context, phase="outcome",
             error_kind=(module_result.get("error_kind") or ("invalid_audit_event" if invalid else "module_failure"))

@@ -14,24 +14,32 @@ def test_generate_is_journaled_intent_change_outcome(runner, token):
     result = runner.task("key_generate", {"keys": [{"name": "a"}, {"name": "b"}]})
     assert result.task["changed"] is True
     records = runner.journal_records()
-    phases = [(r["event"]["keylifecycle"]["phase"], r["event"]["event"]["outcome"]) for r in records]
-    assert phases == [("intent", "unknown"), ("change", "success"), ("change", "success"), ("outcome", "success")]
+    phases = [(r["event"]["event"]["action"], r["event"]["keylifecycle"]["phase"], r["event"]["event"]["outcome"])
+              for r in records]
+    assert phases == [("key-generate", "intent", "unknown"), ("key-generate", "change", "success"),
+                      ("key-generate", "change", "success"), ("key-generate", "change", "success"),
+                      ("audit-checkpoint", "change", "success"), ("key-generate", "outcome", "success")]
+    assert records[3]["event"]["key"]["name"] == "audit-checkpoint"  # the signing key, made on first use
+    checkpoint = records[4]["event"]["keylifecycle"]["checkpoint"]
+    assert (checkpoint["seq"], checkpoint["head_hash"]) == (1, records[0]["hash"])
     intent = records[0]
     assert intent["event"]["keylifecycle"]["requested_keys"] == ["a", "b"]
     for record in records[1:]:
         assert record["event"]["keylifecycle"]["intent_id"] == intent["record_id"]
-    ids = {o["label"]: o["id"] for o in token.objects() if o["class"] == "SECRET_KEY"}
+    ids = {o["label"]: o["id"] for o in token.key_objects() if o["class"] == "SECRET_KEY"}
     assert {r["event"]["key"]["label"]: r["event"]["key"]["id"] for r in records[1:3]} == ids
     assert records[-1]["event"]["keylifecycle"]["changed"] is True
-    assert independent_check(runner.journal) == 4
+    assert independent_check(runner.journal) == 6
     assert token.user_pin not in runner.journal.read_text()
 
-    # unchanged run: intent + outcome (changed false), still chained
+    # unchanged run: intent, its checkpoint, outcome (changed false), still chained
     runner.task("key_generate", {"keys": [{"name": "a"}, {"name": "b"}]})
     records = runner.journal_records()
-    assert [r["event"]["keylifecycle"]["phase"] for r in records[4:]] == ["intent", "outcome"]
+    assert [r["event"]["event"]["action"] for r in records[6:]] == ["key-generate", "audit-checkpoint",
+                                                                     "key-generate"]
+    assert records[7]["event"]["keylifecycle"]["checkpoint"]["seq"] == 7
     assert records[-1]["event"]["keylifecycle"]["changed"] is False
-    assert independent_check(runner.journal) == 6
+    assert independent_check(runner.journal) == 9
 
 
 def test_check_mode_journals_nothing(runner, token):
@@ -70,7 +78,7 @@ def test_no_log_task_is_journaled(runner, token, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "censored" in proc.stdout
     records = runner.journal_records()
-    assert [r["event"]["keylifecycle"]["phase"] for r in records] == ["intent", "change", "outcome"]
+    assert [r["event"]["keylifecycle"]["phase"] for r in records] == ["intent"] + ["change"] * 3 + ["outcome"]
     assert records[1]["event"]["key"]["name"] == "quiet"
 
 
@@ -84,5 +92,5 @@ def test_ad_hoc_run_is_journaled(runner, token):
                           env=runner.env(token.env), cwd=str(runner.tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = runner.journal_records()
-    assert [r["event"]["keylifecycle"]["phase"] for r in records] == ["intent", "change", "outcome"]
+    assert [r["event"]["keylifecycle"]["phase"] for r in records] == ["intent"] + ["change"] * 3 + ["outcome"]
     assert records[1]["event"]["key"]["label"] == "adhoc:v1"

@@ -34,7 +34,7 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     assert "changed=1" in first.stdout
     declared = yaml.safe_load((inventory / "group_vars" / "hsm" / "keys.yml").read_text())["key_inventory"]
-    labels = sorted({o["label"] for o in token.objects()})
+    labels = sorted({o["label"] for o in token.key_objects()})
     assert labels == sorted("%s:v1" % k["name"] for k in declared)
     second = runner.playbook(repo / "playbooks" / "site.yml", *args)
     assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout

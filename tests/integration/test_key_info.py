@@ -11,7 +11,9 @@ def test_listing_filters_and_check_mode(runner, token):
     info = runner.task("key_info", {}, "--check")
     assert info.rc == 0 and info.task["changed"] is False
     records = {r["label"]: r for r in info.task["key_versions"]}
-    assert sorted(records) == ["a:v1", "b:v1"]
+    # the journal's checkpoint signing key is a managed key too, and is listed
+    assert sorted(records) == ["a:v1", "audit-checkpoint:v1", "b:v1"]
+    assert records["audit-checkpoint:v1"]["evidence"]["never_extractable"] is True
     a = records["a:v1"]
     assert a["state"] == "active" and a["type"] == "aes" and a["size"] == 256
     created = datetime.fromisoformat(a["created"])

@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Signed checkpoints of the audit journal, made with a non-extractable key in the HSM.
+
+PRIVATE: not part of the public interface.
+
+A checkpoint says "journal J had record number N with hash H at time T", signed
+(ECDSA P-256, SHA-256) by the managed key ``audit-checkpoint`` (generated in the
+token on first use, CKA_SENSITIVE true, never extractable). Every lifecycle module
+call anchors the intent record the controller journaled for it; the latest
+checkpoint of each journal is also kept on the token (CKO_DATA, application
+``secops.keylifecycle.audit``), so a journal cut below it is caught by
+``audit_verify`` even though the cut journal's own chain is still valid.
+
+The signed payload is the canonical JSON of ``{"head_hash", "journal_id", "seq",
+"signed_at"}``; the signature is DER, so ``openssl dgst -sha256 -verify pub.pem
+-signature sig.der payload.json`` checks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    build_key_spec,
+    format_time,
+    utc_now,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+
+try:
+    from pkcs11 import Attribute, Mechanism, ObjectClass
+    from pkcs11.util.ec import encode_ecdsa_signature
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    Attribute = Mechanism = ObjectClass = encode_ecdsa_signature = None
+
+SIGNING_KEY_NAME = "audit-checkpoint"
+CHECKPOINT_APPLICATION = "secops.keylifecycle.audit"
+_JOURNAL_ID = re.compile(r"^[0-9a-f-]{36}\Z")
+_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+def checkpoint_payload(journal_id, seq, head_hash, signed_at):
+    """The exact bytes that are signed."""
+    return json.dumps({"head_hash": head_hash, "journal_id": journal_id, "seq": seq, "signed_at": signed_at},
+                      sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def checkpoint_label(journal_id):
+    return "audit-checkpoint:%s" % journal_id
+
+
+def anchor_requested(context):
+    """Whether the controller passed a journal head to anchor (not in check mode, not outside a play)."""
+    return bool(context and _JOURNAL_ID.match(str(context.get("journal_id") or ""))
+                and _HASH.match(str(context.get("intent_hash") or "")) and context.get("intent_seq"))
+
+
+def signing_key_spec():
+    return build_key_spec({"name": SIGNING_KEY_NAME, "type": "ec", "curve": "P-256", "usage": ["sign", "verify"]},
+                          BASELINE)
+
+
+class CheckpointSigner:
+    """Signs and stores checkpoints on one logged-in session, through the loaded TokenKeyStore."""
+
+    def __init__(self, session, store):
+        self.session = session
+        self.store = store
+
+    def signing_version(self, operator):
+        """The active signing key version; generated in the token on first use. Returns (version, created)."""
+        versions = [v for v in self.store.versions(SIGNING_KEY_NAME) if v.state == "active"]
+        if versions:
+            return versions[-1], False
+        existing = self.store.versions(SIGNING_KEY_NAME)
+        number = existing[-1].version + 1 if existing else 1
+        return self.store.generate(signing_key_spec(), number, operator, utc_now()), True
+
+    def latest(self, journal_id):
+        """The checkpoint stored on the token for this journal, or None."""
+        with pkcs11_errors("C_FindObjects (checkpoint)", token_label=self.store.token_label):
+            objects = list(self.session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                                     Attribute.APPLICATION: CHECKPOINT_APPLICATION,
+                                                     Attribute.LABEL: checkpoint_label(journal_id)}))
+            documents = [(json.loads(bytes(o[Attribute.VALUE]).decode("ascii")), o) for o in objects]
+        if not documents:
+            return None, []
+        documents.sort(key=lambda pair: pair[0]["seq"])
+        return documents[-1][0], [o for _doc, o in documents]
+
+    def anchor(self, context, operator):
+        """Sign the journal head given in ``context`` and keep it as the token's latest checkpoint.
+
+        Returns ``(checkpoint, signing_version, created)``. A checkpoint older than the one
+        already on the token (a concurrent run anchored a later record) is signed and
+        returned, but does not replace the stored one.
+        """
+        journal_id, seq, head_hash = context["journal_id"], int(context["intent_seq"]), context["intent_hash"]
+        version, created = self.signing_version(operator)
+        signed_at = format_time(utc_now())
+        payload = checkpoint_payload(journal_id, seq, head_hash, signed_at)
+        private = self.store.private_key(SIGNING_KEY_NAME, version.version)
+        with pkcs11_errors("C_Sign (audit checkpoint)", token_label=self.store.token_label):
+            raw = private.sign(hashlib.sha256(payload).digest(), mechanism=Mechanism.ECDSA)
+        checkpoint = {
+            "journal_id": journal_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at,
+            "signature": base64.b64encode(encode_ecdsa_signature(raw)).decode("ascii"),
+            "key_id": version.key_id, "key_version": version.version,
+            "public_key_fingerprint": version.public_key_fingerprint,
+        }
+        latest, old_objects = self.latest(journal_id)
+        if latest is None or latest["seq"] < seq:
+            with pkcs11_errors("C_CreateObject (checkpoint)", token_label=self.store.token_label):
+                self.session.create_object({
+                    Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
+                    Attribute.MODIFIABLE: True, Attribute.LABEL: checkpoint_label(journal_id),
+                    Attribute.APPLICATION: CHECKPOINT_APPLICATION,
+                    Attribute.VALUE: json.dumps(checkpoint, sort_keys=True).encode("ascii"),
+                })
+                for obj in old_objects:
+                    obj.destroy()
+        return checkpoint, version, created
+
+    def public_keys(self):
+        """PEM public keys of every version of the signing key, by key id."""
+        return {version.key_id: self.store.public_key_pem(SIGNING_KEY_NAME, version.version)
+                for version in self.store.versions(SIGNING_KEY_NAME)
+                if version.state != "destroyed"}
+
+
+def anchor_journal(session, store, audit_params, context, events):
+    """Anchor the controller's intent record if one was passed; return ``(checkpoint or None, key_created)``.
+
+    A signing key generated on first use adds its own ``key-generate`` event to ``events``.
+    On failure the events gathered so far are attached to the error, so the module's
+    failure result still carries every change that happened.
+    """
+    # Imported here to keep this module importable without the audit schema's dependencies.
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+
+    if not anchor_requested(audit_params):
+        return None, False
+    try:
+        checkpoint, version, created = CheckpointSigner(session, store).anchor(audit_params, context.operator)
+    except KeyLifecycleError as exc:
+        exc.audit_events = list(events)
+        exc.changed = bool(events)
+        raise
+    if created:
+        events.append(build_event("key-generate", "success", context, key=key_section(version, store.token_label),
+                                  reason="audit checkpoint signing key"))
+    return checkpoint, created
