@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softhsm2 opensc python3-venv rsync git)
+# softhsm2/opensc: the embedded HSM and an independent PKCS#11 reader; rsyslog-*/postgresql-15: the audit log
+# stores the tests ship to (real servers on loopback); openssl: checkpoint signatures in tests and docs.
+APT_PACKAGES=(softhsm2 opensc python3-venv rsync git openssl iproute2
+              rsyslog rsyslog-gnutls rsyslog-openssl postgresql-15)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -95,6 +95,17 @@ class CheckpointSigner:
         documents.sort(key=lambda pair: pair[0]["seq"])
         return documents[-1][0], [o for _doc, o in documents]
 
+    def all_latest(self):
+        """The latest checkpoint of every journal kept on this token, by journal id."""
+        with pkcs11_errors("C_FindObjects (checkpoints)", token_label=self.store.token_label):
+            documents = [json.loads(bytes(o[Attribute.VALUE]).decode("ascii")) for o in self.session.get_objects(
+                {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: CHECKPOINT_APPLICATION})]
+        latest = {}
+        for doc in documents:
+            if doc["journal_id"] not in latest or latest[doc["journal_id"]]["seq"] < doc["seq"]:
+                latest[doc["journal_id"]] = doc
+        return latest
+
     def anchor(self, context, operator):
         """Sign the journal head given in ``context`` and keep it as the token's latest checkpoint.
 

@@ -237,3 +237,63 @@ def registered_journals(environ=None):
             with open(os.path.join(registry, name), encoding="utf-8") as handle:
                 paths.append(handle.read().strip())
     return paths
+
+
+# ---- verification ---------------------------------------------------------------------------------
+
+@dataclass
+class ChainReport:
+    """The result of re-checking a journal's hash chain."""
+
+    records: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
+    journal_id: str | None = None
+    first_bad: dict | None = None
+    hashes: dict = None  # seq -> hash of every record before the first bad one
+    parsed: list = None  # the records before the first bad one
+
+    @property
+    def ok(self):
+        return self.first_bad is None
+
+
+def verify_chain(lines):
+    """Re-check every record: canonical form, own hash, sequence and link to the previous record.
+
+    Stops at the first bad record and says what is wrong with it: modified (hash or form),
+    deleted (a gap in the sequence), reordered (a sequence number out of order) or
+    mis-linked (prev_hash differs).
+    """
+    report = ChainReport(hashes={}, parsed=[])
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for number, line in enumerate(lines, 1):
+        problem = None
+        try:
+            fields = json.loads(line)
+            seq = fields["seq"]
+        except (ValueError, KeyError, TypeError):
+            fields, seq = None, None
+            problem = "not a journal record (unreadable JSON): modified or corrupted"
+        if problem is None and canonical_json(fields) != line:
+            problem = "not in canonical form: the record was edited"
+        elif problem is None and fields.get("hash") != record_hash(fields):
+            problem = "hash does not match the record's content: the record was modified"
+        elif problem is None and seq != expected_seq:
+            problem = ("sequence number %s where %d was expected: %s" % (
+                seq, expected_seq,
+                "record(s) deleted" if isinstance(seq, int) and seq > expected_seq else "records reordered"))
+        elif problem is None and fields["prev_hash"] != prev_hash:
+            problem = "prev_hash does not match the previous record: records were deleted, replaced or reordered"
+        elif problem is None and report.journal_id and fields.get("journal_id") != report.journal_id:
+            problem = "journal_id changes inside the journal: records from another journal were spliced in"
+        if problem:
+            report.first_bad = {"line": number, "seq": seq, "expected_seq": expected_seq, "problem": problem}
+            return report
+        report.journal_id = fields["journal_id"]
+        report.records += 1
+        report.head_seq, report.head_hash = seq, fields["hash"]
+        report.hashes[seq] = fields["hash"]
+        report.parsed.append(fields)
+        expected_seq, prev_hash = seq + 1, fields["hash"]
+    return report

@@ -134,8 +134,9 @@ class SyslogTlsStore:
     def frame(self, record):
         """The bytes sent for one record: ``LEN SP SYSLOG-MSG`` (RFC 5425 octet counting)."""
         stamp = record.recorded_at if _RFC5424_TIMESTAMP.match(record.recorded_at or "") else "-"
-        header = "<%d>%d %s %s %s %d %s -" % (SYSLOG_PRI, SYSLOG_VERSION, stamp, self.hostname, self.app_name,
-                                             os.getpid(), _printable(_action(record), 32))
+        msgid = _printable(_action(record), 32)
+        header = "<%d>%d %s %s %s %d %s -" % (
+            SYSLOG_PRI, SYSLOG_VERSION, stamp, self.hostname, self.app_name, os.getpid(), msgid)
         message = ("%s %s" % (header, record.line)).encode("utf-8")
         return b"%d %s" % (len(message), message)
 
@@ -299,7 +300,8 @@ class PostgresStore:
         return "postgresql:%s:%s/%s" % (params.get("host") or "local", params.get("port") or "5432",
                                         params.get("dbname") or params.get("user") or "postgres")
 
-    def _scrub(self, text, secrets):
+    @staticmethod
+    def _scrub(text, secrets):
         for secret in secrets:
             if secret:
                 text = text.replace(secret, "********")
