@@ -1,0 +1,177 @@
+"""The audit callback ships the journal to rsyslog (TLS) and PostgreSQL (TLS) on loopback: once, and after outages."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import yaml
+
+from tests.servers import PostgresTls, RsyslogTls, make_ca
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    return make_ca(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory, tls):
+    with RsyslogTls(tmp_path_factory.mktemp("rsyslog"), tls) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgres(tls):
+    with PostgresTls(tls) as server:
+        yield server
+
+
+@pytest.fixture
+def shipping(runner, rsyslog, postgres):
+    """Callback enabled for every ansible-playbook run of this test; both stores up at the start."""
+    for server in (rsyslog, postgres):
+        if not _up(server):
+            server.start()
+    env = {
+        "ANSIBLE_CALLBACKS_ENABLED": "secops.keylifecycle.audit",
+        "KEYLIFECYCLE_AUDIT_SYSLOG_HOST": "localhost",
+        "KEYLIFECYCLE_AUDIT_SYSLOG_PORT": str(rsyslog.port),
+        "KEYLIFECYCLE_AUDIT_SYSLOG_CA_FILE": rsyslog.ca_file,
+        "KEYLIFECYCLE_AUDIT_POSTGRESQL_DSN": postgres.dsn,
+        "KEYLIFECYCLE_AUDIT_TIMEOUT": "2",
+        "KEYLIFECYCLE_AUDIT_RETRY_AFTER": "0",
+    }
+    original = runner.env
+    runner.env = lambda extra=None: original(dict(env, **(extra or {})))
+    return runner
+
+
+def _up(server):
+    from tests.servers import is_listening
+
+    return is_listening(server.port)
+
+
+def journal_ids(runner):
+    return [r["record_id"] for r in runner.journal_records()]
+
+
+def syslog_ids(rsyslog, journal_id):
+    ids = []
+    for message in rsyslog.messages():
+        body = message[message.index("{"):]
+        record = json.loads(body)
+        if record["journal_id"] == journal_id:
+            ids.append(record["record_id"])
+    return ids
+
+
+def postgres_ids(postgres, journal_id):
+    return [str(row["record_id"]) for row in postgres.rows() if row["journal_id"] == journal_id]
+
+
+def write_play(runner, token, tasks, name):
+    play = [{"hosts": "hsm", "gather_facts": False, "environment": token.env, "tasks": tasks}]
+    path = runner.tmp_path / name
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    return path
+
+
+def generate(token, name):
+    return {"name": "generate %s" % name, "secops.keylifecycle.key_generate": dict(token.connection(), name=name)}
+
+
+def assert_shipped_once(runner, rsyslog, postgres):
+    expected = journal_ids(runner)
+    journal_id = runner.journal_records()[0]["journal_id"]
+    rsyslog.wait_for(len(expected), contains=journal_id)
+    assert sorted(syslog_ids(rsyslog, journal_id)) == sorted(expected)
+    assert sorted(postgres_ids(postgres, journal_id)) == sorted(expected)
+    return expected
+
+
+def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgres):
+    path = write_play(shipping, token, [generate(token, "a"), generate(token, "b"),
+                                        {"name": "update a", "secops.keylifecycle.key_generate": dict(
+                                            token.connection(), name="a", rotation_period="30d")},
+                                        generate(token, "a")], "ship.yml")
+    proc = shipping.playbook(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shipped = assert_shipped_once(shipping, rsyslog, postgres)
+    assert len(shipped) == len(shipping.journal_records()) >= 16  # 4 tasks: intents, changes, checkpoints, outcomes
+    # the syslog copy is the journal line byte for byte: its chain can be checked from the collector alone
+    lines = shipping.journal.read_text().splitlines()
+    journal_id = json.loads(lines[0])["journal_id"]
+    bodies = [m[m.index("{"):] for m in rsyslog.messages() if journal_id in m]
+    assert bodies == lines
+    # a second run of the callback sends nothing again
+    again = write_play(shipping, token, [{"name": "nothing", "ansible.builtin.debug": {"msg": "x"}}], "noop.yml")
+    assert shipping.playbook(again).returncode == 0
+    assert_shipped_once(shipping, rsyslog, postgres)
+
+
+def test_outage_queues_then_next_run_delivers_once(shipping, token, rsyslog, postgres):
+    first = write_play(shipping, token, [generate(token, "a")], "first.yml")
+    assert shipping.playbook(first).returncode == 0
+    before = assert_shipped_once(shipping, rsyslog, postgres)
+    rsyslog.stop()
+    postgres.stop()
+    second = write_play(shipping, token, [generate(token, "b"), generate(token, "c")], "second.yml")
+    proc = shipping.playbook(second)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the play goes on, within the stores' timeouts
+    assert "queued for syslog-tls" in proc.stdout + proc.stderr
+    assert "queued for postgresql" in proc.stdout + proc.stderr
+    journal_id = shipping.journal_records()[0]["journal_id"]
+    assert len(journal_ids(shipping)) > len(before)
+    rsyslog.start()
+    postgres.start()
+    assert sorted(postgres_ids(postgres, journal_id)) == sorted(before)  # nothing new arrived while down
+    noop = write_play(shipping, token, [{"name": "nothing", "ansible.builtin.debug": {"msg": "x"}}], "noop.yml")
+    assert shipping.playbook(noop).returncode == 0
+    assert_shipped_once(shipping, rsyslog, postgres)
+
+
+def test_store_recovering_mid_play_gets_records_in_the_same_run(shipping, token, rsyslog, postgres):
+    rsyslog.stop()
+    postgres.stop()
+    flag = shipping.tmp_path / "stores-are-back"
+    path = write_play(shipping, token, [
+        generate(token, "early"),
+        {"name": "wait for the stores", "ansible.builtin.wait_for": {"path": str(flag), "timeout": 120}},
+        generate(token, "late"),
+    ], "recover.yml")
+
+    def bring_back():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            records = shipping.journal_records()
+            if any(r["event"]["keylifecycle"]["phase"] == "outcome" for r in records):
+                break
+            time.sleep(0.2)
+        rsyslog.start()
+        postgres.start()
+        flag.write_text("ok")
+
+    helper = threading.Thread(target=bring_back)
+    helper.start()
+    proc = shipping.playbook(path)
+    helper.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_shipped_once(shipping, rsyslog, postgres)
+
+
+def test_hung_store_does_not_hang_the_play(shipping, token, rsyslog, postgres):
+    rsyslog.pause()
+    try:
+        path = write_play(shipping, token, [generate(token, "a")], "hung.yml")
+        proc = shipping.playbook(path)
+        assert proc.returncode == 0
+        assert "queued for syslog-tls" in proc.stdout + proc.stderr
+    finally:
+        rsyslog.resume()
+    noop = write_play(shipping, token, [{"name": "nothing", "ansible.builtin.debug": {"msg": "x"}}], "noop.yml")
+    assert shipping.playbook(noop).returncode == 0
+    assert_shipped_once(shipping, rsyslog, postgres)
