@@ -9,10 +9,13 @@ export PATH="$PWD/.venv/bin:$PATH"
 ansible-galaxy collection build --force --output-path .state/build . >/dev/null
 ansible-galaxy collection install --force -p .state/collections .state/build/secops-keylifecycle-*.tar.gz >/dev/null
 ansible-playbook -i inventories/dev playbooks/site.yml "$@"
+ansible-playbook -i inventories/dev playbooks/audit_verify.yml
 cat <<MSG
 
-Done. The dev token lives in .state/dev (SOFTHSM2_CONF=.state/dev/softhsm2.conf, user PIN in .state/dev/user.pin).
-List it again:      .venv/bin/ansible-playbook -i inventories/dev playbooks/site.yml --check --diff
+Done. The dev token lives in .state/dev (SOFTHSM2_CONF=.state/dev/softhsm2.conf, user PIN in .state/dev/user.pin);
+the audit journal of every lifecycle action is .state/dev/audit/journal.jsonl (docs/audit.md).
+Plan a change:      .venv/bin/ansible-playbook -i inventories/dev playbooks/site.yml --check --diff
+Verify the audit:   .venv/bin/ansible-playbook -i inventories/dev playbooks/audit_verify.yml
 Or with OpenSC:     SOFTHSM2_CONF=.state/dev/softhsm2.conf pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so \\
                       --token-label kl-dev --login --list-objects
 MSG

@@ -18,7 +18,9 @@ if [ "$rc" -eq 5 ]; then
 fi
 [ "$rc" -eq 0 ] || exit "$rc"
 
-echo "== ansible-lint (production profile)"
+echo "== ansible-lint (production profile), against this tree built and installed as the playbooks use it"
+ansible-galaxy collection build --force --output-path .state/build . >/dev/null
+ansible-galaxy collection install --force -p .state/collections .state/build/secops-keylifecycle-*.tar.gz >/dev/null
 ansible-lint --profile production --offline
 
 echo "== ansible-test sanity"

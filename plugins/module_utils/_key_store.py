@@ -176,8 +176,8 @@ class TokenKeyStore:
         """The private key object of a key pair version (for signing inside the token)."""
         objects = self._objects.get((name, version))
         if not objects or not objects.private:
-            raise KeyNotFound("No private key object for %s on token %r." % (version_label(name, version),
-                                                                           self.token_label))
+            raise KeyNotFound("No private key object for %s on token %r."
+                              % (version_label(name, version), self.token_label))
         return objects.private[0]
 
     def public_key_pem(self, name, version):
@@ -185,8 +185,8 @@ class TokenKeyStore:
         objects = self._objects.get((name, version))
         decoded = self._version(name, version)
         if not objects or not objects.public or decoded is None:
-            raise KeyNotFound("No public key object for %s on token %r." % (version_label(name, version),
-                                                                          self.token_label))
+            raise KeyNotFound("No public key object for %s on token %r."
+                              % (version_label(name, version), self.token_label))
         with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
             key = _public_key(decoded.spec, objects.public[0])
         return key.public_bytes(serialization.Encoding.PEM,
@@ -305,8 +305,8 @@ class TokenKeyStore:
     @staticmethod
     def _public_key_fingerprint(spec, public):
         """SHA-256 of the DER SubjectPublicKeyInfo, as ``openssl pkey -pubin -outform DER | sha256sum``."""
-        der = _public_key(spec, public).public_bytes(serialization.Encoding.DER,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = _public_key(spec, public).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return "sha256:" + hashlib.sha256(der).hexdigest()
 
     def _discard(self, label, objects):

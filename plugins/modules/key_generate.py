@@ -364,8 +364,8 @@ def main():
             store = TokenKeyStore(session, settings.token_label).load()
             plans = plan_generation(store, specs)
             result = apply_generation(store, plans, context, module.check_mode)
-            checkpoint, signing_key_created = anchor_journal(session, store, module.params["audit_context"], context,
-                                        result.audit_events)
+            checkpoint, signing_key_created = anchor_journal(
+                session, store, module.params["audit_context"], context, result.audit_events)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, plan=[])
     module.exit_json(

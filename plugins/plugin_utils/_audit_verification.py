@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import base64
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+except ImportError as import_error:  # reported when a signature is checked
+    CRYPTOGRAPHY_IMPORT_ERROR = import_error
+else:
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import checkpoint_payload
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import verify_chain
@@ -21,6 +26,9 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal impor
 
 def signature_valid(checkpoint, public_keys):
     """Whether a checkpoint's signature verifies with the signing key it names."""
+    if CRYPTOGRAPHY_IMPORT_ERROR is not None:
+        raise RuntimeError("audit_verify needs the Python library cryptography on the controller (pip install "
+                           "cryptography): %s" % CRYPTOGRAPHY_IMPORT_ERROR)
     pem = public_keys.get(checkpoint.get("key_id"))
     if not pem:
         return False

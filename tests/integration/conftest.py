@@ -89,7 +89,6 @@ class Runner:
         return PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
                           task=json.loads(out.read_text()))
 
-
     def journal_records(self):
         """The journal's records, parsed by the test itself (no collection code)."""
         if not self.journal.exists():

@@ -35,8 +35,8 @@ def test_generate_is_journaled_intent_change_outcome(runner, token):
     # unchanged run: intent, its checkpoint, outcome (changed false), still chained
     runner.task("key_generate", {"keys": [{"name": "a"}, {"name": "b"}]})
     records = runner.journal_records()
-    assert [r["event"]["event"]["action"] for r in records[6:]] == ["key-generate", "audit-checkpoint",
-                                                                     "key-generate"]
+    actions = [r["event"]["event"]["action"] for r in records[6:]]
+    assert actions == ["key-generate", "audit-checkpoint", "key-generate"]
     assert records[7]["event"]["keylifecycle"]["checkpoint"]["seq"] == 7
     assert records[-1]["event"]["keylifecycle"]["changed"] is False
     assert independent_check(runner.journal) == 9
