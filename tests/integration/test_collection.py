@@ -36,7 +36,10 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     declared = yaml.safe_load((inventory / "group_vars" / "hsm" / "keys.yml").read_text())["key_inventory"]
     labels = sorted({o["label"] for o in token.key_objects()})
     assert labels == sorted("%s:v1" % k["name"] for k in declared)
+    assert (state / "audit" / "journal.jsonl").exists()  # the environment's journal follows its state dir
     second = runner.playbook(repo / "playbooks" / "site.yml", *args)
     assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout
     check = runner.playbook(repo / "playbooks" / "site.yml", "--check", "--diff", *args)
     assert check.returncode == 0 and "changed=0" in check.stdout, check.stdout
+    audit = runner.playbook(repo / "playbooks" / "audit_verify.yml", *args)
+    assert audit.returncode == 0 and "verifies" in audit.stdout, audit.stdout
