@@ -135,7 +135,10 @@ class TokenKeyStore:
             if not objects.metadata:
                 self.anomalies.append(Anomaly(label, "key object(s) without a metadata object: generation was "
                                                      "interrupted or the metadata was removed"))
-            elif len(objects.metadata) > 1:
+            if len(objects.secret) > 1 or len(objects.private) > 1 or len(objects.public) > 1:
+                self.anomalies.append(Anomaly(label, "more than one key object carries this label: two "
+                                                     "generations of the same version ran at once"))
+            if len(objects.metadata) > 1:
                 self.anomalies.append(Anomaly(label, "%d metadata objects: a metadata update was interrupted; the "
                                                      "highest revision is used" % len(objects.metadata)))
         return self

@@ -17,14 +17,18 @@ for ad-hoc ``ansible`` runs, and does not depend on any callback being loaded:
 4. append the module's change events and an *outcome* record (success or failure),
    fsync'ed; if that fails the task fails loudly, naming the intent record.
 
-Check mode changes nothing and journals nothing.
+Check mode changes nothing and journals nothing. Steps 2-4 hold a controller-side lock
+per token (``token_lock``), so concurrent tasks on one token run one after the other.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
+import hashlib
 import os
 import re
+from contextlib import contextmanager
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -39,6 +43,7 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal impor
     JournalError,
     default_journal_path,
     register_journal,
+    state_dir,
 )
 
 _OPERATOR_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
@@ -83,6 +88,24 @@ def audit_context(task_vars, environ, task_uuid):
             "host": str(task_vars.get("inventory_hostname") or "localhost")}
 
 
+@contextmanager
+def token_lock(pkcs11_module, token_label, environ=None):
+    """Serialise lifecycle tasks on one token across forks and ansible-playbook runs of this controller.
+
+    Two tasks that change the same token at once (two hosts sharing a network HSM, two
+    scheduled runs) could otherwise both create the same key version.
+    """
+    directory = os.path.join(state_dir(environ), "locks")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    name = hashlib.sha256(("%s\0%s" % (pkcs11_module, token_label)).encode("utf-8")).hexdigest()[:32]
+    fd = os.open(os.path.join(directory, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class LifecycleActionBase(ActionBase):
     """Runs the module of the same name between a durable intent record and its outcome record."""
 
@@ -108,6 +131,10 @@ class LifecycleActionBase(ActionBase):
                                                module_args=module_args, task_vars=task_vars))
             return result
 
+        with token_lock(module_args.get("pkcs11_module"), module_args.get("token_label")):
+            return self._run_journaled(result, module_args, context, task_vars)
+
+    def _run_journaled(self, result, module_args, context, task_vars):
         journal = Journal(self._templar.template(task_vars.get(JOURNAL_VARIABLE)) or default_journal_path())
         controller_context = AuditContext(**context)
         extra = {"module": self._task.resolved_action}

@@ -57,8 +57,10 @@ class Runner:
         env.update(extra or {})
         return env
 
-    def playbook(self, path, *args, extra_env=None):
-        result = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), str(path), *args],
+    def playbook(self, path, *args, extra_env=None, inventory=None):
+        """Run ansible-playbook on ``inventory`` (default: this runner's one-host inventory)."""
+        inventory = str(inventory or self.inventory)
+        result = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(path), *args],
                                 capture_output=True, text=True, env=self.env(extra_env), cwd=str(self.tmp_path),
                                 check=False)
         return result

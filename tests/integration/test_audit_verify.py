@@ -104,3 +104,24 @@ def test_failing_mode_and_playbook(journaled, repo, token):
     result = journaled.task("audit_verify", {})
     assert result.task["failed"] is True
     assert "does not verify" in result.task["msg"] and "line 4" in result.task["msg"]
+
+
+def test_two_hosts_sharing_one_token_do_not_race(runner, token, tmp_path):
+    """Two inventory hosts on one token (a shared network HSM), forks=2: one version per key, one signing key."""
+    import yaml
+
+    inventory = yaml.safe_load(runner.inventory.read_text())
+    host = inventory["hsm"]["hosts"]["test-hsm"]
+    inventory["hsm"]["hosts"] = {"hsm-a": dict(host), "hsm-b": dict(host)}
+    runner.inventory.write_text(yaml.safe_dump(inventory))
+    play = [{"hosts": "hsm", "gather_facts": False, "environment": token.env, "tasks": [{
+        "name": "generate", "secops.keylifecycle.key_generate": dict(token.connection(), keys=[
+            {"name": "k%d" % n} for n in range(5)])}]}]
+    path = tmp_path / "two-hosts.yml"
+    path.write_text(yaml.safe_dump(play))
+    proc = runner.playbook(path, "--forks", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    labels = [o["label"] for o in token.objects() if o["class"] in ("SECRET_KEY", "PRIVATE_KEY")]
+    assert sorted(labels) == ["audit-checkpoint:v1"] + ["k%d:v1" % n for n in range(5)]
+    report = verify(runner)
+    assert report["ok"] is True, report["problems"]

@@ -29,17 +29,17 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     shutil.copy(token.pin_file, state / "user.pin")
     (state / "user.pin").chmod(0o600)
     inventory = repo / "inventories" / "dev"
-    args = ["-i", str(inventory), "-e", "hsm_state_dir=%s" % state]
-    first = runner.playbook(repo / "playbooks" / "site.yml", *args)
+    args = ["-e", "hsm_state_dir=%s" % state]
+    first = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "changed=1" in first.stdout
     declared = yaml.safe_load((inventory / "group_vars" / "hsm" / "keys.yml").read_text())["key_inventory"]
     labels = sorted({o["label"] for o in token.key_objects()})
     assert labels == sorted("%s:v1" % k["name"] for k in declared)
     assert (state / "audit" / "journal.jsonl").exists()  # the environment's journal follows its state dir
-    second = runner.playbook(repo / "playbooks" / "site.yml", *args)
+    second = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
     assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout
-    check = runner.playbook(repo / "playbooks" / "site.yml", "--check", "--diff", *args)
+    check = runner.playbook(repo / "playbooks" / "site.yml", "--check", "--diff", *args, inventory=inventory)
     assert check.returncode == 0 and "changed=0" in check.stdout, check.stdout
-    audit = runner.playbook(repo / "playbooks" / "audit_verify.yml", *args)
+    audit = runner.playbook(repo / "playbooks" / "audit_verify.yml", *args, inventory=inventory)
     assert audit.returncode == 0 and "verifies" in audit.stdout, audit.stdout
