@@ -106,7 +106,8 @@ def apply_generation(store, plans, context, check_mode):
                 continue
             if plan.action == "create":
                 version = store.generate(plan.spec, plan.next_version, context.operator, now)
-                generated.append(version.record(now))
+                generated.append({"name": version.name, "version": version.version, "label": version.label,
+                                  "id": version.key_id})
                 action = "key-generate"
             else:
                 version = store.update_metadata(plan.current, plan.current.with_spec(plan.spec))

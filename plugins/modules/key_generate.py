@@ -224,10 +224,13 @@ key_versions:
       evidence: {local: true, sensitive: true, always_sensitive: true, never_extractable: true, extractable: false}
       transitions: [{state: active, at: "2026-11-28T23:00:00+00:00", by: alice, reason: generated}]
 generated:
-  description: The version records created by this run (empty when nothing was generated or in check mode).
+  description:
+    - The versions created by this run, by name, version, label and id (their full records are in
+      RV(key_versions)). Empty when nothing was generated or in check mode.
   returned: success
   type: list
   elements: dict
+  sample: [{name: payments-db, version: 1, label: "payments-db:v1", id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f}]
 plan:
   description: One entry per requested key with the action taken (or, in check mode, that would be taken).
   returned: always
@@ -368,15 +371,17 @@ def main():
                 session, store, module.params["audit_context"], context, result.audit_events)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, plan=[])
-    module.exit_json(
+    output = dict(
         changed=result.changed or signing_key_created,
         audit_checkpoint=checkpoint,
         key_versions=result.key_versions,
         generated=result.generated,
         plan=result.plan,
         audit_events=result.audit_events,
-        diff=result.diff,
     )
+    if module._diff:  # a batch's diff is large: build the result only with --diff
+        output["diff"] = result.diff
+    module.exit_json(**output)
 
 
 if __name__ == "__main__":
