@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -105,7 +104,26 @@ def token(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def softhsm_binary():
-    if not shutil.which("softhsm2-util"):
-        pytest.fail("softhsm2-util is not installed: run scripts/bootstrap.sh")
-    return shutil.which("softhsm2-util")
+def tls(tmp_path_factory):
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1."""
+    from tests.servers import make_ca
+
+    return make_ca(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def rsyslog(tmp_path_factory, tls):
+    """rsyslog with a TLS listener on loopback (RFC 5425), for the whole test session."""
+    from tests.servers import RsyslogTls
+
+    with RsyslogTls(tmp_path_factory.mktemp("rsyslog"), tls) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres(tls):
+    """PostgreSQL 15 with TLS on loopback, for the whole test session."""
+    from tests.servers import PostgresTls
+
+    with PostgresTls(tls) as server:
+        yield server

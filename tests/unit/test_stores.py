@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.servers import PostgresTls, RsyslogTls, issue_cert, make_ca
+from tests.servers import RsyslogTls, issue_cert, make_ca
 
 TIMEOUT = 2.0  # client timeout in these tests
 BOUND = 30.0  # a failing delivery must return well within this
@@ -62,26 +62,9 @@ def stores():
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    return make_ca(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
 def rogue_ca(tmp_path_factory):
     """Another CA, which signed nothing the servers use."""
     return make_ca(tmp_path_factory.mktemp("rogue"), common_name="rogue CA")
-
-
-@pytest.fixture(scope="module")
-def rsyslog(tmp_path_factory, tls):
-    with RsyslogTls(tmp_path_factory.mktemp("rsyslog"), tls) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postgres(tls):
-    with PostgresTls(tls) as server:
-        yield server
 
 
 @pytest.fixture
