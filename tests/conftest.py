@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PKCS11_MODULE = os.environ.get("KL_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 READER = REPO / "tests" / "helpers" / "read_token.py"
+GCM = REPO / "tests" / "helpers" / "gcm.py"
 
 
 def _run(cmd, **kwargs):
@@ -76,6 +77,15 @@ class Token:
         return [o for o in self.objects()
                 if not o["label"].startswith("audit-checkpoint:")
                 and o.get("application") != "secops.keylifecycle.audit"]
+
+    def gcm(self, operation, key_label, nonce, data):
+        """AES-GCM with a key on this token, through tests/helpers/gcm.py; returns (ok, hex result or error)."""
+        proc = subprocess.run([sys.executable, str(GCM), PKCS11_MODULE, self.label, str(self.pin_file), operation,
+                               key_label, nonce.hex(), data.hex()], capture_output=True, text=True, check=False,
+                              env={**os.environ, **self.env})
+        if proc.returncode not in (0, 3):
+            raise AssertionError(proc.stdout + proc.stderr)
+        return proc.returncode == 0, proc.stdout.strip()
 
     def pkcs11_tool_objects(self):
         """``pkcs11-tool --list-objects`` output (OpenSC), a second independent reader."""

@@ -44,4 +44,9 @@ options:
       min_retention_period:
         description: Shortest retention period a key spec may give.
         type: str
+      compromise_disables_decrypt:
+        description:
+          - Whether a compromise rotation also switches off decrypt and unwrap on the compromised version
+            (baseline V(false) keeps data encrypted under it readable).
+        type: bool
 """

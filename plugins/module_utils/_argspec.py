@@ -33,6 +33,7 @@ POLICY_ARGSPEC = {
             "max_rotation_period": {"type": "str"},
             "default_retention_period": {"type": "str"},
             "min_retention_period": {"type": "str"},
+            "compromise_disables_decrypt": {"type": "bool"},
         },
     },
 }

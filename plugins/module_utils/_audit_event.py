@@ -30,6 +30,7 @@ ACTIONS = {
     "key-generate": (["configuration"], ["creation"]),
     "key-update": (["configuration"], ["change"]),
     "audit-checkpoint": (["configuration"], ["info"]),
+    "key-rotate": (["configuration"], ["change"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence.
@@ -75,6 +76,10 @@ _FIELD_CHECKS = {
     "key.check_value": lambda v: isinstance(v, str) and bool(_KCV.match(v)),
     "key.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
     "key.token": lambda v: isinstance(v, str) and bool(_TOKEN_LABEL.match(v)),
+    "key.previous_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "key.previous_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
+    "key.previous_state": lambda v: v in ("active", "deactivated", "compromised", "destroyed"),
+    "key.retain_until": lambda v: isinstance(v, str) and v.endswith("+00:00"),
     "keylifecycle.phase": lambda v: v in PHASES,
     "keylifecycle.module": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z0-9_.]{1,80}\Z", v)),
     "keylifecycle.intent_id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),

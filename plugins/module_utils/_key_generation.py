@@ -50,7 +50,7 @@ def plan_generation(store, specs):
         versions = store.versions(spec.name)
         active = [v for v in versions if v.state == "active"]
         if not versions:
-            plans.append(PlannedKey(spec=spec, action="create", next_version=1))
+            plans.append(PlannedKey(spec=spec, action="create", next_version=store.next_version(spec.name)))
             continue
         if not active:
             states = ", ".join("v%d %s" % (v.version, v.state) for v in versions)
@@ -66,7 +66,7 @@ def plan_generation(store, specs):
             continue
         updates = spec_updates(spec, current)
         plans.append(PlannedKey(spec=spec, action="update" if updates else "none", current=current,
-                                next_version=versions[-1].version + 1, changes=tuple(updates)))
+                                next_version=store.next_version(spec.name), changes=tuple(updates)))
     if conflicts:
         raise KeyConflict(
             "Refusing the whole batch, nothing was changed: " + "; ".join(conflicts) + ". Keep the existing key's "

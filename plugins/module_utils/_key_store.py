@@ -146,6 +146,10 @@ class TokenKeyStore:
     def names(self):
         return sorted({name for name, _version in self._objects})
 
+    def next_version(self, name):
+        """The next free version number: above every version on the token, recorded or half-made."""
+        return max([version for key_name, version in self._objects if key_name == name], default=0) + 1
+
     def versions(self, name):
         """All recorded versions of a logical key, oldest first, with the token's evidence."""
         result = []
@@ -250,6 +254,16 @@ class TokenKeyStore:
         updated = replace(updated, evidence=current.evidence)
         self._decoded[key] = updated
         return updated
+
+    def set_usage(self, version, disabled):
+        """Switch usages off on the version's key objects (the token then refuses those operations)."""
+        objects = self._objects[(version.name, version.version)]
+        with pkcs11_errors("C_SetAttributeValue for %s" % version.label, token_label=self.token_label):
+            for usage in disabled:
+                attribute, side = _USAGE_ATTRIBUTES[usage]
+                targets = objects.secret or (objects.public if side == "public" else objects.private)
+                for obj in targets:
+                    obj[_attr(attribute)] = False
 
     def _write_metadata(self, version):
         return self.session.create_object({

@@ -97,6 +97,7 @@ class Policy:
     max_rotation_period: int = 365 * 86400
     default_retention_period: int = 90 * 86400
     min_retention_period: int = 1
+    compromise_disables_decrypt: bool = False
 
     def as_dict(self):
         return {
@@ -108,6 +109,7 @@ class Policy:
             "max_rotation_period": format_duration(self.max_rotation_period),
             "default_retention_period": format_duration(self.default_retention_period),
             "min_retention_period": format_duration(self.min_retention_period),
+            "compromise_disables_decrypt": self.compromise_disables_decrypt,
         }
 
 
@@ -115,7 +117,7 @@ BASELINE = Policy()
 
 _POLICY_OPTIONS = (
     "min_aes_bits", "min_rsa_bits", "allowed_key_types", "allowed_curves", "allowed_usages",
-    "max_rotation_period", "default_retention_period", "min_retention_period",
+    "max_rotation_period", "default_retention_period", "min_retention_period", "compromise_disables_decrypt",
 )
 
 
@@ -183,6 +185,11 @@ def load_policy(overrides=None):
     for option in ("default_retention_period", "min_retention_period"):
         if option in overrides:
             changes[option] = parse_duration(overrides[option], "policy.%s" % option)
+    if "compromise_disables_decrypt" in overrides:
+        if not isinstance(overrides["compromise_disables_decrypt"], bool):
+            raise InvalidOption("policy.compromise_disables_decrypt must be true or false.",
+                                option="policy.compromise_disables_decrypt")
+        changes["compromise_disables_decrypt"] = overrides["compromise_disables_decrypt"]
     policy = replace(BASELINE, **changes)
     if policy.default_retention_period < policy.min_retention_period:
         raise InvalidOption(

@@ -81,11 +81,15 @@ def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgre
     path = write_play(shipping, token, [generate(token, "a"), generate(token, "b"),
                                         {"name": "update a", "secops.keylifecycle.key_generate": dict(
                                             token.connection(), name="a", rotation_period="30d")},
+                                        {"name": "rotate a", "secops.keylifecycle.key_rotate": dict(
+                                            token.connection(), name=["a"], force=True)},
                                         generate(token, "a")], "ship.yml")
     proc = shipping.playbook(path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shipped = assert_shipped_once(shipping, rsyslog, postgres)
-    assert len(shipped) == len(shipping.journal_records()) >= 16  # 4 tasks: intents, changes, checkpoints, outcomes
+    actions = {r["event"]["event"]["action"] for r in shipping.journal_records()}
+    assert actions == {"key-generate", "key-update", "key-rotate", "audit-checkpoint"}
+    assert len(shipped) == len(shipping.journal_records()) >= 20  # 5 tasks: intents, changes, checkpoints, outcomes
     # the syslog copy is the journal line byte for byte: its chain can be checked from the collector alone
     lines = shipping.journal.read_text().splitlines()
     journal_id = json.loads(lines[0])["journal_id"]

@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Plan and apply key rotation (the work of key_rotate).
+
+PRIVATE: not part of the public interface.
+
+A rotation generates the new version in the token first, then deactivates the
+previous active version: its encrypt / wrap / sign / derive usages are switched off
+on the token object (the token itself refuses them from then on) and its metadata
+records the transition and ``retain_until = now + retention_period``. A compromise
+rotation marks the old version ``compromised`` and, when the policy says so, also
+switches off decrypt / unwrap.
+
+Order matters for crash safety: after an interruption a key may have two active
+versions (new one made, old one not yet deactivated). Every rotation run repairs
+that first: the newest active version stays, older active ones are deactivated,
+and the repair is audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, KeyNotFound
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    Transition,
+    format_time,
+    utc_now,
+    validate_name,
+)
+
+REASONS = ("scheduled", "manual", "compromise")
+# Usages a deactivated version loses; a compromised one may lose decrypt / unwrap as well.
+PROTECTING_USAGES = ("encrypt", "wrap", "sign", "derive")
+DECRYPTING_USAGES = ("decrypt", "unwrap")
+
+
+@dataclass
+class PlannedRotation:
+    name: str
+    action: str  # rotate | none | repair
+    current: object = None
+    next_version: int = 0
+    due: bool = False
+    next_rotation_due: str = None
+    stale_active: tuple = ()  # older active versions left by an interrupted rotation
+
+    def as_dict(self):
+        entry = {"name": self.name, "action": self.action, "due": self.due,
+                 "next_rotation_due": self.next_rotation_due}
+        if self.current is not None:
+            entry["from_version"] = self.current.version
+        if self.action == "rotate":
+            entry["to_version"] = self.next_version
+        if self.stale_active:
+            entry["repair_versions"] = [v.version for v in self.stale_active]
+        return entry
+
+
+def plan_rotation(store, names, all_due, force, policy, now):
+    """Which keys rotate; raises KeyNotFound for a named key without an active version."""
+    if all_due:
+        names = store.names()
+    plans, missing = [], []
+    for name in names:
+        validate_name(name)
+        versions = store.versions(name)
+        active = [v for v in versions if v.state == "active"]
+        if not active:
+            if not all_due:
+                missing.append("%s (%s)" % (name, "not on the token" if not versions else
+                                            "no active version: " + ", ".join("v%d %s" % (v.version, v.state)
+                                                                                for v in versions)))
+            continue
+        current, stale = active[-1], tuple(active[:-1])
+        due_at = current.next_rotation_due(policy.max_rotation_period)
+        due = now >= due_at
+        action = "rotate" if (due or force) else ("repair" if stale else "none")
+        plans.append(PlannedRotation(name=name, action=action, current=current, next_version=store.next_version(name),
+                                     due=due, next_rotation_due=format_time(due_at), stale_active=stale))
+    if missing:
+        raise KeyNotFound("Cannot rotate, nothing was changed: %s. Generate a key with key_generate before "
+                          "rotating it." % "; ".join(missing), option="name")
+    return plans
+
+
+@dataclass
+class RotationResult:
+    changed: bool
+    rotated: list
+    plan: list
+    audit_events: list
+    diff: dict
+
+
+def _retire(store, version, state, operator, reason, now, disable_decrypt):
+    """Deactivate (or mark compromised) one version: usages off on the token first, then its metadata."""
+    disabled = [u for u in PROTECTING_USAGES if u in version.spec.usage]
+    if state == "compromised" and disable_decrypt:
+        disabled += [u for u in DECRYPTING_USAGES if u in version.spec.usage]
+    store.set_usage(version, disabled)
+    retain_until = now + timedelta(seconds=version.spec.retention_period)
+    updated = replace(version, state=state, retain_until=retain_until, revision=version.revision + 1,
+                      transitions=version.transitions + (Transition(state=state, at=now, by=operator,
+                                                                    reason=reason),))
+    return store.update_metadata(version, updated)
+
+
+def _event(action_reason, context, token_label, new, old, outcome="success"):
+    key = key_section(new, token_label)
+    key.update({"previous_version": old.version, "previous_id": old.key_id, "previous_state": old.state,
+                "retain_until": format_time(old.retain_until)})
+    return build_event("key-rotate", outcome, context, key=key, reason=action_reason)
+
+
+def apply_rotation(store, plans, context, reason, policy, check_mode):
+    """Carry out a rotation plan (repairs first); in check mode only describe it."""
+    now = utc_now()
+    before, after, rotated, events = {}, {}, [], []
+    old_state = "compromised" if reason == "compromise" else "deactivated"
+    try:
+        for plan in plans:
+            before[plan.name] = plan.current.review() if plan.current else None
+            if plan.action == "none":
+                after[plan.name] = before[plan.name]
+                continue
+            if check_mode:
+                after[plan.name] = dict(before[plan.name], version=plan.next_version, id="(known after rotation)") \
+                    if plan.action == "rotate" else before[plan.name]
+                continue
+            for stale in plan.stale_active:
+                retired = _retire(store, stale, "deactivated", context.operator, "repair", now, False)
+                events.append(_event("repair of an interrupted rotation", context, store.token_label,
+                                     plan.current, retired))
+            if plan.action == "rotate":
+                new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
+                old = _retire(store, plan.current, old_state, context.operator, reason, now,
+                              policy.compromise_disables_decrypt)
+                events.append(_event(reason, context, store.token_label, new, old))
+                rotated.append({"name": plan.name, "old_version": old.version, "old_id": old.key_id,
+                                "old_state": old.state, "retain_until": format_time(old.retain_until),
+                                "new_version": new.version, "new_id": new.key_id})
+                after[plan.name] = new.review()
+            else:
+                after[plan.name] = plan.current.review()
+    except KeyLifecycleError as exc:
+        failed = {"name": plan.name, "token": store.token_label}
+        exc.audit_events = events + [build_event("key-rotate", "failure", context, key=failed,
+                                                 error_kind=exc.kind)]
+        exc.changed = bool(events)
+        raise
+    return RotationResult(changed=any(p.action != "none" for p in plans), rotated=rotated, plan=[p.as_dict() for p in plans],
+                          audit_events=events, diff={"before": before, "after": after})

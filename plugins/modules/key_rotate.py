@@ -1,0 +1,237 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: key_rotate
+short_description: Rotate keys on a PKCS#11 token; deactivate the previous version and retain it
+version_added: 0.1.0
+description:
+  - Rotates one key, a list (O(name)), or every key whose rotation is due (O(all_due=true)).
+  - A rotation generates the new version inside the token first (same type, size, curve, usage and
+    distributability as the current one), then deactivates the previous active version. A deactivated version can
+    only decrypt, unwrap and verify, because its encrypt, wrap, sign and derive usages are switched off on the token
+    object itself. It is retained until C(retain_until = now + retention_period).
+  - A key is due when its active version's age has reached its rotation period, never more than the policy's
+    O(policy.max_rotation_period). O(force=true) rotates regardless.
+  - O(reason=compromise) marks the previous version C(compromised) instead; with
+    O(policy.compromise_disables_decrypt=true) it also loses decrypt and unwrap.
+  - An interrupted rotation can leave two active versions; every run first repairs that (the newest stays active,
+    older ones are deactivated) and audits the repair.
+  - The whole batch runs in one PKCS#11 session with one enumeration of the token. This module does not destroy
+    anything; see the retention and destruction workflow.
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is changed; RV(plan) and the diff show which key would go from which version to which.
+  diff_mode:
+    support: full
+    details:
+      - Shows each key's active version metadata before and after (never key material).
+  idempotent:
+    support: full
+    details:
+      - A key that is not due is left alone; a second run right after a rotation changes nothing.
+options:
+  name:
+    description: Logical keys to rotate. Mutually exclusive with O(all_due).
+    type: list
+    elements: str
+  all_due:
+    description: Rotate every key on the token whose rotation is due.
+    type: bool
+    default: false
+  force:
+    description: Rotate the named keys even if they are not due.
+    type: bool
+    default: false
+  reason:
+    description: Why the keys are rotated, recorded in the audit events and the version's transitions.
+    type: str
+    choices: [scheduled, manual, compromise]
+    default: scheduled
+  audit_context:
+    description:
+      - Who runs the action and in which run, recorded in the audit events.
+      - Filled in on the controller by this module's action plugin (the controller's operator identity and the
+        playbook run); values given in a task are replaced.
+    type: dict
+    suboptions:
+      operator:
+        description: Operator name.
+        type: str
+      operator_source:
+        description: Where the operator name came from.
+        type: str
+      run_id:
+        description: Identifier of the playbook run.
+        type: str
+      intent_id:
+        description: Record id of the intent record journaled before this call.
+        type: str
+      host:
+        description: Inventory name of the HSM host, recorded as C(host.name).
+        type: str
+      journal_id:
+        description: Id of the controller's audit journal.
+        type: str
+      intent_seq:
+        description: Sequence number of the intent record, anchored by a signed checkpoint.
+        type: int
+      intent_hash:
+        description: Hash of the intent record, anchored by a signed checkpoint.
+        type: str
+seealso:
+  - module: secops.keylifecycle.key_generate
+  - module: secops.keylifecycle.key_info
+"""
+
+EXAMPLES = r"""
+- name: Rotate every key that is due (scheduled job)
+  secops.keylifecycle.key_rotate:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: dev-keys
+    user_pin_file: /etc/keylifecycle/dev-user.pin
+    all_due: true
+
+- name: Emergency rotation of a compromised key
+  secops.keylifecycle.key_rotate:
+    name: payments-db
+    force: true
+    reason: compromise
+    policy:
+      compromise_disables_decrypt: true
+"""
+
+RETURN = r"""
+rotated:
+  description: One entry per rotated key with the old and new version ids.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: payments-db, old_version: 1, old_id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f, old_state: deactivated,
+            retain_until: "2027-02-26T23:00:00+00:00", new_version: 2, new_id: 0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f}]
+plan:
+  description: Per key, V(rotate), V(repair) or V(none), whether it was due, and the versions involved.
+  returned: always
+  type: list
+  elements: dict
+audit_events:
+  description: One C(key-rotate) event per rotated (or repaired) key, with the new and previous ids.
+  returned: always
+  type: list
+  elements: dict
+audit_checkpoint:
+  description:
+    - The signed checkpoint of the controller's journal made by this call (the intent record's sequence number
+      and hash, signed in the token by the C(audit-checkpoint) key). Null in check mode or without a journal.
+  returned: success
+  type: dict
+  contains:
+    journal_id:
+      description: Journal id.
+      type: str
+    seq:
+      description: Anchored record number.
+      type: int
+    head_hash:
+      description: Anchored record hash.
+      type: str
+    signed_at:
+      description: Signing time (UTC).
+      type: str
+    signature:
+      description: Base64 DER ECDSA signature over the canonical JSON of journal_id, seq, head_hash and signed_at.
+      type: str
+    key_id:
+      description: CKA_ID of the signing key.
+      type: str
+    key_version:
+      description: Version of the signing key.
+      type: int
+    public_key_fingerprint:
+      description: Fingerprint of the signing key.
+      type: str
+error_kind:
+  description: Category of the error (for example V(key_not_found), V(login_failed)).
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about, when there is one.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    hsm_module_kwargs,
+    policy_overrides,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import (
+    REASONS,
+    apply_rotation,
+    plan_rotation,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+ARGUMENT_SPEC = dict(
+    name={"type": "list", "elements": "str"},
+    all_due={"type": "bool", "default": False},
+    force={"type": "bool", "default": False},
+    reason={"type": "str", "choices": list(REASONS), "default": "scheduled"},
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+def main():
+    module = AnsibleModule(**hsm_module_kwargs(
+        ARGUMENT_SPEC,
+        mutually_exclusive=[["name", "all_due"]],
+        required_one_of=[["name", "all_due"]],
+        supports_check_mode=True,
+    ))
+    require_dependencies(module)
+    try:
+        policy = load_policy(policy_overrides(module.params))
+        context = AuditContext.from_params(module.params["audit_context"])
+        settings = ConnectionSettings.from_params(module.params)
+        with open_session(settings) as session:
+            store = TokenKeyStore(session, settings.token_label).load()
+            plans = plan_rotation(store, module.params["name"] or [], module.params["all_due"],
+                                  module.params["force"], policy, utc_now())
+            result = apply_rotation(store, plans, context, module.params["reason"], policy, module.check_mode)
+            checkpoint, signing_key_created = anchor_journal(
+                session, store, module.params["audit_context"], context, result.audit_events)
+    except KeyLifecycleError as exc:
+        fail_with_error(module, exc, plan=[], rotated=[])
+    output = dict(changed=result.changed or signing_key_created, rotated=result.rotated, plan=result.plan,
+                  audit_events=result.audit_events, audit_checkpoint=checkpoint)
+    if module._diff:
+        output["diff"] = result.diff
+    module.exit_json(**output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""key_rotate through ansible-playbook: the token refuses encrypt with the old version, which still decrypts."""
+
+from __future__ import annotations
+
+import time
+
+NONCE = bytes(range(12))
+SAMPLE = b"cardholder data, encrypted under v1"
+
+
+def states(token):
+    return {o["label"]: o["value"]["state"] for o in token.key_objects() if o["class"] == "DATA"}
+
+
+def secret(token, label):
+    return [o for o in token.objects() if o["class"] == "SECRET_KEY" and o["label"] == label][0]
+
+
+def test_rotate_lifecycle(runner, token):
+    runner.task("key_generate", {"name": "k", "usage": ["encrypt", "decrypt"], "retention_period": "30d"})
+    ok, ciphertext = token.gcm("encrypt", "k:v1", NONCE, SAMPLE)
+    assert ok, ciphertext
+    v1 = secret(token, "k:v1")
+
+    # not due: all_due changes nothing
+    idle = runner.task("key_rotate", {"all_due": True})
+    assert idle.task["changed"] is False and idle.task["plan"][0]["action"] == "none"
+
+    # check mode: the plan, nothing on the token
+    before = token.key_objects()
+    check = runner.task("key_rotate", {"name": ["k"], "force": True}, "--check", "--diff")
+    assert check.task["changed"] is True
+    assert check.task["plan"][0]["from_version"] == 1 and check.task["plan"][0]["to_version"] == 2
+    assert token.key_objects() == before
+
+    # apply
+    apply = runner.task("key_rotate", {"name": ["k"], "force": True, "reason": "manual"})
+    assert apply.task["changed"] is True, apply.task
+    rotated = apply.task["rotated"][0]
+    v2 = secret(token, "k:v2")
+    assert (rotated["old_id"], rotated["new_id"]) == (v1["id"], v2["id"])
+    assert rotated["old_state"] == "deactivated" and rotated["retain_until"]
+    assert states(token) == {"k:v1": "deactivated", "k:v2": "active"}
+    old = secret(token, "k:v1")
+    assert old["encrypt"] is False and old["decrypt"] is True and old["sensitive"] is True
+    assert v2["encrypt"] is True and v2["sensitive"] is True and v2["extractable"] is False
+    event = [e for e in apply.task["audit_events"] if e["event"]["action"] == "key-rotate"][0]
+    assert event["key"]["id"] == v2["id"] and event["key"]["previous_id"] == v1["id"]
+    assert event["event"]["reason"] == "manual"
+
+    # the old version still decrypts the sample and can no longer encrypt; the new one encrypts
+    assert token.gcm("decrypt", "k:v1", NONCE, bytes.fromhex(ciphertext)) == (True, SAMPLE.hex())
+    refused, error = token.gcm("encrypt", "k:v1", NONCE, SAMPLE)
+    assert refused is False and "0x68" in error
+    assert token.gcm("encrypt", "k:v2", NONCE, SAMPLE)[0] is True
+
+    # check again and apply again: nothing due
+    again = runner.task("key_rotate", {"all_due": True}, "--check")
+    assert again.task["changed"] is False
+    final = runner.task("key_rotate", {"all_due": True})
+    assert final.task["changed"] is False and states(token) == {"k:v1": "deactivated", "k:v2": "active"}
+
+
+def test_due_rotation_and_journal(runner, token):
+    runner.task("key_generate", {"keys": [{"name": "fast", "rotation_period": "4s"}, {"name": "slow"}]})
+    time.sleep(4.5)
+    result = runner.task("key_rotate", {"all_due": True})
+    assert [(r["name"], r["new_version"]) for r in result.task["rotated"]] == [("fast", 2)]
+    assert states(token)["slow:v1"] == "active"
+    records = runner.journal_records()
+    rotate = [r for r in records if r["event"]["event"]["action"] == "key-rotate"]
+    assert [r["event"]["keylifecycle"]["phase"] for r in rotate] == ["intent", "change", "outcome"]
+    assert rotate[1]["event"]["key"]["previous_version"] == 1
+
+
+def test_compromise_rotation(runner, token):
+    runner.task("key_generate", {"name": "k"})
+    ok, ciphertext = token.gcm("encrypt", "k:v1", NONCE, SAMPLE)
+    result = runner.task("key_rotate", {"name": ["k"], "force": True, "reason": "compromise",
+                                        "policy": {"compromise_disables_decrypt": True}})
+    assert result.task["rotated"][0]["old_state"] == "compromised"
+    assert states(token) == {"k:v1": "compromised", "k:v2": "active"}
+    assert token.gcm("decrypt", "k:v1", NONCE, bytes.fromhex(ciphertext))[0] is False
+    assert secret(token, "k:v1")["decrypt"] is False
+
+
+def test_bad_input(runner, token):
+    runner.task("key_generate", {"name": "k"})
+    before = token.key_objects()
+    unknown = runner.task("key_rotate", {"name": ["ghost"], "force": True})
+    assert unknown.task["failed"] and "ghost (not on the token)" in unknown.task["msg"]
+    assert unknown.task["error_option"] == "name"
+    both = runner.task("key_rotate", {"name": ["k"], "all_due": True})
+    assert both.task["failed"] and "mutually exclusive" in both.task["msg"]
+    reason = runner.task("key_rotate", {"name": ["k"], "reason": "whim"})
+    assert reason.task["failed"] and "reason" in reason.task["msg"]
+    too_long = runner.task("key_rotate", {"name": ["k"], "policy": {"max_rotation_period": "500d"}})
+    assert too_long.task["failed"] and "may only tighten" in too_long.task["msg"]
+    assert token.key_objects() == before
