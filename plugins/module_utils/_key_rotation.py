@@ -72,9 +72,8 @@ def plan_rotation(store, names, all_due, force, policy, now):
         active = [v for v in versions if v.state == "active"]
         if not active:
             if not all_due:
-                missing.append("%s (%s)" % (name, "not on the token" if not versions else
-                                            "no active version: " + ", ".join("v%d %s" % (v.version, v.state)
-                                                                                for v in versions)))
+                found = ", ".join("v%d %s" % (v.version, v.state) for v in versions)
+                missing.append("%s (%s)" % (name, "no active version: " + found if versions else "not on the token"))
             continue
         current, stale = active[-1], tuple(active[:-1])
         due_at = current.next_rotation_due(policy.max_rotation_period)

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 
-
 @pytest.fixture
 def shipping(runner, rsyslog, postgres):
     """Callback enabled for every ansible-playbook run of this test; both stores up at the start."""
