@@ -87,6 +87,20 @@ class Token:
             raise AssertionError(proc.stdout + proc.stderr)
         return proc.returncode == 0, proc.stdout.strip()
 
+    def pkcs11_tool_key_objects(self):
+        """(kind, label, id) of every key object that ``pkcs11-tool --list-objects`` reports."""
+        found, current = [], None
+        for line in self.pkcs11_tool_objects().splitlines():
+            if line.endswith("Object") or " Key Object" in line:
+                current = {"kind": line.split(";")[0].strip(), "label": None, "id": None}
+                found.append(current)
+            elif line.startswith(("Data object", "Certificate Object")):
+                current = None
+            elif current is not None and line.strip().startswith(("label:", "ID:")):
+                field, value = line.strip().split(":", 1)
+                current["label" if field == "label" else "id"] = value.strip()
+        return found
+
     def pkcs11_tool_objects(self):
         """``pkcs11-tool --list-objects`` output (OpenSC), a second independent reader."""
         out = _run(["pkcs11-tool", "--module", PKCS11_MODULE, "--token-label", self.label, "--login",

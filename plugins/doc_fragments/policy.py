@@ -49,4 +49,10 @@ options:
           - Whether a compromise rotation also switches off decrypt and unwrap on the compromised version
             (baseline V(false) keeps data encrypted under it readable).
         type: bool
+      destroy_requires_opt_in:
+        description: Destroy only versions of keys generated (or updated) with C(destroy_allowed=true).
+        type: bool
+      destroy_requires_approval:
+        description: Destroy only with C(approved_by) naming a second person, different from the operator.
+        type: bool
 """

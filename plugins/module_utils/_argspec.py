@@ -34,6 +34,8 @@ POLICY_ARGSPEC = {
             "default_retention_period": {"type": "str"},
             "min_retention_period": {"type": "str"},
             "compromise_disables_decrypt": {"type": "bool"},
+            "destroy_requires_opt_in": {"type": "bool"},
+            "destroy_requires_approval": {"type": "bool"},
         },
     },
 }

@@ -31,6 +31,7 @@ ACTIONS = {
     "key-update": (["configuration"], ["change"]),
     "audit-checkpoint": (["configuration"], ["info"]),
     "key-rotate": (["configuration"], ["change"]),
+    "key-destroy": (["configuration"], ["deletion"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence.
@@ -86,6 +87,9 @@ _FIELD_CHECKS = {
     "keylifecycle.requested_keys": lambda v: isinstance(v, list) and all(
         isinstance(i, str) and NAME_RE.match(i) for i in v),
     "keylifecycle.changed": lambda v: isinstance(v, bool),
+    "keylifecycle.verified_absent": lambda v: isinstance(v, bool),
+    "keylifecycle.approved_by": lambda v: isinstance(v, str) and bool(_OPERATOR.match(v)),
+    "keylifecycle.change_ref": lambda v: isinstance(v, str) and bool(re.match(r"^[A-Za-z0-9._:/#-]{1,64}\Z", v)),
     "keylifecycle.checkpoint.journal_id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
     "keylifecycle.checkpoint.seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.checkpoint.head_hash": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),

@@ -265,6 +265,24 @@ class TokenKeyStore:
                 for obj in targets:
                     obj[_attr(attribute)] = False
 
+    def destroy_key_objects(self, version):
+        """C_DestroyObject on every key object of a version (the metadata stays, to become a tombstone)."""
+        objects = self._objects[(version.name, version.version)]
+        with pkcs11_errors("C_DestroyObject for %s" % version.label, token_label=self.token_label):
+            for obj in objects.key_objects():
+                obj.destroy()
+        objects.secret, objects.private, objects.public = [], [], []
+
+    def verify_absent(self, version):
+        """Search the token again, by CKA_ID and by CKA_LABEL, for any key object of this version."""
+        key_id = bytes.fromhex(version.key_id)
+        with pkcs11_errors("C_FindObjects (destruction check)", token_label=self.token_label):
+            for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for template in ({Attribute.ID: key_id}, {Attribute.LABEL: version.label}):
+                    if list(self.session.get_objects({**template, Attribute.CLASS: object_class})):
+                        return False
+        return True
+
     def _write_metadata(self, version):
         return self.session.create_object({
             Attribute.CLASS: ObjectClass.DATA,

@@ -44,12 +44,10 @@ LABEL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62}):v([1-9][0-9]{0,8})\Z"
 
 STATES = ("active", "deactivated", "compromised", "destroyed")
 
-SPEC_FIELDS = ("name", "type", "size", "curve", "usage", "distributable", "rotation_period",
-               "retention_period", "recipients")
 # Fields fixed at generation: a spec that differs here conflicts with the existing key.
 IMMUTABLE_FIELDS = ("type", "size", "curve", "usage", "distributable")
 # Fields that can change on an existing key: the metadata is rewritten.
-MUTABLE_FIELDS = ("rotation_period", "retention_period", "recipients")
+MUTABLE_FIELDS = ("rotation_period", "retention_period", "recipients", "destroy_allowed")
 
 
 def utc_now():
@@ -95,6 +93,7 @@ class KeySpec:
     rotation_period: int
     retention_period: int
     recipients: tuple = ()
+    destroy_allowed: bool = False
 
     def as_dict(self):
         return {
@@ -103,6 +102,7 @@ class KeySpec:
             "rotation_period": format_duration(self.rotation_period),
             "retention_period": format_duration(self.retention_period),
             "recipients": list(self.recipients),
+            "destroy_allowed": self.destroy_allowed,
         }
 
 
@@ -184,7 +184,8 @@ def build_key_spec(raw, policy):
         raise InvalidOption("%s: recipients are listed but distributable is false; a key that is not "
                             "distributable never leaves the token." % where, option="recipients")
     return KeySpec(name=name, type=key_type, size=size, curve=curve, usage=usage, distributable=distributable,
-                   rotation_period=rotation, retention_period=retention, recipients=recipients)
+                   rotation_period=rotation, retention_period=retention, recipients=recipients,
+                   destroy_allowed=bool(raw.get("destroy_allowed", False)))
 
 
 def build_key_specs(raw_specs, policy):
@@ -276,6 +277,7 @@ class KeyVersion:
                 rotation_period=parse_duration(doc["rotation_period"], "rotation_period"),
                 retention_period=parse_duration(doc["retention_period"], "retention_period"),
                 recipients=tuple(doc.get("recipients") or ()),
+                destroy_allowed=bool(doc.get("destroy_allowed", False)),
             )
             version = cls(
                 spec=spec, version=int(doc["version"]), key_id=doc["id"], state=doc["state"],
@@ -310,6 +312,7 @@ class KeyVersion:
             "usage": list(self.spec.usage),
             "distributable": self.spec.distributable,
             "recipients": list(self.spec.recipients),
+            "destroy_allowed": self.spec.destroy_allowed,
             "created": format_time(self.created),
             "age_seconds": max(0, int((now - self.created).total_seconds())),
             "rotation_period": format_duration(self.spec.rotation_period),
@@ -334,6 +337,7 @@ class KeyVersion:
             "rotation_period": format_duration(self.spec.rotation_period),
             "retention_period": format_duration(self.spec.retention_period),
             "recipients": list(self.spec.recipients),
+            "destroy_allowed": self.spec.destroy_allowed,
         }
 
 

@@ -98,6 +98,8 @@ class Policy:
     default_retention_period: int = 90 * 86400
     min_retention_period: int = 1
     compromise_disables_decrypt: bool = False
+    destroy_requires_opt_in: bool = False
+    destroy_requires_approval: bool = False
 
     def as_dict(self):
         return {
@@ -110,6 +112,8 @@ class Policy:
             "default_retention_period": format_duration(self.default_retention_period),
             "min_retention_period": format_duration(self.min_retention_period),
             "compromise_disables_decrypt": self.compromise_disables_decrypt,
+            "destroy_requires_opt_in": self.destroy_requires_opt_in,
+            "destroy_requires_approval": self.destroy_requires_approval,
         }
 
 
@@ -118,7 +122,10 @@ BASELINE = Policy()
 _POLICY_OPTIONS = (
     "min_aes_bits", "min_rsa_bits", "allowed_key_types", "allowed_curves", "allowed_usages",
     "max_rotation_period", "default_retention_period", "min_retention_period", "compromise_disables_decrypt",
+    "destroy_requires_opt_in", "destroy_requires_approval",
 )
+# Settings that switch on a stricter rule: baseline false, a policy may set them true only.
+_STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval")
 
 
 def _weaker(option, given, floor):
@@ -190,6 +197,11 @@ def load_policy(overrides=None):
             raise InvalidOption("policy.compromise_disables_decrypt must be true or false.",
                                 option="policy.compromise_disables_decrypt")
         changes["compromise_disables_decrypt"] = overrides["compromise_disables_decrypt"]
+    for option in _STRICTER_SWITCHES:
+        if option in overrides:
+            if not isinstance(overrides[option], bool):
+                raise InvalidOption("policy.%s must be true or false." % option, option="policy.%s" % option)
+            changes[option] = overrides[option]
     policy = replace(BASELINE, **changes)
     if policy.default_retention_period < policy.min_retention_period:
         raise InvalidOption(

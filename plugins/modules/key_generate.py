@@ -85,6 +85,12 @@ options:
     description: Names of the recipients allowed to receive this key (only with O(distributable=true)).
     type: list
     elements: str
+  destroy_allowed:
+    description:
+      - Opt-in for destroying this key's expired versions, where the policy asks for it
+        (O(policy.destroy_requires_opt_in)). Can be changed on an existing key (metadata only).
+    type: bool
+    default: false
   keys:
     description:
       - A batch of key specs, each with the same options as the single-key form (O(name) required).
@@ -125,6 +131,10 @@ options:
         description: Recipients allowed to receive the key.
         type: list
         elements: str
+      destroy_allowed:
+        description: Opt-in for destroying the key's expired versions.
+        type: bool
+        default: false
   audit_context:
     description:
       - Who runs the action and in which run, recorded in the audit events.
@@ -331,6 +341,7 @@ KEY_SPEC_OPTIONS = {
     "rotation_period": {"type": "str"},
     "retention_period": {"type": "str"},
     "recipients": {"type": "list", "elements": "str"},
+    "destroy_allowed": {"type": "bool", "default": False},
 }
 
 ARGUMENT_SPEC = dict(

@@ -1,0 +1,238 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: key_destroy
+short_description: Destroy key versions whose retention has expired (cryptographic erasure in the token)
+version_added: 0.1.0
+description:
+  - Destroys one version (O(name) and O(version)) or every version whose retention has expired (O(all_expired=true)).
+  - Only a C(deactivated) or C(compromised) version whose C(retain_until) has passed can be destroyed. An active
+    version, or one still inside its retention period, is refused with a message naming C(retain_until), and nothing
+    is changed.
+  - Where the policy asks for it, the key must have been generated with C(destroy_allowed=true)
+    (O(policy.destroy_requires_opt_in)) and a second person, different from the operator, must approve
+    (O(approved_by), O(policy.destroy_requires_approval)).
+  - The key objects go through the token's C_DestroyObject; the token is then searched again by CKA_ID and CKA_LABEL
+    to confirm nothing is left, and only then the version's metadata becomes a tombstone (state C(destroyed), no key
+    material). A logical key whose every version is destroyed is reported as C(destroyed) by
+    M(secops.keylifecycle.key_info).
+  - Destroying here does not reach copies held by recipients; those are removed by the recipient side.
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is destroyed; RV(plan) says what would be.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - A version already destroyed is reported with action V(none).
+options:
+  name:
+    description: Logical key of the version to destroy. Requires O(version). Mutually exclusive with O(all_expired).
+    type: str
+  version:
+    description: Version number to destroy.
+    type: int
+  all_expired:
+    description:
+      - Destroy every deactivated or compromised version whose retention has expired. Versions the policy does
+        not allow (no opt-in) are listed as V(blocked) in RV(plan) and left alone.
+    type: bool
+    default: false
+  approved_by:
+    description: The second person who approved the destruction (must not be the operator). Recorded in the audit.
+    type: str
+  change_ref:
+    description: Change or ticket reference of the approval, recorded in the audit.
+    type: str
+  audit_context:
+    description:
+      - Who runs the action and in which run, recorded in the audit events.
+      - Filled in on the controller by this module's action plugin (the controller's operator identity and the
+        playbook run); values given in a task are replaced.
+    type: dict
+    suboptions:
+      operator:
+        description: Operator name.
+        type: str
+      operator_source:
+        description: Where the operator name came from.
+        type: str
+      run_id:
+        description: Identifier of the playbook run.
+        type: str
+      intent_id:
+        description: Record id of the intent record journaled before this call.
+        type: str
+      host:
+        description: Inventory name of the HSM host, recorded as C(host.name).
+        type: str
+      journal_id:
+        description: Id of the controller's audit journal.
+        type: str
+      intent_seq:
+        description: Sequence number of the intent record, anchored by a signed checkpoint.
+        type: int
+      intent_hash:
+        description: Hash of the intent record, anchored by a signed checkpoint.
+        type: str
+seealso:
+  - module: secops.keylifecycle.key_rotate
+  - module: secops.keylifecycle.key_info
+"""
+
+EXAMPLES = r"""
+- name: Destroy every version whose retention has expired (prod policy needs an approver)
+  secops.keylifecycle.key_destroy:
+    pkcs11_module: /opt/vendor/lib/libpkcs11.so
+    token_label: prod-keys
+    user_pin: "{{ vault_hsm_user_pin }}"
+    all_expired: true
+    approved_by: bob
+    change_ref: CHG-2041
+    policy:
+      destroy_requires_opt_in: true
+      destroy_requires_approval: true
+
+- name: Destroy one version
+  secops.keylifecycle.key_destroy:
+    name: payments-db
+    version: 1
+"""
+
+RETURN = r"""
+destroyed:
+  description: The versions destroyed by this run, each with its id and the result of the absence check.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: payments-db, version: 1, id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f, verified_absent: true}]
+plan:
+  description: The versions considered, with V(destroy), V(none) or V(blocked) and why.
+  returned: always
+  type: list
+  elements: dict
+audit_events:
+  description: One C(key-destroy) event per destroyed version (key id, version, time, approver, verification).
+  returned: always
+  type: list
+  elements: dict
+audit_checkpoint:
+  description:
+    - The signed checkpoint of the controller's journal made by this call (the intent record's sequence number
+      and hash, signed in the token by the C(audit-checkpoint) key). Null in check mode or without a journal.
+  returned: success
+  type: dict
+  contains:
+    journal_id:
+      description: Journal id.
+      type: str
+    seq:
+      description: Anchored record number.
+      type: int
+    head_hash:
+      description: Anchored record hash.
+      type: str
+    signed_at:
+      description: Signing time (UTC).
+      type: str
+    signature:
+      description: Base64 DER ECDSA signature over the canonical JSON of journal_id, seq, head_hash and signed_at.
+      type: str
+    key_id:
+      description: CKA_ID of the signing key.
+      type: str
+    key_version:
+      description: Version of the signing key.
+      type: int
+    public_key_fingerprint:
+      description: Fingerprint of the signing key.
+      type: str
+error_kind:
+  description: Category of the error (for example V(policy_violation), V(key_not_found)).
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about (for example V(retain_until), V(approved_by)).
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    hsm_module_kwargs,
+    policy_overrides,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destruction import (
+    apply_destruction,
+    plan_destruction,
+    validate_approval_options,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+ARGUMENT_SPEC = dict(
+    name={"type": "str"},
+    version={"type": "int"},
+    all_expired={"type": "bool", "default": False},
+    approved_by={"type": "str"},
+    change_ref={"type": "str"},
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+def main():
+    module = AnsibleModule(**hsm_module_kwargs(
+        ARGUMENT_SPEC,
+        mutually_exclusive=[["name", "all_expired"], ["version", "all_expired"]],
+        required_one_of=[["name", "all_expired"]],
+        required_together=[["name", "version"]],
+        supports_check_mode=True,
+    ))
+    require_dependencies(module)
+    params = module.params
+    try:
+        policy = load_policy(policy_overrides(params))
+        validate_approval_options(params["approved_by"], params["change_ref"])
+        context = AuditContext.from_params(params["audit_context"])
+        settings = ConnectionSettings.from_params(params)
+        with open_session(settings) as session:
+            store = TokenKeyStore(session, settings.token_label).load()
+            plans = plan_destruction(store, params["name"], params["version"], params["all_expired"], policy,
+                                     params["approved_by"], context.operator, utc_now())
+            result = apply_destruction(store, plans, context, params["approved_by"], params["change_ref"],
+                                       module.check_mode)
+            checkpoint, signing_key_created = anchor_journal(
+                session, store, params["audit_context"], context, result.audit_events)
+    except KeyLifecycleError as exc:
+        fail_with_error(module, exc, plan=[], destroyed=[])
+    module.exit_json(changed=result.changed or signing_key_created, destroyed=result.destroyed, plan=result.plan,
+                     audit_events=result.audit_events, audit_checkpoint=checkpoint)
+
+
+if __name__ == "__main__":
+    main()
