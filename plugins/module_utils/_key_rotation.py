@@ -48,6 +48,8 @@ class PlannedRotation:
     due: bool = False
     next_rotation_due: str = None
     stale_active: tuple = ()  # older active versions left by an interrupted rotation
+    half_made: tuple = ()  # version numbers with key objects but no metadata (interrupted generation)
+    duplicate_metadata: tuple = ()  # versions whose metadata update was interrupted
 
     def as_dict(self):
         entry = {"name": self.name, "action": self.action, "due": self.due,
@@ -56,8 +58,9 @@ class PlannedRotation:
             entry["from_version"] = self.current.version
         if self.action == "rotate":
             entry["to_version"] = self.next_version
-        if self.stale_active:
-            entry["repair_versions"] = [v.version for v in self.stale_active]
+        repairs = sorted({v.version for v in self.stale_active + self.duplicate_metadata} | set(self.half_made))
+        if repairs:
+            entry["repair_versions"] = repairs
         return entry
 
 
@@ -76,11 +79,14 @@ def plan_rotation(store, names, all_due, force, policy, now):
                 missing.append("%s (%s)" % (name, "no active version: " + found if versions else "not on the token"))
             continue
         current, stale = active[-1], tuple(active[:-1])
+        half_made = tuple(store.half_made(name))
+        duplicates = tuple(v for v in versions if v not in stale and store.has_duplicate_metadata(v))
         due_at = current.next_rotation_due(policy.max_rotation_period)
         due = now >= due_at
-        action = "rotate" if (due or force) else ("repair" if stale else "none")
+        action = "rotate" if (due or force) else ("repair" if stale or half_made or duplicates else "none")
         plans.append(PlannedRotation(name=name, action=action, current=current, next_version=store.next_version(name),
-                                     due=due, next_rotation_due=format_time(due_at), stale_active=stale))
+                                     due=due, next_rotation_due=format_time(due_at), stale_active=stale,
+                                     half_made=half_made, duplicate_metadata=duplicates))
     if missing:
         raise KeyNotFound("Cannot rotate, nothing was changed: %s. Generate a key with key_generate before "
                           "rotating it." % "; ".join(missing), option="name")
@@ -109,6 +115,24 @@ def _retire(store, version, state, operator, reason, now, disable_decrypt):
     return store.update_metadata(version, updated)
 
 
+def _repair(store, plan, context, now):
+    """Finish what an interrupted run left, before anything else; every repair is audited."""
+    events = []
+    for number in plan.half_made:
+        key_id = store.discard_half_made(plan.name, number)
+        events.append(build_event("key-rotate", "success", context, reason="repair: removed half-made version",
+                                  key={"name": plan.name, "version": number, "id": key_id,
+                                       "label": "%s:v%d" % (plan.name, number), "token": store.token_label}))
+    for stale in plan.stale_active:
+        retired = _retire(store, stale, "deactivated", context.operator, "repair", now, False)
+        events.append(_event("repair of an interrupted rotation", context, store.token_label, plan.current, retired))
+    for version in plan.duplicate_metadata:
+        rewritten = store.update_metadata(version, replace(version, revision=version.revision + 1))
+        events.append(build_event("key-update", "success", context, reason="repair: duplicate metadata removed",
+                                  key=key_section(rewritten, store.token_label)))
+    return events
+
+
 def _event(action_reason, context, token_label, new, old, outcome="success"):
     key = key_section(new, token_label)
     key.update({"previous_version": old.version, "previous_id": old.key_id, "previous_state": old.state,
@@ -131,10 +155,7 @@ def apply_rotation(store, plans, context, reason, policy, check_mode):
                 after[plan.name] = dict(before[plan.name], version=plan.next_version, id="(known after rotation)") \
                     if plan.action == "rotate" else before[plan.name]
                 continue
-            for stale in plan.stale_active:
-                retired = _retire(store, stale, "deactivated", context.operator, "repair", now, False)
-                events.append(_event("repair of an interrupted rotation", context, store.token_label,
-                                     plan.current, retired))
+            events.extend(_repair(store, plan, context, now))
             if plan.action == "rotate":
                 new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
                 old = _retire(store, plan.current, old_state, context.operator, reason, now,

@@ -150,6 +150,28 @@ class TokenKeyStore:
         """The next free version number: above every version on the token, recorded or half-made."""
         return max([version for key_name, version in self._objects if key_name == name], default=0) + 1
 
+    def half_made(self, name):
+        """Version numbers of ``name`` that have key objects but no metadata (an interrupted generation)."""
+        return sorted(version for (key_name, version), objects in self._objects.items()
+                      if key_name == name and not objects.metadata and objects.key_objects())
+
+    def discard_half_made(self, name, version):
+        """Destroy the key objects of a version that never got its metadata; return their CKA_ID (hex).
+
+        Such a version was never active: nothing was encrypted under it and it was never
+        distributed, so removing it loses nothing.
+        """
+        objects = self._objects[(name, version)]
+        key_id = bytes(objects.key_objects()[0][Attribute.ID]).hex()
+        with pkcs11_errors("C_DestroyObject for %s" % version_label(name, version), token_label=self.token_label):
+            for obj in objects.key_objects():
+                obj.destroy()
+        del self._objects[(name, version)]
+        return key_id
+
+    def has_duplicate_metadata(self, version):
+        return len(self._objects[(version.name, version.version)].metadata) > 1
+
     def versions(self, name):
         """All recorded versions of a logical key, oldest first, with the token's evidence."""
         result = []

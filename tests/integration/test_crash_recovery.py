@@ -1,0 +1,79 @@
+"""kill -9 at each step of a rotation or a destruction, then re-run: the token converges and the repair is audited."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import PKCS11_MODULE, REPO
+
+CRASHER = REPO / "tests" / "helpers" / "crash_step.py"
+
+
+def kill_at(token, collections_path, operation, method, when, nth):
+    """Start the step runner, wait until it stops itself at the step, then SIGKILL it."""
+    proc = subprocess.Popen([sys.executable, str(CRASHER), str(collections_path), PKCS11_MODULE, token.label,
+                             str(token.pin_file), operation, "k", method, when, str(nth)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **token.env})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open("/proc/%d/stat" % proc.pid, encoding="ascii") as handle:
+            if handle.read().split(") ", 1)[1].startswith("T"):
+                break
+        if proc.poll() is not None:
+            pytest.fail("the step runner ended before the step: %s %s" % proc.communicate())
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def states(runner):
+    info = runner.task("key_info", {"name": ["k"]}).task
+    return {v["version"]: v["state"] for v in info["key_versions"]}, info["anomalies"]
+
+
+ROTATION_STEPS = [
+    ("_write_metadata", "before", 1, "key object of v2 made, its metadata not"),
+    ("set_usage", "before", 1, "v2 complete, v1 still active"),
+    ("update_metadata", "before", 1, "v1 usages off, its metadata still active"),
+    ("_write_metadata", "after", 2, "v1's new metadata written, the old one not removed"),
+]
+
+
+@pytest.mark.parametrize("method,when,nth,situation", ROTATION_STEPS, ids=[s[3] for s in ROTATION_STEPS])
+def test_rotation_killed_then_rerun_converges(runner, token, collections_path, method, when, nth, situation):
+    runner.task("key_generate", {"name": "k"})
+    kill_at(token, collections_path, "rotate", method, when, nth)
+    rerun = runner.task("key_rotate", {"name": ["k"], "force": True})
+    assert rerun.rc == 0 and rerun.task["changed"] is True, rerun.task
+    after, anomalies = states(runner)
+    assert anomalies == []
+    assert list(after.values()).count("active") == 1, after
+    assert set(after.values()) <= {"active", "deactivated"}
+    # every version that has a key object is on record, and every record's key objects are there
+    labels = {o["label"] for o in token.key_objects() if o["class"] == "SECRET_KEY"}
+    assert labels == {"k:v%d" % v for v in after}
+    # what the crash left was repaired, and the repair is in the journal
+    reasons = [r["event"]["event"].get("reason", "") for r in runner.journal_records()]
+    assert any(reason.startswith("repair") for reason in reasons), reasons
+
+
+def test_destruction_killed_then_rerun_converges(runner, token, collections_path):
+    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_rotate", {"name": ["k"], "force": True})
+    time.sleep(1.5)
+    kill_at(token, collections_path, "destroy", "update_metadata", "before", 1)  # objects gone, tombstone not yet
+    assert not [o for o in token.key_objects() if o["label"] == "k:v1" and o["class"] == "SECRET_KEY"]
+    _state, anomalies = states(runner)
+    assert anomalies and "key object is missing" in anomalies[0]["problem"]  # reported, not hidden
+    rerun = runner.task("key_destroy", {"all_expired": True})
+    assert rerun.rc == 0 and rerun.task["destroyed"][0]["verified_absent"] is True
+    after, anomalies = states(runner)
+    assert after == {1: "destroyed", 2: "active"} and anomalies == []
