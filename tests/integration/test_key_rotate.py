@@ -97,3 +97,26 @@ def test_bad_input(runner, token):
     too_long = runner.task("key_rotate", {"name": ["k"], "policy": {"max_rotation_period": "500d"}})
     assert too_long.task["failed"] and "may only tighten" in too_long.task["msg"]
     assert token.key_objects() == before
+
+
+def test_two_concurrent_scheduled_rotations_make_one_new_version(runner, token, tmp_path):
+    """Two ansible-playbook runs rotating the same due key at once: the controller lock lets one rotate."""
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import VENV_BIN
+
+    runner.task("key_generate", {"name": "k", "rotation_period": "6s"})
+    time.sleep(6.2)  # due now; the new version is not due again for 6 s, longer than the second run waits
+    play = [{"hosts": "hsm", "gather_facts": False, "environment": token.env, "tasks": [{
+        "name": "rotate what is due", "secops.keylifecycle.key_rotate": dict(token.connection(), all_due=True)}]}]
+    path = tmp_path / "rotate.yml"
+    path.write_text(yaml.safe_dump(play))
+    command = [str(VENV_BIN / "ansible-playbook"), "-i", str(runner.inventory), str(path)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=runner.env(), cwd=str(tmp_path)) for _n in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert states(token) == {"k:v1": "deactivated", "k:v2": "active"}
+    assert sorted("changed=1" in out for out, _err in outputs) == [False, True]
