@@ -109,6 +109,7 @@ class TokenKeyStore:
         self.token_label = token_label
         self._objects = defaultdict(VersionObjects)
         self._decoded = {}
+        self._kcv_index = None
         self.anomalies = []
 
     # ---- reading -------------------------------------------------------------------------------
@@ -296,14 +297,34 @@ class TokenKeyStore:
         objects.secret, objects.private, objects.public = [], [], []
 
     def verify_absent(self, version):
-        """Search the token again, by CKA_ID and by CKA_LABEL, for any key object of this version."""
+        """Search the token again for any trace of this version's key: by CKA_ID, by CKA_LABEL and, for AES,
+        by key check value among the secret keys the token lets encrypt (a copy under another id or label).
+
+        Returns the list of what was found (empty when the key is gone).
+        """
         key_id = bytes.fromhex(version.key_id)
+        found = []
         with pkcs11_errors("C_FindObjects (destruction check)", token_label=self.token_label):
             for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                for template in ({Attribute.ID: key_id}, {Attribute.LABEL: version.label}):
+                for name, template in (("CKA_ID", {Attribute.ID: key_id}), ("CKA_LABEL", {Attribute.LABEL: version.label})):
                     if list(self.session.get_objects({**template, Attribute.CLASS: object_class})):
-                        return False
-        return True
+                        found.append("a %s object with the same %s" % (object_class.name, name))
+            if version.key_check_value and version.key_check_value in self._check_values():
+                found.append("a secret key with the same key check value (%s)"
+                             % ", ".join(self._check_values()[version.key_check_value]))
+        return found
+
+    def _check_values(self):
+        """KCV -> labels of every AES secret key on the token that may encrypt (computed once per call)."""
+        if self._kcv_index is None:
+            self._kcv_index = defaultdict(list)
+            candidates = list(self.session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                                        Attribute.KEY_TYPE: KeyType.AES,
+                                                        Attribute.ENCRYPT: True}))
+            for obj in candidates:
+                kcv = bytes(obj.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
+                self._kcv_index[kcv].append(str(obj[Attribute.LABEL]))
+        return self._kcv_index
 
     def _write_metadata(self, version):
         return self.session.create_object({

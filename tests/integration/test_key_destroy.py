@@ -98,3 +98,29 @@ def test_bad_input(runner, token):
     bad_ref = runner.task("key_destroy", {"name": "k", "version": 1, "change_ref": "x; rm -rf /"})
     assert bad_ref.task["failed"] and bad_ref.task["error_option"] == "change_ref"
     assert token.key_objects() == before
+
+
+def test_copy_of_the_key_under_another_label_blocks_destruction(runner, token):
+    """C_CopyObject made a copy of v1 under another id and label: the key check value search finds it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PKCS11_MODULE
+
+    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    copy = (
+        "import pkcs11, sys\n"
+        "from pkcs11 import Attribute, ObjectClass\n"
+        "tok = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])\n"
+        "with tok.open(rw=True, user_pin=open(sys.argv[3]).read().strip()) as s:\n"
+        "    key = s.get_key(object_class=ObjectClass.SECRET_KEY, label='k:v1')\n"
+        "    key.copy({Attribute.LABEL: 'sneaky-copy', Attribute.ID: b'copy', Attribute.TOKEN: True})\n"
+    )
+    subprocess.run([sys.executable, "-c", copy, PKCS11_MODULE, token.label, str(token.pin_file)], check=True,
+                   env={**token.env, "PATH": "/usr/bin:/bin"})
+    runner.task("key_rotate", {"name": ["k"], "force": True})
+    time.sleep(1.5)
+    result = runner.task("key_destroy", {"name": "k", "version": 1})
+    assert result.task["failed"] is True
+    assert "same key check value (sneaky-copy)" in result.task["msg"]
+    assert states(token)["k:v1"] == "deactivated"  # no tombstone: the record does not claim an erasure
