@@ -77,17 +77,22 @@ def assert_shipped_once(runner, rsyslog, postgres):
 
 
 def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgres):
-    path = write_play(shipping, token, [generate(token, "a"), generate(token, "b"),
-                                        {"name": "update a", "secops.keylifecycle.key_generate": dict(
-                                            token.connection(), name="a", rotation_period="30d")},
-                                        {"name": "rotate a", "secops.keylifecycle.key_rotate": dict(
-                                            token.connection(), name=["a"], force=True)},
-                                        generate(token, "a")], "ship.yml")
+    connection = token.connection()
+    tasks = [
+        {"name": "generate a", "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="1s")},
+        generate(token, "b"),
+        {"name": "update a", "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="2s")},
+        {"name": "rotate a", "secops.keylifecycle.key_rotate": dict(connection, name=["a"], force=True)},
+        {"name": "let retention expire", "ansible.builtin.pause": {"seconds": 3}},
+        {"name": "destroy expired", "secops.keylifecycle.key_destroy": dict(connection, all_expired=True)},
+        generate(token, "a"),
+    ]
+    path = write_play(shipping, token, tasks, "ship.yml")
     proc = shipping.playbook(path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shipped = assert_shipped_once(shipping, rsyslog, postgres)
     actions = {r["event"]["event"]["action"] for r in shipping.journal_records()}
-    assert actions == {"key-generate", "key-update", "key-rotate", "audit-checkpoint"}
+    assert actions == {"key-generate", "key-update", "key-rotate", "key-destroy", "audit-checkpoint"}
     assert len(shipped) == len(shipping.journal_records()) >= 20  # 5 tasks: intents, changes, checkpoints, outcomes
     # the syslog copy is the journal line byte for byte: its chain can be checked from the collector alone
     lines = shipping.journal.read_text().splitlines()
