@@ -27,6 +27,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
 attributes:
   check_mode:
@@ -58,37 +59,6 @@ options:
   change_ref:
     description: Change or ticket reference of the approval, recorded in the audit.
     type: str
-  audit_context:
-    description:
-      - Who runs the action and in which run, recorded in the audit events.
-      - Filled in on the controller by this module's action plugin (the controller's operator identity and the
-        playbook run); values given in a task are replaced.
-    type: dict
-    suboptions:
-      operator:
-        description: Operator name.
-        type: str
-      operator_source:
-        description: Where the operator name came from.
-        type: str
-      run_id:
-        description: Identifier of the playbook run.
-        type: str
-      intent_id:
-        description: Record id of the intent record journaled before this call.
-        type: str
-      host:
-        description: Inventory name of the HSM host, recorded as C(host.name).
-        type: str
-      journal_id:
-        description: Id of the controller's audit journal.
-        type: str
-      intent_seq:
-        description: Sequence number of the intent record, anchored by a signed checkpoint.
-        type: int
-      intent_hash:
-        description: Hash of the intent record, anchored by a signed checkpoint.
-        type: str
 seealso:
   - module: secops.keylifecycle.key_rotate
   - module: secops.keylifecycle.key_info
@@ -177,22 +147,14 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
-    policy_overrides,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
-from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
-from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destruction import (
     apply_destruction,
     plan_destruction,
     validate_approval_options,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
-from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 
 ARGUMENT_SPEC = dict(
     name={"type": "str"},
@@ -213,25 +175,19 @@ def main():
         required_together=[["name", "version"]],
         supports_check_mode=True,
     ))
-    require_dependencies(module)
     params = module.params
-    try:
-        policy = load_policy(policy_overrides(params))
+
+    def validate(policy):
         validate_approval_options(params["approved_by"], params["change_ref"])
-        context = AuditContext.from_params(params["audit_context"])
-        settings = ConnectionSettings.from_params(params)
-        with open_session(settings) as session:
-            store = TokenKeyStore(session, settings.token_label).load()
-            plans = plan_destruction(store, params["name"], params["version"], params["all_expired"], policy,
-                                     params["approved_by"], context.operator, utc_now())
-            result = apply_destruction(store, plans, context, params["approved_by"], params["change_ref"],
-                                       module.check_mode)
-            checkpoint, signing_key_created = anchor_journal(
-                session, store, params["audit_context"], context, result.audit_events)
-    except KeyLifecycleError as exc:
-        fail_with_error(module, exc, plan=[], destroyed=[])
-    module.exit_json(changed=result.changed or signing_key_created, destroyed=result.destroyed, plan=result.plan,
-                     audit_events=result.audit_events, audit_checkpoint=checkpoint)
+
+    def work(store, policy, context):
+        plans = plan_destruction(store, params["name"], params["version"], params["all_expired"], policy,
+                                 params["approved_by"], context.operator, utc_now())
+        result = apply_destruction(store, plans, context, params["approved_by"], params["change_ref"],
+                                   module.check_mode)
+        return result, dict(destroyed=result.destroyed, plan=result.plan)
+
+    run_lifecycle_module(module, work, validate=validate, empty_result={"plan": [], "destroyed": []})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
 attributes:
   check_mode:
@@ -135,37 +136,6 @@ options:
         description: Opt-in for destroying the key's expired versions.
         type: bool
         default: false
-  audit_context:
-    description:
-      - Who runs the action and in which run, recorded in the audit events.
-      - Filled in on the controller by this module's action plugin (the controller's operator identity and the
-        playbook run); values given in a task are replaced.
-    type: dict
-    suboptions:
-      operator:
-        description: Operator name.
-        type: str
-      operator_source:
-        description: Where the operator name came from.
-        type: str
-      run_id:
-        description: Identifier of the playbook run.
-        type: str
-      intent_id:
-        description: Record id of the intent record journaled before this call.
-        type: str
-      host:
-        description: Inventory name of the HSM host, recorded as C(host.name).
-        type: str
-      journal_id:
-        description: Id of the controller's audit journal.
-        type: str
-      intent_seq:
-        description: Sequence number of the intent record, anchored by a signed checkpoint.
-        type: int
-      intent_hash:
-        description: Hash of the intent record, anchored by a signed checkpoint.
-        type: str
 seealso:
   - module: secops.keylifecycle.key_info
 """
@@ -316,21 +286,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
-    policy_overrides,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
-from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
-from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_generation import (
     apply_generation,
     plan_generation,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_specs
-from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 
 KEY_SPEC_OPTIONS = {
     "type": {"type": "str", "choices": ["aes", "rsa", "ec"], "default": "aes"},
@@ -368,31 +330,16 @@ def main():
         required_one_of=[["name", "keys"]],
         supports_check_mode=True,
     ))
-    require_dependencies(module)
-    try:
-        policy = load_policy(policy_overrides(module.params))
-        specs = build_key_specs(requested_specs(module.params), policy)
-        context = AuditContext.from_params(module.params["audit_context"])
-        settings = ConnectionSettings.from_params(module.params)
-        with open_session(settings) as session:
-            store = TokenKeyStore(session, settings.token_label).load()
-            plans = plan_generation(store, specs)
-            result = apply_generation(store, plans, context, module.check_mode)
-            checkpoint, signing_key_created = anchor_journal(
-                session, store, module.params["audit_context"], context, result.audit_events)
-    except KeyLifecycleError as exc:
-        fail_with_error(module, exc, plan=[])
-    output = dict(
-        changed=result.changed or signing_key_created,
-        audit_checkpoint=checkpoint,
-        key_versions=result.key_versions,
-        generated=result.generated,
-        plan=result.plan,
-        audit_events=result.audit_events,
-    )
-    if module._diff:  # a batch's diff is large: build the result only with --diff
-        output["diff"] = result.diff
-    module.exit_json(**output)
+    specs = []
+
+    def validate(policy):
+        specs.extend(build_key_specs(requested_specs(module.params), policy))
+
+    def work(store, policy, context):
+        result = apply_generation(store, plan_generation(store, specs), context, module.check_mode)
+        return result, dict(key_versions=result.key_versions, generated=result.generated, plan=result.plan)
+
+    run_lifecycle_module(module, work, validate=validate, empty_result={"plan": []})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
 attributes:
   check_mode:
@@ -60,37 +61,6 @@ options:
     type: str
     choices: [scheduled, manual, compromise]
     default: scheduled
-  audit_context:
-    description:
-      - Who runs the action and in which run, recorded in the audit events.
-      - Filled in on the controller by this module's action plugin (the controller's operator identity and the
-        playbook run); values given in a task are replaced.
-    type: dict
-    suboptions:
-      operator:
-        description: Operator name.
-        type: str
-      operator_source:
-        description: Where the operator name came from.
-        type: str
-      run_id:
-        description: Identifier of the playbook run.
-        type: str
-      intent_id:
-        description: Record id of the intent record journaled before this call.
-        type: str
-      host:
-        description: Inventory name of the HSM host, recorded as C(host.name).
-        type: str
-      journal_id:
-        description: Id of the controller's audit journal.
-        type: str
-      intent_seq:
-        description: Sequence number of the intent record, anchored by a signed checkpoint.
-        type: int
-      intent_hash:
-        description: Hash of the intent record, anchored by a signed checkpoint.
-        type: str
 seealso:
   - module: secops.keylifecycle.key_generate
   - module: secops.keylifecycle.key_info
@@ -178,22 +148,14 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
-    policy_overrides,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
-from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
-from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import (
     REASONS,
     apply_rotation,
     plan_rotation,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
-from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 
 ARGUMENT_SPEC = dict(
     name={"type": "list", "elements": "str"},
@@ -212,25 +174,14 @@ def main():
         required_one_of=[["name", "all_due"]],
         supports_check_mode=True,
     ))
-    require_dependencies(module)
-    try:
-        policy = load_policy(policy_overrides(module.params))
-        context = AuditContext.from_params(module.params["audit_context"])
-        settings = ConnectionSettings.from_params(module.params)
-        with open_session(settings) as session:
-            store = TokenKeyStore(session, settings.token_label).load()
-            plans = plan_rotation(store, module.params["name"] or [], module.params["all_due"],
-                                  module.params["force"], policy, utc_now())
-            result = apply_rotation(store, plans, context, module.params["reason"], policy, module.check_mode)
-            checkpoint, signing_key_created = anchor_journal(
-                session, store, module.params["audit_context"], context, result.audit_events)
-    except KeyLifecycleError as exc:
-        fail_with_error(module, exc, plan=[], rotated=[])
-    output = dict(changed=result.changed or signing_key_created, rotated=result.rotated, plan=result.plan,
-                  audit_events=result.audit_events, audit_checkpoint=checkpoint)
-    if module._diff:
-        output["diff"] = result.diff
-    module.exit_json(**output)
+    params = module.params
+
+    def work(store, policy, context):
+        plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now())
+        result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode)
+        return result, dict(rotated=result.rotated, plan=result.plan)
+
+    run_lifecycle_module(module, work, empty_result={"plan": [], "rotated": []})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The common body of every state-changing lifecycle module's ``main()``.
+
+PRIVATE: not part of the public interface.
+
+Policy, audit context and connection are read the same way for every lifecycle
+module; the work runs in one logged-in session on one enumeration of the token; the
+controller's intent record is anchored by a signed checkpoint in the same session;
+a typed error becomes ``fail_json`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import policy_overrides
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+
+def run_lifecycle_module(module, work, validate=None, empty_result=None):
+    """Run ``work(store, policy, context)`` and exit the module with its result.
+
+    ``work`` returns ``(result, output)``: ``result`` has ``changed``, ``audit_events`` and
+    optionally ``diff``; ``output`` holds the module's own return values. ``validate(policy)``
+    checks options before the token is opened. ``empty_result`` are the module's return
+    values on failure.
+    """
+    require_dependencies(module)
+    params = module.params
+    try:
+        policy = load_policy(policy_overrides(params))
+        if validate is not None:
+            validate(policy)
+        context = AuditContext.from_params(params["audit_context"])
+        settings = ConnectionSettings.from_params(params)
+        with open_session(settings) as session:
+            store = TokenKeyStore(session, settings.token_label).load()
+            result, output = work(store, policy, context)
+            checkpoint, signing_key_created = anchor_journal(session, store, params["audit_context"], context,
+                                                             result.audit_events)
+    except KeyLifecycleError as exc:
+        fail_with_error(module, exc, **(empty_result or {}))
+    output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
+                  audit_checkpoint=checkpoint)
+    if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
+        output["diff"] = result.diff
+    module.exit_json(**output)
