@@ -138,9 +138,9 @@ def apply_destruction(store, plans, context, approved_by, change_ref, check_mode
             store.destroy_key_objects(version)
             left = store.verify_absent(version)
             if left:
-                raise TokenOperationFailed("%s: after C_DestroyObject the token still holds %s; the metadata was "
-                                           "left unchanged. Investigate before retrying." % (version.label,
-                                                                                           "; ".join(left)))
+                raise TokenOperationFailed(
+                    "%s: after C_DestroyObject the token still holds %s; the metadata was left unchanged. "
+                    "Investigate before retrying." % (version.label, "; ".join(left)))
             tombstone = replace(version, state="destroyed", revision=version.revision + 1,
                                 transitions=version.transitions + (Transition(
                                     state="destroyed", at=now, by=context.operator,

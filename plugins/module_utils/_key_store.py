@@ -306,7 +306,8 @@ class TokenKeyStore:
         found = []
         with pkcs11_errors("C_FindObjects (destruction check)", token_label=self.token_label):
             for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                for name, template in (("CKA_ID", {Attribute.ID: key_id}), ("CKA_LABEL", {Attribute.LABEL: version.label})):
+                searches = (("CKA_ID", {Attribute.ID: key_id}), ("CKA_LABEL", {Attribute.LABEL: version.label}))
+                for name, template in searches:
                     if list(self.session.get_objects({**template, Attribute.CLASS: object_class})):
                         found.append("a %s object with the same %s" % (object_class.name, name))
             if version.key_check_value and version.key_check_value in self._check_values():
