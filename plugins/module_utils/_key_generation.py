@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyConflict, KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import remove_half_made
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     spec_conflicts,
     spec_updates,
@@ -31,6 +32,7 @@ class PlannedKey:
     current: object = None  # the active KeyVersion, if any
     next_version: int = 1
     changes: tuple = ()
+    half_made: tuple = ()  # versions whose generation was cut short, removed before creating
 
     def as_dict(self):
         entry = {"name": self.spec.name, "action": self.action}
@@ -50,7 +52,8 @@ def plan_generation(store, specs):
         versions = store.versions(spec.name)
         active = [v for v in versions if v.state == "active"]
         if not versions:
-            plans.append(PlannedKey(spec=spec, action="create", next_version=store.next_version(spec.name)))
+            plans.append(PlannedKey(spec=spec, action="create", next_version=store.next_version(spec.name),
+                                    half_made=tuple(store.half_made(spec.name))))
             continue
         if not active:
             states = ", ".join("v%d %s" % (v.version, v.state) for v in versions)
@@ -105,6 +108,7 @@ def apply_generation(store, plans, context, check_mode):
                 after[name] = _planned_review(plan)
                 continue
             if plan.action == "create":
+                events.extend(remove_half_made(store, name, plan.half_made, context, "key-generate"))
                 version = store.generate(plan.spec, plan.next_version, context.operator, now)
                 generated.append({"name": version.name, "version": version.version, "label": version.label,
                                   "id": version.key_id})

@@ -117,12 +117,7 @@ def _retire(store, version, state, operator, reason, now, disable_decrypt):
 
 def _repair(store, plan, context, now):
     """Finish what an interrupted run left, before anything else; every repair is audited."""
-    events = []
-    for number in plan.half_made:
-        key_id = store.discard_half_made(plan.name, number)
-        events.append(build_event("key-rotate", "success", context, reason="repair: removed half-made version",
-                                  key={"name": plan.name, "version": number, "id": key_id,
-                                       "label": "%s:v%d" % (plan.name, number), "token": store.token_label}))
+    events = remove_half_made(store, plan.name, plan.half_made, context, "key-rotate")
     for stale in plan.stale_active:
         retired = _retire(store, stale, "deactivated", context.operator, "repair", now, False)
         events.append(_event("repair of an interrupted rotation", context, store.token_label, plan.current, retired))
@@ -130,6 +125,17 @@ def _repair(store, plan, context, now):
         rewritten = store.update_metadata(version, replace(version, revision=version.revision + 1))
         events.append(build_event("key-update", "success", context, reason="repair: duplicate metadata removed",
                                   key=key_section(rewritten, store.token_label)))
+    return events
+
+
+def remove_half_made(store, name, numbers, context, action):
+    """Remove versions whose generation was cut short (key objects, no metadata), one audited event each."""
+    events = []
+    for number in numbers:
+        key_id = store.discard_half_made(name, number)
+        events.append(build_event(action, "success", context, reason="repair: removed half-made version",
+                                  key={"name": name, "version": number, "id": key_id,
+                                       "label": "%s:v%d" % (name, number), "token": store.token_label}))
     return events
 
 

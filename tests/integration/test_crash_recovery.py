@@ -77,3 +77,30 @@ def test_destruction_killed_then_rerun_converges(runner, token, collections_path
     assert rerun.rc == 0 and rerun.task["destroyed"][0]["verified_absent"] is True
     after, anomalies = states(runner)
     assert after == {1: "destroyed", 2: "active"} and anomalies == []
+
+
+def test_first_generation_killed_then_rerun_converges(runner, token, collections_path):
+    """A key_generate cut short between C_GenerateKey and its metadata: the re-run removes the half-made v1."""
+    kill_at_generation = [sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from ansible_collections.secops.keylifecycle.plugins.module_utils import _key_store\n"
+        "from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session\n"
+        "from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_spec, utc_now\n"
+        "from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE\n"
+        "_key_store.TokenKeyStore._write_metadata = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "settings = ConnectionSettings(sys.argv[2], sys.argv[3], user_pin_file=sys.argv[4])\n"
+        "with open_session(settings) as session:\n"
+        "    store = _key_store.TokenKeyStore(session, sys.argv[3]).load()\n"
+        "    store.generate(build_key_spec({'name': 'k'}, BASELINE), 1, 'crash-test', utc_now())\n"
+    ), str(collections_path), PKCS11_MODULE, token.label, str(token.pin_file)]
+    proc = subprocess.run(kill_at_generation, env={**os.environ, **token.env}, check=False, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _state, anomalies = states(runner)
+    assert anomalies and "without a metadata object" in anomalies[0]["problem"]
+    rerun = runner.task("key_generate", {"name": "k"})
+    assert rerun.task["changed"] is True
+    after, anomalies = states(runner)
+    assert after == {2: "active"} and anomalies == []
+    reasons = [e["event"].get("reason") for e in rerun.task["audit_events"]]
+    assert "repair: removed half-made version" in reasons
