@@ -38,6 +38,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
     build_event,
     validate_event,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
     Journal,
     JournalError,
@@ -138,7 +139,8 @@ class LifecycleActionBase(ActionBase):
         journal = Journal(self._templar.template(task_vars.get(JOURNAL_VARIABLE)) or default_journal_path())
         controller_context = AuditContext(**context)
         extra = {"module": self._task.resolved_action}
-        names = [n for n in self.requested_keys(module_args) if _OPERATOR_RE.match(n)]
+        # A malformed name is refused by the module; the intent records the well-formed ones.
+        names = [n for n in self.requested_keys(module_args) if NAME_RE.match(n)]
         try:
             intent = journal.append([build_event(self.AUDIT_ACTION, "unknown", controller_context, phase="intent",
                                                  extra=dict(extra, requested_keys=names))])[0]
