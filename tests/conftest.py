@@ -72,6 +72,16 @@ class Token:
                    env={**os.environ, **self.env})
         return json.loads(out.stdout)
 
+    def metadata(self):
+        """label -> the newest revision of each version's metadata (earlier revisions are history)."""
+        newest = {}
+        for obj in self.objects():
+            if obj.get("application") == "secops.keylifecycle":
+                current = newest.get(obj["label"])
+                if current is None or obj["value"]["revision"] > current["revision"]:
+                    newest[obj["label"]] = obj["value"]
+        return newest
+
     def key_objects(self):
         """Objects of the managed keys, without the audit trail's own (checkpoint key and checkpoints)."""
         return [o for o in self.objects()

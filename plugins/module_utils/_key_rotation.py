@@ -49,7 +49,6 @@ class PlannedRotation:
     next_rotation_due: str = None
     stale_active: tuple = ()  # older active versions left by an interrupted rotation
     half_made: tuple = ()  # version numbers with key objects but no metadata (interrupted generation)
-    duplicate_metadata: tuple = ()  # versions whose metadata update was interrupted
 
     def as_dict(self):
         entry = {"name": self.name, "action": self.action, "due": self.due,
@@ -58,7 +57,7 @@ class PlannedRotation:
             entry["from_version"] = self.current.version
         if self.action == "rotate":
             entry["to_version"] = self.next_version
-        repairs = sorted({v.version for v in self.stale_active + self.duplicate_metadata} | set(self.half_made))
+        repairs = sorted({v.version for v in self.stale_active} | set(self.half_made))
         if repairs:
             entry["repair_versions"] = repairs
         return entry
@@ -80,13 +79,12 @@ def plan_rotation(store, names, all_due, force, policy, now):
             continue
         current, stale = active[-1], tuple(active[:-1])
         half_made = tuple(store.half_made(name))
-        duplicates = tuple(v for v in versions if v not in stale and store.has_duplicate_metadata(v))
         due_at = current.next_rotation_due(policy.max_rotation_period)
         due = now >= due_at
-        action = "rotate" if (due or force) else ("repair" if stale or half_made or duplicates else "none")
+        action = "rotate" if (due or force) else ("repair" if stale or half_made else "none")
         plans.append(PlannedRotation(name=name, action=action, current=current, next_version=store.next_version(name),
                                      due=due, next_rotation_due=format_time(due_at), stale_active=stale,
-                                     half_made=half_made, duplicate_metadata=duplicates))
+                                     half_made=half_made))
     if missing:
         raise KeyNotFound("Cannot rotate, nothing was changed: %s. Generate a key with key_generate before "
                           "rotating it." % "; ".join(missing), option="name")
@@ -121,10 +119,6 @@ def _repair(store, plan, context, now):
     for stale in plan.stale_active:
         retired = _retire(store, stale, "deactivated", context.operator, "repair", now, False)
         events.append(_event("repair of an interrupted rotation", context, store.token_label, plan.current, retired))
-    for version in plan.duplicate_metadata:
-        rewritten = store.update_metadata(version, replace(version, revision=version.revision + 1))
-        events.append(build_event("key-update", "success", context, reason="repair: duplicate metadata removed",
-                                  key=key_section(rewritten, store.token_label)))
     return events
 
 

@@ -139,9 +139,6 @@ class TokenKeyStore:
             if len(objects.secret) > 1 or len(objects.private) > 1 or len(objects.public) > 1:
                 self.anomalies.append(Anomaly(label, "more than one key object carries this label: two "
                                                      "generations of the same version ran at once"))
-            if len(objects.metadata) > 1:
-                self.anomalies.append(Anomaly(label, "%d metadata objects: a metadata update was interrupted; the "
-                                                     "highest revision is used" % len(objects.metadata)))
         return self
 
     def names(self):
@@ -170,9 +167,6 @@ class TokenKeyStore:
         del self._objects[(name, version)]
         return key_id
 
-    def has_duplicate_metadata(self, version):
-        return len(self._objects[(version.name, version.version)].metadata) > 1
-
     def versions(self, name):
         """All recorded versions of a logical key, oldest first, with the token's evidence."""
         result = []
@@ -193,6 +187,9 @@ class TokenKeyStore:
             candidates = [KeyVersion.decode(label, obj[Attribute.VALUE]) for obj in objects.metadata]
             if candidates:
                 decoded = max(candidates, key=lambda v: v.revision)
+                if [c.revision for c in candidates].count(decoded.revision) > 1:
+                    self.anomalies.append(Anomaly(label, "two metadata objects carry revision %d: two updates "
+                                                         "ran at once; one of them is used" % decoded.revision))
                 primary = objects.primary()
                 if primary is None and decoded.state != "destroyed":
                     self.anomalies.append(Anomaly(label, "metadata says %s but the key object is missing"
@@ -262,18 +259,18 @@ class TokenKeyStore:
         return result
 
     def update_metadata(self, current, updated):
-        """Replace a version's metadata: write the new revision first, then remove the old.
+        """Record a version's new metadata as a new revision object; earlier revisions stay.
 
-        A CKO_DATA object's value cannot be changed on every token, so metadata is
-        replaced, never edited. An interruption leaves two revisions; readers take
-        the highest and report the duplicate.
+        A CKO_DATA object's value cannot be changed on every token, so metadata is never
+        edited: each change adds one object (one C_CreateObject, atomic on the token),
+        readers take the highest revision, and the earlier ones are the version's history
+        on the token. Nothing is destroyed on this path, which keeps a batch linear on
+        tokens where C_DestroyObject costs time in proportion to the objects stored.
         """
         key = (current.name, current.version)
         with pkcs11_errors("metadata update for %s" % current.label, token_label=self.token_label):
             new_object = self._write_metadata(updated)
-            for old in self._objects[key].metadata:
-                old.destroy()
-        self._objects[key].metadata = [new_object]
+        self._objects[key].metadata.append(new_object)
         updated = replace(updated, evidence=current.evidence)
         self._decoded[key] = updated
         return updated

@@ -43,7 +43,6 @@ ROTATION_STEPS = [
     ("_write_metadata", "before", 1, "key object of v2 made, its metadata not"),
     ("set_usage", "before", 1, "v2 complete, v1 still active"),
     ("update_metadata", "before", 1, "v1 usages off, its metadata still active"),
-    ("_write_metadata", "after", 2, "v1's new metadata written, the old one not removed"),
 ]
 
 

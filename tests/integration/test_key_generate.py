@@ -75,9 +75,8 @@ def test_single_key_form_and_metadata_update(runner, token):
     update = runner.task("key_generate", {"name": "k1", "rotation_period": "30d"})
     assert update.task["changed"] is True
     assert update.task["audit_events"][0]["event"]["action"] == "key-update"
-    metas = [o for o in token.key_objects() if o["class"] == "DATA"]
-    assert [m["value"]["rotation_period"] for m in metas] == ["30d"]
-    assert metas[0]["value"]["id"] == key_id
+    assert token.metadata()["k1:v1"]["rotation_period"] == "30d"
+    assert token.metadata()["k1:v1"]["id"] == key_id
 
 
 def snapshot(token):

@@ -24,7 +24,7 @@ def test_two_active_versions_are_repaired(settings, hsm_token):
         assert plans[0].action == "repair" and [v.version for v in plans[0].stale_active] == [1]
         result = apply_rotation(store, plans, context, "scheduled", BASELINE, check_mode=False)
         assert result.changed and result.audit_events[0]["event"]["reason"] == "repair of an interrupted rotation"
-    states = {o["label"]: o["value"]["state"] for o in hsm_token.objects() if o["class"] == "DATA"}
+    states = {label: value["state"] for label, value in hsm_token.metadata().items()}
     assert states == {"k:v1": "deactivated", "k:v2": "active"}
     v1 = [o for o in hsm_token.objects() if o["label"] == "k:v1" and o["class"] == "SECRET_KEY"][0]
     assert v1["encrypt"] is False and v1["decrypt"] is True

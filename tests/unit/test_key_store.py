@@ -139,11 +139,12 @@ def test_orphan_key_without_metadata_is_reported(settings):
         assert "without a metadata object" in store.anomalies[0].problem
 
 
-def test_metadata_update_replaces_object(settings, hsm_token):
+def test_metadata_update_adds_a_revision(settings, hsm_token):
     with _open(settings) as session:
         store = _store(session, settings.token_label)
         version = store.generate(_spec(name="k", rotation_period="90d"), 1, "alice", _now())
         store.update_metadata(version, version.with_spec(_spec(name="k", rotation_period="30d")))
-    metas = [o for o in hsm_token.objects() if o["class"] == "DATA"]
-    assert len(metas) == 1
-    assert metas[0]["value"]["rotation_period"] == "30d" and metas[0]["value"]["revision"] == 2
+    metas = sorted((o for o in hsm_token.objects() if o["class"] == "DATA"), key=lambda o: o["value"]["revision"])
+    assert [(m["value"]["revision"], m["value"]["rotation_period"]) for m in metas] == [(1, "90d"), (2, "30d")]
+    with _open(settings) as session:  # a fresh read takes the highest revision
+        assert _store(session, settings.token_label).versions("k")[0].spec.rotation_period == 30 * 86400
