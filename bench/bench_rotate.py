@@ -10,7 +10,7 @@ AES-256 keys with ``rotation_period: 1s``, then the benchmark waits until every 
 * raw: python-pkcs11 in one process and one session doing the same token work by hand: find the due keys (one
   search for the metadata objects, one for the secret keys), then per key generate the new version (same
   template, AES-ECB key check value, CKO_DATA metadata object, evidence read), switch CKA_ENCRYPT off on the
-  old key, write the old version's new metadata revision and destroy the previous one.
+  old key, and add the old version's new metadata revision (revisions are append-only, as in the collection).
 
 After every method the token is checked (python-pkcs11, metadata JSON read directly): every key has exactly one
 active version. Timings are reported, never asserted. Internal modes ``_raw`` and ``_check`` run in a child
@@ -115,7 +115,6 @@ def raw_rotate(label, pin_file):
             session.create_object({A.CLASS: ObjectClass.DATA, A.TOKEN: True, A.PRIVATE: True, A.MODIFIABLE: True,
                                    A.LABEL: old_metadata[A.LABEL], A.APPLICATION: METADATA_APPLICATION,
                                    A.VALUE: encode(retired)})
-            old_metadata.destroy()
         end = time.perf_counter()
     return {"raw": end - find_start, "raw_find": loop_start - find_start, "raw_loop": end - loop_start,
             "raw_session": time.perf_counter() - start, "rotated": len(due)}
@@ -132,16 +131,23 @@ def check_token(label, pin_file):
         encrypt = {obj[A.LABEL]: bool(obj[A.ENCRYPT])
                    for obj in session.get_objects({A.CLASS: ObjectClass.SECRET_KEY})
                    if obj[A.LABEL].startswith("bench-")}
+    revisions = ["%s:v%d/%d" % (doc["name"], doc["version"], doc["revision"]) for doc in docs]
+    newest = {}  # metadata revisions are append-only: the highest revision of each version counts
+    for doc in docs:
+        label = "%s:v%d" % (doc["name"], doc["version"])
+        if label not in newest or doc["revision"] > newest[label]["revision"]:
+            newest[label] = doc
+    metadata_objects = len(docs)
+    docs = list(newest.values())
     keys = {}
     for doc in docs:
         keys.setdefault(doc["name"], []).append(doc)
-    labels = ["%s:v%d" % (doc["name"], doc["version"]) for doc in docs]
     return {
         "keys": len(keys),
         "keys_with_one_active_version": sum(1 for versions in keys.values()
                                             if [d["state"] for d in versions].count("active") == 1),
-        "metadata_objects": len(docs),
-        "versions_with_duplicate_metadata": len(labels) - len(set(labels)),
+        "metadata_objects": metadata_objects,
+        "versions_with_duplicate_metadata": len(revisions) - len(set(revisions)),
         "states": {state: sum(1 for d in docs if d["state"] == state) for state in sorted({d["state"] for d in docs})},
         "secret_keys": len(encrypt),
         "secret_keys_encrypt_on": sum(encrypt.values()),
@@ -157,8 +163,8 @@ def child(token, mode):
 
 
 def expected_state(n):
-    """Every key rotated once: v1 deactivated (CKA_ENCRYPT off), v2 active (on), one metadata object each."""
-    return {"keys": n, "keys_with_one_active_version": n, "metadata_objects": 2 * n,
+    """Every key rotated once: v1 deactivated (CKA_ENCRYPT off, two metadata revisions), v2 active (on, one)."""
+    return {"keys": n, "keys_with_one_active_version": n, "metadata_objects": 3 * n,
             "versions_with_duplicate_metadata": 0, "states": {"active": n, "deactivated": n} if n else {},
             "secret_keys": 2 * n, "secret_keys_encrypt_on": n, "active_encrypt_on": n}
 
