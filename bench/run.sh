@@ -1,19 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark key_generate (see bench/README.md): build the collection from this checkout, install it into a
-# temporary collections path, and run bench/bench_generate.py with the venv python. Arguments are passed on,
+# Benchmark key_generate (see bench/README.md). Arguments are passed on,
 # e.g. bench/run.sh --sizes 100,1000 --skip-loop-above 100
 set -euo pipefail
-repo="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$repo/.venv"
-work="$(mktemp -d "${TMPDIR:-/tmp}/kl-bench.XXXXXX")"
-if [ -n "${KL_BENCH_KEEP:-}" ]; then
-  echo "work dir kept: $work" >&2
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-
-cd "$work"  # ansible-galaxy must not read the repo's ansible.cfg (its collections path)
-"$venv/bin/ansible-galaxy" collection build --output-path build "$repo" >/dev/null
-ANSIBLE_COLLECTIONS_PATH="$work/collections" \
-  "$venv/bin/ansible-galaxy" collection install --force -p collections build/secops-keylifecycle-*.tar.gz >/dev/null
-"$venv/bin/python" "$repo/bench/bench_generate.py" --collections-path "$work/collections" --work-dir "$work" "$@"
+exec "$(dirname "$0")/_with_collection.sh" bench_generate.py "$@"

@@ -1,20 +1,6 @@
 #!/usr/bin/env bash
-# Audit benchmark (see bench/README.md, "Audit benchmark"): build the collection from this checkout, install it
-# into a temporary collections path and run bench/bench_audit.py with the venv python, which also makes the
-# "audit off" copy (without the key_generate action plugin) and starts rsyslog and PostgreSQL (TLS, loopback).
-# Arguments are passed on, e.g. bench/run_audit.sh --keys 100 --records 10000 --repeat 1
+# Audit benchmark (see bench/README.md, "Audit benchmark"): bench_audit.py also makes the "audit off" copy of the
+# collection and starts rsyslog and PostgreSQL (TLS, loopback). Arguments are passed on,
+# e.g. bench/run_audit.sh --keys 100 --records 10000 --repeat 1
 set -euo pipefail
-repo="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$repo/.venv"
-work="$(mktemp -d "${TMPDIR:-/tmp}/kl-bench-audit.XXXXXX")"
-if [ -n "${KL_BENCH_KEEP:-}" ]; then
-  echo "work dir kept: $work" >&2
-else
-  trap 'rm -rf "$work"' EXIT
-fi
-
-cd "$work"  # ansible-galaxy must not read the repo's ansible.cfg (its collections path)
-"$venv/bin/ansible-galaxy" collection build --output-path build "$repo" >/dev/null
-ANSIBLE_COLLECTIONS_PATH="$work/collections" \
-  "$venv/bin/ansible-galaxy" collection install --force -p collections build/secops-keylifecycle-*.tar.gz >/dev/null
-"$venv/bin/python" "$repo/bench/bench_audit.py" --collections-path "$work/collections" --work-dir "$work" "$@"
+exec "$(dirname "$0")/_with_collection.sh" bench_audit.py "$@"
