@@ -11,3 +11,4 @@ class ActionModule(LifecycleActionBase):
     """Controller side of secops.keylifecycle.key_destroy (see plugin_utils/_lifecycle_action.py)."""
 
     AUDIT_ACTION = "key-destroy"
+    AUTHORIZATION_ACTION = "destroy"

@@ -12,6 +12,9 @@ class ActionModule(LifecycleActionBase):
 
     AUDIT_ACTION = "key-rotate"
 
+    def authorization_action(self, args):
+        return "compromise_rotate" if args.get("reason") == "compromise" else "rotate"
+
     def requested_keys(self, args):
         names = args.get("name") or []
         return [str(n) for n in ([names] if isinstance(names, str) else names)]

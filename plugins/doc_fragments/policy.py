@@ -55,4 +55,19 @@ options:
       destroy_requires_approval:
         description: Destroy only with C(approved_by) naming a second person, different from the operator.
         type: bool
+      compromise_requires_approval:
+        description: Compromise rotations only with C(approved_by) naming a second person, different from the operator.
+        type: bool
+      authorization:
+        description:
+          - Who may perform which lifecycle action. Keys are V(generate), V(rotate), V(compromise_rotate),
+            V(destroy) and V(distribute); values are lists of operator names or C(group:<name>) entries (see
+            O(policy.groups)). An action not listed is allowed to nobody once this is set; without it every operator
+            who can open the token may act.
+          - Checked on the controller, before anything touches the HSM; a refusal is journaled. An approver
+            (C(approved_by)) must be authorized for the action too.
+        type: dict
+      groups:
+        description: Groups of operator names used by O(policy.authorization) as C(group:<name>).
+        type: dict
 """

@@ -36,6 +36,9 @@ POLICY_ARGSPEC = {
             "compromise_disables_decrypt": {"type": "bool"},
             "destroy_requires_opt_in": {"type": "bool"},
             "destroy_requires_approval": {"type": "bool"},
+            "compromise_requires_approval": {"type": "bool"},
+            "authorization": {"type": "dict"},
+            "groups": {"type": "dict"},
         },
     },
 }

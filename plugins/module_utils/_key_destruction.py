@@ -17,7 +17,6 @@ two leaves metadata whose key objects are gone; the next run finishes it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
@@ -34,22 +33,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     utc_now,
     validate_name,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import check_approval
 
 RETIRED_STATES = ("deactivated", "compromised")
-_PERSON = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
-_CHANGE_REF = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
-
-
-def validate_approval_options(approved_by, change_ref):
-    """Check the approval options before anything happens (they go into the audit record)."""
-    if approved_by is not None and not _PERSON.match(approved_by):
-        raise InvalidOption("approved_by %r is not a valid person name: letters, digits and . _ @ + - only."
-                            % approved_by, option="approved_by")
-    if change_ref is not None and not _CHANGE_REF.match(change_ref):
-        raise InvalidOption("change_ref %r is not a valid change or ticket reference: letters, digits and "
-                            ". _ : / # - only, up to 64 characters." % change_ref, option="change_ref")
-
-
 @dataclass
 class PlannedDestruction:
     version: object
@@ -79,17 +65,6 @@ def _refusal(version, policy, now):
     return None
 
 
-def check_approval(policy, approved_by, operator):
-    if not policy.destroy_requires_approval:
-        return
-    if not approved_by:
-        raise PolicyViolation("The policy requires a second person's approval to destroy keys: set approved_by "
-                              "(and change_ref) to the approver, who must not be the operator.", option="approved_by")
-    if approved_by == operator:
-        raise PolicyViolation("approved_by %r is the operator: destruction needs a second, different person."
-                              % approved_by, option="approved_by")
-
-
 def plan_destruction(store, name, version_number, all_expired, policy, approved_by, operator, now):
     """Which versions are destroyed. A named version that may not be destroyed refuses the whole call."""
     if all_expired:
@@ -99,7 +74,7 @@ def plan_destruction(store, name, version_number, all_expired, policy, approved_
             why = _refusal(version, policy, now)
             plans.append(PlannedDestruction(version, "blocked" if why else "destroy", why or ""))
         if any(p.action == "destroy" for p in plans):
-            check_approval(policy, approved_by, operator)
+            check_approval(policy, policy.destroy_requires_approval, "destroy", approved_by, operator)
         return plans
     validate_name(name)
     if version_number is None:
@@ -115,7 +90,7 @@ def plan_destruction(store, name, version_number, all_expired, policy, approved_
     if why:
         raise PolicyViolation("Refusing to destroy, nothing was changed: %s." % why,
                               option="retain_until" if "retain_until" in why else "name")
-    check_approval(policy, approved_by, operator)
+    check_approval(policy, policy.destroy_requires_approval, "destroy", approved_by, operator)
     return [PlannedDestruction(version, "destroy")]
 
 

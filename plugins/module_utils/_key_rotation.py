@@ -133,15 +133,18 @@ def remove_half_made(store, name, numbers, context, action):
     return events
 
 
-def _event(action_reason, context, token_label, new, old, outcome="success"):
+def _event(action_reason, context, token_label, new, old, approval=None):
     key = key_section(new, token_label)
     key.update({"previous_version": old.version, "previous_id": old.key_id, "previous_state": old.state,
                 "retain_until": format_time(old.retain_until)})
-    return build_event("key-rotate", outcome, context, key=key, reason=action_reason)
+    return build_event("key-rotate", "success", context, key=key, reason=action_reason, extra=approval)
 
 
-def apply_rotation(store, plans, context, reason, policy, check_mode):
-    """Carry out a rotation plan (repairs first); in check mode only describe it."""
+def apply_rotation(store, plans, context, reason, policy, check_mode, approval=None):
+    """Carry out a rotation plan (repairs first); in check mode only describe it.
+
+    ``approval`` (``approved_by``, ``change_ref``) is recorded in the rotation events.
+    """
     now = utc_now()
     before, after, rotated, events = {}, {}, [], []
     old_state = "compromised" if reason == "compromise" else "deactivated"
@@ -160,7 +163,7 @@ def apply_rotation(store, plans, context, reason, policy, check_mode):
                 new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
                 old = _retire(store, plan.current, old_state, context.operator, reason, now,
                               policy.compromise_disables_decrypt)
-                events.append(_event(reason, context, store.token_label, new, old))
+                events.append(_event(reason, context, store.token_label, new, old, approval))
                 rotated.append({"name": plan.name, "old_version": old.version, "old_id": old.key_id,
                                 "old_state": old.state, "retain_until": format_time(old.retain_until),
                                 "new_version": new.version, "new_id": new.key_id})

@@ -100,6 +100,26 @@ class Policy:
     compromise_disables_decrypt: bool = False
     destroy_requires_opt_in: bool = False
     destroy_requires_approval: bool = False
+    compromise_requires_approval: bool = False
+    # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
+    authorization: dict = None
+    groups: dict = field(default_factory=dict)
+
+    def allows(self, action, operator):
+        """Whether ``operator`` may perform a lifecycle ``action`` (see AUTHORIZED_ACTIONS)."""
+        if self.authorization is None:
+            return True
+        for principal in self.authorization.get(action, ()):
+            if principal == operator:
+                return True
+            if principal.startswith("group:") and operator in self.groups.get(principal[len("group:"):], ()):
+                return True
+        return False
+
+    def describe_authorization(self, action):
+        """The policy entry for an action, in words, for refusal messages."""
+        principals = (self.authorization or {}).get(action, ())
+        return "policy.authorization.%s allows %s" % (action, ", ".join(principals) if principals else "nobody")
 
     def as_dict(self):
         return {
@@ -114,6 +134,9 @@ class Policy:
             "compromise_disables_decrypt": self.compromise_disables_decrypt,
             "destroy_requires_opt_in": self.destroy_requires_opt_in,
             "destroy_requires_approval": self.destroy_requires_approval,
+            "compromise_requires_approval": self.compromise_requires_approval,
+            "authorization": {a: list(p) for a, p in self.authorization.items()} if self.authorization else None,
+            "groups": {g: list(m) for g, m in self.groups.items()},
         }
 
 
@@ -122,10 +145,15 @@ BASELINE = Policy()
 _POLICY_OPTIONS = (
     "min_aes_bits", "min_rsa_bits", "allowed_key_types", "allowed_curves", "allowed_usages",
     "max_rotation_period", "default_retention_period", "min_retention_period", "compromise_disables_decrypt",
-    "destroy_requires_opt_in", "destroy_requires_approval",
+    "destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval", "authorization",
+    "groups",
 )
 # Settings that switch on a stricter rule: baseline false, a policy may set them true only.
-_STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval")
+_STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval")
+# The lifecycle actions an authorization policy names. Reading (key_info, reports, audit_verify) is never restricted
+# beyond opening the token.
+AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute")
+_PRINCIPAL = re.compile(r"^(group:)?[A-Za-z0-9._@+-]{1,128}\Z")
 
 
 def _weaker(option, given, floor):
@@ -142,6 +170,33 @@ def _subset(option, given, allowed, normalise=str):
     if extra:
         raise _weaker(option, ", ".join(extra), "allowed: %s" % ", ".join(allowed))
     return values
+
+
+def _load_authorization(given):
+    if not isinstance(given, dict):
+        raise InvalidOption("policy.authorization must map a lifecycle action to a list of operators or "
+                            "group:<name> entries.", option="policy.authorization")
+    unknown = sorted(set(given) - set(AUTHORIZED_ACTIONS))
+    if unknown:
+        raise InvalidOption("policy.authorization names unknown action(s) %s; the actions are %s."
+                            % (", ".join(unknown), ", ".join(AUTHORIZED_ACTIONS)), option="policy.authorization")
+    entries = {}
+    for action, principals in given.items():
+        if isinstance(principals, str) or not isinstance(principals, (list, tuple)):
+            raise InvalidOption("policy.authorization.%s must be a list." % action,
+                                option="policy.authorization.%s" % action)
+        bad = [p for p in principals if not isinstance(p, str) or not _PRINCIPAL.match(p)]
+        if bad:
+            raise InvalidOption("policy.authorization.%s has invalid entries %s: use operator names or group:<name>."
+                                % (action, bad), option="policy.authorization.%s" % action)
+        entries[action] = tuple(principals)
+    return entries
+
+
+def _load_groups(given):
+    if not isinstance(given, dict) or not all(isinstance(m, (list, tuple)) for m in given.values()):
+        raise InvalidOption("policy.groups must map a group name to a list of operator names.", option="policy.groups")
+    return {str(group): tuple(str(m) for m in members) for group, members in given.items()}
 
 
 def load_policy(overrides=None):
@@ -202,6 +257,10 @@ def load_policy(overrides=None):
             if not isinstance(overrides[option], bool):
                 raise InvalidOption("policy.%s must be true or false." % option, option="policy.%s" % option)
             changes[option] = overrides[option]
+    if "authorization" in overrides:
+        changes["authorization"] = _load_authorization(overrides["authorization"])
+    if "groups" in overrides:
+        changes["groups"] = _load_groups(overrides["groups"])
     policy = replace(BASELINE, **changes)
     if policy.default_retention_period < policy.min_retention_period:
         raise InvalidOption(
@@ -209,3 +268,31 @@ def load_policy(overrides=None):
             % (format_duration(policy.default_retention_period), format_duration(policy.min_retention_period)),
             option="policy.default_retention_period")
     return policy
+
+
+def check_approval(policy, required, action, approved_by, operator):
+    """Dual control: a second, different, authorized person must approve where the policy requires it."""
+    if approved_by is not None and approved_by == operator:
+        raise PolicyViolation("approved_by %r is the operator: an approval needs a second, different person."
+                              % approved_by, option="approved_by")
+    if approved_by is not None and not policy.allows(action, approved_by):
+        raise PolicyViolation("approved_by %r is not authorized to %s: %s." % (
+            approved_by, action.replace("_", " "), policy.describe_authorization(action)), option="approved_by")
+    if required and not approved_by:
+        raise PolicyViolation("The policy requires a second person's approval to %s: set approved_by (and "
+                              "change_ref) to the approver, who must not be the operator." % action.replace("_", " "),
+                              option="approved_by")
+
+
+_PERSON = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
+_CHANGE_REF = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
+
+
+def validate_approval_options(approved_by, change_ref):
+    """Check the approval options before anything happens (they go into the audit record)."""
+    if approved_by is not None and not _PERSON.match(approved_by):
+        raise InvalidOption("approved_by %r is not a valid person name: letters, digits and . _ @ + - only."
+                            % approved_by, option="approved_by")
+    if change_ref is not None and not _CHANGE_REF.match(change_ref):
+        raise InvalidOption("change_ref %r is not a valid change or ticket reference: letters, digits and "
+                            ". _ : / # - only, up to 64 characters." % change_ref, option="change_ref")

@@ -151,10 +151,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destruction import (
     apply_destruction,
     plan_destruction,
-    validate_approval_options,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import validate_approval_options
 
 ARGUMENT_SPEC = dict(
     name={"type": "str"},

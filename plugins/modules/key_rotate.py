@@ -61,6 +61,15 @@ options:
     type: str
     choices: [scheduled, manual, compromise]
     default: scheduled
+  approved_by:
+    description:
+      - The second person who approved a compromise rotation (required where O(policy.compromise_requires_approval)
+        is set). Must not be the operator, and must be authorized for C(compromise_rotate) when
+        O(policy.authorization) is set. Recorded in the audit events.
+    type: str
+  change_ref:
+    description: Change or ticket reference of the approval, recorded in the audit events.
+    type: str
 seealso:
   - module: secops.keylifecycle.key_generate
   - module: secops.keylifecycle.key_info
@@ -156,12 +165,18 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation 
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import (
+    check_approval,
+    validate_approval_options,
+)
 
 ARGUMENT_SPEC = dict(
     name={"type": "list", "elements": "str"},
     all_due={"type": "bool", "default": False},
     force={"type": "bool", "default": False},
     reason={"type": "str", "choices": list(REASONS), "default": "scheduled"},
+    approved_by={"type": "str"},
+    change_ref={"type": "str"},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -175,13 +190,20 @@ def main():
         supports_check_mode=True,
     ))
     params = module.params
+    approval = {k: params[k] for k in ("approved_by", "change_ref") if params[k]}
+
+    def validate(policy):
+        validate_approval_options(params["approved_by"], params["change_ref"])
 
     def work(store, policy, context):
+        if params["reason"] == "compromise":
+            check_approval(policy, policy.compromise_requires_approval, "compromise_rotate", params["approved_by"],
+                           context.operator)
         plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now())
-        result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode)
+        result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, approval)
         return result, dict(rotated=result.rotated, plan=result.plan)
 
-    run_lifecycle_module(module, work, empty_result={"plan": [], "rotated": []})
+    run_lifecycle_module(module, work, validate=validate, empty_result={"plan": [], "rotated": []})
 
 
 if __name__ == "__main__":

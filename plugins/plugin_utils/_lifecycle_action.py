@@ -38,7 +38,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
     build_event,
     validate_event,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
     Journal,
     JournalError,
@@ -113,6 +115,12 @@ class LifecycleActionBase(ActionBase):
     TRANSFERS_FILES = False
     #: event.action of the records this module produces (set by each action plugin)
     AUDIT_ACTION = ""
+    #: the policy.authorization action this module performs (see authorization_action)
+    AUTHORIZATION_ACTION = ""
+
+    def authorization_action(self, args):
+        """The lifecycle action the task performs, as named in policy.authorization."""
+        return self.AUTHORIZATION_ACTION
 
     def requested_keys(self, args):
         """Names of the logical keys the task asks about, for the intent record."""
@@ -120,6 +128,20 @@ class LifecycleActionBase(ActionBase):
         if args.get("name"):
             names.append(args["name"])
         return [str(n) for n in names if n]
+
+    def _authorization_refusal(self, module_args, context):
+        """A refusal message when the policy does not let this operator perform this action, else None."""
+        overrides = {k: v for k, v in (module_args.get("policy") or {}).items() if v is not None}
+        try:
+            policy = load_policy(overrides)
+        except KeyLifecycleError:
+            return None  # the module refuses a malformed policy itself, before opening the token
+        action = self.authorization_action(module_args)
+        if policy.allows(action, context["operator"]):
+            return None
+        return ("Operator %r (%s) is not authorized to %s: %s. Nothing was changed on the HSM; the refusal is "
+                "journaled." % (context["operator"], context["operator_source"], action.replace("_", " "),
+                                policy.describe_authorization(action)))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -147,6 +169,16 @@ class LifecycleActionBase(ActionBase):
             register_journal(journal.path)
         except (JournalError, OSError) as exc:
             raise AnsibleActionFail("%s Nothing was changed on the HSM." % exc) from None
+        controller_context.intent_id = intent.record_id
+
+        refusal = self._authorization_refusal(module_args, context)
+        if refusal:
+            try:
+                journal.append([build_event(self.AUDIT_ACTION, "failure", controller_context, phase="outcome",
+                                            error_kind="not_authorized", extra=dict(extra, changed=False))])
+            except JournalError as exc:
+                refusal = "%s (and the refusal could not be journaled: %s)" % (refusal, exc)
+            raise AnsibleActionFail(refusal)
 
         module_args["audit_context"] = dict(context, intent_id=intent.record_id, journal_id=intent.journal_id,
                                             intent_seq=intent.seq, intent_hash=intent.hash)
@@ -159,7 +191,6 @@ class LifecycleActionBase(ActionBase):
             except (ValueError, TypeError, AttributeError):
                 invalid += 1
         failed = bool(module_result.get("failed")) or invalid > 0
-        controller_context.intent_id = intent.record_id
         checkpoint = module_result.get("audit_checkpoint")
         if isinstance(checkpoint, dict):
             try:

@@ -44,7 +44,9 @@ class Runner:
         self.inventory = inventory
 
     def env(self, extra=None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PKCS11_"))}
+        # hermetic: no Ansible settings, PKCS#11 defaults, CI identities or audit settings from the caller
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("ANSIBLE_", "PKCS11_", "GITHUB_", "GITLAB_", "CI_", "KEYLIFECYCLE_"))}
         env.update({
             "ANSIBLE_COLLECTIONS_PATH": str(self.collections_path),
             "ANSIBLE_CONFIG": str(self.tmp_path / "no-ansible.cfg"),

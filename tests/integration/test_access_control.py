@@ -1,0 +1,107 @@
+"""Who may do what: operator identity and its source, per-action authorization, dual control."""
+
+from __future__ import annotations
+
+import getpass
+import time
+
+import pytest
+
+POLICY = {
+    "groups": {"custodians": ["alice", "bob"]},
+    "authorization": {"generate": ["group:custodians"], "rotate": ["alice"], "compromise_rotate": ["alice", "bob"],
+                      "destroy": ["bob", "carol"]},
+    "compromise_requires_approval": True,
+}
+
+
+def as_operator(name):
+    """Extra vars that make the action plugin see an AWX job launched by ``name``."""
+    return ["-e", "awx_user_name=%s" % name, "-e", "awx_job_id=4242"]
+
+
+def last_task_records(runner):
+    records = runner.journal_records()
+    start = max(i for i, r in enumerate(records) if r["event"]["keylifecycle"]["phase"] == "intent")
+    return records[start:]
+
+
+@pytest.mark.parametrize("module,args,action", [
+    ("key_generate", {"name": "k2"}, "generate"),
+    ("key_rotate", {"name": ["k"], "force": True}, "rotate"),
+    ("key_rotate", {"name": ["k"], "force": True, "reason": "compromise", "approved_by": "bob"}, "compromise rotate"),
+    ("key_destroy", {"name": "k", "version": 1}, "destroy"),
+])
+def test_operator_outside_the_policy_is_refused_and_journaled(runner, token, module, args, action):
+    runner.task("key_generate", dict(name="k", policy=POLICY), *as_operator("alice"))
+    before = token.objects()
+    result = runner.task(module, dict(args, policy=POLICY), *as_operator("mallory"))
+    assert result.task["failed"] is True
+    assert "Operator 'mallory' (awx_job) is not authorized to %s" % action in result.task["msg"]
+    assert "policy.authorization." in result.task["msg"]
+    assert token.objects() == before  # nothing touched the HSM, not even the checkpoint
+    intent, outcome = last_task_records(runner)
+    assert intent["event"]["user"]["name"] == "mallory" and intent["event"]["labels"]["operator_source"] == "awx_job"
+    assert outcome["event"]["event"]["outcome"] == "failure"
+    assert outcome["event"]["error"]["type"] == "not_authorized"
+
+
+def test_authorized_operators_and_groups(runner, token):
+    assert runner.task("key_generate", dict(name="k", policy=POLICY), *as_operator("bob")).task["changed"]
+    rotated = runner.task("key_rotate", dict(name=["k"], force=True, policy=POLICY), *as_operator("alice"))
+    assert rotated.task["changed"] is True
+    assert rotated.task["audit_events"][0]["user"]["name"] == "alice"
+
+
+def test_dual_control_for_compromise_rotation(runner, token):
+    runner.task("key_generate", dict(name="k", policy=POLICY), *as_operator("alice"))
+    before = token.key_objects()
+    compromise = dict(name=["k"], force=True, reason="compromise", policy=POLICY)
+    missing = runner.task("key_rotate", compromise, *as_operator("alice"))
+    assert missing.task["failed"] and "requires a second person's approval" in missing.task["msg"]
+    same = runner.task("key_rotate", dict(compromise, approved_by="alice"), *as_operator("alice"))
+    assert same.task["failed"] and "is the operator" in same.task["msg"]
+    outsider = runner.task("key_rotate", dict(compromise, approved_by="carol"), *as_operator("alice"))
+    assert outsider.task["failed"] and "'carol' is not authorized to compromise rotate" in outsider.task["msg"]
+    assert token.key_objects() == before
+    ok = runner.task("key_rotate", dict(compromise, approved_by="bob", change_ref="INC-7"), *as_operator("alice"))
+    assert ok.task["changed"] is True, ok.task
+    event = [e for e in ok.task["audit_events"] if e["event"]["action"] == "key-rotate"][0]
+    assert (event["user"]["name"], event["keylifecycle"]["approved_by"], event["keylifecycle"]["change_ref"]) == \
+        ("alice", "bob", "INC-7")
+
+
+def test_destroy_approver_must_be_authorized(runner, token):
+    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_rotate", {"name": ["k"], "force": True})
+    time.sleep(1.5)
+    policy = dict(POLICY, destroy_requires_approval=True)
+    refused = runner.task("key_destroy", dict(all_expired=True, policy=policy, approved_by="alice"),
+                          *as_operator("bob"))
+    assert refused.task["failed"] and "'alice' is not authorized to destroy" in refused.task["msg"]
+    done = runner.task("key_destroy", dict(all_expired=True, policy=policy, approved_by="carol"),
+                       *as_operator("bob"))
+    assert done.task["changed"] is True
+
+
+@pytest.mark.parametrize("flags,env,operator,source,run_id", [
+    (as_operator("carol"), {}, "carol", "awx_job", "awx-4242"),
+    ([], {"GITHUB_ACTIONS": "true", "GITHUB_ACTOR": "dave", "GITHUB_RUN_ID": "99", "GITHUB_RUN_ATTEMPT": "2"},
+     "dave", "github_actions", "gha-99-2"),
+    ([], {"GITLAB_CI": "true", "GITLAB_USER_LOGIN": "erin", "CI_JOB_ID": "5"}, "erin", "gitlab_ci", "gitlab-5"),
+    ([], {}, getpass.getuser(), "controller_os_user", None),
+])
+def test_operator_identity_and_its_source_are_recorded(runner, token, flags, env, operator, source, run_id):
+    result = runner.task("key_generate", {"name": "k"}, *flags, extra_env=env)
+    assert result.task["changed"] is True
+    for record in runner.journal_records():
+        assert record["event"]["user"]["name"] == operator
+        assert record["event"]["labels"]["operator_source"] == source
+        if run_id:
+            assert record["event"]["labels"]["run_id"] == run_id
+
+
+def test_malformed_authorization_policy_is_refused(runner, token):
+    result = runner.task("key_generate", {"name": "k", "policy": {"authorization": {"export": ["alice"]}}})
+    assert result.task["failed"] and "unknown action(s) export" in result.task["msg"]
+    assert token.key_objects() == []
