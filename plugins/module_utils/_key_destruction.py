@@ -36,6 +36,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import check_approval
 
 RETIRED_STATES = ("deactivated", "compromised")
+
+
 @dataclass
 class PlannedDestruction:
     version: object
