@@ -105,3 +105,30 @@ def test_malformed_authorization_policy_is_refused(runner, token):
     result = runner.task("key_generate", {"name": "k", "policy": {"authorization": {"export": ["alice"]}}})
     assert result.task["failed"] and "unknown action(s) export" in result.task["msg"]
     assert token.key_objects() == []
+
+
+def test_no_pin_in_the_process_list_during_a_long_batch(runner, token):
+    """While a 400-key batch runs with the PIN given as user_pin, `ps` never shows the PIN."""
+    import subprocess
+    import threading
+
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=False).stdout
+            seen.append(listing)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        args = {"pkcs11_module": token.connection()["pkcs11_module"], "token_label": token.label,
+                "user_pin": token.user_pin, "keys": [{"name": "k%03d" % n} for n in range(400)]}
+        result = runner.task("key_generate", args, connection=False)
+    finally:
+        done.set()
+        watcher.join()
+    assert result.task["changed"] is True
+    assert len(seen) > 10 and any("AnsiballZ_key_generate" in listing for listing in seen)  # we saw the module run
+    assert not [listing for listing in seen if token.user_pin in listing]
