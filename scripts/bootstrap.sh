@@ -41,4 +41,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements-test.txt
   echo "$want" > "$stamp"
 fi
-echo "bootstrap: ready ($(.venv/bin/ansible --version | head -1), softhsm2 $(softhsm2-util --version))"
+echo "bootstrap: ready (ansible-core $(.venv/bin/python -c "import ansible.release as r; print(r.__version__)"), softhsm2 $(softhsm2-util --version))"
