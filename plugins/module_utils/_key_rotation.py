@@ -57,14 +57,20 @@ class PlannedRotation:
             entry["from_version"] = self.current.version
         if self.action == "rotate":
             entry["to_version"] = self.next_version
+        if self.action == "retire":
+            entry["to_version"] = None
         repairs = sorted({v.version for v in self.stale_active} | set(self.half_made))
         if repairs:
             entry["repair_versions"] = repairs
         return entry
 
 
-def plan_rotation(store, names, all_due, force, policy, now):
-    """Which keys rotate; raises KeyNotFound for a named key without an active version."""
+def plan_rotation(store, names, all_due, force, policy, now, retire=False):
+    """Which keys rotate; raises KeyNotFound for a named key without an active version.
+
+    With ``retire`` the named keys' active versions are retired without a successor: the key
+    is taken out of service (and can be destroyed once its retention has expired).
+    """
     if all_due:
         names = store.names()
     plans, missing = [], []
@@ -81,7 +87,10 @@ def plan_rotation(store, names, all_due, force, policy, now):
         half_made = tuple(store.half_made(name))
         due_at = current.next_rotation_due(policy.max_rotation_period)
         due = now >= due_at
-        action = "rotate" if (due or force) else ("repair" if stale or half_made else "none")
+        if retire:
+            action = "retire"
+        else:
+            action = "rotate" if (due or force) else ("repair" if stale or half_made else "none")
         plans.append(PlannedRotation(name=name, action=action, current=current, next_version=store.next_version(name),
                                      due=due, next_rotation_due=format_time(due_at), stale_active=stale,
                                      half_made=half_made))
@@ -155,8 +164,12 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
                 after[plan.name] = before[plan.name]
                 continue
             if check_mode:
-                after[plan.name] = dict(before[plan.name], version=plan.next_version, id="(known after rotation)") \
-                    if plan.action == "rotate" else before[plan.name]
+                if plan.action == "rotate":
+                    after[plan.name] = dict(before[plan.name], version=plan.next_version, id="(known after rotation)")
+                elif plan.action == "retire":
+                    after[plan.name] = dict(before[plan.name], state=old_state)
+                else:
+                    after[plan.name] = before[plan.name]
                 continue
             events.extend(_repair(store, plan, context, now))
             if plan.action == "rotate":
@@ -168,6 +181,17 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
                                 "old_state": old.state, "retain_until": format_time(old.retain_until),
                                 "new_version": new.version, "new_id": new.key_id})
                 after[plan.name] = new.review()
+            elif plan.action == "retire":
+                old = _retire(store, plan.current, old_state, context.operator, "retired: " + reason, now,
+                              policy.compromise_disables_decrypt)
+                key = key_section(old, store.token_label)
+                key["retain_until"] = format_time(old.retain_until)
+                events.append(build_event("key-rotate", "success", context, key=key,
+                                          reason="retired without successor (%s)" % reason, extra=approval))
+                rotated.append({"name": plan.name, "old_version": old.version, "old_id": old.key_id,
+                                "old_state": old.state, "retain_until": format_time(old.retain_until),
+                                "new_version": None, "new_id": None})
+                after[plan.name] = old.review()
             else:
                 after[plan.name] = plan.current.review()
     except KeyLifecycleError as exc:

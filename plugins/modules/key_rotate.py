@@ -61,6 +61,14 @@ options:
     type: str
     choices: [scheduled, manual, compromise]
     default: scheduled
+  retire:
+    description:
+      - Take the named keys out of service, that is retire (deactivate, or with O(reason=compromise) mark compromised) their
+        active version without generating a successor. The key then has no active version; once the retention of
+        every version has expired and they are destroyed, M(secops.keylifecycle.key_info) reports the key as
+        C(destroyed). Requires O(name).
+    type: bool
+    default: false
   approved_by:
     description:
       - The second person who approved a compromise rotation (required where O(policy.compromise_requires_approval)
@@ -175,6 +183,7 @@ ARGUMENT_SPEC = dict(
     all_due={"type": "bool", "default": False},
     force={"type": "bool", "default": False},
     reason={"type": "str", "choices": list(REASONS), "default": "scheduled"},
+    retire={"type": "bool", "default": False},
     approved_by={"type": "str"},
     change_ref={"type": "str"},
     **POLICY_ARGSPEC,
@@ -185,8 +194,9 @@ ARGUMENT_SPEC = dict(
 def main():
     module = AnsibleModule(**hsm_module_kwargs(
         ARGUMENT_SPEC,
-        mutually_exclusive=[["name", "all_due"]],
+        mutually_exclusive=[["name", "all_due"], ["retire", "all_due"]],
         required_one_of=[["name", "all_due"]],
+        required_if=[["retire", True, ["name"]]],
         supports_check_mode=True,
     ))
     params = module.params
@@ -199,7 +209,8 @@ def main():
         if params["reason"] == "compromise":
             check_approval(policy, policy.compromise_requires_approval, "compromise_rotate", params["approved_by"],
                            context.operator)
-        plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now())
+        plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now(),
+                              retire=params["retire"])
         result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, approval)
         return result, dict(rotated=result.rotated, plan=result.plan)
 

@@ -11,7 +11,7 @@ from tests.conftest import VENV_BIN, make_token
 
 
 def test_docs_render_with_attributes(runner):
-    for module in ("key_generate", "key_info"):
+    for module in ("key_generate", "key_rotate", "key_destroy", "key_info", "audit_verify"):
         proc = subprocess.run([str(VENV_BIN / "ansible-doc"), "secops.keylifecycle.%s" % module],
                               capture_output=True, text=True, env=runner.env(), check=False)
         assert proc.returncode == 0, proc.stderr
@@ -20,6 +20,9 @@ def test_docs_render_with_attributes(runner):
                        "RETURN VALUES"):
             assert needle in text, (module, needle)
         assert "WARNING" not in proc.stderr, proc.stderr
+    callback = subprocess.run([str(VENV_BIN / "ansible-doc"), "-t", "callback", "secops.keylifecycle.audit"],
+                              capture_output=True, text=True, env=runner.env(), check=False)
+    assert callback.returncode == 0 and "syslog_host" in callback.stdout and "postgresql_dsn" in callback.stdout
 
 
 def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):

@@ -124,3 +124,20 @@ def test_copy_of_the_key_under_another_label_blocks_destruction(runner, token):
     assert result.task["failed"] is True
     assert "same key check value (sneaky-copy)" in result.task["msg"]
     assert states(token)["k:v1"] == "deactivated"  # no tombstone: the record does not claim an erasure
+
+
+def test_retired_key_with_every_version_destroyed_is_reported_destroyed(runner, token):
+    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_rotate", {"name": ["k"], "force": True})
+    check = runner.task("key_rotate", {"name": ["k"], "retire": True}, "--check")
+    assert check.task["changed"] is True and check.task["plan"][0]["action"] == "retire"
+    retired = runner.task("key_rotate", {"name": ["k"], "retire": True})
+    assert retired.task["rotated"][0]["new_version"] is None
+    assert states(token) == {"k:v1": "deactivated", "k:v2": "deactivated"}
+    assert token.gcm("encrypt", "k:v2", NONCE, SAMPLE)[0] is False
+    time.sleep(1.5)
+    runner.task("key_destroy", {"all_expired": True})
+    info = runner.task("key_info", {"name": ["k"]})
+    assert info.task["logical_keys"][0]["state"] == "destroyed"
+    assert {v["state"] for v in info.task["key_versions"]} == {"destroyed"}
+    assert not [o for o in token.key_objects() if o["class"] != "DATA"]  # only tombstones left
