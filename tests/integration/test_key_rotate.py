@@ -120,3 +120,37 @@ def test_two_concurrent_scheduled_rotations_make_one_new_version(runner, token, 
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert states(token) == {"k:v1": "deactivated", "k:v2": "active"}
     assert sorted("changed=1" in out for out, _err in outputs) == [False, True]
+
+
+def test_deactivated_signing_key_cannot_sign(runner, token):
+    """An EC signing key after rotation: the token refuses C_Sign with the old private key; the new one signs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import PKCS11_MODULE
+
+    runner.task("key_generate", {"name": "s", "type": "ec", "usage": ["sign", "verify"]})
+    runner.task("key_rotate", {"name": ["s"], "force": True})
+    sign = (
+        "import sys, pkcs11\n"
+        "from pkcs11 import Mechanism, ObjectClass\n"
+        "import pkcs11._pkcs11 as native\n"
+        "tok = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])\n"
+        "with tok.open(user_pin=open(sys.argv[3]).read().strip()) as s:\n"
+        "    key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=sys.argv[4])\n"
+        "    # give the object a sign() whatever its CKA_SIGN says, so that the token decides\n"
+        "    key = type('PrivateKey', (native.PrivateKey, native.SignMixin, native.Object), {})(key.wrapper)\n"
+        "    try:\n"
+        "        key.sign(bytes(32), mechanism=Mechanism.ECDSA)\n"
+        "    except pkcs11.exceptions.PKCS11Error as exc:\n"
+        "        print('refused', exc); sys.exit(3)\n"
+        "    print('signed')\n"
+    )
+
+    def try_sign(label):
+        return subprocess.run([sys.executable, "-c", sign, PKCS11_MODULE, token.label, str(token.pin_file), label],
+                              capture_output=True, text=True, check=False, env={**token.env, "PATH": "/usr/bin:/bin"})
+
+    old, new = try_sign("s:v1"), try_sign("s:v2")
+    assert old.returncode == 3 and "0x68" in old.stdout, old.stdout + old.stderr
+    assert new.returncode == 0 and "signed" in new.stdout, new.stdout + new.stderr
