@@ -21,6 +21,7 @@ import socket
 import uuid
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE, utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import CHANGE_REF_RE, PERSON_RE
 
 SCHEMA_VERSION = "1"
 EVENT_DATASET = "secops.keylifecycle"
@@ -43,7 +44,7 @@ _KCV = re.compile(r"^[0-9a-f]{6}\Z")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _TOKEN_LABEL = re.compile(r"^[\x20-\x7e]{0,32}\Z")
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{0,128}\Z")
-_OPERATOR = re.compile(r"^[A-Za-z0-9._@+\\-]{1,128}\Z")
+UUID_RE = re.compile(r"^[0-9a-f-]{36}\Z")
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 _OUTCOMES = ("success", "failure", "unknown")
 _KEY_TYPES = ("aes", "rsa", "ec")
@@ -52,7 +53,7 @@ _CURVES = ("P-256", "P-384", "P-521")
 # Every field an event may carry, with its check. Dotted names are ECS paths.
 _FIELD_CHECKS = {
     "@timestamp": lambda v: isinstance(v, str) and v.endswith("+00:00"),
-    "event.id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
+    "event.id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "event.kind": lambda v: v == "event",
     "event.category": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
     "event.type": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
@@ -60,7 +61,7 @@ _FIELD_CHECKS = {
     "event.outcome": lambda v: v in _OUTCOMES,
     "event.dataset": lambda v: v == EVENT_DATASET,
     "event.reason": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
-    "user.name": lambda v: isinstance(v, str) and bool(_OPERATOR.match(v)),
+    "user.name": lambda v: isinstance(v, str) and bool(PERSON_RE.match(v)),
     "host.name": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
     "labels.run_id": lambda v: isinstance(v, str) and bool(_RUN_ID.match(v)),
     "labels.operator_source": lambda v: isinstance(v, str) and bool(_RUN_ID.match(v)),
@@ -83,14 +84,14 @@ _FIELD_CHECKS = {
     "key.retain_until": lambda v: isinstance(v, str) and v.endswith("+00:00"),
     "keylifecycle.phase": lambda v: v in PHASES,
     "keylifecycle.module": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z0-9_.]{1,80}\Z", v)),
-    "keylifecycle.intent_id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
+    "keylifecycle.intent_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "keylifecycle.requested_keys": lambda v: isinstance(v, list) and all(
         isinstance(i, str) and NAME_RE.match(i) for i in v),
     "keylifecycle.changed": lambda v: isinstance(v, bool),
     "keylifecycle.verified_absent": lambda v: isinstance(v, bool),
-    "keylifecycle.approved_by": lambda v: isinstance(v, str) and bool(_OPERATOR.match(v)),
-    "keylifecycle.change_ref": lambda v: isinstance(v, str) and bool(re.match(r"^[A-Za-z0-9._:/#-]{1,64}\Z", v)),
-    "keylifecycle.checkpoint.journal_id": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f-]{36}\Z", v)),
+    "keylifecycle.approved_by": lambda v: isinstance(v, str) and bool(PERSON_RE.match(v)),
+    "keylifecycle.change_ref": lambda v: isinstance(v, str) and bool(CHANGE_REF_RE.match(v)),
+    "keylifecycle.checkpoint.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "keylifecycle.checkpoint.seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.checkpoint.head_hash": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
     "keylifecycle.checkpoint.signed_at": lambda v: isinstance(v, str) and v.endswith("+00:00"),

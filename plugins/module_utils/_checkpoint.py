@@ -26,6 +26,8 @@ import hashlib
 import json
 import re
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import UUID_RE, build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     build_key_spec,
@@ -42,7 +44,6 @@ except ImportError:  # guarded by _dependencies.require_dependencies in main()
 
 SIGNING_KEY_NAME = "audit-checkpoint"
 CHECKPOINT_APPLICATION = "secops.keylifecycle.audit"
-_JOURNAL_ID = re.compile(r"^[0-9a-f-]{36}\Z")
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -58,7 +59,7 @@ def checkpoint_label(journal_id):
 
 def anchor_requested(context):
     """Whether the controller passed a journal head to anchor (not in check mode, not outside a play)."""
-    return bool(context and _JOURNAL_ID.match(str(context.get("journal_id") or ""))
+    return bool(context and UUID_RE.match(str(context.get("journal_id") or ""))
                 and _HASH.match(str(context.get("intent_hash") or "")) and context.get("intent_seq"))
 
 
@@ -153,10 +154,6 @@ def anchor_journal(session, store, audit_params, context, events):
     On failure the events gathered so far are attached to the error, so the module's
     failure result still carries every change that happened.
     """
-    # Imported here to keep this module importable without the audit schema's dependencies.
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
-
     if not anchor_requested(audit_params):
         return None, False
     try:

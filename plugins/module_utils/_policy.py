@@ -284,15 +284,17 @@ def check_approval(policy, required, action, approved_by, operator):
                               option="approved_by")
 
 
-_PERSON = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
-_CHANGE_REF = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
+#: an operator or approver name, as recorded in audit records (user.name, keylifecycle.approved_by)
+PERSON_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
+#: a change or ticket reference (keylifecycle.change_ref)
+CHANGE_REF_RE = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
 
 
 def validate_approval_options(approved_by, change_ref):
     """Check the approval options before anything happens (they go into the audit record)."""
-    if approved_by is not None and not _PERSON.match(approved_by):
+    if approved_by is not None and not PERSON_RE.match(approved_by):
         raise InvalidOption("approved_by %r is not a valid person name: letters, digits and . _ @ + - only."
                             % approved_by, option="approved_by")
-    if change_ref is not None and not _CHANGE_REF.match(change_ref):
+    if change_ref is not None and not CHANGE_REF_RE.match(change_ref):
         raise InvalidOption("change_ref %r is not a valid change or ticket reference: letters, digits and "
                             ". _ : / # - only, up to 64 characters." % change_ref, option="change_ref")

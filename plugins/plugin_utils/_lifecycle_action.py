@@ -27,7 +27,6 @@ import fcntl
 import getpass
 import hashlib
 import os
-import re
 from contextlib import contextmanager
 
 from ansible.errors import AnsibleActionFail
@@ -40,7 +39,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import PERSON_RE, load_policy
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
     Journal,
     JournalError,
@@ -49,7 +48,6 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal impor
     state_dir,
 )
 
-_OPERATOR_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
 JOURNAL_VARIABLE = "keylifecycle_audit_journal"
 
 
@@ -82,7 +80,7 @@ def resolve_run_id(task_vars, environ, task_uuid):
 def audit_context(task_vars, environ, task_uuid):
     """operator, operator_source, run_id and host, as passed to the module's ``audit_context``."""
     operator, source = resolve_operator(task_vars, environ)
-    if not _OPERATOR_RE.match(operator):
+    if not PERSON_RE.match(operator):
         raise AnsibleActionFail(
             "The operator name %r (from %s) cannot be recorded in audit events: it may hold only letters, "
             "digits and . _ @ + -." % (operator, source))

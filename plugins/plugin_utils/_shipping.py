@@ -68,16 +68,18 @@ class Shipper:
             if not journal.exists():
                 continue
             with self._shipping_lock(journal):
+                everything = journal.records_after(0)  # read once, shared by every store
                 for store in self.stores:
-                    self._ship_one(journal, store, report[store.name], force)
+                    self._ship_one(journal, everything, store, report[store.name], force)
         return report
 
-    def _ship_one(self, journal, store, entry, force):
+    def _ship_one(self, journal, everything, store, entry, force):
         down = self._down_since.get(store.name)
         cursor = read_cursor(journal, store)
-        records = journal.records_after(0 if cursor["journal_id"] is None else cursor["seq"])
-        if records and cursor["journal_id"] not in (None, records[0].journal_id):
-            records = journal.records_after(0)  # the journal was replaced: start it again
+        records = everything
+        if everything and cursor["journal_id"] == everything[0].journal_id:
+            records = [record for record in everything if record.seq > cursor["seq"]]
+        # else: nothing shipped yet, or the journal was replaced: start it again
         if not force and down is not None and self.clock() - down < self.retry_after:
             entry["pending"] += len(records)
             return
