@@ -7,6 +7,19 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$repo/.venv"
 script="$1"
 shift
+# A relative --output is relative to where the bench was started (the script runs from the work dir, removed at exit).
+args=()
+previous=""
+for arg in "$@"; do
+  if [ "$previous" = "--output" ] && [ "${arg#/}" = "$arg" ]; then
+    arg="$PWD/$arg"
+  elif [ "${arg#--output=}" != "$arg" ] && [ "${arg#--output=/}" = "$arg" ]; then
+    arg="--output=$PWD/${arg#--output=}"
+  fi
+  args+=("$arg")
+  previous="$arg"
+done
+set -- "${args[@]+"${args[@]}"}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/kl-bench.XXXXXX")"
 if [ -n "${KL_BENCH_KEEP:-}" ]; then
   echo "work dir kept: $work" >&2

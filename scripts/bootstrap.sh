@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # softhsm2/opensc: the embedded HSM and an independent PKCS#11 reader; rsyslog-*/postgresql-15: the audit log
-# stores the tests ship to (real servers on loopback); openssl: checkpoint signatures in tests and docs.
+# stores the tests ship to (real servers on loopback); openssl: checkpoint signatures in tests and docs;
+# openssh-*: key recipients are reached over real sshd on loopback; passwd: their service users.
 APT_PACKAGES=(softhsm2 opensc python3-venv rsync git openssl iproute2
-              rsyslog rsyslog-gnutls rsyslog-openssl postgresql-15)
+              rsyslog rsyslog-gnutls rsyslog-openssl postgresql-15
+              openssh-server openssh-client passwd)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -41,4 +43,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -r requirements-test.txt
   echo "$want" > "$stamp"
 fi
+# The Python that key recipients (other users, reached over ssh) run modules with: the system python3 with
+# requirements-target.txt, in a venv every user can read (the project's .venv may sit under a private home).
+RECIPIENT_VENV="${KL_RECIPIENT_VENV:-/opt/secops-keylifecycle/recipient-venv}"
+want_target=$(sha256sum requirements-target.txt | cut -d' ' -f1)
+if [ "$(cat "$RECIPIENT_VENV/.requirements.sha256" 2>/dev/null)" != "$want_target" ]; then
+  echo "bootstrap: creating the recipient venv $RECIPIENT_VENV"
+  as_root mkdir -p "$(dirname "$RECIPIENT_VENV")"
+  as_root /usr/bin/python3 -m venv "$RECIPIENT_VENV"
+  as_root "$RECIPIENT_VENV/bin/python" -m pip install -q -r requirements-target.txt
+  echo "$want_target" | as_root tee "$RECIPIENT_VENV/.requirements.sha256" >/dev/null
+  as_root chmod -R a+rX "$RECIPIENT_VENV"
+fi
+
 echo "bootstrap: ready (ansible-core $(.venv/bin/python -c "import ansible.release as r; print(r.__version__)"), softhsm2 $(softhsm2-util --version))"

@@ -161,3 +161,12 @@ def postgres(tls):
 
     with PostgresTls(tls) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ssh_recipients(tmp_path_factory):
+    """Two recipient hosts (users kl_r1 and kl_r2), each with its own sshd on loopback, for the whole session."""
+    from tests.recipients import SshRecipients
+
+    with SshRecipients(tmp_path_factory.mktemp("recipients")) as recipients:
+        yield recipients

@@ -11,6 +11,7 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._audit_verification import verify_journal
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal, default_journal_path
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import JOURNAL_VARIABLE
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import check_pin_exposure
 
 _CONTROLLER_OPTIONS = ("journal", "export_public_keys", "fail_on_error")
 
@@ -23,6 +24,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
+        check_pin_exposure(self)
         args = dict(self._task.args)
         path = args.get("journal") or self._templar.template(task_vars.get(JOURNAL_VARIABLE)) \
             or default_journal_path()

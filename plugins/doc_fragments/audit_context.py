@@ -40,4 +40,10 @@ options:
       intent_hash:
         description: Hash of the intent record, anchored by a signed checkpoint.
         type: str
+      resolved_operator:
+        description: With an operator override, the identity resolved on the controller.
+        type: str
+      resolved_operator_source:
+        description: With an operator override, where the resolved identity came from.
+        type: str
 """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The HSM connection options shared by every HSM module (plugins/module_utils/_connection_options.py).
+    # The HSM connection options shared by every HSM module (plugins/module_utils/_argspec.py).
     DOCUMENTATION = r"""
 options:
   pkcs11_module:
@@ -26,7 +26,11 @@ options:
   user_pin:
     description:
       - The token's user PIN (never the SO PIN). Keep it in Ansible Vault.
-      - If not set, the E(PKCS11_USER_PIN) environment variable of the module's host is used.
+      - Refused unless pipelining is on for the host (C(ANSIBLE_PIPELINING=True) or C(ansible_pipelining=true)),
+        because without it Ansible writes the module's arguments, PIN included, to a temporary file on the host.
+      - If not set, the E(PKCS11_USER_PIN) environment variable of the module's host is used. Set it in the host's
+        own environment; a task refuses E(PKCS11_USER_PIN) given through C(environment:), which puts it on the
+        remote command line where C(ps) shows it.
       - Mutually exclusive with O(user_pin_file); one of the two is required.
     type: str
   user_pin_file:

@@ -58,6 +58,12 @@ options:
       compromise_requires_approval:
         description: Compromise rotations only with C(approved_by) naming a second person, different from the operator.
         type: bool
+      allow_operator_override:
+        description:
+          - Whether the variable C(keylifecycle_operator) may name the operator instead of the identity resolved on
+            the controller (automation platform user, CI actor, OS user). Off by default; when on, every record
+            carries both the named operator (source C(override)) and the resolved identity.
+        type: bool
       authorization:
         description:
           - Who may perform which lifecycle action. Keys are V(generate), V(rotate), V(compromise_rotate),

@@ -37,6 +37,7 @@ POLICY_ARGSPEC = {
             "destroy_requires_opt_in": {"type": "bool"},
             "destroy_requires_approval": {"type": "bool"},
             "compromise_requires_approval": {"type": "bool"},
+            "allow_operator_override": {"type": "bool"},
             "authorization": {"type": "dict"},
             "groups": {"type": "dict"},
         },
@@ -56,6 +57,8 @@ AUDIT_CONTEXT_ARGSPEC = {
             "journal_id": {"type": "str"},
             "intent_seq": {"type": "int"},
             "intent_hash": {"type": "str"},
+            "resolved_operator": {"type": "str"},
+            "resolved_operator_source": {"type": "str"},
         },
     },
 }

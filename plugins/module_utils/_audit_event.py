@@ -33,6 +33,10 @@ ACTIONS = {
     "audit-checkpoint": (["configuration"], ["info"]),
     "key-rotate": (["configuration"], ["change"]),
     "key-destroy": (["configuration"], ["deletion"]),
+    "key-distribute": (["configuration"], ["access"]),
+    "key-install": (["configuration"], ["creation"]),
+    "key-withdraw": (["configuration"], ["deletion"]),
+    "transport-key-enroll": (["configuration"], ["creation"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence.
@@ -82,12 +86,18 @@ _FIELD_CHECKS = {
     "key.previous_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
     "key.previous_state": lambda v: v in ("active", "deactivated", "compromised", "destroyed"),
     "key.retain_until": lambda v: isinstance(v, str) and v.endswith("+00:00"),
+    "key.recipient": lambda v: isinstance(v, str) and bool(NAME_RE.match(v)),
+    "key.recipient_host": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "key.mechanism": lambda v: isinstance(v, str) and bool(re.match(r"^CKM_[A-Z0-9_]{1,40}:[a-z0-9]{1,12}\Z", v)),
+    "key.transport_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
     "keylifecycle.phase": lambda v: v in PHASES,
     "keylifecycle.module": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z0-9_.]{1,80}\Z", v)),
     "keylifecycle.intent_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "keylifecycle.requested_keys": lambda v: isinstance(v, list) and all(
         isinstance(i, str) and NAME_RE.match(i) for i in v),
     "keylifecycle.changed": lambda v: isinstance(v, bool),
+    "keylifecycle.resolved_operator.name": lambda v: isinstance(v, str) and bool(PERSON_RE.match(v)),
+    "keylifecycle.resolved_operator.source": lambda v: isinstance(v, str) and bool(_RUN_ID.match(v)),
     "keylifecycle.verified_absent": lambda v: isinstance(v, bool),
     "keylifecycle.approved_by": lambda v: isinstance(v, str) and bool(PERSON_RE.match(v)),
     "keylifecycle.change_ref": lambda v: isinstance(v, str) and bool(CHANGE_REF_RE.match(v)),
@@ -106,12 +116,16 @@ _FIELD_CHECKS = {
 class AuditContext:
     """Who acts, from where, in which run. Resolved on the controller when possible."""
 
-    def __init__(self, operator, operator_source, run_id, host=None, intent_id=None):
+    def __init__(self, operator, operator_source, run_id, host=None, intent_id=None, resolved_operator=None,
+                 resolved_operator_source=None):
         self.operator = operator
         self.operator_source = operator_source
         self.run_id = run_id
         self.host = host or socket.gethostname()
         self.intent_id = intent_id
+        # with an operator override (policy.allow_operator_override): who the controller resolved
+        self.resolved_operator = resolved_operator
+        self.resolved_operator_source = resolved_operator_source
 
     @classmethod
     def from_params(cls, given):
@@ -123,7 +137,8 @@ class AuditContext:
             operator, source = getpass.getuser(), "target_os_user"
         return cls(operator=str(operator), operator_source=str(source or "unspecified"),
                    run_id=str(given.get("run_id") or uuid.uuid4()), intent_id=given.get("intent_id"),
-                   host=given.get("host"))
+                   host=given.get("host"), resolved_operator=given.get("resolved_operator"),
+                   resolved_operator_source=given.get("resolved_operator_source"))
 
 
 def _flatten(event, prefix=""):
@@ -203,6 +218,8 @@ def build_event(action, outcome, context, key=None, reason=None, error_kind=None
     section = {"phase": phase}
     if context.intent_id:
         section["intent_id"] = context.intent_id
+    if context.resolved_operator:
+        section["resolved_operator"] = {"name": context.resolved_operator, "source": context.resolved_operator_source}
     section.update(extra or {})
     event["keylifecycle"] = section
     return validate_event(event)

@@ -100,3 +100,9 @@ class MissingDependency(KeyLifecycleError):
     """A Python library the collection needs is not importable on the host."""
 
     kind = "missing_dependency"
+
+
+class PackageRejected(KeyLifecycleError):
+    """A wrapped key package did not unwrap under this recipient's transport key, or its check value differs."""
+
+    kind = "package_rejected"

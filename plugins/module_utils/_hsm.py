@@ -86,33 +86,32 @@ class ConnectionSettings:
         return read_pin_file(self.user_pin_file)
 
 
-def read_pin_file(path):
+def read_pin_file(path, option="user_pin_file"):
     """Read a PIN from a file that only its owner can read; refuse anything looser."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
         raise PinUnavailable(
-            "user_pin_file %s does not exist: create it with the user PIN and mode 0600, or set user_pin."
-            % path, option="user_pin_file") from None
+            "%s %s does not exist: create it with the PIN and mode 0600%s."
+            % (option, path, ", or set user_pin" if option == "user_pin_file" else ""), option=option) from None
     except OSError as exc:
-        raise PinUnavailable("user_pin_file %s cannot be read (%s)." % (path, exc.strerror),
-                             option="user_pin_file") from None
+        raise PinUnavailable("%s %s cannot be read (%s)." % (option, path, exc.strerror),
+                             option=option) from None
     if not stat.S_ISREG(info.st_mode):
-        raise PinUnavailable("user_pin_file %s is not a regular file." % path, option="user_pin_file")
+        raise PinUnavailable("%s %s is not a regular file." % (option, path), option=option)
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         raise PinUnavailable(
-            "user_pin_file %s has mode %04o: a PIN file must be readable only by its owner. "
-            "Fix it with: chmod 600 %s" % (path, mode, path), option="user_pin_file")
+            "%s %s has mode %04o: a PIN file must be readable only by its owner. "
+            "Fix it with: chmod 600 %s" % (option, path, mode, path), option=option)
     try:
         with open(path, "r", encoding="utf-8") as handle:
             pin = handle.read().rstrip("\r\n")
     except OSError as exc:
-        raise PinUnavailable("user_pin_file %s cannot be read (%s)." % (path, exc.strerror),
-                             option="user_pin_file") from None
+        raise PinUnavailable("%s %s cannot be read (%s)." % (option, path, exc.strerror),
+                             option=option) from None
     if not pin:
-        raise PinUnavailable("user_pin_file %s is empty: it must hold the user PIN." % path,
-                             option="user_pin_file")
+        raise PinUnavailable("%s %s is empty: it must hold the PIN." % (option, path), option=option)
     return pin
 
 

@@ -224,6 +224,27 @@ class TokenKeyStore:
         values = obj.get_attributes([_attr(a) for a in EVIDENCE_ATTRIBUTES.values()])
         return {name: bool(values[_attr(a)]) for name, a in EVIDENCE_ATTRIBUTES.items()}
 
+    # ---- wrapping (distribution) ---------------------------------------------------------------
+
+    def import_wrapping_key(self, modulus, exponent):
+        """A session object (gone when the session closes) for a recipient's RSA transport public key.
+
+        It may only wrap: CKA_ENCRYPT and CKA_VERIFY are off.
+        """
+        with pkcs11_errors("C_CreateObject (recipient transport key)", token_label=self.token_label):
+            return self.session.create_object({
+                Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA, Attribute.TOKEN: False,
+                Attribute.PRIVATE: False, Attribute.MODULUS: modulus, Attribute.PUBLIC_EXPONENT: exponent,
+                Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
+            })
+
+    def wrap_secret(self, version, wrapping_key, mechanism, mechanism_param):
+        """C_WrapKey of a version's secret key under ``wrapping_key``; the token returns the wrapped bytes."""
+        objects = self._objects.get((version.name, version.version))
+        if not objects or not objects.secret:
+            raise KeyNotFound("No secret key object for %s on token %r." % (version.label, self.token_label))
+        return bytes(wrapping_key.wrap_key(objects.secret[0], mechanism=mechanism, mechanism_param=mechanism_param))
+
     # ---- writing -------------------------------------------------------------------------------
 
     def generate(self, spec, version, operator, now):
@@ -400,12 +421,12 @@ def _public_key(spec, public):
         numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
                                        int.from_bytes(public[Attribute.MODULUS], "big"))
         return numbers.public_key()
-    point = _der_octet_string(bytes(public[Attribute.EC_POINT]))
+    point = der_octet_string(bytes(public[Attribute.EC_POINT]))
     curve = getattr(ec, _CRYPTOGRAPHY_CURVES[spec.curve])()
     return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
 
 
-def _der_octet_string(blob):
+def der_octet_string(blob):
     """Unwrap a DER OCTET STRING (CKA_EC_POINT); accept a raw point as some tokens return it."""
     if not blob or blob[0] != 0x04 or len(blob) < 2:
         raise TokenOperationFailed("The token returned a malformed CKA_EC_POINT.")

@@ -25,13 +25,15 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
 
 
-def run_lifecycle_module(module, work, validate=None, empty_result=None):
+def run_lifecycle_module(module, work, validate=None, empty_result=None, open_store=None, anchor=True):
     """Run ``work(store, policy, context)`` and exit the module with its result.
 
     ``work`` returns ``(result, output)``: ``result`` has ``changed``, ``audit_events`` and
     optionally ``diff``; ``output`` holds the module's own return values. ``validate(policy)``
     checks options before the token is opened. ``empty_result`` are the module's return
-    values on failure.
+    values on failure. ``open_store(session, token_label)`` returns the loaded store
+    (default: the key store of an HSM token); ``anchor=False`` for modules that run on a
+    recipient's token, which holds no audit checkpoint key.
     """
     require_dependencies(module)
     params = module.params
@@ -42,10 +44,15 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None):
         context = AuditContext.from_params(params["audit_context"])
         settings = ConnectionSettings.from_params(params)
         with open_session(settings) as session:
-            store = TokenKeyStore(session, settings.token_label).load()
+            if open_store is None:
+                store = TokenKeyStore(session, settings.token_label).load()
+            else:
+                store = open_store(session, settings.token_label)
             result, output = work(store, policy, context)
-            checkpoint, signing_key_created = anchor_journal(session, store, params["audit_context"], context,
-                                                             result.audit_events)
+            checkpoint, signing_key_created = None, False
+            if anchor:
+                checkpoint, signing_key_created = anchor_journal(session, store, params["audit_context"], context,
+                                                                 result.audit_events)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, **(empty_result or {}))
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,

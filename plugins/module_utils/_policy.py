@@ -101,6 +101,8 @@ class Policy:
     destroy_requires_opt_in: bool = False
     destroy_requires_approval: bool = False
     compromise_requires_approval: bool = False
+    # whether the task variable keylifecycle_operator may name the operator instead of the resolved identity
+    allow_operator_override: bool = False
     # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
     authorization: dict = None
     groups: dict = field(default_factory=dict)
@@ -135,6 +137,7 @@ class Policy:
             "destroy_requires_opt_in": self.destroy_requires_opt_in,
             "destroy_requires_approval": self.destroy_requires_approval,
             "compromise_requires_approval": self.compromise_requires_approval,
+            "allow_operator_override": self.allow_operator_override,
             "authorization": {a: list(p) for a, p in self.authorization.items()} if self.authorization else None,
             "groups": {g: list(m) for g, m in self.groups.items()},
         }
@@ -146,7 +149,7 @@ _POLICY_OPTIONS = (
     "min_aes_bits", "min_rsa_bits", "allowed_key_types", "allowed_curves", "allowed_usages",
     "max_rotation_period", "default_retention_period", "min_retention_period", "compromise_disables_decrypt",
     "destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval", "authorization",
-    "groups",
+    "groups", "allow_operator_override",
 )
 # Settings that switch on a stricter rule: baseline false, a policy may set them true only.
 _STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval")
@@ -257,6 +260,12 @@ def load_policy(overrides=None):
             if not isinstance(overrides[option], bool):
                 raise InvalidOption("policy.%s must be true or false." % option, option="policy.%s" % option)
             changes[option] = overrides[option]
+    if "allow_operator_override" in overrides:
+        # an environment decision, like authorization: the override is recorded next to the resolved identity
+        if not isinstance(overrides["allow_operator_override"], bool):
+            raise InvalidOption("policy.allow_operator_override must be true or false.",
+                                option="policy.allow_operator_override")
+        changes["allow_operator_override"] = overrides["allow_operator_override"]
     if "authorization" in overrides:
         changes["authorization"] = _load_authorization(overrides["authorization"])
     if "groups" in overrides:

@@ -47,8 +47,11 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal impor
     register_journal,
     state_dir,
 )
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import check_pin_exposure
 
 JOURNAL_VARIABLE = "keylifecycle_audit_journal"
+#: names the operator instead of the resolved identity, where policy.allow_operator_override permits it
+OPERATOR_OVERRIDE_VARIABLE = "keylifecycle_operator"
 
 
 def resolve_operator(task_vars, environ):
@@ -77,28 +80,39 @@ def resolve_run_id(task_vars, environ, task_uuid):
     return "-".join(str(task_uuid).split("-")[:4])
 
 
-def audit_context(task_vars, environ, task_uuid):
-    """operator, operator_source, run_id and host, as passed to the module's ``audit_context``."""
+def audit_context(task_vars, environ, task_uuid, override=None):
+    """operator, operator_source, run_id and host, as passed to the module's ``audit_context``.
+
+    With ``override`` (the ``keylifecycle_operator`` variable), the override is the operator, its source is
+    ``override``, and the resolved identity is kept next to it; whether the policy permits it is checked later.
+    """
     operator, source = resolve_operator(task_vars, environ)
-    if not PERSON_RE.match(operator):
-        raise AnsibleActionFail(
-            "The operator name %r (from %s) cannot be recorded in audit events: it may hold only letters, "
-            "digits and . _ @ + -." % (operator, source))
-    return {"operator": operator, "operator_source": source,
-            "run_id": resolve_run_id(task_vars, environ, task_uuid),
-            "host": str(task_vars.get("inventory_hostname") or "localhost")}
+    for name, where in ((operator, source), (override, OPERATOR_OVERRIDE_VARIABLE)):
+        if name is not None and not PERSON_RE.match(name):
+            raise AnsibleActionFail(
+                "The operator name %r (from %s) cannot be recorded in audit events: it may hold only letters, "
+                "digits and . _ @ + -." % (name, where))
+    context = {"operator": operator, "operator_source": source,
+               "run_id": resolve_run_id(task_vars, environ, task_uuid),
+               "host": str(task_vars.get("inventory_hostname") or "localhost")}
+    if override is not None and override != operator:
+        context.update(operator=override, operator_source="override", resolved_operator=operator,
+                       resolved_operator_source=source)
+    return context
 
 
 @contextmanager
-def token_lock(pkcs11_module, token_label, environ=None):
+def token_lock(pkcs11_module, token_label, environ=None, host=None):
     """Serialise lifecycle tasks on one token across forks and ansible-playbook runs of this controller.
 
     Two tasks that change the same token at once (two hosts sharing a network HSM, two
-    scheduled runs) could otherwise both create the same key version.
+    scheduled runs) could otherwise both create the same key version. A recipient's token
+    is local to its host, so recipient-side tasks lock per ``host`` as well.
     """
     directory = os.path.join(state_dir(environ), "locks")
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    name = hashlib.sha256(("%s\0%s" % (pkcs11_module, token_label)).encode("utf-8")).hexdigest()[:32]
+    scope = "%s\0%s" % (pkcs11_module, token_label) + ("\0%s" % host if host else "")
+    name = hashlib.sha256(scope.encode("utf-8")).hexdigest()[:32]
     fd = os.open(os.path.join(directory, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -115,6 +129,8 @@ class LifecycleActionBase(ActionBase):
     AUDIT_ACTION = ""
     #: the policy.authorization action this module performs (see authorization_action)
     AUTHORIZATION_ACTION = ""
+    #: True for modules that run on a recipient host against that host's own token
+    TOKEN_IS_PER_HOST = False
 
     def authorization_action(self, args):
         """The lifecycle action the task performs, as named in policy.authorization."""
@@ -128,31 +144,47 @@ class LifecycleActionBase(ActionBase):
         return [str(n) for n in names if n]
 
     def _authorization_refusal(self, module_args, context):
-        """A refusal message when the policy does not let this operator perform this action, else None."""
+        """A refusal (error kind, message) when the policy does not let this operator act, else None."""
         overrides = {k: v for k, v in (module_args.get("policy") or {}).items() if v is not None}
         try:
             policy = load_policy(overrides)
         except KeyLifecycleError:
             return None  # the module refuses a malformed policy itself, before opening the token
+        if context.get("resolved_operator") and not policy.allow_operator_override:
+            return ("override_not_permitted",
+                    "%s names the operator %r, but this environment's policy does not permit an operator override "
+                    "(policy.allow_operator_override is false); the operator is %r (%s). Remove %s. Nothing was "
+                    "changed on the HSM; the refusal is journaled."
+                    % (OPERATOR_OVERRIDE_VARIABLE, context["operator"], context["resolved_operator"],
+                       context["resolved_operator_source"], OPERATOR_OVERRIDE_VARIABLE))
         action = self.authorization_action(module_args)
         if policy.allows(action, context["operator"]):
             return None
-        return ("Operator %r (%s) is not authorized to %s: %s. Nothing was changed on the HSM; the refusal is "
-                "journaled." % (context["operator"], context["operator_source"], action.replace("_", " "),
-                                policy.describe_authorization(action)))
+        return "not_authorized", (
+            "Operator %r (%s) is not authorized to %s: %s. Nothing was changed on the HSM; the refusal is journaled."
+            % (context["operator"], context["operator_source"], action.replace("_", " "),
+               policy.describe_authorization(action)))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        context = audit_context(task_vars, os.environ, self._task._uuid)
+        check_pin_exposure(self)
+        override = task_vars.get(OPERATOR_OVERRIDE_VARIABLE)
+        override = str(self._templar.template(override)) if override not in (None, "") else None
+        context = audit_context(task_vars, os.environ, self._task._uuid, override)
         module_args = dict(self._task.args)
         if self._task.check_mode:
+            # check mode changes nothing, so authorization is not checked; an unpermitted override still is
+            refusal = self._authorization_refusal(module_args, context)
+            if refusal and refusal[0] == "override_not_permitted":
+                raise AnsibleActionFail(refusal[1])
             module_args["audit_context"] = context
             result.update(self._execute_module(module_name=self._task.resolved_action,
                                                module_args=module_args, task_vars=task_vars))
             return result
 
-        with token_lock(module_args.get("pkcs11_module"), module_args.get("token_label")):
+        host = context["host"] if self.TOKEN_IS_PER_HOST else None
+        with token_lock(module_args.get("pkcs11_module"), module_args.get("token_label"), host=host):
             return self._run_journaled(result, module_args, context, task_vars)
 
     def _run_journaled(self, result, module_args, context, task_vars):
@@ -171,12 +203,13 @@ class LifecycleActionBase(ActionBase):
 
         refusal = self._authorization_refusal(module_args, context)
         if refusal:
+            kind, message = refusal
             try:
                 journal.append([build_event(self.AUDIT_ACTION, "failure", controller_context, phase="outcome",
-                                            error_kind="not_authorized", extra=dict(extra, changed=False))])
+                                            error_kind=kind, extra=dict(extra, changed=False))])
             except JournalError as exc:
-                refusal = "%s (and the refusal could not be journaled: %s)" % (refusal, exc)
-            raise AnsibleActionFail(refusal)
+                message = "%s (and the refusal could not be journaled: %s)" % (message, exc)
+            raise AnsibleActionFail(message)
 
         module_args["audit_context"] = dict(context, intent_id=intent.record_id, journal_id=intent.journal_id,
                                             intent_seq=intent.seq, intent_hash=intent.hash)

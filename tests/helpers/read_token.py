@@ -47,7 +47,8 @@ def main():
             if cls == ObjectClass.DATA:
                 entry["application"] = obj[A.APPLICATION]
                 value = bytes(obj[A.VALUE])
-                entry["value"] = json.loads(value.decode()) if entry["application"] == "secops.keylifecycle" \
+                json_applications = ("secops.keylifecycle", "secops.keylifecycle.recipient")
+                entry["value"] = json.loads(value.decode()) if entry["application"] in json_applications \
                     else value.hex()
             out.append(entry)
     json.dump(sorted(out, key=lambda e: (e["label"], e["class"])), sys.stdout)

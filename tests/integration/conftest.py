@@ -108,3 +108,88 @@ def runner(tmp_path, collections_path, token):
 @pytest.fixture
 def repo():
     return Path(REPO)
+
+
+class DistributionSetup:
+    """The HSM host (local) plus the ssh recipient hosts, in one inventory, for playbooks/distribute.yml."""
+
+    RECIPIENT_NAMES = {"r1": "billing", "r2": "reports"}
+
+    def __init__(self, runner, recipients, oaep_hash="sha1"):
+        self.runner = runner
+        self.recipients = recipients
+        self.hosts = {host.alias: host for host in recipients.hosts}
+        for host in recipients.hosts:
+            host.reset_token("kl-%s" % host.alias)
+        token = runner.token
+        self.inventory = runner.tmp_path / "distribution-inventory.yml"
+        hsm_vars = {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "keylifecycle_audit_journal": str(runner.journal),
+            "hsm_pkcs11_module": token.connection()["pkcs11_module"], "hsm_token_label": token.label,
+            "hsm_user_pin_file": str(token.pin_file), "hsm_environment": token.env,
+            "key_distribution_oaep_hash": oaep_hash,
+            "ansible_remote_tmp": str(runner.tmp_path / "hsm-remote-tmp"),
+        }
+        recipient_hosts = {
+            host.alias: dict(host.inventory_vars(recipients.client_key, self.RECIPIENT_NAMES[host.alias]),
+                             keylifecycle_audit_journal=str(runner.journal))
+            for host in recipients.hosts}
+        self.inventory.write_text(yaml.safe_dump({"all": {"children": {
+            "hsm": {"hosts": {"test-hsm": hsm_vars}},
+            "key_recipients": {"hosts": recipient_hosts}}}}))
+
+    def env(self, extra=None):
+        from tests.recipients import SSH_ARGS
+
+        return dict({"ANSIBLE_SSH_ARGS": SSH_ARGS, "ANSIBLE_HOST_KEY_CHECKING": "False"}, **(extra or {}))
+
+    def playbook(self, *args, extra_env=None):
+        """Run playbooks/distribute.yml on the whole inventory."""
+        return self.runner.playbook(Path(REPO) / "playbooks" / "distribute.yml", *args, inventory=self.inventory,
+                                    extra_env=self.env(extra_env))
+
+    def recipient_task(self, alias, module, args, *flags):
+        """Run one module on a recipient host over ssh; return its registered result."""
+        host = self.hosts[alias]
+        self.runner.count += 1
+        out = self.runner.tmp_path / ("recipient-result-%d.json" % self.runner.count)
+        module_args = {"pkcs11_module": "{{ recipient_pkcs11_module }}", "token_label": "{{ recipient_token_label }}",
+                       "user_pin_file": "{{ recipient_user_pin_file }}"}
+        module_args.update(args)
+        play = [{"name": "recipient task", "hosts": alias, "gather_facts": False,
+                 "environment": host.token.env,
+                 "tasks": [
+                     {"name": "module under test", "secops.keylifecycle.%s" % module: module_args,
+                      "register": "under_test", "ignore_errors": True},
+                     {"name": "save result", "ansible.builtin.copy": {"content": "{{ under_test | to_json }}",
+                                                                      "dest": str(out)},
+                      "delegate_to": "localhost", "check_mode": False, "diff": False,
+                      "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}]}]
+        path = self.runner.tmp_path / ("recipient-play-%d.yml" % self.runner.count)
+        path.write_text(yaml.safe_dump(play, sort_keys=False))
+        proc = self.runner.playbook(path, *flags, inventory=self.inventory, extra_env=self.env())
+        assert out.exists(), "playbook did not reach the save task:\n%s\n%s" % (proc.stdout, proc.stderr)
+        return PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
+                          task=json.loads(out.read_text()))
+
+    def recipient_objects(self, alias):
+        """Objects on a recipient's token, read by the independent reader (python-pkcs11 only)."""
+        return self.hosts[alias].token.objects()
+
+    def installed(self, alias):
+        """label -> newest recipient metadata, and the set of secret key labels, on a recipient's token."""
+        newest, keys = {}, set()
+        for obj in self.recipient_objects(alias):
+            if obj.get("application") == "secops.keylifecycle.recipient":
+                current = newest.get(obj["label"])
+                if current is None or obj["value"]["revision"] > current["revision"]:
+                    newest[obj["label"]] = obj["value"]
+            elif obj.get("class") == "SECRET_KEY":
+                keys.add(obj["label"])
+        return newest, keys
+
+
+@pytest.fixture
+def distribution(runner, ssh_recipients):
+    return DistributionSetup(runner, ssh_recipients)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 import time
 
 import pytest
@@ -125,10 +126,41 @@ def test_no_pin_in_the_process_list_during_a_long_batch(runner, token):
     try:
         args = {"pkcs11_module": token.connection()["pkcs11_module"], "token_label": token.label,
                 "user_pin": token.user_pin, "keys": [{"name": "k%03d" % n} for n in range(400)]}
-        result = runner.task("key_generate", args, connection=False)
+        result = runner.task("key_generate", args, connection=False, extra_env={"ANSIBLE_PIPELINING": "1"})
     finally:
         done.set()
         watcher.join()
     assert result.task["changed"] is True
-    assert len(seen) > 10 and any("AnsiballZ_key_generate" in listing for listing in seen)  # we saw the module run
+    # we saw the module run: pipelined, it is the interpreter reading the module from stdin
+    module_process = "%s && sleep 0" % sys.executable
+    assert len(seen) > 10 and any(module_process in listing for listing in seen)
     assert not [listing for listing in seen if token.user_pin in listing]
+
+
+def test_operator_override_only_where_policy_permits_and_recorded_as_such(runner, token):
+    """keylifecycle_operator names the operator only with policy.allow_operator_override; both names recorded."""
+    override = ["-e", "keylifecycle_operator=alice"]
+    refused = runner.task("key_generate", dict(name="k", policy=POLICY), *override)
+    assert refused.task["failed"] and "policy.allow_operator_override is false" in refused.task["msg"], refused.task
+    assert "the operator is %r (controller_os_user)" % getpass.getuser() in refused.task["msg"]
+    assert token.key_objects() == []
+    intent, outcome = last_task_records(runner)
+    assert outcome["event"]["error"]["type"] == "override_not_permitted"
+    assert intent["event"]["keylifecycle"]["resolved_operator"] == {"name": getpass.getuser(),
+                                                                    "source": "controller_os_user"}
+    # check mode is refused the same way (and journals nothing)
+    count = len(runner.journal_records())
+    checked = runner.task("key_generate", dict(name="k", policy=POLICY), "--check", *override)
+    assert checked.task["failed"] and "allow_operator_override" in checked.task["msg"]
+    assert len(runner.journal_records()) == count
+
+    permissive = dict(POLICY, allow_operator_override=True)
+    allowed = runner.task("key_generate", dict(name="k", policy=permissive), *override)
+    assert allowed.task["changed"] is True, allowed.task
+    records = last_task_records(runner)
+    assert records and all(r["event"]["user"]["name"] == "alice" for r in records)
+    assert all(r["event"]["labels"]["operator_source"] == "override" for r in records)
+    assert all(r["event"]["keylifecycle"]["resolved_operator"]["name"] == getpass.getuser() for r in records)
+    # the override is still subject to authorization: mallory is not a custodian
+    denied = runner.task("key_generate", dict(name="k2", policy=permissive), "-e", "keylifecycle_operator=mallory")
+    assert denied.task["failed"] and "Operator 'mallory' (override) is not authorized" in denied.task["msg"]

@@ -9,6 +9,8 @@ import time
 import pytest
 import yaml
 
+from tests.conftest import make_token
+
 
 @pytest.fixture
 def shipping(runner, rsyslog, postgres):
@@ -76,24 +78,41 @@ def assert_shipped_once(runner, rsyslog, postgres):
     return expected
 
 
-def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgres):
+def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgres, tmp_path):
     connection = token.connection()
+    recipient = make_token(tmp_path / "recipient", "kl-recipient")  # a recipient with its own token
+    at_recipient = {"environment": recipient.env}
+    shared = {"distributable": True, "recipients": ["svc"]}
     tasks = [
-        {"name": "generate a", "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="1s")},
+        {"name": "generate a",
+         "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="1s", **shared)},
         generate(token, "b"),
-        {"name": "update a", "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="2s")},
+        {"name": "update a",
+         "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="2s", **shared)},
         {"name": "rotate a", "secops.keylifecycle.key_rotate": dict(connection, name=["a"], force=True)},
+        dict(at_recipient, name="enroll the recipient", register="enrollment",
+             **{"secops.keylifecycle.recipient_enroll": recipient.connection()}),
+        {"name": "distribute", "register": "distribution", "secops.keylifecycle.key_distribute": dict(
+            connection, oaep_hash="sha1", recipients=[
+                {"name": "svc", "public_key_pem": "{{ enrollment.transport_key.public_key_pem }}"}])},
+        dict(at_recipient, name="install at the recipient", **{"secops.keylifecycle.key_install": dict(
+            recipient.connection(), recipient="svc", packages="{{ distribution.recipients[0].packages }}")}),
         {"name": "let retention expire", "ansible.builtin.pause": {"seconds": 3}},
         {"name": "destroy expired", "secops.keylifecycle.key_destroy": dict(connection, all_expired=True)},
-        generate(token, "a"),
+        {"name": "generate a again (nothing to do)",
+         "secops.keylifecycle.key_generate": dict(connection, name="a", **shared)},
     ]
     path = write_play(shipping, token, tasks, "ship.yml")
     proc = shipping.playbook(path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shipped = assert_shipped_once(shipping, rsyslog, postgres)
     actions = {r["event"]["event"]["action"] for r in shipping.journal_records()}
-    assert actions == {"key-generate", "key-update", "key-rotate", "key-destroy", "audit-checkpoint"}
-    assert len(shipped) == len(shipping.journal_records()) >= 20  # 5 tasks: intents, changes, checkpoints, outcomes
+    assert actions == {"key-generate", "key-update", "key-rotate", "key-destroy", "audit-checkpoint",
+                       "transport-key-enroll", "key-distribute", "key-install"}
+    assert len(shipped) == len(shipping.journal_records()) >= 30  # 8 tasks: intents, changes, checkpoints, outcomes
+    assert {r["event"]["key"]["label"] for r in shipping.journal_records()
+            if r["event"]["event"]["action"] == "key-install" and r["event"]["keylifecycle"]["phase"] == "change"} \
+        >= {"a:v2"}
     # the syslog copy is the journal line byte for byte: its chain can be checked from the collector alone
     lines = shipping.journal.read_text().splitlines()
     journal_id = json.loads(lines[0])["journal_id"]

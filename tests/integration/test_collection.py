@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -25,24 +26,48 @@ def test_docs_render_with_attributes(runner):
     assert callback.returncode == 0 and "syslog_host" in callback.stdout and "postgresql_dsn" in callback.stdout
 
 
+def recap_changed(output):
+    """host -> changed count, from the PLAY RECAP."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", output, re.M)}
+
+
 def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
-    """playbooks/site.yml with the dev inventory, its token redirected to a fresh one: run twice."""
+    """playbooks/site.yml with the dev inventory, its tokens redirected to fresh ones: run twice, then check mode."""
     state = tmp_path / "dev-state"
     token = make_token(state, "kl-dev")
     shutil.copy(token.pin_file, state / "user.pin")
-    (state / "user.pin").chmod(0o600)
+    (state / "so.pin").write_text(token.so_pin)
+    recipient_state = tmp_path / "dev-app-state"  # the dev-app recipient's own token
+    recipient_token = make_token(recipient_state, "kl-dev-app")
+    shutil.copy(recipient_token.pin_file, recipient_state / "user.pin")
+    for path in (state, recipient_state):  # as scripts/softhsm-token.sh leaves them
+        subprocess.run(["chmod", "-R", "go-rwx", str(path)], check=True)
     inventory = repo / "inventories" / "dev"
-    args = ["-e", "hsm_state_dir=%s" % state]
+    args = ["-e", "hsm_state_dir=%s" % state, "-e", "recipient_state_dir=%s" % recipient_state]
+    (state / "tokens").chmod(0o755)  # a token directory others can read: the hsm_token role stops the play
+    loose = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
+    assert loose.returncode != 0 and "chmod go-rwx" in loose.stdout, loose.stdout
+    assert token.key_objects() == []
+    (state / "tokens").chmod(0o700)
+
     first = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "changed=1" in first.stdout
+    assert "Check the token's protection" in first.stdout  # the hsm_token role ran its checks first
+    assert recap_changed(first.stdout)["dev-hsm"] >= 1 and recap_changed(first.stdout)["dev-app"] >= 1
     declared = yaml.safe_load((inventory / "group_vars" / "hsm" / "keys.yml").read_text())["key_inventory"]
     labels = sorted({o["label"] for o in token.key_objects()})
     assert labels == sorted("%s:v1" % k["name"] for k in declared)
     assert (state / "audit" / "journal.jsonl").exists()  # the environment's journal follows its state dir
+    # the dev-app recipient (its own token) received the distributable key, check value equal to the HSM's
+    shared = [k["name"] for k in declared if k.get("distributable") and "dev-app" in k.get("recipients", [])]
+    held = {o["label"]: o for o in recipient_token.objects() if o["class"] == "SECRET_KEY"}
+    assert sorted(held) == sorted("%s:v1" % name for name in shared) and shared
+    for name in shared:
+        assert held["%s:v1" % name]["kcv"] == token.metadata()["%s:v1" % name]["key_check_value"]
+
     second = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
-    assert second.returncode == 0 and "changed=0" in second.stdout, second.stdout
+    assert second.returncode == 0 and set(recap_changed(second.stdout).values()) == {0}, second.stdout
     check = runner.playbook(repo / "playbooks" / "site.yml", "--check", "--diff", *args, inventory=inventory)
-    assert check.returncode == 0 and "changed=0" in check.stdout, check.stdout
+    assert check.returncode == 0 and set(recap_changed(check.stdout).values()) == {0}, check.stdout
     audit = runner.playbook(repo / "playbooks" / "audit_verify.yml", *args, inventory=inventory)
     assert audit.returncode == 0 and "verifies" in audit.stdout, audit.stdout

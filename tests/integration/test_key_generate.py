@@ -137,7 +137,12 @@ def test_pin_and_connection_errors(runner, token, tmp_path):
 def test_pin_never_in_output(runner, token):
     args = {"pkcs11_module": token.connection()["pkcs11_module"], "token_label": token.label,
             "user_pin": token.user_pin, "name": "k"}
-    result = runner.task("key_generate", args, "-vvvv", "--diff", connection=False)
+    # without pipelining the PIN would be written into the module's temporary file: refused, nothing run
+    refused = runner.task("key_generate", args, connection=False)
+    assert refused.task["failed"] and "pipelining is off" in refused.task["msg"], refused.task
+    assert key_objects(token) == [] and runner.journal_records() == []
+    result = runner.task("key_generate", args, "-vvvv", "--diff", connection=False,
+                         extra_env={"ANSIBLE_PIPELINING": "1"})
     assert result.task["changed"] is True, result.output
     assert token.user_pin not in result.output
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in result.output or "********" in result.output
@@ -145,6 +150,12 @@ def test_pin_never_in_output(runner, token):
 
 def test_pin_from_environment(runner, token):
     args = {"pkcs11_module": token.connection()["pkcs11_module"], "token_label": token.label, "name": "k"}
-    result = runner.task("key_generate", args, connection=False, environment={"PKCS11_USER_PIN": token.user_pin})
+    # through the task's environment: the PIN would be on the remote command line (ps): refused
+    refused = runner.task("key_generate", args, connection=False, environment={"PKCS11_USER_PIN": token.user_pin})
+    assert refused.task["failed"] and "command line" in refused.task["msg"], refused.task
+    assert key_objects(token) == []
+    # from the host's own environment (local connection: the controller's): read by the module, never on a
+    # command line
+    result = runner.task("key_generate", args, connection=False, extra_env={"PKCS11_USER_PIN": token.user_pin})
     assert result.task["changed"] is True, result.task
     assert [o["label"] for o in key_objects(token)] == ["k:v1"]

@@ -1,0 +1,260 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Plan and wrap the key versions each recipient must hold (the work of key_distribute).
+
+PRIVATE: not part of the public interface.
+
+For each recipient, the keys it may hold are the distributable AES keys whose spec
+lists it in ``recipients`` (or the subset the task names). It must hold each such
+key's active version and its deactivated versions still inside retention; it must
+not hold versions destroyed or compromised upstream, nor versions of a key that no
+longer lists it. Versions the recipient reports as already installed (same id,
+same check value, same state) are not wrapped again.
+
+Wrapping is C_WrapKey(CKM_RSA_PKCS_OAEP) under the recipient's transport public
+key, imported as a session object. The HSM host never sees the key in plaintext;
+the wrapped bytes are the only key-derived data that leave the token.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
+    KeyNotFound,
+    MechanismUnsupported,
+    PolicyViolation,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, validate_name
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    PACKAGE_FORMAT,
+    load_transport_public_key,
+    mechanism_name,
+    oaep_parameters,
+    rsa_public_attributes,
+)
+
+try:
+    import pkcs11.exceptions as p11_exc
+    from pkcs11 import Mechanism
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    p11_exc = Mechanism = None
+
+WITHDRAWN_STATES = ("destroyed", "compromised")
+
+
+@dataclass
+class Recipient:
+    name: str
+    host: str
+    public_key: object
+    fingerprint: str
+    keys: tuple | None
+    installed: dict  # (name, version) -> {"id", "key_check_value", "state"}
+
+
+@dataclass
+class RecipientPlan:
+    recipient: Recipient
+    packages: list = field(default_factory=list)   # (version, action) with action install | update
+    withdrawn: list = field(default_factory=list)  # dicts: name, version, id, state, why
+    held: list = field(default_factory=list)       # versions already installed as they should be
+
+    def as_dict(self, wrapped, mechanism):
+        return {
+            "name": self.recipient.name,
+            "host": self.recipient.host,
+            "transport_key_fingerprint": self.recipient.fingerprint,
+            "packages": [self.package(version, action, wrapped.get((version.name, version.version)), mechanism)
+                         for version, action in self.packages],
+            "withdrawn": list(self.withdrawn),
+            "unchanged": [{"name": v.name, "version": v.version, "id": v.key_id} for v in self.held],
+        }
+
+    def package(self, version, action, blob, mechanism):
+        return {
+            "format": PACKAGE_FORMAT,
+            "action": action,
+            "recipient": self.recipient.name,
+            "recipient_host": self.recipient.host,
+            "transport_key_fingerprint": self.recipient.fingerprint,
+            "name": version.name,
+            "version": version.version,
+            "id": version.key_id,
+            "label": version.label,
+            "type": version.spec.type,
+            "size": version.spec.size,
+            "usage": list(version.spec.usage),
+            "state": version.state,
+            "retain_until": format_time(version.retain_until),
+            "key_check_value": version.key_check_value,
+            "mechanism": mechanism,
+            "oaep_hash": mechanism.split(":", 1)[1],
+            "wrapped": base64.b64encode(blob).decode("ascii") if blob is not None else None,
+        }
+
+
+@dataclass
+class DistributionResult:
+    recipients: list
+    audit_events: list
+    diff: dict
+    changed: bool = False
+
+
+def parse_recipients(raw_recipients, policy):
+    """Validate the ``recipients`` option: names, hosts, transport public keys, pinned fingerprints."""
+    recipients, seen = [], set()
+    for index, raw in enumerate(raw_recipients):
+        where = "recipients[%d]" % index
+        name = validate_name(raw.get("name"), "%s.name" % where)
+        if name in seen:
+            raise InvalidOption("recipient %r is listed twice in recipients; list each recipient once." % name,
+                                option="recipients")
+        seen.add(name)
+        where = "recipient %r" % name
+        public_key, fingerprint = load_transport_public_key(raw.get("public_key_pem"), where,
+                                                            raw.get("fingerprint"), policy.min_rsa_bits)
+        installed = {}
+        for entry in raw.get("installed") or ():
+            try:
+                installed[(str(entry["name"]), int(entry["version"]))] = {
+                    "id": entry.get("id"), "key_check_value": entry.get("key_check_value"),
+                    "state": entry.get("state")}
+            except (KeyError, TypeError, ValueError):
+                raise InvalidOption("%s: installed must be the installed list that recipient_enroll returned."
+                                    % where, option="recipients") from None
+        keys = raw.get("keys")
+        recipients.append(Recipient(name=name, host=str(raw.get("host") or name), public_key=public_key,
+                                    fingerprint=fingerprint,
+                                    keys=tuple(validate_name(k, "%s.keys" % where) for k in keys) if keys else None,
+                                    installed=installed))
+    return recipients
+
+
+def _sendable(version, now):
+    if version.state == "active":
+        return True
+    return version.state == "deactivated" and version.retain_until is not None and now < version.retain_until
+
+
+def plan_distribution(store, recipients, now):
+    """Which versions each recipient receives, keeps or loses. Refuses the whole call on bad input."""
+    plans = []
+    for recipient in recipients:
+        plan = RecipientPlan(recipient)
+        listed = False
+        names = recipient.keys if recipient.keys is not None else store.names()
+        should_hold = set()
+        for name in names:
+            versions = store.versions(name)
+            if not versions:
+                if recipient.keys is not None:
+                    raise KeyNotFound("recipient %r: key %r does not exist on token %r."
+                                      % (recipient.name, name, store.token_label), option="recipients")
+                continue
+            spec = versions[-1].spec
+            allowed = recipient.name in spec.recipients
+            if recipient.keys is not None:
+                if not spec.distributable:
+                    raise PolicyViolation(
+                        "key %r is not distributable: it was generated with distributable: false and never leaves "
+                        "the token. Generate a new distributable key for recipient %r instead." % (name, recipient.name),
+                        option="recipients")
+                if not allowed:
+                    raise PolicyViolation(
+                        "recipient %r may not receive key %r: the key's recipients are %s. Add the recipient to the "
+                        "key's recipients (key_generate) if the change is approved." %
+                        (recipient.name, name, ", ".join(spec.recipients) or "none"), option="recipients")
+            if not allowed or not spec.distributable:
+                continue
+            listed = True
+            if spec.type != "aes":
+                raise PolicyViolation("key %r lists recipients but is an %s key; only AES keys are distributed."
+                                      % (name, spec.type.upper()), option="recipients")
+            for version in versions:
+                key = (version.name, version.version)
+                have = recipient.installed.get(key)
+                if _sendable(version, now):
+                    should_hold.add(key)
+                    if have and have.get("id") == version.key_id and \
+                            have.get("key_check_value") == version.key_check_value:
+                        if have.get("state") == version.state:
+                            plan.held.append(version)
+                        else:
+                            plan.packages.append((version, "update"))
+                    else:
+                        plan.packages.append((version, "install"))
+                elif version.state in WITHDRAWN_STATES or have:
+                    if recipient.installed and not have:
+                        continue  # the recipient reported what it holds, and it does not hold this one
+                    plan.withdrawn.append({"name": version.name, "version": version.version, "id": version.key_id,
+                                           "state": version.state,
+                                           "why": version.state if version.state in WITHDRAWN_STATES
+                                           else "retention expired"})
+        if not listed and recipient.keys is None:
+            raise InvalidOption(
+                "unknown recipient %r: no distributable key on token %r lists it in recipients. Check the name, or "
+                "add it to the recipients of the keys it should hold." % (recipient.name, store.token_label),
+                option="recipients")
+        for (name, number), have in sorted(recipient.installed.items()):
+            if recipient.keys is not None and name not in recipient.keys:
+                continue
+            if (name, number) not in should_hold and not any(
+                    w["name"] == name and w["version"] == number for w in plan.withdrawn):
+                plan.withdrawn.append({"name": name, "version": number, "id": have.get("id"), "state": None,
+                                       "why": "no longer assigned to this recipient"})
+        plans.append(plan)
+    return plans
+
+
+def apply_distribution(store, plans, oaep_hash, context, check_mode):
+    """Wrap every package that needs the key (action install) under its recipient's transport key."""
+    mechanism = mechanism_name(oaep_hash)
+    params = oaep_parameters(oaep_hash)
+    wrapped_by_recipient, events = [], []
+    for plan in plans:
+        wrapped = {}
+        installs = [version for version, action in plan.packages if action == "install"]
+        if installs and not check_mode:
+            modulus, exponent = rsa_public_attributes(plan.recipient.public_key)
+            wrapping_key = store.import_wrapping_key(modulus, exponent)
+            try:
+                for version in installs:
+                    wrapped[(version.name, version.version)] = _wrap(store, version, wrapping_key, params, oaep_hash)
+                    section = key_section(version, store.token_label)
+                    section.update(recipient=plan.recipient.name, recipient_host=plan.recipient.host,
+                                   mechanism=mechanism, transport_key_fingerprint=plan.recipient.fingerprint)
+                    events.append(build_event("key-distribute", "success", context, key=section,
+                                              reason="wrapped for recipient %s" % plan.recipient.name))
+            finally:
+                with pkcs11_errors("C_DestroyObject (session wrapping key)", token_label=store.token_label):
+                    wrapping_key.destroy()
+        wrapped_by_recipient.append(plan.as_dict(wrapped, mechanism))
+    diff = {"before": {}, "after": {}}
+    for plan in plans:
+        before = sorted(["%s:v%d" % key for key, have in plan.recipient.installed.items()])
+        after = sorted(set(["%s:v%d" % (v.name, v.version) for v in plan.held] +
+                           ["%s:v%d" % (v.name, v.version) for v, _action in plan.packages]))
+        diff["before"][plan.recipient.name] = before
+        diff["after"][plan.recipient.name] = after
+    return DistributionResult(recipients=wrapped_by_recipient, audit_events=events, diff=diff)
+
+
+def _wrap(store, version, wrapping_key, params, oaep_hash):
+    try:
+        return store.wrap_secret(version, wrapping_key, Mechanism.RSA_PKCS_OAEP, params)
+    except (p11_exc.ArgumentsBad, p11_exc.MechanismInvalid, p11_exc.MechanismParamInvalid):
+        raise MechanismUnsupported(
+            "The token refused C_WrapKey with CKM_RSA_PKCS_OAEP and hash %s for %s. Set oaep_hash to a hash this "
+            "token implements for OAEP (some tokens, for example SoftHSM2 2.6, implement only sha1)."
+            % (oaep_hash, version.label), option="oaep_hash") from None
+    except p11_exc.PKCS11Error as exc:
+        with pkcs11_errors("C_WrapKey for %s" % version.label, token_label=store.token_label):
+            raise exc

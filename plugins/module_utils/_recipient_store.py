@@ -1,0 +1,321 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""A recipient's own PKCS#11 token: its transport key pair and the key versions installed on it.
+
+PRIVATE: not part of the public interface.
+
+The transport key pair is generated inside the recipient's token; its private key
+is sensitive, never extractable and may only unwrap. Each installed version is an
+AES key object labelled ``<name>:v<version>`` with the same CKA_ID as on the HSM,
+sensitive and not extractable, plus a metadata object (CKO_DATA, CKA_APPLICATION
+``secops.keylifecycle.recipient``) whose JSON value records what was installed,
+from which package, and its state. Metadata is append-only (a new revision per
+change), as on the HSM side. A withdrawn version keeps a tombstone so the same
+version is never installed again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    KeyNotFound,
+    MetadataCorrupt,
+    PackageRejected,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import der_octet_string
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    format_time,
+    parse_label,
+    version_label,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    oaep_parameters,
+    spki_fingerprint,
+    usage_for_state,
+)
+
+try:
+    import pkcs11.exceptions as p11_exc
+    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    p11_exc = Attribute = KeyType = Mechanism = ObjectClass = None
+
+try:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    ec = rsa = None
+
+RECIPIENT_APPLICATION = "secops.keylifecycle.recipient"
+RECIPIENT_SCHEMA = 1
+_USAGE_ATTRIBUTES = {"encrypt": "ENCRYPT", "decrypt": "DECRYPT", "wrap": "WRAP", "unwrap": "UNWRAP",
+                     "sign": "SIGN", "verify": "VERIFY", "derive": "DERIVE"}
+
+
+def _attr(name):
+    return getattr(Attribute, name)
+
+
+@dataclass
+class InstalledVersion:
+    """One key version as this recipient's metadata records it."""
+
+    doc: dict
+    metadata_objects: list = field(default_factory=list)
+    key_objects: list = field(default_factory=list)
+
+    @property
+    def state(self):
+        return self.doc["state"]
+
+    @property
+    def present(self):
+        return self.state != "destroyed"
+
+    def record(self):
+        fields = ("name", "version", "id", "key_check_value", "state", "recipient", "installed_at", "mechanism",
+                  "transport_key_fingerprint")
+        return {k: self.doc.get(k) for k in fields}
+
+
+@dataclass(frozen=True)
+class TransportKey:
+    label: str
+    key_id: str
+    type: str
+    size: int
+    public_key: object
+    fingerprint: str
+    private: object = None
+
+    def record(self, public_key_pem):
+        return {"label": self.label, "id": self.key_id, "type": self.type, "size": self.size,
+                "fingerprint": self.fingerprint, "public_key_pem": public_key_pem}
+
+
+class RecipientTokenStore:
+    """The recipient's token, enumerated once per module call."""
+
+    def __init__(self, session, token_label, transport_label):
+        self.session = session
+        self.token_label = token_label
+        self.transport_label = transport_label
+        self.versions = {}
+        self._transport = None
+        self._orphans = defaultdict(list)
+
+    def load(self):
+        self.versions.clear()
+        self._orphans.clear()
+        metadata = defaultdict(list)
+        with pkcs11_errors("C_FindObjects", token_label=self.token_label):
+            for obj in self.session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                                 Attribute.APPLICATION: RECIPIENT_APPLICATION}):
+                label = obj[Attribute.LABEL]
+                if parse_label(label):
+                    metadata[label].append(obj)
+            keys = defaultdict(list)
+            for obj in self.session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}):
+                label = obj[Attribute.LABEL]
+                if parse_label(label):
+                    keys[label].append(obj)
+            for label, objects in metadata.items():
+                docs = [(self._decode(label, obj), obj) for obj in objects]
+                newest = max(docs, key=lambda pair: pair[0]["revision"])[0]
+                self.versions[label] = InstalledVersion(newest, [obj for _doc, obj in docs], keys.pop(label, []))
+            self._orphans.update(keys)
+            self._transport = self._find_transport()
+        return self
+
+    @staticmethod
+    def _decode(label, obj):
+        try:
+            doc = json.loads(bytes(obj[Attribute.VALUE]).decode("utf-8"))
+            if doc.get("schema") != RECIPIENT_SCHEMA or version_label(doc["name"], doc["version"]) != label:
+                raise ValueError("unexpected schema or label")
+            int(doc["revision"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise MetadataCorrupt("The recipient metadata object %r cannot be read (%s)." % (label, exc)) from None
+        return doc
+
+    # ---- transport key -------------------------------------------------------------------------
+
+    def _find_transport(self):
+        private = list(self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                                 Attribute.LABEL: self.transport_label}))
+        public = list(self.session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                                                Attribute.LABEL: self.transport_label}))
+        if not private or not public:
+            return None
+        return self._describe_transport(public[0], private[0])
+
+    def _describe_transport(self, public, private):
+        key_type = public[Attribute.KEY_TYPE]
+        if key_type == KeyType.RSA:
+            numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                           int.from_bytes(public[Attribute.MODULUS], "big"))
+            public_key = numbers.public_key()
+            kind, size = "rsa", public_key.key_size
+        elif key_type == KeyType.EC:
+            public_key = _ec_public_key(public)
+            kind, size = "ec", public_key.curve.key_size
+        else:
+            raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC; remove it and enroll again."
+                              % (self.transport_label, self.token_label), option="transport_key_label")
+        return TransportKey(label=self.transport_label, key_id=bytes(public[Attribute.ID]).hex(), type=kind,
+                            size=size, public_key=public_key, fingerprint=spki_fingerprint(public_key),
+                            private=private)
+
+    @property
+    def transport(self):
+        return self._transport
+
+    def generate_transport(self, size, key_id):
+        """Generate the RSA transport pair inside the token: the private half may only unwrap, never leave."""
+        public_template = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: False,
+                           Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
+                           Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"}
+        private_template = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.MODIFIABLE: False,
+                            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.UNWRAP: True,
+                            Attribute.DECRYPT: False, Attribute.SIGN: False, Attribute.DERIVE: False}
+        with pkcs11_errors("transport key generation", token_label=self.token_label):
+            public, private = self.session.generate_keypair(
+                KeyType.RSA, size, id=key_id, label=self.transport_label, store=True,
+                public_template=public_template, private_template=private_template)
+            self._transport = self._describe_transport(public, private)
+        return self._transport
+
+    # ---- installed versions --------------------------------------------------------------------
+
+    def installed(self):
+        """Versions present on this token (not withdrawn), oldest first."""
+        return [v for _label, v in sorted(self.versions.items()) if v.present]
+
+    def get(self, name, version):
+        return self.versions.get(version_label(name, version))
+
+    def orphan_labels(self):
+        """Labels of our-looking key objects with no recipient metadata (an interrupted install)."""
+        return sorted(self._orphans)
+
+    def unwrap_checked(self, package, blob):
+        """Unwrap one package into a session object and check its key check value; return the session object.
+
+        The session object disappears with the session; nothing is stored until ``store``.
+        """
+        transport = self._transport
+        label = version_label(package["name"], package["version"])
+        template = {Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True}
+        for usage, attribute in _USAGE_ATTRIBUTES.items():
+            if usage != "encrypt":
+                template[_attr(attribute)] = usage in package["usage"]
+        try:
+            key = transport.private.unwrap_key(
+                ObjectClass.SECRET_KEY, KeyType.AES, blob, id=bytes.fromhex(package["id"]), label=label,
+                mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep_parameters(package["oaep_hash"]),
+                store=False, template=template)
+        except p11_exc.PKCS11Error as exc:
+            raise PackageRejected(
+                "The package for %s did not unwrap under this host's transport key %s (%s): it was made for "
+                "another recipient's key, or altered on the way. Nothing was installed. Run key_distribute again "
+                "for this recipient." % (label, transport.fingerprint, type(exc).__name__ or exc),
+                option="packages") from None
+        with pkcs11_errors("key check value of %s" % label, token_label=self.token_label):
+            kcv = bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
+        if kcv != package["key_check_value"]:
+            _destroy_quietly(key)
+            raise PackageRejected(
+                "The key unwrapped from the package for %s has check value %s, but the package says %s: the package "
+                "was altered. Nothing was installed." % (label, kcv, package["key_check_value"]), option="packages")
+        return key
+
+    def store(self, package, session_key, now):
+        """Copy a checked session key onto the token with its final usages, then record its metadata."""
+        label = version_label(package["name"], package["version"])
+        usage = usage_for_state(package["usage"], package["state"])
+        with pkcs11_errors("C_CopyObject for %s" % label, token_label=self.token_label):
+            stored = session_key.copy({Attribute.TOKEN: True, Attribute.ENCRYPT: "encrypt" in usage})
+            _destroy_quietly(session_key)
+            for name in ("wrap", "sign", "derive"):
+                if name in package["usage"] and name not in usage:
+                    stored[_attr(_USAGE_ATTRIBUTES[name])] = False
+        doc = {
+            "schema": RECIPIENT_SCHEMA, "revision": 1, "recipient": package["recipient"],
+            "name": package["name"], "version": package["version"], "id": package["id"],
+            "type": package["type"], "size": package["size"], "usage": list(package["usage"]),
+            "key_check_value": package["key_check_value"], "state": package["state"],
+            "mechanism": package["mechanism"], "transport_key_fingerprint": package["transport_key_fingerprint"],
+            "installed_at": format_time(now), "updated_at": format_time(now),
+        }
+        installed = InstalledVersion(doc, [], [stored])
+        self._write_metadata(installed, doc)
+        self.versions[label] = installed
+        return installed
+
+    def set_state(self, installed, state, now):
+        """Move an installed version to ``state`` (active/deactivated): usage attributes, then metadata."""
+        usage = usage_for_state(installed.doc["usage"], state)
+        label = version_label(installed.doc["name"], installed.doc["version"])
+        with pkcs11_errors("C_SetAttributeValue for %s" % label, token_label=self.token_label):
+            for obj in installed.key_objects:
+                for name in installed.doc["usage"]:
+                    obj[_attr(_USAGE_ATTRIBUTES[name])] = name in usage
+        self._write_metadata(installed, dict(installed.doc, state=state, updated_at=format_time(now)))
+
+    def withdraw(self, installed, now):
+        """Destroy the key objects of a version, check none is left, and leave a tombstone; return what was found."""
+        name, version = installed.doc["name"], installed.doc["version"]
+        label = version_label(name, version)
+        key_id = bytes.fromhex(installed.doc["id"])
+        with pkcs11_errors("C_DestroyObject for %s" % label, token_label=self.token_label):
+            for obj in installed.key_objects + self._orphans.pop(label, []):
+                obj.destroy()
+            installed.key_objects = []
+            found = []
+            for template, what in (({Attribute.ID: key_id}, "CKA_ID"), ({Attribute.LABEL: label}, "CKA_LABEL")):
+                if list(self.session.get_objects({**template, Attribute.CLASS: ObjectClass.SECRET_KEY})):
+                    found.append("a secret key with the same %s" % what)
+        if not found:
+            self._write_metadata(installed, dict(installed.doc, state="destroyed", updated_at=format_time(now),
+                                                 withdrawn_at=format_time(now)))
+        return found
+
+    def _write_metadata(self, installed, doc):
+        doc = dict(doc, revision=int(installed.doc.get("revision", 0)) + (1 if installed.metadata_objects else 0))
+        label = version_label(doc["name"], doc["version"])
+        with pkcs11_errors("metadata update for %s" % label, token_label=self.token_label):
+            obj = self.session.create_object({
+                Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
+                Attribute.MODIFIABLE: True, Attribute.LABEL: label, Attribute.APPLICATION: RECIPIENT_APPLICATION,
+                Attribute.VALUE: json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8"),
+            })
+        installed.metadata_objects.append(obj)
+        installed.doc = doc
+
+
+def _destroy_quietly(obj):
+    try:
+        obj.destroy()
+    except p11_exc.PKCS11Error:
+        pass
+
+
+def _ec_public_key(public):
+    params = bytes(public[Attribute.EC_PARAMS])
+    curves = {
+        bytes.fromhex("06082a8648ce3d030107"): ec.SECP256R1(),
+        bytes.fromhex("06052b81040022"): ec.SECP384R1(),
+        bytes.fromhex("06052b81040023"): ec.SECP521R1(),
+        bytes.fromhex("06082a8648ce3d030101"): ec.SECP192R1(),
+        bytes.fromhex("06052b81040021"): ec.SECP224R1(),
+    }
+    curve = curves.get(params)
+    if curve is None:
+        raise KeyNotFound("The transport key's curve is not one this collection knows.", option="transport_key_label")
+    return ec.EllipticCurvePublicKey.from_encoded_point(curve, der_octet_string(bytes(public[Attribute.EC_POINT])))

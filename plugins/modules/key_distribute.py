@@ -1,0 +1,216 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: key_distribute
+short_description: Wrap the key versions each enrolled recipient must hold, under the recipient's transport key
+version_added: 0.1.0
+description:
+  - Runs where the HSM is. For each recipient in O(recipients), works out the versions it must hold (the active
+    version and the deactivated versions still inside retention of every distributable AES key that lists the
+    recipient in its C(recipients)), wraps each with C_WrapKey (C(CKM_RSA_PKCS_OAEP)) under the recipient's enrolled
+    transport public key, and returns one package per version for M(secops.keylifecycle.key_install).
+  - A package holds the key only in wrapped form; without the recipient's transport private key, which never leaves
+    the recipient's token, it is useless. The key is never in plaintext on the HSM host, in the result, in the audit
+    record or in any file.
+  - Versions the recipient reports as installed (O(recipients[].installed), from M(secops.keylifecycle.recipient_enroll))
+    with the same id, check value and state are not wrapped again; a state change (after a rotation) travels without
+    a wrapped key. Versions destroyed or compromised upstream, and versions of keys that no longer list the recipient,
+    are returned in C(withdrawn) for M(secops.keylifecycle.key_install) with O(secops.keylifecycle.key_install#module:state=absent).
+  - Refused, with nothing wrapped, when a recipient is unknown (no key lists it), a named key is not distributable or
+    does not list the recipient, a transport key is weak (RSA below 3072 bits, EC below P-256) or does not match its
+    pinned O(recipients[].fingerprint).
+  - One task wraps for every recipient and every key, in one session on the HSM.
+  - Each wrapped version is journaled as a C(key-distribute) event (recipient, recipient host, key id, version,
+    check value, mechanism, transport key fingerprint). This module does not change the HSM, so it reports
+    C(changed=false).
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
+  - secops.keylifecycle.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is wrapped; the packages are returned without C(wrapped), and the diff shows what each recipient
+        would hold.
+  diff_mode:
+    support: full
+    details:
+      - Per recipient, the versions it holds before and after (names and versions, no key material).
+  idempotent:
+    support: full
+    details:
+      - With O(recipients[].installed) passed, a recipient that already holds what it should gets no package.
+options:
+  recipients:
+    description: The enrolled recipients to wrap for.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: The recipient's name (the service it runs), as listed in the keys' C(recipients).
+        type: str
+        required: true
+      host:
+        description: The host the recipient runs on (recorded in the audit event). Defaults to O(recipients[].name).
+        type: str
+      public_key_pem:
+        description: The recipient's transport public key, C(transport_key.public_key_pem) from
+          M(secops.keylifecycle.recipient_enroll).
+        type: str
+        required: true
+      fingerprint:
+        description:
+          - The transport key's pinned fingerprint (C(sha256:<hex>) of its SubjectPublicKeyInfo), recorded in the
+            inventory at enrollment. When set, a transport key with another fingerprint is refused.
+        type: str
+      keys:
+        description: Only these keys (each must be distributable and list this recipient). Default, every key that
+          lists the recipient.
+        type: list
+        elements: str
+      installed:
+        description: What the recipient holds now, C(installed) from M(secops.keylifecycle.recipient_enroll).
+        type: list
+        elements: dict
+  oaep_hash:
+    description:
+      - Hash of RSA-OAEP (and of its MGF1). Use the strongest your HSM implements for C_WrapKey; SoftHSM2 2.6
+        implements only V(sha1), which is still sound for OAEP (see docs/distribution.md).
+    type: str
+    choices: [sha1, sha256, sha384, sha512]
+    default: sha256
+seealso:
+  - module: secops.keylifecycle.recipient_enroll
+  - module: secops.keylifecycle.key_install
+"""
+
+EXAMPLES = r"""
+- name: Wrap every version each recipient must hold
+  secops.keylifecycle.key_distribute:
+    pkcs11_module: /opt/vendor/lib/libpkcs11.so
+    token_label: prod-keys
+    user_pin_file: /etc/keylifecycle/prod-user.pin
+    oaep_hash: sha256
+    recipients:
+      - name: billing-api
+        host: app1.example.com
+        public_key_pem: "{{ hostvars['app1.example.com'].enrollment.transport_key.public_key_pem }}"
+        fingerprint: "{{ hostvars['app1.example.com'].transport_key_fingerprint }}"
+        installed: "{{ hostvars['app1.example.com'].enrollment.installed }}"
+  register: distribution
+"""
+
+RETURN = r"""
+recipients:
+  description: One entry per recipient, with its packages and the versions it must remove.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Recipient name.
+      type: str
+    host:
+      description: Recipient host.
+      type: str
+    transport_key_fingerprint:
+      description: Fingerprint of the transport key the packages were wrapped under.
+      type: str
+    packages:
+      description:
+        - One package per version to install (C(action=install), with C(wrapped)) or whose state changed
+          (C(action=update), C(wrapped) null). Fields are C(format), C(action), C(recipient), C(recipient_host),
+          C(transport_key_fingerprint), C(name), C(version), C(id), C(label), C(type), C(size), C(usage), C(state),
+          C(retain_until), C(key_check_value), C(mechanism), C(oaep_hash), C(wrapped) (base64).
+      type: list
+      elements: dict
+    withdrawn:
+      description: Versions the recipient must not hold (C(name), C(version), C(id), C(state), C(why)).
+      type: list
+      elements: dict
+    unchanged:
+      description: Versions the recipient already holds as it should.
+      type: list
+      elements: dict
+  sample: [{name: billing-api, host: app1, transport_key_fingerprint: "sha256:9f...", withdrawn: [], unchanged: [],
+            packages: [{format: 1, action: install, recipient: billing-api, name: payments-db, version: 2,
+                        id: 0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f, state: active, key_check_value: 3f9a1c,
+                        mechanism: "CKM_RSA_PKCS_OAEP:sha256", oaep_hash: sha256, wrapped: "kV0...="}]}]
+audit_events:
+  description: One C(key-distribute) event per wrapped version.
+  returned: always
+  type: list
+  elements: dict
+audit_checkpoint:
+  description: The signed checkpoint of the controller's journal made by this call; null in check mode.
+  returned: success
+  type: dict
+error_kind:
+  description: Category of the error (for example V(policy_violation), V(invalid_option)).
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about, when there is one.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    hsm_module_kwargs,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_distribution import (
+    apply_distribution,
+    parse_recipients,
+    plan_distribution,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_OAEP_HASH, OAEP_HASHES
+
+ARGUMENT_SPEC = dict(
+    recipients={"type": "list", "elements": "dict", "required": True, "options": {
+        "name": {"type": "str", "required": True},
+        "host": {"type": "str"},
+        "public_key_pem": {"type": "str", "required": True, "no_log": False},
+        "fingerprint": {"type": "str"},
+        "keys": {"type": "list", "elements": "str", "no_log": False},
+        "installed": {"type": "list", "elements": "dict"},
+    }},
+    oaep_hash={"type": "str", "choices": list(OAEP_HASHES), "default": DEFAULT_OAEP_HASH},
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+def main():
+    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    params = module.params
+    parsed = {}
+
+    def validate(policy):
+        parsed["recipients"] = parse_recipients(params["recipients"], policy)
+
+    def work(store, policy, context):
+        plans = plan_distribution(store, parsed["recipients"], utc_now())
+        result = apply_distribution(store, plans, params["oaep_hash"], context, module.check_mode)
+        return result, dict(recipients=result.recipients)
+
+    run_lifecycle_module(module, work, validate=validate, empty_result={"recipients": []})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: recipient_enroll
+short_description: Give a recipient host a transport key pair in its own PKCS#11 token and report its public key
+version_added: 0.1.0
+description:
+  - Runs on the recipient host, against the recipient's own PKCS#11 token. Generates the recipient's RSA transport
+    key pair inside that token when it has none (label O(transport_key_label)); the private key is sensitive, never
+    extractable, and may only unwrap. Only the public key comes back to the controller.
+  - An existing transport key is kept and checked; a weak one (RSA below 3072 bits or below O(policy.min_rsa_bits),
+    EC below P-256) is refused, and so is an EC key, because distribution wraps with RSA-OAEP.
+  - Also returns what the token holds (C(installed)), so M(secops.keylifecycle.key_distribute) wraps only what is
+    missing.
+  - Pin C(transport_key.fingerprint) in the inventory after the first enrollment and pass it to
+    M(secops.keylifecycle.key_distribute) as O(secops.keylifecycle.key_distribute#module:recipients[].fingerprint).
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
+  - secops.keylifecycle.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is generated; RV(plan) says whether a transport key would be.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  transport_key_label:
+    description: CKA_LABEL of the transport key pair on the recipient's token.
+    type: str
+    default: keylifecycle-transport
+  key_size:
+    description: RSA modulus size of a new transport key.
+    type: int
+    default: 3072
+seealso:
+  - module: secops.keylifecycle.key_distribute
+  - module: secops.keylifecycle.key_install
+"""
+
+EXAMPLES = r"""
+- name: Enroll this host as a key recipient
+  secops.keylifecycle.recipient_enroll:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: billing-api
+    user_pin_file: /etc/keylifecycle/billing-api.pin
+  register: enrollment
+"""
+
+RETURN = r"""
+transport_key:
+  description: The transport key (no private material). Null in check mode before the first enrollment.
+  returned: success
+  type: dict
+  contains:
+    label:
+      description: CKA_LABEL.
+      type: str
+    id:
+      description: CKA_ID in hex.
+      type: str
+    type:
+      description: Key type (V(rsa)).
+      type: str
+    size:
+      description: Modulus size in bits.
+      type: int
+    fingerprint:
+      description: C(sha256:<hex>) of the DER SubjectPublicKeyInfo (C(openssl pkey -pubin -outform DER | sha256sum)).
+      type: str
+    public_key_pem:
+      description: The PEM public key to wrap under.
+      type: str
+installed:
+  description: Key versions installed on this token (C(name), C(version), C(id), C(key_check_value), C(state),
+    C(recipient), C(installed_at), C(mechanism), C(transport_key_fingerprint)).
+  returned: success
+  type: list
+  elements: dict
+plan:
+  description: V(generate) or V(none) for the transport key.
+  returned: always
+  type: list
+  elements: dict
+audit_events:
+  description: A C(transport-key-enroll) event when a transport key was generated.
+  returned: always
+  type: list
+  elements: dict
+error_kind:
+  description: Category of the error.
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about, when there is one.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    hsm_module_kwargs,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import enroll
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    DEFAULT_TRANSPORT_KEY_LABEL,
+    MIN_TRANSPORT_RSA_BITS,
+)
+
+ARGUMENT_SPEC = dict(
+    transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
+    key_size={"type": "int", "default": MIN_TRANSPORT_RSA_BITS},
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+def main():
+    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    params = module.params
+
+    def open_store(session, token_label):
+        return RecipientTokenStore(session, token_label, params["transport_key_label"]).load()
+
+    def work(store, policy, context):
+        result, transport = enroll(store, params["key_size"], policy.min_rsa_bits, context, module.check_mode)
+        return result, dict(transport_key=transport, plan=result.plan,
+                            installed=[v.record() for v in store.installed()])
+
+    run_lifecycle_module(module, work, empty_result={"plan": [], "installed": []}, open_store=open_store,
+                         anchor=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Every environment's inventory holds a policy and key inventory the collection accepts."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if p.is_dir())
+
+
+def group_vars(env, group):
+    merged = {}
+    for path in sorted((REPO / "inventories" / env / "group_vars" / group).glob("*.yml")):
+        merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def test_the_three_environments_exist():
+    assert ENVIRONMENTS == ["dev", "prod", "staging"]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_policy_and_keys_load(env):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_specs
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+    hsm = group_vars(env, "hsm")
+    policy = load_policy(hsm.get("key_policy"))
+    specs = build_key_specs(hsm["key_inventory"], policy)
+    recipients = {host.get("recipient_name") for host in (yaml.safe_load(
+        (REPO / "inventories" / env / "hosts.yml").read_text())["key_recipients"]["hosts"] or {}).values()}
+    for spec in specs:
+        assert set(spec.recipients) <= recipients, (env, spec.name, "lists a recipient the inventory does not have")
+    if env != "dev":
+        # staging and prod: PINs from Vault with pipelining, authorization and approval switched on, no override
+        assert "vault_" in hsm["hsm_user_pin"] and hsm["ansible_pipelining"] is True
+        assert policy.authorization and policy.destroy_requires_approval and not policy.allow_operator_override
+        assert hsm["key_distribution_oaep_hash"] == "sha256"
+
+
+def test_prod_is_the_strictest():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+    staging, prod = (load_policy(group_vars(env, "hsm")["key_policy"]) for env in ("staging", "prod"))
+    assert prod.max_rotation_period <= staging.max_rotation_period
+    assert prod.min_retention_period >= staging.min_retention_period
+    assert prod.compromise_requires_approval and prod.compromise_disables_decrypt
+    assert not prod.allows("destroy", "alice") and prod.allows("destroy", "dana")
