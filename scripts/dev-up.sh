@@ -15,10 +15,12 @@ ansible-playbook -i inventories/dev playbooks/site.yml "$@"
 ansible-playbook -i inventories/dev playbooks/audit_verify.yml
 cat <<MSG
 
-Done. The dev token lives in .state/dev (SOFTHSM2_CONF=.state/dev/softhsm2.conf, user PIN in .state/dev/user.pin);
-the audit journal of every lifecycle action is .state/dev/audit/journal.jsonl (docs/audit.md).
+Done. The dev token lives in .state/dev (SOFTHSM2_CONF=.state/dev/softhsm2.conf, user PIN in .state/dev/user.pin),
+the dev-app recipient's token in .state/dev-app; the audit journal of every lifecycle action is
+.state/dev/audit/journal.jsonl (docs/audit.md); the compliance report is .state/dev/reports/report.html (and .md).
 Plan a change:      .venv/bin/ansible-playbook -i inventories/dev playbooks/site.yml --check --diff
-Distribute keys:    .venv/bin/ansible-playbook -i inventories/dev playbooks/distribute.yml --diff
+Rotate what is due: .venv/bin/ansible-playbook -i inventories/dev playbooks/rotate.yml
+Report:             .venv/bin/ansible-playbook -i inventories/dev playbooks/report.yml
 Verify the audit:   .venv/bin/ansible-playbook -i inventories/dev playbooks/audit_verify.yml
 Or with OpenSC:     SOFTHSM2_CONF=.state/dev/softhsm2.conf pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so \\
                       --token-label kl-dev --login --list-objects

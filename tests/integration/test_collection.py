@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from tests.conftest import VENV_BIN, make_token
+from tests.conftest import REPO, VENV_BIN, make_token
 
 
 def test_docs_render_with_attributes(runner):
@@ -58,6 +58,7 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     labels = sorted({o["label"] for o in token.key_objects()})
     assert labels == sorted("%s:v1" % k["name"] for k in declared)
     assert (state / "audit" / "journal.jsonl").exists()  # the environment's journal follows its state dir
+    assert "payments-db:v1" in (state / "reports" / "report.md").read_text()  # site.yml ends with the report
     # the dev-app recipient (its own token) received the distributable key, check value equal to the HSM's
     shared = [k["name"] for k in declared if k.get("distributable") and "dev-app" in k.get("recipients", [])]
     held = {o["label"]: o for o in recipient_token.objects() if o["class"] == "SECRET_KEY"}
@@ -69,5 +70,38 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     assert second.returncode == 0 and set(recap_changed(second.stdout).values()) == {0}, second.stdout
     check = runner.playbook(repo / "playbooks" / "site.yml", "--check", "--diff", *args, inventory=inventory)
     assert check.returncode == 0 and set(recap_changed(check.stdout).values()) == {0}, check.stdout
+
+    # a changed inventory under review: the plan names the new key and the changed period; the tokens are untouched
+    changed = [dict(k, rotation_period="60d") if k["name"] == "payments-db" else k for k in declared]
+    changed.append({"name": "reports-export", "type": "aes", "size": 256, "usage": ["encrypt", "decrypt"],
+                    "distributable": True, "recipients": ["dev-app"]})
+    extra = tmp_path / "changed-inventory.yml"
+    extra.write_text(yaml.safe_dump({"key_inventory": changed}))
+    before = (token.objects(), recipient_token.objects(), (state / "audit" / "journal.jsonl").read_text())
+    review = runner.playbook(repo / "playbooks" / "site.yml", "--check", "--diff", *args, "-e", "@%s" % extra,
+                             inventory=inventory)
+    assert review.returncode == 0, review.stdout + review.stderr
+    assert '+    "reports-export": {' in review.stdout and "(known after generation)" in review.stdout
+    assert '-        "rotation_period": "90d",' in review.stdout and '+        "rotation_period": "60d",' in review.stdout
+    assert recap_changed(review.stdout)["dev-hsm"] == 1
+    assert (token.objects(), recipient_token.objects(), (state / "audit" / "journal.jsonl").read_text()) == before
+    assert token.user_pin not in review.stdout
     audit = runner.playbook(repo / "playbooks" / "audit_verify.yml", *args, inventory=inventory)
     assert audit.returncode == 0 and "verifies" in audit.stdout, audit.stdout
+
+
+def test_execution_environment_definition_is_valid(tmp_path):
+    """execution-environment.yml: ansible-builder makes a build context with the built collection in it."""
+    work = tmp_path / "ee"
+    (work / ".state" / "build").mkdir(parents=True)
+    shutil.copy(REPO / "execution-environment.yml", work)
+    subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path",
+                    str(work / ".state" / "build"), str(REPO)], check=True, capture_output=True, cwd=str(tmp_path))
+    proc = subprocess.run([str(VENV_BIN / "ansible-builder"), "create", "-f", str(work / "execution-environment.yml"),
+                           "-c", str(work / "context")], capture_output=True, text=True, check=False, cwd=str(work))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (work / "context" / "_build" / "collections" / "secops-keylifecycle-0.1.0.tar.gz").exists()
+    requirements = yaml.safe_load((work / "context" / "_build" / "requirements.yml").read_text())
+    assert requirements["collections"][0]["name"].endswith("secops-keylifecycle-0.1.0.tar.gz")
+    python = (work / "context" / "_build" / "requirements.txt").read_text()
+    assert "python-pkcs11==0.10.1" in python and "cryptography==48.0.0" in python

@@ -1,0 +1,134 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: compliance_report
+short_description: Write the key inventory and compliance report (Markdown and self-contained HTML) on the controller
+version_added: 0.1.0
+description:
+  - Runs on the controller (action plugin). From a M(secops.keylifecycle.key_info) result, a
+    M(secops.keylifecycle.audit_verify) result and the environment's audit journal, writes C(report.md) and
+    C(report.html) into O(output_dir) for the Security Officer and auditors.
+  - The report lists every key and version with state, type, id, check value or fingerprint, creation time, age, next
+    rotation, retention expiry; what needs attention (rotation overdue, retention expired but not destroyed,
+    compromised versions, anomalies, audit problems); the last lifecycle events from the journal (who, when, which
+    key, recipient, outcome); whether the audit chain verifies; and the SOC 2 / HIPAA control each step serves.
+  - The HTML page has no external resources (inline CSS and an SVG timeline of key versions), so it can be archived
+    as evidence.
+  - Holds names, ids, check values, dates and outcomes only, never key material or a PIN.
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is written; RV(summary) is returned.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - The report files are outputs, not managed state; the module always reports C(changed=false).
+options:
+  key_info:
+    description: The registered result of M(secops.keylifecycle.key_info) (all keys).
+    type: dict
+    required: true
+  audit:
+    description: The registered result of M(secops.keylifecycle.audit_verify) (with C(fail_on_error=false)).
+    type: dict
+  journal:
+    description: The audit journal to take the last events from. Default, the host's C(keylifecycle_audit_journal).
+    type: path
+  output_dir:
+    description: Directory on the controller for C(report.md) and C(report.html) (created, mode 0750).
+    type: path
+    required: true
+  environment_name:
+    description: Name of the environment shown in the report.
+    type: str
+    default: default
+  events:
+    description: How many of the last lifecycle events to list.
+    type: int
+    default: 25
+seealso:
+  - module: secops.keylifecycle.key_info
+  - module: secops.keylifecycle.audit_verify
+"""
+
+EXAMPLES = r"""
+- name: Write the report
+  secops.keylifecycle.compliance_report:
+    key_info: "{{ key_report }}"
+    audit: "{{ audit_report }}"
+    output_dir: /var/lib/secops-keylifecycle/prod/reports
+    environment_name: prod
+"""
+
+RETURN = r"""
+markdown:
+  description: Path of the Markdown report (not set in check mode).
+  returned: success
+  type: str
+html:
+  description: Path of the HTML report (not set in check mode).
+  returned: success
+  type: str
+summary:
+  description: Counts and the items that need attention.
+  returned: always
+  type: dict
+  contains:
+    keys:
+      description: Number of logical keys.
+      type: int
+    versions:
+      description: Number of key versions.
+      type: int
+    rotation_overdue:
+      description: Keys whose rotation is overdue.
+      type: list
+      elements: str
+    retention_expired:
+      description: Versions whose retention expired and that are not destroyed yet.
+      type: list
+      elements: str
+    compromised:
+      description: Versions marked compromised.
+      type: list
+      elements: str
+    anomalies:
+      description: Number of anomalies key_info reported.
+      type: int
+    audit_ok:
+      description: Whether the audit chain verified.
+      type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+ARGUMENT_SPEC = dict(
+    key_info={"type": "dict", "required": True, "no_log": False},
+    audit={"type": "dict"},
+    journal={"type": "path"},
+    output_dir={"type": "path", "required": True},
+    environment_name={"type": "str", "default": "default"},
+    events={"type": "int", "default": 25},
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.fail_json(msg="compliance_report runs on the controller through its action plugin; call it as "
+                         "secops.keylifecycle.compliance_report in a task.")
+
+
+if __name__ == "__main__":
+    main()

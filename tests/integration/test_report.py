@@ -1,0 +1,91 @@
+"""playbooks/report.yml: the key inventory and compliance report, as Markdown and HTML, shown in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def write_inventory(runner, token, report_dir):
+    inventory = runner.tmp_path / "report-inventory.yml"
+    inventory.write_text(yaml.safe_dump({"hsm": {"hosts": {"test-hsm": {
+        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "keylifecycle_audit_journal": str(runner.journal), "keylifecycle_report_dir": str(report_dir),
+        "keylifecycle_environment_name": "test-env",
+        "hsm_pkcs11_module": token.connection()["pkcs11_module"], "hsm_token_label": token.label,
+        "hsm_user_pin_file": str(token.pin_file), "hsm_environment": token.env,
+        "key_policy": {"max_rotation_period": "30d"}}}}}))
+    return inventory
+
+
+def test_report_lists_keys_events_and_audit_status_and_renders_in_chromium(runner, token, tmp_path):
+    runner.task("key_generate", {"keys": [{"name": "payments-db", "retention_period": "1s"},
+                                          {"name": "signing", "type": "ec", "usage": ["sign", "verify"]}]})
+    runner.task("key_rotate", {"name": ["payments-db"], "force": True})
+    refused = runner.task("key_destroy", {"name": "payments-db", "version": 2})  # active: refused, journaled
+    assert refused.task["failed"]
+    report_dir = tmp_path / "reports"
+    inventory = write_inventory(runner, token, report_dir)
+
+    checked = runner.playbook(REPO / "playbooks" / "report.yml", "--check", inventory=inventory)
+    assert checked.returncode == 0 and not report_dir.exists(), checked.stdout  # check mode writes nothing
+    run = runner.playbook(REPO / "playbooks" / "report.yml", inventory=inventory)
+    assert run.returncode == 0, run.stdout + run.stderr
+    markdown = (report_dir / "report.md").read_text()
+    page = (report_dir / "report.html").read_text()
+    metadata = token.metadata()
+    for label in ("payments-db:v1", "payments-db:v2", "signing:v1"):
+        assert label in markdown and label in page
+        assert metadata[label]["id"] in markdown
+    assert metadata["payments-db:v1"]["key_check_value"] in markdown
+    assert "Audit chain: **verifies**" in markdown
+    assert "| key-rotate | success | payments-db:v2 |" in markdown  # the last lifecycle events, from the journal
+    assert "key-destroy | failure" in markdown
+    assert "SOC 2 CC6.1" in markdown and "HIPAA 164.312(e)(2)(ii)" in markdown
+    assert "<svg" in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")  # self-contained
+    assert token.user_pin not in markdown + page
+    assert (report_dir / "report.html").stat().st_mode & 0o777 == 0o640
+
+    # the HTML page renders in headless Chromium (Debian chromium) and a screenshot is taken
+    browser = shutil.which("chromium")
+    assert browser, "chromium is missing: run ./scripts/bootstrap.sh"
+    screenshot = tmp_path / "report.png"
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            ["timeout", "90", browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--user-data-dir=%s" % profile, "--screenshot=%s" % screenshot, "--window-size=1200,900",
+             "file://%s" % (report_dir / "report.html")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and screenshot.exists(), proc.stderr[-2000:]
+    png = screenshot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000, len(png)  # a rendered page, not a blank one
+    shutil.copy(screenshot, report_dir / "report.png")
+
+
+def test_scheduled_rotation_playbook_writes_a_summary_and_fails_loudly(runner, token, tmp_path):
+    import json
+    import time
+
+    runner.task("key_generate", {"keys": [{"name": "due-soon", "rotation_period": "1s"}, {"name": "fresh"}]})
+    time.sleep(1.5)
+    report_dir = tmp_path / "reports"
+    inventory = write_inventory(runner, token, report_dir)
+    run = runner.playbook(REPO / "playbooks" / "rotate.yml", inventory=inventory)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((report_dir / "rotate-summary.json").read_text())
+    assert summary["failed"] is False and summary["environment"] == runner.tmp_path.name
+    assert [r["name"] for r in summary["rotated"]] == ["due-soon"]
+    assert {"due-soon:v2", "fresh:v1"} <= set(token.metadata())
+
+    # a failure (here a PIN file others can read) exits non-zero and still leaves a summary saying so
+    token.pin_file.chmod(0o644)
+    failed = runner.playbook(REPO / "playbooks" / "rotate.yml", inventory=inventory)
+    token.pin_file.chmod(0o600)
+    assert failed.returncode != 0
+    summary = json.loads((report_dir / "rotate-summary.json").read_text())
+    assert summary["failed"] is True and summary["rotated"] == []
