@@ -1,18 +1,22 @@
 """Benchmark the audit trail of secops.keylifecycle on SoftHSM2 (see bench/README.md, "Audit benchmark").
 
-1. Overhead on a batch: one ``key_generate`` task with N AES-256 keys (default 1000; the batch stands in for
-   the rotation module, which does not exist yet), in three variants, each on a fresh token, alternating,
-   ``--repeat`` times, medians:
+1. Overhead on a batch rotation: one ``key_rotate`` task rotating N AES-256 keys (default 1000; ``name:`` the N
+   keys, ``force: true``), in three variants, each on a fresh token, alternating, ``--repeat`` times, medians.
+   Before the timed task, one untimed ``key_generate`` task (N specs) creates the keys with the same collection
+   and, for b and c, the same journal, audit state dir and callbacks, so the timed task runs in the steady state
+   (signing key on the token, earlier records already shipped):
 
-   a. audit off: a copy of the collection without plugins/action/key_generate.py, so no journal is written and
-      the module anchors no checkpoint (checked after every run);
+   a. audit off: a copy of the collection without plugins/action/key_rotate.py and key_generate.py, so no
+      journal is written and the module anchors no checkpoint (checked after every run);
    b. journal only: the collection as built (fail-closed journal and HSM-signed checkpoint);
    c. journal + both stores: as b, with the callback secops.keylifecycle.audit shipping to a real rsyslog (TLS)
       and a real PostgreSQL (TLS) on loopback (tests/servers.py); every journal record is checked to be in
       both stores afterwards.
 
-   Plus an in-process breakdown of where the overhead comes from (the action plugin's journal work, and the
-   module's checkpoint anchoring on a token that holds N keys).
+   After every run the token is checked (N keys, v2 active, v1 deactivated with encrypt off) and, for b and c,
+   the journal (a valid chain with the rotation's intent, N key-rotate changes, checkpoint and outcome). Plus an
+   in-process breakdown of where the overhead comes from (the action plugin's journal work, and the module's
+   checkpoint anchoring on a token that holds the rotated keys).
 
 2. audit_verify throughput on a synthetic but valid journal of ``--records`` records written with the real
    ``Journal.append``: ``verify_chain`` and ``verify_journal`` in-process, and the ``audit_verify`` module
@@ -36,17 +40,33 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_generate import BENCH, PKCS11_MODULE, PYTHON, Token, environment, generate_task, key_names, run
+from bench_generate import (
+    BENCH,
+    METADATA_APPLICATION,
+    PKCS11_MODULE,
+    PYTHON,
+    Token,
+    environment,
+    generate_task,
+    key_names,
+    run,
+)
 
 REPO = BENCH.parent
 COLLECTION = ("ansible_collections", "secops", "keylifecycle")
 TARGET_JOURNAL_VS_OFF = 1.05  # journal only / audit off, at most
 VARIANTS = ("audit_off", "journal", "stores")
 VARIANT_TITLES = {"audit_off": "a. audit off", "journal": "b. journal only", "stores": "c. journal + both stores"}
-MODULE = "secops.keylifecycle.key_generate"
+GENERATE_MODULE = "secops.keylifecycle.key_generate"
+ROTATE_MODULE = "secops.keylifecycle.key_rotate"
+# removed from the "audit off" copy: the timed task's action plugin, and the untimed key_generate's
+AUDIT_OFF_REMOVED = ("key_rotate.py", "key_generate.py")
+PLAY_TIMED, PLAY_PREPARE = "rotate", "generate"  # file name prefixes of the two playbooks of a run
+BENCH_FILES = ("-task-time.jsonl", "-phases.jsonl")  # the bench callbacks' own files
 
 
 def import_collection(collections_path):
@@ -68,7 +88,7 @@ def median_of(runs, key):
 # ---- child processes on a token ------------------------------------------------------------------------------
 
 def token_objects(collections_path, label, pin_file):
-    """The benchmark's key objects and the collection's audit objects on the token."""
+    """The benchmark's keys (versions and states) and the collection's audit objects on the token."""
     import_collection(collections_path)
     import pkcs11  # pylint: disable=import-outside-toplevel
     from pkcs11 import Attribute, ObjectClass  # pylint: disable=import-outside-toplevel
@@ -79,19 +99,35 @@ def token_objects(collections_path, label, pin_file):
 
     token = pkcs11.lib(PKCS11_MODULE).get_token(token_label=label)
     with token.open(rw=False, user_pin=Path(pin_file).read_text(encoding="ascii").rstrip("\n")) as session:
-        def labels(template):
-            return [obj[Attribute.LABEL] for obj in session.get_objects(template)]
+        def objects(template):
+            return [obj for obj in session.get_objects(template) if obj[Attribute.LABEL].startswith("bench-")]
 
-        return {
-            "bench_secret_keys": sum(1 for name in labels({Attribute.CLASS: ObjectClass.SECRET_KEY})
-                                     if name.startswith("bench-")),
-            "bench_data_objects": sum(1 for name in labels({Attribute.CLASS: ObjectClass.DATA})
-                                      if name.startswith("bench-")),
-            "checkpoints": len(labels({Attribute.CLASS: ObjectClass.DATA,
-                                       Attribute.APPLICATION: CHECKPOINT_APPLICATION})),
-            "signing_keys": sum(1 for name in labels({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
-                                if name.startswith(SIGNING_KEY_NAME + ":")),
-        }
+        secret_keys = {obj[Attribute.LABEL]: bool(obj[Attribute.ENCRYPT])
+                       for obj in objects({Attribute.CLASS: ObjectClass.SECRET_KEY})}
+        data = objects({Attribute.CLASS: ObjectClass.DATA})
+        documents = [json.loads(bytes(obj[Attribute.VALUE])) for obj in data
+                     if obj[Attribute.APPLICATION] == METADATA_APPLICATION]
+        checkpoints = [json.loads(bytes(obj[Attribute.VALUE]).decode("ascii")) for obj in session.get_objects(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: CHECKPOINT_APPLICATION})]
+        signing_keys = sum(1 for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+                           if obj[Attribute.LABEL].startswith(SIGNING_KEY_NAME + ":"))
+    newest = {}  # metadata revisions are append-only: the highest revision of each version counts
+    for doc in documents:
+        label = "%s:v%d" % (doc["name"], doc["version"])
+        if label not in newest or doc["revision"] > newest[label]["revision"]:
+            newest[label] = doc
+    return {
+        "bench_keys": len({doc["name"] for doc in documents}),
+        # "v1 deactivated": N, "v2 active": N after a rotation of every key
+        "bench_versions": dict(Counter("v%d %s" % (doc["version"], doc["state"]) for doc in newest.values())),
+        "bench_secret_keys": len(secret_keys),
+        # the token object of a deactivated version has CKA_ENCRYPT off: only the v2 objects keep it
+        "bench_encrypt_on": dict(Counter(name.rsplit(":", 1)[1] for name, on in secret_keys.items() if on)),
+        "bench_data_objects": len(data),
+        "checkpoints": len(checkpoints),
+        "checkpoint_seqs": sorted(doc["seq"] for doc in checkpoints),
+        "signing_keys": signing_keys,
+    }
 
 
 def anchor_cost(collections_path, label, pin_file):
@@ -144,17 +180,18 @@ class Playbooks:
             "PATH": "%s:%s" % (Path(PYTHON).parent, os.environ.get("PATH", "/usr/bin:/bin")),
         })
 
-    def play(self, root, token, tasks, collections_path, journal, extra_env=None, callbacks=()):
+    def play(self, root, token, tasks, collections_path, journal, extra_env=None, callbacks=(), name="play"):
         """Run the tasks on ``token``; return wall times: total, task (bench_task_time) and phases (bench_phases).
 
-        ``root`` holds the playbook, its log and the callbacks' files; the audit state dir is ``root/audit-state``.
+        ``root`` holds the playbook ``<name>.yml``, its log and the callbacks' files (``<name>-*.jsonl``, see
+        BENCH_FILES); the audit state dir is ``root/audit-state``, shared by every playbook run in ``root``.
         """
         root.mkdir(parents=True, exist_ok=True)
-        path = root / "play.yml"
+        path = root / (name + ".yml")
         path.write_text(json.dumps([{
             "hosts": "bench", "gather_facts": False, "environment": token.env,
             "vars": {"keylifecycle_audit_journal": str(journal)}, "tasks": tasks}]))
-        task_times, phases = root / "task-time.jsonl", root / "phases.jsonl"
+        task_times, phases = (root / (name + suffix) for suffix in BENCH_FILES)
         env = dict(self.env, **(extra_env or {}))
         env.update({
             "ANSIBLE_COLLECTIONS_PATH": str(collections_path),
@@ -234,53 +271,97 @@ class Stores:
 # ---- 1. overhead ---------------------------------------------------------------------------------------------
 
 def make_audit_off_copy(collections_path, work):
-    """A copy of the installed collection without the key_generate action plugin, in its own collections path."""
+    """A copy of the installed collection without the key_rotate (timed) and key_generate (untimed) action
+    plugins, in its own collections path."""
     source = collections_path.joinpath(*COLLECTION)
     target_path = work / "collections-audit-off"
     target = target_path.joinpath(*COLLECTION)
-    if not (source / "plugins" / "action" / "key_generate.py").is_file():
-        raise SystemExit("%s has no plugins/action/key_generate.py: not the collection this bench expects" % source)
+    for name in AUDIT_OFF_REMOVED:
+        if not (source / "plugins" / "action" / name).is_file():
+            raise SystemExit("%s has no plugins/action/%s: not the collection this bench expects" % (source, name))
     shutil.rmtree(target_path, ignore_errors=True)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-    (target / "plugins" / "action" / "key_generate.py").unlink()
+    for name in AUDIT_OFF_REMOVED:
+        (target / "plugins" / "action" / name).unlink()
     return target_path
 
 
-def check_run(variant, root, token, journal, n, collections_path, stores, log):
+def rotate_task(token, n):
+    """The timed task: rotate the N bench keys, due or not."""
+    return {"name": "key_rotate", ROTATE_MODULE: dict(token.connection(), name=key_names(n), force=True)}
+
+
+def record_kind(record):
+    event = record["event"]
+    return "%s %s %s" % (event["keylifecycle"]["phase"], event["event"]["action"], event["event"]["outcome"])
+
+
+def check_token(variant, token, n, collections_path):
+    """Every key rotated once: v1 deactivated (encrypt off), v2 active; the audit objects only where audited."""
+    objects = child(token, "_token", collections_path)
+    audited = variant != "audit_off"
+    expected = {"bench_keys": n, "bench_versions": {"v1 deactivated": n, "v2 active": n},
+                "bench_secret_keys": 2 * n, "bench_encrypt_on": {"v2": n},
+                "bench_data_objects": 3 * n,  # metadata revisions: v1 twice (append-only), v2 once
+                "checkpoints": int(audited), "signing_keys": int(audited)}
+    found = {key: value for key, value in objects.items() if key != "checkpoint_seqs"}
+    if found != expected:
+        raise SystemExit("%s: the token holds %s, expected %s" % (variant, found, expected))
+    return objects
+
+
+def check_journal(variant, journal, n, verify_chain, checkpoint_seqs):
+    """The journal of the untimed key_generate then the timed key_rotate; returns (chain, rotation records)."""
+    lines = journal.read_text(encoding="ascii").splitlines()
+    chain = verify_chain(lines)
+    counts = dict(Counter(record_kind(record) for record in chain.parsed))
+    expected = {"intent key-generate unknown": 1, "change key-generate success": n + 1,  # + the signing key
+                "outcome key-generate success": 1, "intent key-rotate unknown": 1, "change key-rotate success": n,
+                "outcome key-rotate success": 1, "change audit-checkpoint success": 2}
+    if not chain.ok or counts != expected:
+        raise SystemExit("%s: journal %s: chain %s, records %s, expected %s" % (
+            variant, journal, chain.first_bad, counts, expected))
+    start = next(i for i, record in enumerate(chain.parsed) if record_kind(record) == "intent key-rotate unknown")
+    rotation = chain.parsed[start:]
+    shape = ["intent key-rotate unknown"] + ["change key-rotate success"] * n + [
+        "change audit-checkpoint success", "outcome key-rotate success"]
+    if [record_kind(record) for record in rotation] != shape:
+        raise SystemExit("%s: journal %s: the rotation's records are not intent, %d changes, checkpoint, outcome"
+                         % (variant, journal, n))
+    rotated = sorted((key["name"], key["previous_version"], key["previous_state"], key["version"], key["state"])
+                     for key in (record["event"]["key"] for record in rotation[1:n + 1]))
+    if rotated != sorted((name, 1, "deactivated", 2, "active") for name in key_names(n)):
+        raise SystemExit("%s: journal %s: the key-rotate changes do not name every key once, v1 deactivated -> "
+                         "v2 active" % (variant, journal))
+    intent_seq = rotation[0]["seq"]
+    anchored = rotation[n + 1]["event"]["keylifecycle"]["checkpoint"]["seq"]
+    if anchored != intent_seq or checkpoint_seqs != [intent_seq]:
+        raise SystemExit("%s: the rotation's intent (seq %d) is not anchored: checkpoint record seq %s, on the "
+                         "token %s" % (variant, intent_seq, anchored, checkpoint_seqs))
+    return chain, rotation
+
+
+def check_run(variant, root, token, journal, n, collections_path, stores, logs):
     """Check what the run left: keys on the token, journal and checkpoint (or none), records in the stores."""
     import_collection(collections_path)
     # pylint: disable-next=import-outside-toplevel
     from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import verify_chain
 
-    objects = child(token, "_token", collections_path)
-    audited = variant != "audit_off"
-    expected = {"bench_secret_keys": n, "bench_data_objects": n, "checkpoints": int(audited),
-                "signing_keys": int(audited)}
-    if objects != expected:
-        raise SystemExit("%s: the token holds %s, expected %s" % (variant, objects, expected))
-    state = root / "audit-state"
-    if not audited:
-        left = [str(p) for p in list(root.rglob("*.jsonl*")) + list(state.rglob("*")) if p.name != "phases.jsonl"
-                and p.name != "task-time.jsonl"]
+    objects = check_token(variant, token, n, collections_path)
+    if variant == "audit_off":
+        state = root / "audit-state"
+        left = [str(p) for p in list(root.rglob("*.jsonl*")) + list(state.rglob("*"))
+                if not p.name.endswith(BENCH_FILES)]
         if journal.exists() or left:
             raise SystemExit("audit off: a journal or audit state was written: %s" % (left or journal))
-        return {"journal_records": 0, "token": objects}
+        return {"journal_records": 0, "journal_total": 0, "token": objects}
 
-    lines = journal.read_text(encoding="ascii").splitlines()
-    chain = verify_chain(lines)
-    phases = [(r["event"]["keylifecycle"]["phase"], r["event"]["event"]["action"], r["event"]["event"]["outcome"])
-              for r in chain.parsed]
-    counts = {"intent": phases.count(("intent", "key-generate", "unknown")),
-              "outcome_success": phases.count(("outcome", "key-generate", "success")),
-              "key_changes": phases.count(("change", "key-generate", "success")),
-              "checkpoints": phases.count(("change", "audit-checkpoint", "success"))}
-    # N keys and the audit-checkpoint signing key generated on first use
-    if not chain.ok or counts != {"intent": 1, "outcome_success": 1, "key_changes": n + 1, "checkpoints": 1}:
-        raise SystemExit("%s: journal %s: chain %s, records %s" % (variant, journal, chain.first_bad, counts))
-    out = {"journal_records": len(lines), "token": objects}
+    chain, rotation = check_journal(variant, journal, n, verify_chain, objects["checkpoint_seqs"])
+    out = {"journal_records": len(rotation), "journal_total": chain.records, "token": objects}
     if variant == "stores":
-        if "queued for" in log:
-            raise SystemExit("%s: the callback queued records (a store did not acknowledge):\n%s" % (variant, log))
+        for log in logs:
+            if "queued for" in log:
+                raise SystemExit("%s: the callback queued records (a store did not acknowledge):\n%s" % (variant, log))
         ids = sorted(r["record_id"] for r in chain.parsed)
         got = stores.received(chain.journal_id, len(ids))
         out["received"] = {name: len(values) for name, values in got.items()}
@@ -292,22 +373,30 @@ def check_run(variant, root, token, journal, n, collections_path, stores, log):
 
 
 def overhead_run(variant, root, n, ctx):
+    """On a fresh token: generate the N keys (not timed), then time one task rotating all of them.
+
+    Both playbooks use the variant's collection, journal, audit state dir and callbacks, so in c the generated
+    keys' records are shipped before the timed playbook starts.
+    """
     token = Token(root / "token")
     journal = root / "audit-journal.jsonl"
-    stores = ctx["stores"]
-    timing = ctx["playbooks"].play(
-        root, token, [generate_task(token, n)], ctx["paths"][variant], journal,
-        extra_env=stores.callback_env() if variant == "stores" else None,
-        callbacks=("secops.keylifecycle.audit",) if variant == "stores" else ())
-    checks = check_run(variant, root, token, journal, n, ctx["collections"], stores, timing.pop("log"))
+    stores, playbooks, collections = ctx["stores"], ctx["playbooks"], ctx["paths"][variant]
+    options = {"extra_env": stores.callback_env() if variant == "stores" else None,
+               "callbacks": ("secops.keylifecycle.audit",) if variant == "stores" else ()}
+    prepare = playbooks.play(root, token, [generate_task(token, n)], collections, journal, name=PLAY_PREPARE,
+                             **options)
+    timing = playbooks.play(root, token, [rotate_task(token, n)], collections, journal, name=PLAY_TIMED, **options)
+    checks = check_run(variant, root, token, journal, n, ctx["collections"], stores,
+                       (prepare["log"], timing.pop("log")))
     timing.pop("result")
-    if variant == "audit_off":  # the module-side cost of anchoring, on this token that now holds N keys
+    timing.update(prepare_total=prepare["total"], prepare_task=prepare["task"])
+    if variant == "audit_off":  # the module-side cost of anchoring, on this token that now holds the rotated keys
         checks["anchor"] = child(token, "_anchor", ctx["collections"])
     return dict(timing, **checks)
 
 
 def controller_journal_cost(root, n, collections_path):
-    """The action plugin's journal work for an N-key task, in-process, on the work folder's file system."""
+    """The action plugin's journal work for an N-key rotation task, in-process, on the work folder's file system."""
     import_collection(collections_path)
     # pylint: disable=import-outside-toplevel
     from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import (
@@ -323,14 +412,15 @@ def controller_journal_cost(root, n, collections_path):
     module_context = AuditContext(operator=getpass.getuser(), operator_source="controller_os_user",
                                   run_id="bench-run", host="localhost", intent_id=str(uuid.uuid4()))
     # built by the module in every variant (audit off too): not part of the overhead, returned as JSON
-    module_events = json.loads(json.dumps([build_event("key-generate", "success", module_context,
-                                                       key=synthetic_key(name, "kl-bench")) for name in names]))
+    module_events = json.loads(json.dumps([build_event("key-rotate", "success", module_context, reason="scheduled",
+                                                       key=synthetic_rotation_key(name, "kl-bench"))
+                                           for name in names]))
     root.mkdir(parents=True, exist_ok=True)
     journal = Journal(str(root / "audit-journal.jsonl"))
-    extra = {"module": MODULE}
+    extra = {"module": ROTATE_MODULE}
     out = {}
     start = time.perf_counter()
-    intent = journal.append([build_event("key-generate", "unknown", context, phase="intent",
+    intent = journal.append([build_event("key-rotate", "unknown", context, phase="intent",
                                          extra=dict(extra, requested_keys=names))])[0]
     register_journal(journal.path, {"KEYLIFECYCLE_AUDIT_STATE_DIR": str(root / "audit-state")})
     out["intent_append"] = time.perf_counter() - start
@@ -339,7 +429,7 @@ def controller_journal_cost(root, n, collections_path):
     context.intent_id = intent.record_id
     events.append(build_event("audit-checkpoint", "success", context,
                               extra=dict(extra, checkpoint=fake_checkpoint(intent))))
-    events.append(build_event("key-generate", "success", context, phase="outcome", extra=dict(extra, changed=True)))
+    events.append(build_event("key-rotate", "success", context, phase="outcome", extra=dict(extra, changed=True)))
     journal.append(events)
     out["outcome_append"] = time.perf_counter() - start
     out["records"] = len(events) + 1
@@ -360,6 +450,13 @@ def synthetic_key(name, token_label):
             "size": 256, "state": "active", "token": token_label, "check_value": os.urandom(3).hex()}
 
 
+def synthetic_rotation_key(name, token_label):
+    """The key section of a key-rotate event: new version 2, version 1 deactivated (as _key_rotation._event)."""
+    return dict(synthetic_key(name, token_label), version=2, label=name + ":v2", previous_version=1,
+                previous_id=os.urandom(16).hex(), previous_state="deactivated",
+                retain_until=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
 def bench_overhead(args, ctx):
     n = args.keys
     base = args.work_dir / "overhead"
@@ -375,12 +472,14 @@ def bench_overhead(args, ctx):
         result["controller_journal"].append(controller_journal_cost(base / ("controller-%d" % i), n,
                                                                     ctx["collections"]))
     result["loadavg_end"] = os.getloadavg()[0]
-    keys = ("total", "task", "startup", "setup", "after_task", "finish")
+    keys = ("total", "task", "startup", "setup", "after_task", "finish", "prepare_total")
     result["medians"] = {variant: {key: median_of(runs, key) for key in keys}
                          for variant, runs in result["runs"].items()}
     off = result["medians"]["audit_off"]
     result["ratios"] = {variant: {key: result["medians"][variant][key] / off[key] for key in ("total", "task")}
                         for variant in ("journal", "stores")}
+    result["per_key_ms"] = {variant: {key: 1000 * result["medians"][variant][key] / n for key in ("total", "task")}
+                            for variant in VARIANTS}
     anchors = [run["anchor"] for run in result["runs"]["audit_off"]]
     result["anchor"] = {key: median_of(anchors, key) for key in ("store_load", "anchor_first", "anchor_next")}
     result["controller_journal_median"] = {
@@ -390,11 +489,11 @@ def bench_overhead(args, ctx):
 
 
 def report_overhead(result):
-    n, med, ratios = result["n"], result["medians"], result["ratios"]
-    print("1. Audit overhead: one secops.keylifecycle.key_generate task with %d AES-256 keys as the batch "
-          "(the rotation module does not exist yet)\n" % n)
+    n, med, ratios, per_key = result["n"], result["medians"], result["ratios"], result["per_key_ms"]
+    print("1. Audit overhead: one secops.keylifecycle.key_rotate task rotating %d AES-256 keys (name: the %d keys, "
+          "force: true), each run after an untimed key_generate of the keys\n" % (n, n))
     header = ("variant", "total", "task", "startup", "setup", "after_task", "finish", "records", "total/a",
-              "task/a")
+              "task/a", "task ms/key")
     rows = []
     for variant in VARIANTS:
         runs = result["runs"][variant]
@@ -402,12 +501,17 @@ def report_overhead(result):
         rows.append((VARIANT_TITLES[variant],) + tuple("%.2f" % med[variant][key] for key in (
             "total", "task", "startup", "setup", "after_task", "finish")) + (
             str(runs[0]["journal_records"]),
-            "%.3f" % ratio["total"] if ratio else "1", "%.3f" % ratio["task"] if ratio else "1"))
+            "%.3f" % ratio["total"] if ratio else "1", "%.3f" % ratio["task"] if ratio else "1",
+            "%.2f" % per_key[variant]["task"]))
     table(header, rows)
     print("\nSeconds, medians of %d runs per variant (alternating, each on a fresh token). total = the whole "
-          "ansible-playbook run; task = the task alone (callback bench_task_time); startup / setup / after_task / "
-          "finish = process start to playbook start / to task start / task result to stats / stats to exit "
-          "(callback bench_phases). records = journal records per run." % len(result["runs"]["audit_off"]))
+          "ansible-playbook run of the rotation; task = the key_rotate task alone (callback bench_task_time); "
+          "startup / setup / after_task / finish = process start to playbook start / to task start / task result "
+          "to stats / stats to exit (callback bench_phases). records = journal records written by the rotation "
+          "task. task ms/key = task / %d." % (len(result["runs"]["audit_off"]), n))
+    print("Untimed key_generate of the %d keys before each run (whole playbook, medians): a %.2f s, b %.2f s, "
+          "c %.2f s" % (n, med["audit_off"]["prepare_total"], med["journal"]["prepare_total"],
+                        med["stores"]["prepare_total"]))
     print("Load average %.2f -> %.2f" % (result["loadavg_start"], result["loadavg_end"]))
     for variant in VARIANTS:
         runs = result["runs"][variant]
@@ -418,22 +522,30 @@ def report_overhead(result):
         print("b/a (%s) = %.3f: target <= %.2f %s; c/a (%s) = %.3f" % (
             key, value, TARGET_JOURNAL_VS_OFF, "met" if value <= TARGET_JOURNAL_VS_OFF else "NOT met", key,
             ratios["stores"][key]))
+    print("Per key (task medians): a %.2f ms, b %.2f ms, c %.2f ms; b - a %.3f ms, c - a %.3f ms per key" % (
+        per_key["audit_off"]["task"], per_key["journal"]["task"], per_key["stores"]["task"],
+        per_key["journal"]["task"] - per_key["audit_off"]["task"],
+        per_key["stores"]["task"] - per_key["audit_off"]["task"]))
     received = [r["received"] for r in result["runs"]["stores"]]
-    records = [r["journal_records"] for r in result["runs"]["stores"]]
-    print("Checks: a wrote no journal, no audit state and no checkpoint (every run); b and c journaled a valid "
-          "chain (intent, %d key changes + the signing key, checkpoint, outcome) and left 1 checkpoint on the "
-          "token; c's stores received every record: %s" % (n, ", ".join(
-              "syslog %d/%d postgresql %d/%d" % (got["syslog"], want, got["postgresql"], want)
-              for got, want in zip(received, records))))
+    totals = [r["journal_total"] for r in result["runs"]["stores"]]
+    print("Checks: every run left %d keys with v2 active and v1 deactivated (CKA_ENCRYPT off on v1; %d key objects, "
+          "%d metadata objects); a wrote no journal, no audit state, no checkpoint and no signing key; b and c "
+          "journaled a valid chain whose rotation is intent, %d key-rotate changes (v1 deactivated -> v2 active), "
+          "checkpoint, outcome (%d records after the key_generate's %d), with 1 checkpoint on the token anchoring "
+          "the rotation's intent; c's stores received every record of the journal: %s" % (
+              n, 2 * n, 3 * n, n, n + 3, n + 4, ", ".join(
+                  "syslog %d/%d postgresql %d/%d" % (got["syslog"], want, got["postgresql"], want)
+                  for got, want in zip(received, totals))))
     journal, anchor = result["controller_journal_median"], result["anchor"]
     print("Breakdown (in-process, medians): action plugin journal work for %d keys: intent record appended and "
           "fsync'ed %.1f ms, %d module events validated %.1f ms, checkpoint + outcome built and %d records "
-          "appended and fsync'ed %.1f ms; module checkpoint anchoring on a token with %d keys: first (generates "
-          "the signing key pair) %.1f ms, later ones %.1f ms" % (
+          "appended and fsync'ed %.1f ms; module checkpoint anchoring on a token holding the %d rotated keys: "
+          "with the signing key in place, as in b and c (sign, replace the stored checkpoint) %.1f ms; on a token "
+          "without it (generates the signing key pair first) %.1f ms" % (
               n, 1000 * journal["intent_append"], n, 1000 * journal["validate_events"], n + 2,
-              1000 * journal["outcome_append"], n, 1000 * anchor["anchor_first"], 1000 * anchor["anchor_next"]))
+              1000 * journal["outcome_append"], n, 1000 * anchor["anchor_next"], 1000 * anchor["anchor_first"]))
     estimate = journal["intent_append"] + journal["validate_events"] + journal["outcome_append"] + \
-        anchor["anchor_first"]
+        anchor["anchor_next"]
     spread = {variant: max(r["task"] for r in runs) - min(r["task"] for r in runs)
               for variant, runs in result["runs"].items()}
     print("Sum of the breakdown: %.2f s = %.1f%% of a's task; measured b - a (task medians) %.2f s; spread (max - "
@@ -487,7 +599,7 @@ def build_journal(path, records, batch, token_label):
 
     signer = SoftwareSigner()
     journal = Journal(str(path))
-    extra = {"module": MODULE}
+    extra = {"module": GENERATE_MODULE}
     appends = 0
     for task in range(records // batch):
         context = AuditContext(operator=getpass.getuser(), operator_source="controller_os_user",

@@ -40,15 +40,16 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     recipient_state = tmp_path / "dev-app-state"  # the dev-app recipient's own token
     recipient_token = make_token(recipient_state, "kl-dev-app")
     shutil.copy(recipient_token.pin_file, recipient_state / "user.pin")
+    (recipient_state / "so.pin").write_text(recipient_token.so_pin)
     for path in (state, recipient_state):  # as scripts/softhsm-token.sh leaves them
         subprocess.run(["chmod", "-R", "go-rwx", str(path)], check=True)
     inventory = repo / "inventories" / "dev"
     args = ["-e", "hsm_state_dir=%s" % state, "-e", "recipient_state_dir=%s" % recipient_state]
-    (state / "tokens").chmod(0o755)  # a token directory others can read: the hsm_token role stops the play
+    (state / "softhsm2.conf").chmod(0o644)  # token storage others can read: the hsm_token role stops the play
     loose = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
     assert loose.returncode != 0 and "chmod go-rwx" in loose.stdout, loose.stdout
     assert token.key_objects() == []
-    (state / "tokens").chmod(0o700)
+    (state / "softhsm2.conf").chmod(0o600)
 
     first = runner.playbook(repo / "playbooks" / "site.yml", *args, inventory=inventory)
     assert first.returncode == 0, first.stdout + first.stderr

@@ -89,3 +89,21 @@ def test_scheduled_rotation_playbook_writes_a_summary_and_fails_loudly(runner, t
     assert failed.returncode != 0
     summary = json.loads((report_dir / "rotate-summary.json").read_text())
     assert summary["failed"] is True and summary["rotated"] == []
+
+
+def test_destroy_expired_playbook_destroys_only_what_retention_allows(runner, token, tmp_path):
+    import time
+
+    runner.task("key_generate", {"keys": [{"name": "short", "retention_period": "1s"},
+                                          {"name": "long", "retention_period": "30d"}]})
+    runner.task("key_rotate", {"name": ["short", "long"], "force": True})
+    time.sleep(1.5)
+    inventory = write_inventory(runner, token, tmp_path / "reports")
+    checked = runner.playbook(REPO / "playbooks" / "destroy_expired.yml", "--check", inventory=inventory)
+    assert checked.returncode == 0 and "short v1: destroy" in checked.stdout, checked.stdout
+    assert token.metadata()["short:v1"]["state"] == "deactivated"  # check mode destroyed nothing
+    run = runner.playbook(REPO / "playbooks" / "destroy_expired.yml", inventory=inventory)
+    assert run.returncode == 0, run.stdout + run.stderr
+    metadata = token.metadata()
+    assert metadata["short:v1"]["state"] == "destroyed" and metadata["long:v1"]["state"] == "deactivated"
+    assert "short:v1" not in {o["label"] for o in token.key_objects() if o["class"] == "SECRET_KEY"}
