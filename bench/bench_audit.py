@@ -734,7 +734,8 @@ def main():
     parser.add_argument("--collections-path", type=Path, required=True,
                         help="collections path where secops.keylifecycle is installed (run_audit.sh does this)")
     parser.add_argument("--work-dir", type=Path, required=True, help="scratch folder for tokens and playbooks")
-    parser.add_argument("--keys", type=int, default=1000, help="keys in the key_generate batch (default 1000)")
+    parser.add_argument("--keys", type=int, default=1000,
+                        help="keys generated, then rotated by the timed key_rotate task (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant / method (median, default 3)")
     parser.add_argument("--records", type=int, default=100000, help="records of the synthetic journal")
     parser.add_argument("--batch", type=int, default=1000, help="records per task in the synthetic journal")

@@ -36,12 +36,18 @@ class ActionModule(ActionBase):
                                     "(it has no key_versions).")
         if not args.get("output_dir"):
             raise AnsibleActionFail("output_dir is required: the directory on the controller for the report.")
+        try:
+            events = int(args.get("events", 25))
+        except (TypeError, ValueError):
+            events = 0
+        if events < 1:
+            raise AnsibleActionFail("events must be a positive number of events to list, got %r." % args.get("events"))
         path = args.get("journal") or self._templar.template(task_vars.get(JOURNAL_VARIABLE)) or \
             default_journal_path()
         journal = Journal(path)
         lines = journal.read_lines()
         model = build_model(str(args.get("environment_name") or "default"), key_info, args.get("audit"),
-                            last_events(lines, int(args.get("events") or 25)))
+                            last_events(lines, events))
         result.update(changed=False, summary=summary(model))
         if self._task.check_mode:
             return result
@@ -49,9 +55,10 @@ class ActionModule(ActionBase):
         os.makedirs(directory, mode=0o750, exist_ok=True)
         for name, content in (("report.md", render_markdown(model)), ("report.html", render_html(model))):
             target = os.path.join(directory, name)
-            descriptor = os.open(target + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            temporary = "%s.%d.tmp" % (target, os.getpid())  # two hosts' tasks may write at once
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(content)
-            os.replace(target + ".tmp", target)
+            os.replace(temporary, target)
             result["markdown" if name.endswith(".md") else "html"] = target
         return result

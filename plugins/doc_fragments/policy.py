@@ -58,6 +58,12 @@ options:
       compromise_requires_approval:
         description: Compromise rotations only with C(approved_by) naming a second person, different from the operator.
         type: bool
+      require_transport_key_pin:
+        description:
+          - M(secops.keylifecycle.key_distribute) refuses a recipient whose transport key fingerprint is not pinned
+            (O(secops.keylifecycle.key_distribute#module:recipients[].fingerprint)), so a re-enrolled or substituted
+            transport key is not used before its owner confirmed it.
+        type: bool
       allow_operator_override:
         description:
           - Whether the variable C(keylifecycle_operator) may name the operator instead of the identity resolved on

@@ -38,6 +38,7 @@ POLICY_ARGSPEC = {
             "destroy_requires_approval": {"type": "bool"},
             "compromise_requires_approval": {"type": "bool"},
             "allow_operator_override": {"type": "bool"},
+            "require_transport_key_pin": {"type": "bool"},
             "authorization": {"type": "dict"},
             "groups": {"type": "dict"},
         },

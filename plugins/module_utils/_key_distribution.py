@@ -33,6 +33,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, validate_name
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    FINGERPRINT_RE,
     PACKAGE_FORMAT,
     load_transport_public_key,
     mechanism_name,
@@ -65,6 +66,7 @@ class RecipientPlan:
     packages: list = field(default_factory=list)   # (version, action) with action install | update
     withdrawn: list = field(default_factory=list)  # dicts: name, version, id, state, why
     held: list = field(default_factory=list)       # versions already installed as they should be
+    blocked: list = field(default_factory=list)    # versions it should hold but withdrew earlier (tombstones)
 
     def as_dict(self, wrapped, mechanism):
         return {
@@ -75,6 +77,7 @@ class RecipientPlan:
                          for version, action in self.packages],
             "withdrawn": list(self.withdrawn),
             "unchanged": [{"name": v.name, "version": v.version, "id": v.key_id} for v in self.held],
+            "blocked": list(self.blocked),
         }
 
     def package(self, version, action, blob, mechanism):
@@ -109,18 +112,34 @@ class DistributionResult:
 
 
 def parse_recipients(raw_recipients, policy):
-    """Validate the ``recipients`` option: names, hosts, transport public keys, pinned fingerprints."""
+    """Validate the ``recipients`` option: names, hosts, transport public keys, pinned fingerprints.
+
+    A recipient is one host of a service: several hosts may serve one recipient name (each with its own transport
+    key and its own copies), but each host is listed once.
+    """
     recipients, seen = [], set()
     for index, raw in enumerate(raw_recipients):
         where = "recipients[%d]" % index
         name = validate_name(raw.get("name"), "%s.name" % where)
-        if name in seen:
-            raise InvalidOption("recipient %r is listed twice in recipients; list each recipient once." % name,
+        host = str(raw.get("host") or name)
+        if host in seen:
+            raise InvalidOption("host %r is listed twice in recipients; list each recipient host once." % host,
                                 option="recipients")
-        seen.add(name)
-        where = "recipient %r" % name
-        public_key, fingerprint = load_transport_public_key(raw.get("public_key_pem"), where,
-                                                            raw.get("fingerprint"), policy.min_rsa_bits)
+        seen.add(host)
+        where = "recipient %r on %s" % (name, host)
+        pin = raw.get("fingerprint")
+        if pin in ("", None):
+            if policy.require_transport_key_pin:
+                raise PolicyViolation(
+                    "%s has no pinned transport key fingerprint, and policy.require_transport_key_pin is on. Confirm "
+                    "the fingerprint recipient_enroll reported (transport_key.fingerprint) with the recipient's owner "
+                    "and pin it (recipient_transport_key_fingerprint)." % where, option="recipients")
+            pin = None
+        elif not (isinstance(pin, str) and FINGERPRINT_RE.match(pin.lower())):
+            raise InvalidOption("%s: fingerprint %r must be sha256: followed by 64 hex digits, as recipient_enroll "
+                                "reports it (transport_key.fingerprint)." % (where, pin), option="recipients")
+        public_key, fingerprint = load_transport_public_key(raw.get("public_key_pem"), where, pin,
+                                                            policy.min_rsa_bits)
         installed = {}
         for entry in raw.get("installed") or ():
             try:
@@ -131,8 +150,7 @@ def parse_recipients(raw_recipients, policy):
                 raise InvalidOption("%s: installed must be the installed list that recipient_enroll returned."
                                     % where, option="recipients") from None
         keys = raw.get("keys")
-        recipients.append(Recipient(name=name, host=str(raw.get("host") or name), public_key=public_key,
-                                    fingerprint=fingerprint,
+        recipients.append(Recipient(name=name, host=host, public_key=public_key, fingerprint=fingerprint,
                                     keys=tuple(validate_name(k, "%s.keys" % where) for k in keys) if keys else None,
                                     installed=installed))
     return recipients
@@ -181,6 +199,13 @@ def plan_distribution(store, recipients, now):
             for version in versions:
                 key = (version.name, version.version)
                 have = recipient.installed.get(key)
+                if have and have.get("state") == "destroyed":
+                    # withdrawn at the recipient earlier (a tombstone): never installed again there
+                    if _sendable(version, now):
+                        plan.blocked.append({"name": version.name, "version": version.version,
+                                             "id": version.key_id, "why": "withdrawn at the recipient earlier; "
+                                             "rotate the key to give the recipient a new version"})
+                    continue
                 if _sendable(version, now):
                     should_hold.add(key)
                     if have and have.get("id") == version.key_id and \
@@ -198,13 +223,16 @@ def plan_distribution(store, recipients, now):
                                            "state": version.state,
                                            "why": version.state if version.state in WITHDRAWN_STATES
                                            else "retention expired"})
-        if not listed and recipient.keys is None:
+        holds = [k for k, have in recipient.installed.items() if have.get("state") != "destroyed"]
+        if not listed and recipient.keys is None and not holds:
             raise InvalidOption(
-                "unknown recipient %r: no distributable key on token %r lists it in recipients. Check the name, or "
-                "add it to the recipients of the keys it should hold." % (recipient.name, store.token_label),
-                option="recipients")
+                "unknown recipient %r: no distributable key on token %r lists it in recipients, and it holds "
+                "nothing. Check the name, or add it to the recipients of the keys it should hold."
+                % (recipient.name, store.token_label), option="recipients")
         for (name, number), have in sorted(recipient.installed.items()):
             if recipient.keys is not None and name not in recipient.keys:
+                continue
+            if have.get("state") == "destroyed":
                 continue
             if (name, number) not in should_hold and not any(
                     w["name"] == name and w["version"] == number for w in plan.withdrawn):

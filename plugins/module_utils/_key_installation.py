@@ -21,8 +21,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     KeyConflict,
+    KeyLifecycleError,
     KeyNotFound,
     PackageRejected,
+    PolicyViolation,
     TokenOperationFailed,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import version_label
@@ -55,18 +57,25 @@ def _section(doc, token_label, state=None):
     return section
 
 
-def enroll(store, key_size, min_rsa_bits, context, check_mode):
+def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable=False):
     """Make sure the recipient's token holds a strong transport key pair; return (result, transport record)."""
     result = InstallResult()
     transport = store.transport
     if transport is not None:
-        check_transport_strength(transport.public_key, "transport key %r on token %r"
-                                 % (transport.label, store.token_label), min_rsa_bits)
+        where = "transport key %r on token %r" % (transport.label, store.token_label)
+        check_transport_strength(transport.public_key, where, min_rsa_bits)
+        if transport.exportable and not accept_exportable:
+            raise PolicyViolation(
+                "%s: its private half is not a sensitive, never-extractable key generated inside the token "
+                "(CKA_SENSITIVE/CKA_EXTRACTABLE/CKA_ALWAYS_SENSITIVE/CKA_NEVER_EXTRACTABLE), so someone may hold a "
+                "copy and unwrap every package. Remove the pair from the token and run recipient_enroll again to "
+                "generate one inside it." % where, option="transport_key_label")
         result.plan.append({"action": "none", "label": transport.label})
         return result, transport.record(public_key_pem(transport.public_key))
-    if key_size < max(3072, int(min_rsa_bits or 0)):
-        raise InvalidOption("key_size %d is too small for a transport key: use 3072 or more." % key_size,
-                            option="key_size")
+    minimum = max(3072, int(min_rsa_bits or 0))
+    if key_size < minimum:
+        raise InvalidOption("key_size %d is too small for a transport key: use %d or more (policy.min_rsa_bits and "
+                            "the collection's floor of 3072)." % (key_size, minimum), option="key_size")
     result.changed = True
     result.plan.append({"action": "generate", "label": store.transport_label, "size": key_size})
     if check_mode:
@@ -87,6 +96,12 @@ def install(store, raw_packages, recipient, context, check_mode, now):
         raise KeyNotFound("Token %r has no transport key %r: run recipient_enroll on this host first."
                           % (store.token_label, store.transport_label), option="transport_key_label")
     packages = [validate_package(raw, index, recipient) for index, raw in enumerate(raw_packages)]
+    labels = [version_label(p["name"], p["version"]) for p in packages]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise InvalidOption("packages lists %s more than once; pass each version once." % ", ".join(repeated),
+                            option="packages")
+    held_kcv = {v.doc["key_check_value"]: version_label(v.doc["name"], v.doc["version"]) for v in store.installed()}
     steps = []
     for index, package in enumerate(packages):
         label = version_label(package["name"], package["version"])
@@ -108,13 +123,17 @@ def install(store, raw_packages, recipient, context, check_mode, now):
                               "%s and check value %s. Nothing was installed." %
                               (where, label, current.doc["id"], current.doc["key_check_value"], package["id"],
                                package["key_check_value"]), option="packages")
-        if current is not None and not current.key_objects:
-            raise KeyConflict("%s: the metadata says %s is installed but its key object is missing from token %r. "
-                              "Withdraw it (state: absent) before installing again."
-                              % (where, label, store.token_label),
-                              option="packages")
-        if current is None:
-            action = "install"
+        if held_kcv.get(package["key_check_value"], label) != label:
+            raise PackageRejected("%s carries check value %s, which this token already holds as %s: the package was "
+                                  "relabelled. Nothing was installed." % (where, package["key_check_value"],
+                                                                          held_kcv[package["key_check_value"]]),
+                                  option="packages")
+        if current is not None and current.state == "deactivated" and package["state"] == "active":
+            raise PackageRejected("%s would make %s active again, but a deactivated version never becomes active: the "
+                                  "package is stale or was altered. Run key_distribute again. Nothing was installed."
+                                  % (where, label), option="packages")
+        if current is None or not current.key_objects:
+            action = "install"  # new, or a repair of a version whose key object went missing
             if package["wrapped"] is None and not check_mode:
                 raise InvalidOption("%s carries no wrapped key, so it cannot be installed. Run key_distribute for "
                                     "real (not in check mode) and pass its packages." % where, option="packages")
@@ -136,29 +155,35 @@ def install(store, raw_packages, recipient, context, check_mode, now):
 
     checked = []
     try:
-        for package, _current, action in steps:
+        for package, current, action in steps:
             if action == "install":
                 blob = decode_wrapped(package, "packages (%s)" % version_label(package["name"], package["version"]))
-                checked.append((package, store.unwrap_checked(package, blob)))
+                checked.append((package, current, store.unwrap_checked(package, blob)))
     except Exception:
-        for _package, session_key in checked:
+        for _package, _current, session_key in checked:
             try:
                 session_key.destroy()
             except Exception:  # pylint: disable=broad-except
                 pass
         raise
-    for package, session_key in checked:
-        installed = store.store(package, session_key, now)
-        result.audit_events.append(build_event("key-install", "success", context,
-                                               key=_section(installed.doc, store.token_label),
-                                               reason="unwrapped into the recipient's token; check value matches"))
-    for package, current, action in steps:
-        if action == "update":
-            previous = current.state
-            store.set_state(current, package["state"], now)
-            section = dict(_section(current.doc, store.token_label), previous_state=previous)
-            result.audit_events.append(build_event("key-update", "success", context, key=section,
-                                                   reason="state at the recipient follows the HSM"))
+    try:
+        for package, current, session_key in checked:
+            installed = store.store(package, session_key, now, current=current)
+            result.audit_events.append(build_event(
+                "key-install", "success", context, key=_section(installed.doc, store.token_label),
+                reason="unwrapped into the recipient's token; check value matches" + (
+                    " (repair: the key object was missing)" if current is not None else "")))
+        for package, current, action in steps:
+            if action == "update":
+                previous = current.state
+                store.set_state(current, package["state"], now)
+                section = dict(_section(current.doc, store.token_label), previous_state=previous)
+                result.audit_events.append(build_event("key-update", "success", context, key=section,
+                                                       reason="state at the recipient follows the HSM"))
+    except KeyLifecycleError as exc:
+        # some versions are stored already: the failure result carries their events, so they are journaled
+        exc.audit_events, exc.changed = list(result.audit_events), bool(result.audit_events)
+        raise
     return result
 
 
@@ -183,24 +208,31 @@ def withdraw(store, raw_versions, context, check_mode, now):
     result.diff = {"before": sorted(v.doc["name"] + ":v%d" % v.doc["version"] for v in store.installed()),
                    "after": sorted(set(v.doc["name"] + ":v%d" % v.doc["version"] for v in store.installed()) -
                                    set(version_label(r["name"], r["version"]) for r, _c in targets))}
-    if check_mode:
-        return result
-    for ref, current in targets:
+    for ref, current in targets:  # every target is checked before anything is destroyed
         if current is None:
             raise KeyNotFound("%s has key objects but no recipient metadata on token %r; inspect the token before "
-                              "removing it." % (version_label(ref["name"], ref["version"]), store.token_label),
-                              option="versions")
-        found = store.withdraw(current, now)
-        if found:
-            result.audit_events.append(build_event("key-withdraw", "failure", context,
-                                                   key=_section(current.doc, store.token_label),
-                                                   extra={"verified_absent": False}))
-            exc = TokenOperationFailed("%s was destroyed but the token still holds %s; the version is not recorded "
-                                       "as withdrawn." % (version_label(ref["name"], ref["version"]), ", ".join(found)))
-            exc.audit_events, exc.changed = list(result.audit_events), True
-            raise exc
-        result.audit_events.append(build_event("key-withdraw", "success", context,
-                                               key=_section(current.doc, store.token_label, state="destroyed"),
-                                               reason="removed from the recipient's token",
-                                               extra={"verified_absent": True}))
+                              "removing it. Nothing was removed." % (version_label(ref["name"], ref["version"]),
+                                                                     store.token_label), option="versions")
+    if check_mode:
+        return result
+    try:
+        for ref, current in targets:
+            found = store.withdraw(current, now)
+            if found:
+                result.audit_events.append(build_event("key-withdraw", "failure", context,
+                                                       key=_section(current.doc, store.token_label),
+                                                       extra={"verified_absent": False}))
+                exc = TokenOperationFailed(
+                    "%s was destroyed but the token still holds %s; the version is not recorded as withdrawn."
+                    % (version_label(ref["name"], ref["version"]), ", ".join(found)))
+                exc.audit_events, exc.changed = list(result.audit_events), True
+                raise exc
+            result.audit_events.append(build_event("key-withdraw", "success", context,
+                                                   key=_section(current.doc, store.token_label, state="destroyed"),
+                                                   reason="removed from the recipient's token",
+                                                   extra={"verified_absent": True}))
+    except KeyLifecycleError as exc:
+        if not getattr(exc, "audit_events", None):
+            exc.audit_events, exc.changed = list(result.audit_events), bool(result.audit_events)
+        raise
     return result

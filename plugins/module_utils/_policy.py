@@ -103,6 +103,8 @@ class Policy:
     compromise_requires_approval: bool = False
     # whether the task variable keylifecycle_operator may name the operator instead of the resolved identity
     allow_operator_override: bool = False
+    # whether key_distribute refuses a recipient whose transport key fingerprint is not pinned
+    require_transport_key_pin: bool = False
     # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
     authorization: dict = None
     groups: dict = field(default_factory=dict)
@@ -138,6 +140,7 @@ class Policy:
             "destroy_requires_approval": self.destroy_requires_approval,
             "compromise_requires_approval": self.compromise_requires_approval,
             "allow_operator_override": self.allow_operator_override,
+            "require_transport_key_pin": self.require_transport_key_pin,
             "authorization": {a: list(p) for a, p in self.authorization.items()} if self.authorization else None,
             "groups": {g: list(m) for g, m in self.groups.items()},
         }
@@ -149,10 +152,11 @@ _POLICY_OPTIONS = (
     "min_aes_bits", "min_rsa_bits", "allowed_key_types", "allowed_curves", "allowed_usages",
     "max_rotation_period", "default_retention_period", "min_retention_period", "compromise_disables_decrypt",
     "destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval", "authorization",
-    "groups", "allow_operator_override",
+    "groups", "allow_operator_override", "require_transport_key_pin",
 )
 # Settings that switch on a stricter rule: baseline false, a policy may set them true only.
-_STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval")
+_STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval",
+                      "require_transport_key_pin")
 # The lifecycle actions an authorization policy names. Reading (key_info, reports, audit_verify) is never restricted
 # beyond opening the token.
 AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute")

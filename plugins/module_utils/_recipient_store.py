@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    KeyConflict,
     KeyNotFound,
     MetadataCorrupt,
     PackageRejected,
@@ -92,10 +93,12 @@ class TransportKey:
     public_key: object
     fingerprint: str
     private: object = None
+    #: the private half could leave the token (not generated there as sensitive and never extractable)
+    exportable: bool = False
 
     def record(self, public_key_pem):
         return {"label": self.label, "id": self.key_id, "type": self.type, "size": self.size,
-                "fingerprint": self.fingerprint, "public_key_pem": public_key_pem}
+                "fingerprint": self.fingerprint, "public_key_pem": public_key_pem, "exportable": self.exportable}
 
 
 class RecipientTokenStore:
@@ -150,8 +153,13 @@ class RecipientTokenStore:
                                                  Attribute.LABEL: self.transport_label}))
         public = list(self.session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
                                                 Attribute.LABEL: self.transport_label}))
-        if not private or not public:
+        if not private and not public:
             return None
+        if len(private) != 1 or len(public) != 1 or bytes(private[0][Attribute.ID]) != bytes(public[0][Attribute.ID]):
+            raise KeyConflict(
+                "Token %r holds %d private and %d public key object(s) labelled %r, not one pair with one CKA_ID: "
+                "the transport key is ambiguous. Inspect the token (pkcs11-tool --list-objects) and keep one pair."
+                % (self.token_label, len(private), len(public), self.transport_label), option="transport_key_label")
         return self._describe_transport(public[0], private[0])
 
     def _describe_transport(self, public, private):
@@ -167,9 +175,13 @@ class RecipientTokenStore:
         else:
             raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC; remove it and enroll again."
                               % (self.transport_label, self.token_label), option="transport_key_label")
+        flags = private.get_attributes([Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.ALWAYS_SENSITIVE,
+                                        Attribute.NEVER_EXTRACTABLE])
+        exportable = not (flags[Attribute.SENSITIVE] and not flags[Attribute.EXTRACTABLE]
+                          and flags[Attribute.ALWAYS_SENSITIVE] and flags[Attribute.NEVER_EXTRACTABLE])
         return TransportKey(label=self.transport_label, key_id=bytes(public[Attribute.ID]).hex(), type=kind,
                             size=size, public_key=public_key, fingerprint=spki_fingerprint(public_key),
-                            private=private)
+                            private=private, exportable=bool(exportable))
 
     @property
     def transport(self):
@@ -195,6 +207,10 @@ class RecipientTokenStore:
     def installed(self):
         """Versions present on this token (not withdrawn), oldest first."""
         return [v for _label, v in sorted(self.versions.items()) if v.present]
+
+    def inventory(self):
+        """What key_distribute needs to know: versions held (with their key object) and tombstones."""
+        return [v.record() for _label, v in sorted(self.versions.items()) if not v.present or v.key_objects]
 
     def get(self, name, version):
         return self.versions.get(version_label(name, version))
@@ -228,6 +244,11 @@ class RecipientTokenStore:
                 option="packages") from None
         with pkcs11_errors("key check value of %s" % label, token_label=self.token_label):
             kcv = bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
+            length = int(key[Attribute.VALUE_LEN])
+        if length and length * 8 != package["size"]:  # some tokens (SoftHSM2 2.6) report 0 for an unwrapped key
+            _destroy_quietly(key)
+            raise PackageRejected("The key unwrapped from the package for %s is %d bits, but the package says %d. "
+                                  "Nothing was installed." % (label, length * 8, package["size"]), option="packages")
         if kcv != package["key_check_value"]:
             _destroy_quietly(key)
             raise PackageRejected(
@@ -235,11 +256,17 @@ class RecipientTokenStore:
                 "was altered. Nothing was installed." % (label, kcv, package["key_check_value"]), option="packages")
         return key
 
-    def store(self, package, session_key, now):
-        """Copy a checked session key onto the token with its final usages, then record its metadata."""
+    def store(self, package, session_key, now, current=None):
+        """Copy a checked session key onto the token with its final usages, then record its metadata.
+
+        ``current``: the version's metadata when its key object went missing (a repair). Key objects left under
+        the label by an install that stopped before its metadata are removed first.
+        """
         label = version_label(package["name"], package["version"])
         usage = usage_for_state(package["usage"], package["state"])
         with pkcs11_errors("C_CopyObject for %s" % label, token_label=self.token_label):
+            for orphan in self._orphans.pop(label, []):
+                orphan.destroy()
             stored = session_key.copy({Attribute.TOKEN: True, Attribute.ENCRYPT: "encrypt" in usage})
             _destroy_quietly(session_key)
             for name in ("wrap", "sign", "derive"):
@@ -253,7 +280,8 @@ class RecipientTokenStore:
             "mechanism": package["mechanism"], "transport_key_fingerprint": package["transport_key_fingerprint"],
             "installed_at": format_time(now), "updated_at": format_time(now),
         }
-        installed = InstalledVersion(doc, [], [stored])
+        installed = InstalledVersion(dict(current.doc) if current else doc,
+                                     list(current.metadata_objects) if current else [], [stored])
         self._write_metadata(installed, doc)
         self.versions[label] = installed
         return installed

@@ -19,6 +19,7 @@ import pwd
 import stat
 from dataclasses import dataclass
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import (
     find_token,
     load_library,
@@ -64,8 +65,10 @@ def check_pins(user_pin, so_pin, extra_defaults=(), min_length=MIN_PIN_LENGTH):
     checks.append(Check("user_pin_not_default", user_pin not in defaults,
                         "the user PIN is not a well-known default" if user_pin not in defaults else
                         "the user PIN is a well-known default PIN: change it (C_SetPIN) and update the vault/file"))
-    checks.append(Check("user_pin_length", len(user_pin) >= min_length,
-                        "the user PIN has %d characters (minimum %d)" % (len(user_pin), min_length)))
+    long_enough = len(user_pin) >= min_length
+    checks.append(Check("user_pin_length", long_enough,
+                        "the user PIN has at least %d characters" % min_length if long_enough else
+                        "the user PIN is shorter than %d characters: set a longer one" % min_length))
     if so_pin is None:
         checks.append(Check("so_pin_differs", True, "not compared: no so_pin_file given", severity="warning"))
     else:
@@ -119,12 +122,12 @@ def check_storage(paths):
         if not os.path.exists(path):
             checks.append(Check("storage:%s" % path, False, "%s does not exist" % path))
             continue
-        entries = [path]
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                entries.extend(os.path.join(root, name) for name in dirs + files)
-        for entry in entries:
-            info = os.lstat(entry)
+        for entry in _entries(path, problems):
+            try:
+                info = os.stat(entry)  # a link is judged by what it points at
+            except OSError as exc:
+                problems.append("%s cannot be read (%s)" % (entry, exc.strerror))
+                continue
             seen += 1
             mode = stat.S_IMODE(info.st_mode)
             if mode & 0o077:
@@ -136,6 +139,18 @@ def check_storage(paths):
                                                        else "") if problems else
                             "%d path(s) owned by %s, closed to group and others" % (seen, _user(me))))
     return checks
+
+
+def _entries(path, problems):
+    """The path and, for a folder, everything below it; a part that cannot be read is a problem, not a pass."""
+    entries = [path]
+    if os.path.isdir(path):
+        def unreadable(error):
+            problems.append("%s cannot be read (%s)" % (error.filename, error.strerror))
+
+        for root, dirs, files in os.walk(path, onerror=unreadable):
+            entries.extend(os.path.join(root, name) for name in dirs + files)
+    return entries
 
 
 def _user(uid):
@@ -155,10 +170,18 @@ def run_checks(settings, so_pin_file, storage_paths, extra_defaults, min_pin_len
     with pkcs11_errors("C_GetTokenInfo", token_label=settings.token_label):
         flags = int(token.flags)
     checks.extend(check_token_flags(flags))
-    with pkcs11_errors("C_Login (user)", token_label=settings.token_label):
-        session = token.open(user_pin=user_pin)
-        session.close()
-    checks.append(Check("user_login", True, "C_Login as the user succeeded (read-only session)"))
+    if flags & (CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED):
+        # one more wrong PIN would lock the token (or it is locked): the check does not try
+        checks.append(Check("user_login", False, "not attempted: the token reports the user PIN %s"
+                            % ("locked" if flags & CKF_USER_PIN_LOCKED else "at its final try")))
+    else:
+        try:
+            with pkcs11_errors("C_Login (user)", token_label=settings.token_label):
+                session = token.open(user_pin=user_pin)
+                session.close()
+            checks.append(Check("user_login", True, "C_Login as the user succeeded (read-only session)"))
+        except KeyLifecycleError as exc:
+            checks.append(Check("user_login", False, exc.message))
     checks.extend(check_storage(storage_paths))
     del user_pin, so_pin
     return checks

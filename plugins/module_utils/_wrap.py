@@ -93,18 +93,21 @@ def check_transport_strength(public_key, where, min_rsa_bits=MIN_TRANSPORT_RSA_B
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < minimum:
             raise PolicyViolation(
-                "%s: the transport key is RSA %d, which is weak: transport keys must be RSA %d bits or more. "
-                "Enroll the recipient again with a new transport key (recipient_enroll with key_size: %d)."
-                % (where, public_key.key_size, minimum, minimum), option="transport_key")
+                "%s: the transport key is RSA %d, which is weak: transport keys must be RSA %d bits or more. Remove "
+                "the transport key pair from the recipient's token and run recipient_enroll again (key_size: %d); "
+                "then pin the new fingerprint." % (where, public_key.key_size, minimum, minimum),
+                option="transport_key")
         return "rsa", public_key.key_size
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         if public_key.curve.key_size < MIN_TRANSPORT_EC_BITS:
             raise PolicyViolation(
-                "%s: the transport key is on curve %s, below P-256, which is weak. Enroll an RSA transport key of "
-                "%d bits or more." % (where, public_key.curve.name, minimum), option="transport_key")
+                "%s: the transport key is on curve %s, below P-256, which is weak. Remove it from the recipient's "
+                "token and run recipient_enroll again, which generates an RSA transport key of %d bits or more."
+                % (where, public_key.curve.name, minimum), option="transport_key")
         raise InvalidOption(
             "%s: the transport key is an EC key (%s); this collection wraps with RSA-OAEP, so the recipient needs "
-            "an RSA transport key of %d bits or more." % (where, public_key.curve.name, minimum),
+            "an RSA transport key of %d bits or more: remove the EC pair from the recipient's token and run "
+            "recipient_enroll again." % (where, public_key.curve.name, minimum),
             option="transport_key")
     raise InvalidOption("%s: the transport key is neither RSA nor EC; enroll an RSA transport key of %d bits or "
                         "more." % (where, minimum), option="transport_key")

@@ -44,6 +44,14 @@ options:
     description: RSA modulus size of a new transport key.
     type: int
     default: 3072
+  accept_exportable_transport_key:
+    description:
+      - Test set-ups only. Accept an existing transport key whose private half is not a sensitive, never-extractable
+        key generated inside the token (an imported or exportable key), as the distribution tests do to unwrap a
+        package independently. Refused otherwise, because whoever holds a copy of that key can unwrap every
+        package. RV(transport_key.exportable) says which it is.
+    type: bool
+    default: false
 seealso:
   - module: secops.keylifecycle.key_distribute
   - module: secops.keylifecycle.key_install
@@ -82,9 +90,14 @@ transport_key:
     public_key_pem:
       description: The PEM public key to wrap under.
       type: str
+    exportable:
+      description: Whether the private half could leave the token (only with O(accept_exportable_transport_key)).
+      type: bool
 installed:
-  description: Key versions installed on this token (C(name), C(version), C(id), C(key_check_value), C(state),
-    C(recipient), C(installed_at), C(mechanism), C(transport_key_fingerprint)).
+  description:
+    - Key versions on this token (C(name), C(version), C(id), C(key_check_value), C(state), C(recipient),
+      C(installed_at), C(mechanism), C(transport_key_fingerprint)), including the ones withdrawn earlier
+      (C(state=destroyed), tombstones), which are never installed again.
   returned: success
   type: list
   elements: dict
@@ -126,6 +139,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
 ARGUMENT_SPEC = dict(
     transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
     key_size={"type": "int", "default": MIN_TRANSPORT_RSA_BITS},
+    accept_exportable_transport_key={"type": "bool", "default": False},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -139,9 +153,9 @@ def main():
         return RecipientTokenStore(session, token_label, params["transport_key_label"]).load()
 
     def work(store, policy, context):
-        result, transport = enroll(store, params["key_size"], policy.min_rsa_bits, context, module.check_mode)
-        return result, dict(transport_key=transport, plan=result.plan,
-                            installed=[v.record() for v in store.installed()])
+        result, transport = enroll(store, params["key_size"], policy.min_rsa_bits, context, module.check_mode,
+                                   params["accept_exportable_transport_key"])
+        return result, dict(transport_key=transport, plan=result.plan, installed=store.inventory())
 
     run_lifecycle_module(module, work, empty_result={"plan": [], "installed": []}, open_store=open_store,
                          anchor=False)

@@ -158,6 +158,19 @@ class LifecycleActionBase(ActionBase):
                     % (OPERATOR_OVERRIDE_VARIABLE, context["operator"], context["resolved_operator"],
                        context["resolved_operator_source"], OPERATOR_OVERRIDE_VARIABLE))
         action = self.authorization_action(module_args)
+        resolved = context.get("resolved_operator")
+        if resolved and not policy.allows(action, resolved):
+            return "not_authorized", (
+                "%s names the operator %r, but the identity running the task, %r (%s), is not itself authorized to "
+                "%s: %s. An override only names on whose behalf an authorized identity acts. Nothing was changed on "
+                "the HSM; the refusal is journaled."
+                % (OPERATOR_OVERRIDE_VARIABLE, context["operator"], resolved, context["resolved_operator_source"],
+                   action.replace("_", " "), policy.describe_authorization(action)))
+        if resolved and module_args.get("approved_by") == resolved:
+            return "not_authorized", (
+                "approved_by %r is the identity running the task (the override names %r): an approval needs a "
+                "second, different person. Nothing was changed on the HSM; the refusal is journaled."
+                % (resolved, context["operator"]))
         if policy.allows(action, context["operator"]):
             return None
         return "not_authorized", (
@@ -170,7 +183,8 @@ class LifecycleActionBase(ActionBase):
         result = super().run(tmp, task_vars)
         check_pin_exposure(self)
         override = task_vars.get(OPERATOR_OVERRIDE_VARIABLE)
-        override = str(self._templar.template(override)) if override not in (None, "") else None
+        override = self._templar.template(override) if override not in (None, "") else None
+        override = str(override) if override not in (None, "") else None
         context = audit_context(task_vars, os.environ, self._task._uuid, override)
         module_args = dict(self._task.args)
         if self._task.check_mode:

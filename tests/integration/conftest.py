@@ -139,6 +139,12 @@ class DistributionSetup:
             "hsm": {"hosts": {"test-hsm": hsm_vars}},
             "key_recipients": {"hosts": recipient_hosts}}}}))
 
+    def set_host_var(self, alias, name, value):
+        """Change one recipient host's variable in the inventory."""
+        inventory = yaml.safe_load(self.inventory.read_text())
+        inventory["all"]["children"]["key_recipients"]["hosts"][alias][name] = value
+        self.inventory.write_text(yaml.safe_dump(inventory))
+
     def env(self, extra=None):
         from tests.recipients import SSH_ARGS
 

@@ -155,12 +155,20 @@ def test_operator_override_only_where_policy_permits_and_recorded_as_such(runner
     assert len(runner.journal_records()) == count
 
     permissive = dict(POLICY, allow_operator_override=True)
-    allowed = runner.task("key_generate", dict(name="k", policy=permissive), *override)
+    # bob (an AWX user and a custodian himself) acts on behalf of alice
+    allowed = runner.task("key_generate", dict(name="k", policy=permissive), *override, *as_operator("bob"))
     assert allowed.task["changed"] is True, allowed.task
     records = last_task_records(runner)
     assert records and all(r["event"]["user"]["name"] == "alice" for r in records)
     assert all(r["event"]["labels"]["operator_source"] == "override" for r in records)
-    assert all(r["event"]["keylifecycle"]["resolved_operator"]["name"] == getpass.getuser() for r in records)
+    assert all(r["event"]["keylifecycle"]["resolved_operator"] == {"name": "bob", "source": "awx_job"}
+               for r in records)
     # the override is still subject to authorization: mallory is not a custodian
-    denied = runner.task("key_generate", dict(name="k2", policy=permissive), "-e", "keylifecycle_operator=mallory")
+    denied = runner.task("key_generate", dict(name="k2", policy=permissive), "-e", "keylifecycle_operator=mallory",
+                         *as_operator("bob"))
     assert denied.task["failed"] and "Operator 'mallory' (override) is not authorized" in denied.task["msg"]
+    # and the identity running the task must be authorized itself: an AWX user outside the policy cannot act
+    # by naming a custodian
+    borrowed = runner.task("key_generate", dict(name="k3", policy=permissive), *override, *as_operator("mallory"))
+    assert borrowed.task["failed"] and "'mallory' (awx_job), is not itself authorized" in borrowed.task["msg"]
+    assert "k3:v1" not in token.metadata()

@@ -208,6 +208,10 @@ def test_packages_unwrap_outside_the_hsm_and_no_key_bytes_leak(runner, token, di
     r1 = distribution.hosts["r1"]
     transport_private = seed_transport_key(r1, tmp_path, 3072)
     assert runner.task("key_generate", {"keys": KEYS}).task["changed"]
+    # an imported, exportable transport key is refused unless the set-up says it is a test set-up
+    refused = distribution.recipient_task("r1", "recipient_enroll", {})
+    assert refused.task["failed"] and "never-extractable" in refused.task["msg"], refused.task
+    distribution.set_host_var("r1", "recipient_accept_exportable_transport_key", True)
 
     run = distribution.playbook("-vvvv", extra_env={"ANSIBLE_KEEP_REMOTE_FILES": "1"})
     assert run.returncode == 0, run.stdout + run.stderr
@@ -343,3 +347,60 @@ def test_bad_input_is_refused_and_changes_nothing(runner, token, distribution, t
     assert distribution.installed("r1")[1] == {"shared:v1", "billing-only:v1"}
     result = install("r1", "billing", packages)
     assert not result.task["changed"]
+    # a genuine package relabelled as another key version: its check value is already held under its real label
+    shared = next(p for p in packages if p["name"] == "shared")
+    relabelled = dict(shared, name="billing-only", version=7, id="ab" * 16, label="billing-only:v7")
+    result = install("r1", "billing", [relabelled])
+    assert result.task["failed"] and "was relabelled" in result.task["msg"], result.task
+    assert "billing-only:v7" not in distribution.installed("r1")[1]
+
+
+def test_recipient_identity_pins_tombstones_and_retired_recipients(runner, token, distribution):
+    """Planning rules of key_distribute, checked through the module on a real token (no ssh needed)."""
+    assert runner.task("key_generate", {"keys": KEYS}).task["changed"]
+    pem = distribution.recipient_task("r1", "recipient_enroll", {}).task["transport_key"]
+    other = distribution.recipient_task("r2", "recipient_enroll", {}).task["transport_key"]
+
+    def distribute(*recipients, policy=None):
+        args = {"oaep_hash": "sha1", "recipients": list(recipients)}
+        if policy:
+            args["policy"] = policy
+        return runner.task("key_distribute", args, "--check")
+
+    # two hosts of one service are two recipients (each its own transport key); one host listed twice is refused
+    both = distribute({"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"]},
+                      {"name": "billing", "host": "r2", "public_key_pem": other["public_key_pem"]})
+    assert not both.task.get("failed"), both.task
+    assert [r["host"] for r in both.task["recipients"]] == ["r1", "r2"]
+    assert all(len(r["packages"]) == 2 for r in both.task["recipients"])
+    twice = distribute({"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"]},
+                       {"name": "reports", "host": "r1", "public_key_pem": pem["public_key_pem"]})
+    assert twice.task["failed"] and "host 'r1' is listed twice" in twice.task["msg"]
+
+    # a policy that requires pinned transport keys refuses an unpinned or malformed pin, accepts the right one
+    strict = {"require_transport_key_pin": True}
+    unpinned = distribute({"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"]}, policy=strict)
+    assert unpinned.task["failed"] and "no pinned transport key fingerprint" in unpinned.task["msg"]
+    malformed = distribute({"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"],
+                            "fingerprint": pem["fingerprint"][len("sha256:"):]})
+    assert malformed.task["failed"] and "must be sha256: followed by 64 hex digits" in malformed.task["msg"]
+    pinned = distribute({"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"],
+                         "fingerprint": pem["fingerprint"]}, policy=strict)
+    assert not pinned.task.get("failed"), pinned.task
+
+    metadata = token.metadata()
+    held = [{"name": "shared", "version": 1, "id": metadata["shared:v1"]["id"], "state": "active",
+             "key_check_value": metadata["shared:v1"]["key_check_value"]}]
+    # a recipient no key lists any more, but which still holds a version, gets it withdrawn (not an error)
+    retired = distribute({"name": "old-service", "host": "r1", "public_key_pem": pem["public_key_pem"],
+                          "installed": [dict(held[0])]})
+    assert not retired.task.get("failed"), retired.task
+    entry = retired.task["recipients"][0]
+    assert entry["packages"] == [] and [(w["name"], w["why"]) for w in entry["withdrawn"]] == [
+        ("shared", "no longer assigned to this recipient")]
+    # a version the recipient withdrew earlier (a tombstone) is blocked, not offered again
+    tomb = distribute({"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"],
+                       "installed": [dict(held[0], state="destroyed")]})
+    entry = tomb.task["recipients"][0]
+    assert [p["label"] for p in entry["packages"]] == ["billing-only:v1"]
+    assert [b["name"] for b in entry["blocked"]] == ["shared"] and entry["withdrawn"] == []

@@ -11,9 +11,11 @@ ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if p.is_d
 
 
 def group_vars(env, group):
+    """The variables a host of ``group`` gets from group_vars (all, then the group)."""
     merged = {}
-    for path in sorted((REPO / "inventories" / env / "group_vars" / group).glob("*.yml")):
-        merged.update(yaml.safe_load(path.read_text()) or {})
+    for folder in ("all", group):
+        for path in sorted((REPO / "inventories" / env / "group_vars" / folder).glob("*.yml")):
+            merged.update(yaml.safe_load(path.read_text()) or {})
     return merged
 
 
@@ -33,10 +35,13 @@ def test_policy_and_keys_load(env):
         (REPO / "inventories" / env / "hosts.yml").read_text())["key_recipients"]["hosts"] or {}).values()}
     for spec in specs:
         assert set(spec.recipients) <= recipients, (env, spec.name, "lists a recipient the inventory does not have")
+    # recipient hosts are authorized against the same policy as the HSM host
+    assert group_vars(env, "key_recipients")["key_policy"] == hsm["key_policy"]
     if env != "dev":
         # staging and prod: PINs from Vault with pipelining, authorization and approval switched on, no override
         assert "vault_" in hsm["hsm_user_pin"] and hsm["ansible_pipelining"] is True
         assert policy.authorization and policy.destroy_requires_approval and not policy.allow_operator_override
+        assert policy.require_transport_key_pin
         assert hsm["key_distribution_oaep_hash"] == "sha256"
 
 
