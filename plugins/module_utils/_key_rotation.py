@@ -42,7 +42,7 @@ DECRYPTING_USAGES = ("decrypt", "unwrap")
 @dataclass
 class PlannedRotation:
     name: str
-    action: str  # rotate | none | repair
+    action: str  # rotate | none | repair | retire
     current: object = None
     next_version: int = 0
     due: bool = False
@@ -173,10 +173,12 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
                 continue
             events.extend(_repair(store, plan, context, now))
             if plan.action == "rotate":
+                # a forced rotation of a key that was not due is not a scheduled one, whatever the task said
+                why = "manual" if reason == "scheduled" and not plan.due else reason
                 new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
-                old = _retire(store, plan.current, old_state, context.operator, reason, now,
+                old = _retire(store, plan.current, old_state, context.operator, why, now,
                               policy.compromise_disables_decrypt)
-                events.append(_event(reason, context, store.token_label, new, old, approval))
+                events.append(_event(why, context, store.token_label, new, old, approval))
                 rotated.append({"name": plan.name, "old_version": old.version, "old_id": old.key_id,
                                 "old_state": old.state, "retain_until": format_time(old.retain_until),
                                 "new_version": new.version, "new_id": new.key_id})

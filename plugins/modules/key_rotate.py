@@ -57,7 +57,9 @@ options:
     type: bool
     default: false
   reason:
-    description: Why the keys are rotated, recorded in the audit events and the version's transitions.
+    description:
+      - Why the keys are rotated, recorded in the audit events and the version's transitions.
+      - A key rotated with O(force=true) before it was due is recorded as V(manual), not V(scheduled).
     type: str
     choices: [scheduled, manual, compromise]
     default: scheduled

@@ -120,6 +120,12 @@ def test_two_concurrent_scheduled_rotations_make_one_new_version(runner, token, 
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert states(token) == {"k:v1": "deactivated", "k:v2": "active"}
     assert sorted("changed=1" in out for out, _err in outputs) == [False, True]
+    # it was due: recorded as scheduled; a forced rotation of a key that is not due is recorded as manual
+    rotations = [r["event"] for r in runner.journal_records() if r["event"]["event"]["action"] == "key-rotate"
+                 and r["event"]["keylifecycle"]["phase"] == "change"]
+    assert [e["event"]["reason"] for e in rotations] == ["scheduled"]
+    forced = runner.task("key_rotate", {"name": ["k"], "force": True})
+    assert forced.task["audit_events"][0]["event"]["reason"] == "manual"
 
 
 def test_deactivated_signing_key_cannot_sign(runner, token):
