@@ -9,6 +9,7 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal, default_journal_path
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import JOURNAL_VARIABLE
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import (
@@ -55,10 +56,6 @@ class ActionModule(ActionBase):
         os.makedirs(directory, mode=0o750, exist_ok=True)
         for name, content in (("report.md", render_markdown(model)), ("report.html", render_html(model))):
             target = os.path.join(directory, name)
-            temporary = "%s.%d.tmp" % (target, os.getpid())  # two hosts' tasks may write at once
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(content)
-            os.replace(temporary, target)
+            write_atomically(target, content, mode=0o640)  # two hosts' tasks may write at once
             result["markdown" if name.endswith(".md") else "html"] = target
         return result

@@ -57,6 +57,11 @@ def _section(doc, token_label, state=None):
     return section
 
 
+def _held_labels(store):
+    """Labels of the versions the recipient's token holds now (for the diff)."""
+    return {version_label(v.doc["name"], v.doc["version"]) for v in store.installed()}
+
+
 def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable=False):
     """Make sure the recipient's token holds a strong transport key pair; return (result, transport record)."""
     result = InstallResult()
@@ -147,9 +152,9 @@ def install(store, raw_packages, recipient, context, check_mode, now):
     result.plan = [{"name": p["name"], "version": p["version"], "id": p["id"], "state": p["state"],
                     "action": action} for p, _current, action in steps]
     result.changed = any(action != "none" for _p, _c, action in steps)
-    result.diff = {"before": sorted(v.doc["name"] + ":v%d" % v.doc["version"] for v in store.installed()),
-                   "after": sorted(set(v.doc["name"] + ":v%d" % v.doc["version"] for v in store.installed()) |
-                                   set(version_label(p["name"], p["version"]) for p, _c, _a in steps))}
+    held = _held_labels(store)
+    result.diff = {"before": sorted(held),
+                   "after": sorted(held | set(version_label(p["name"], p["version"]) for p, _c, _a in steps))}
     if check_mode:
         return result
 
@@ -205,9 +210,9 @@ def withdraw(store, raw_versions, context, check_mode, now):
         else:
             result.plan.append(dict(ref, action="none"))
     result.changed = bool(targets)
-    result.diff = {"before": sorted(v.doc["name"] + ":v%d" % v.doc["version"] for v in store.installed()),
-                   "after": sorted(set(v.doc["name"] + ":v%d" % v.doc["version"] for v in store.installed()) -
-                                   set(version_label(r["name"], r["version"]) for r, _c in targets))}
+    held = _held_labels(store)
+    result.diff = {"before": sorted(held),
+                   "after": sorted(held - set(version_label(r["name"], r["version"]) for r, _c in targets))}
     for ref, current in targets:  # every target is checked before anything is destroyed
         if current is None:
             raise KeyNotFound("%s has key objects but no recipient metadata on token %r; inspect the token before "

@@ -416,14 +416,22 @@ class TokenKeyStore:
 
 
 def _public_key(spec, public):
-    """A ``cryptography`` public key built from a token public key object."""
+    """A ``cryptography`` public key built from a token public key object of a key version."""
     if spec.type == "rsa":
-        numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                                       int.from_bytes(public[Attribute.MODULUS], "big"))
-        return numbers.public_key()
-    point = der_octet_string(bytes(public[Attribute.EC_POINT]))
-    curve = getattr(ec, _CRYPTOGRAPHY_CURVES[spec.curve])()
-    return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+        return rsa_public_key(public)
+    return ec_public_key(public, getattr(ec, _CRYPTOGRAPHY_CURVES[spec.curve])())
+
+
+def rsa_public_key(public):
+    """A ``cryptography`` RSA public key from a token RSA public key object (CKA_MODULUS, CKA_PUBLIC_EXPONENT)."""
+    numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                   int.from_bytes(public[Attribute.MODULUS], "big"))
+    return numbers.public_key()
+
+
+def ec_public_key(public, curve):
+    """A ``cryptography`` EC public key on ``curve`` from a token EC public key object (CKA_EC_POINT)."""
+    return ec.EllipticCurvePublicKey.from_encoded_point(curve, der_octet_string(bytes(public[Attribute.EC_POINT])))
 
 
 def der_octet_string(blob):

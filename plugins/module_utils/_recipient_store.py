@@ -29,7 +29,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     PackageRejected,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import der_octet_string
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import ec_public_key, rsa_public_key
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     format_time,
     parse_label,
@@ -48,9 +48,9 @@ except ImportError:  # guarded by _dependencies.require_dependencies in main()
     p11_exc = Attribute = KeyType = Mechanism = ObjectClass = None
 
 try:
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    ec = rsa = None
+    ec = None
 
 RECIPIENT_APPLICATION = "secops.keylifecycle.recipient"
 RECIPIENT_SCHEMA = 1
@@ -165,9 +165,7 @@ class RecipientTokenStore:
     def _describe_transport(self, public, private):
         key_type = public[Attribute.KEY_TYPE]
         if key_type == KeyType.RSA:
-            numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                                           int.from_bytes(public[Attribute.MODULUS], "big"))
-            public_key = numbers.public_key()
+            public_key = rsa_public_key(public)
             kind, size = "rsa", public_key.key_size
         elif key_type == KeyType.EC:
             public_key = _ec_public_key(public)
@@ -346,4 +344,4 @@ def _ec_public_key(public):
     curve = curves.get(params)
     if curve is None:
         raise KeyNotFound("The transport key's curve is not one this collection knows.", option="transport_key_label")
-    return ec.EllipticCurvePublicKey.from_encoded_point(curve, der_octet_string(bytes(public[Attribute.EC_POINT])))
+    return ec_public_key(public, curve)

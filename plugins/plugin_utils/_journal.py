@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
+
 GENESIS_HASH = "0" * 64
 
 
@@ -219,10 +221,7 @@ def register_journal(path, environ=None):
     if os.path.exists(entry):
         return
     os.makedirs(registry, mode=0o700, exist_ok=True)
-    temporary = "%s.%d.tmp" % (entry, os.getpid())
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(path)
-    os.replace(temporary, entry)
+    write_atomically(entry, path)
 
 
 def registered_journals(environ=None):

@@ -24,6 +24,7 @@ import os
 import time
 from contextlib import contextmanager
 
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal
 
 BATCH = 500
@@ -42,13 +43,8 @@ def read_cursor(journal, store):
 
 
 def _write_cursor(journal, store, journal_id, seq):
-    path = _cursor_path(journal, store)
-    temporary = "%s.%d.tmp" % (path, os.getpid())
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({"store": store.name, "journal_id": journal_id, "seq": seq}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(_cursor_path(journal, store),
+                     json.dumps({"store": store.name, "journal_id": journal_id, "seq": seq}), durable=True)
 
 
 class Shipper:
