@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 # softhsm2/opensc: the embedded HSM and an independent PKCS#11 reader; rsyslog-*/postgresql-15: the audit log
 # stores the tests ship to (real servers on loopback); openssl: checkpoint signatures in tests and docs;
 # openssh-*: key recipients are reached over real sshd on loopback; passwd: their service users;
-# chromium, fonts-liberation: the HTML compliance report is rendered headless in a test.
+# chromium, fonts-liberation: the HTML compliance report is rendered headless in a test;
+# libfaketime: tests run ansible-playbook on a shifted wall clock instead of sleeping through retention periods.
 APT_PACKAGES=(softhsm2 opensc python3-venv rsync git openssl iproute2
               rsyslog rsyslog-gnutls rsyslog-openssl postgresql-15
-              openssh-server openssh-client passwd chromium fonts-liberation)
+              openssh-server openssh-client passwd chromium fonts-liberation libfaketime)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -7,12 +7,14 @@ collections path, so a file left out of the build fails the tests.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,50 @@ VENV_BIN = Path(sys.executable).parent
 PKCS11_MODULE = os.environ.get("KL_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
 READER = REPO / "tests" / "helpers" / "read_token.py"
 GCM = REPO / "tests" / "helpers" / "gcm.py"
+
+
+# libfaketime (Debian package libfaketime), preloaded into the processes a test runs on a shifted clock
+FAKETIME_LIBRARY = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+
+
+class ShiftedClock:
+    """The wall clock of what a test runs (ansible-playbook, the modules it starts, helper scripts).
+
+    Retention and rotation periods are days, as in production. Instead of sleeping until they pass, a test
+    advances this clock, and every later process it starts through ``env()`` sees the wall clock moved
+    forward by ``offset`` (libfaketime, LD_PRELOAD: ``FAKETIME=+Ns``). Nothing in the collection knows about
+    it: production code reads the real clock, and no option, variable or file of the collection can move it.
+    The offset only grows, so a test's processes never see time run backwards. File times are left alone
+    (NO_FAKE_STAT). The monotonic clock moves by the same offset: libfaketime 0.9.10 breaks Python's
+    time.sleep() (clock_nanosleep, EINVAL) when it shifts the wall clock alone.
+    """
+
+    def __init__(self):
+        self.offset = timedelta(0)
+
+    def advance(self, **delta):
+        """Move the clock forward, e.g. ``advance(days=31)``."""
+        step = timedelta(**delta)
+        assert step > timedelta(0), "the test clock only moves forward"
+        self.offset += step
+
+    def now(self):
+        """What the processes started now read as the current time (UTC)."""
+        return datetime.now(timezone.utc) + self.offset
+
+    def env(self):
+        """Environment for a process that must run on this clock (empty while the clock is not shifted)."""
+        if not self.offset:
+            return {}
+        assert FAKETIME_LIBRARY, "libfaketime is missing: run ./scripts/bootstrap.sh"
+        return {"LD_PRELOAD": FAKETIME_LIBRARY, "FAKETIME": "+%ds" % int(self.offset.total_seconds()),
+                "NO_FAKE_STAT": "1"}
+
+
+@pytest.fixture
+def clock():
+    """This test's clock (see ShiftedClock); starts at the real time."""
+    return ShiftedClock()
 
 
 def _run(cmd, **kwargs):

@@ -30,8 +30,9 @@ class PlayResult:
 class Runner:
     """Writes a one-task playbook around a module call and runs it with ansible-playbook."""
 
-    def __init__(self, tmp_path, collections_path, token):
+    def __init__(self, tmp_path, collections_path, token, clock):
         self.tmp_path = tmp_path
+        self.clock = clock  # every ansible-playbook run sees this test's (possibly shifted) clock
         self.collections_path = collections_path
         self.token = token
         self.count = 0
@@ -56,6 +57,7 @@ class Runner:
             "KEYLIFECYCLE_AUDIT_STATE_DIR": str(self.state_dir),
             "PATH": "%s:%s" % (VENV_BIN, os.environ.get("PATH", "/usr/bin:/bin")),
         })
+        env.update(self.clock.env())
         env.update(extra or {})
         return env
 
@@ -101,8 +103,8 @@ class Runner:
 
 
 @pytest.fixture
-def runner(tmp_path, collections_path, token):
-    return Runner(tmp_path, collections_path, token)
+def runner(tmp_path, collections_path, token, clock):
+    return Runner(tmp_path, collections_path, token, clock)
 
 
 @pytest.fixture

@@ -73,9 +73,9 @@ def test_dual_control_for_compromise_rotation(runner, token):
 
 
 def test_destroy_approver_must_be_authorized(runner, token):
-    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_generate", {"name": "k", "retention_period": "7d"})
     runner.task("key_rotate", {"name": ["k"], "force": True})
-    time.sleep(1.5)
+    runner.clock.advance(days=8)
     policy = dict(POLICY, destroy_requires_approval=True)
     refused = runner.task("key_destroy", dict(all_expired=True, policy=policy, approved_by="alice"),
                           *as_operator("bob"))

@@ -15,12 +15,13 @@ from tests.conftest import PKCS11_MODULE, REPO
 CRASHER = REPO / "tests" / "helpers" / "crash_step.py"
 
 
-def kill_at(token, collections_path, operation, method, when, nth):
-    """Start the step runner, wait until it stops itself at the step, then SIGKILL it."""
-    proc = subprocess.Popen([sys.executable, str(CRASHER), str(collections_path), PKCS11_MODULE, token.label,
+def kill_at(runner, operation, method, when, nth):
+    """Start the step runner (on the test's clock), wait until it stops itself at the step, then SIGKILL it."""
+    token = runner.token
+    proc = subprocess.Popen([sys.executable, str(CRASHER), str(runner.collections_path), PKCS11_MODULE, token.label,
                              str(token.pin_file), operation, "k", method, when, str(nth)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **token.env})
+                            env={**os.environ, **token.env, **runner.clock.env()})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with open("/proc/%d/stat" % proc.pid, encoding="ascii") as handle:
@@ -49,7 +50,7 @@ ROTATION_STEPS = [
 @pytest.mark.parametrize("method,when,nth,situation", ROTATION_STEPS, ids=[s[3] for s in ROTATION_STEPS])
 def test_rotation_killed_then_rerun_converges(runner, token, collections_path, method, when, nth, situation):
     runner.task("key_generate", {"name": "k"})
-    kill_at(token, collections_path, "rotate", method, when, nth)
+    kill_at(runner, "rotate", method, when, nth)
     rerun = runner.task("key_rotate", {"name": ["k"], "force": True})
     assert rerun.rc == 0 and rerun.task["changed"] is True, rerun.task
     after, anomalies = states(runner)
@@ -65,10 +66,10 @@ def test_rotation_killed_then_rerun_converges(runner, token, collections_path, m
 
 
 def test_destruction_killed_then_rerun_converges(runner, token, collections_path):
-    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_generate", {"name": "k", "retention_period": "7d"})
     runner.task("key_rotate", {"name": ["k"], "force": True})
-    time.sleep(1.5)
-    kill_at(token, collections_path, "destroy", "update_metadata", "before", 1)  # objects gone, tombstone not yet
+    runner.clock.advance(days=8)
+    kill_at(runner, "destroy", "update_metadata", "before", 1)  # objects gone, tombstone not yet
     assert not [o for o in token.key_objects() if o["label"] == "k:v1" and o["class"] == "SECRET_KEY"]
     _state, anomalies = states(runner)
     assert anomalies and "key object is missing" in anomalies[0]["problem"]  # reported, not hidden

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import getpass
-import time
 
 from tests.integration.test_key_rotate import NONCE, SAMPLE, states
 
 
 def test_full_lifecycle_to_destruction(runner, token):
-    runner.task("key_generate", {"name": "k", "retention_period": "4s"})
+    runner.task("key_generate", {"name": "k", "retention_period": "30d"})
     ok, ciphertext = token.gcm("encrypt", "k:v1", NONCE, SAMPLE)
     assert ok
     rotate = runner.task("key_rotate", {"name": ["k"], "force": True})
@@ -27,7 +26,11 @@ def test_full_lifecycle_to_destruction(runner, token):
     active = runner.task("key_destroy", {"name": "k", "version": 2})
     assert active.task["failed"] and "k:v2 is active" in active.task["msg"]
 
-    time.sleep(4.5)
+    # a day before retention ends: still refused
+    runner.clock.advance(days=29)
+    assert runner.task("key_destroy", {"all_expired": True}).task["changed"] is False
+    assert token.key_objects() == before
+    runner.clock.advance(days=1, minutes=1)  # retention over (30 days from the rotation that deactivated v1)
     check = runner.task("key_destroy", {"all_expired": True}, "--check")
     assert check.task["changed"] is True and [p["action"] for p in check.task["plan"]] == ["destroy"]
     assert token.key_objects() == before
@@ -53,10 +56,10 @@ def test_full_lifecycle_to_destruction(runner, token):
 
 
 def test_last_version_destroyed_reports_destroyed_key(runner, token):
-    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_generate", {"name": "k", "retention_period": "7d"})
     runner.task("key_rotate", {"name": ["k"], "force": True})
     runner.task("key_rotate", {"name": ["k"], "force": True})
-    time.sleep(1.5)
+    runner.clock.advance(days=8)
     runner.task("key_destroy", {"all_expired": True})
     info = runner.task("key_info", {"name": ["k"]})
     assert {v["version"]: v["state"] for v in info.task["key_versions"]} == {1: "destroyed", 2: "destroyed",
@@ -64,10 +67,10 @@ def test_last_version_destroyed_reports_destroyed_key(runner, token):
 
 
 def test_policy_opt_in_and_dual_control(runner, token):
-    runner.task("key_generate", {"keys": [{"name": "opted", "retention_period": "1s", "destroy_allowed": True},
-                                          {"name": "kept", "retention_period": "1s"}]})
+    runner.task("key_generate", {"keys": [{"name": "opted", "retention_period": "7d", "destroy_allowed": True},
+                                          {"name": "kept", "retention_period": "7d"}]})
     runner.task("key_rotate", {"name": ["opted", "kept"], "force": True})
-    time.sleep(1.5)
+    runner.clock.advance(days=8)
     before = token.key_objects()
     strict = {"destroy_requires_opt_in": True, "destroy_requires_approval": True}
     operator = getpass.getuser()
@@ -107,7 +110,7 @@ def test_copy_of_the_key_under_another_label_blocks_destruction(runner, token):
 
     from tests.conftest import PKCS11_MODULE
 
-    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_generate", {"name": "k", "retention_period": "7d"})
     copy = (
         "import pkcs11, sys\n"
         "from pkcs11 import Attribute, ObjectClass\n"
@@ -119,7 +122,7 @@ def test_copy_of_the_key_under_another_label_blocks_destruction(runner, token):
     subprocess.run([sys.executable, "-c", copy, PKCS11_MODULE, token.label, str(token.pin_file)], check=True,
                    env={**token.env, "PATH": "/usr/bin:/bin"})
     runner.task("key_rotate", {"name": ["k"], "force": True})
-    time.sleep(1.5)
+    runner.clock.advance(days=8)
     result = runner.task("key_destroy", {"name": "k", "version": 1})
     assert result.task["failed"] is True
     assert "same key check value (sneaky-copy)" in result.task["msg"]
@@ -127,7 +130,7 @@ def test_copy_of_the_key_under_another_label_blocks_destruction(runner, token):
 
 
 def test_retired_key_with_every_version_destroyed_is_reported_destroyed(runner, token):
-    runner.task("key_generate", {"name": "k", "retention_period": "1s"})
+    runner.task("key_generate", {"name": "k", "retention_period": "7d"})
     runner.task("key_rotate", {"name": ["k"], "force": True})
     check = runner.task("key_rotate", {"name": ["k"], "retire": True}, "--check")
     assert check.task["changed"] is True and check.task["plan"][0]["action"] == "retire"
@@ -135,7 +138,7 @@ def test_retired_key_with_every_version_destroyed_is_reported_destroyed(runner, 
     assert retired.task["rotated"][0]["new_version"] is None
     assert states(token) == {"k:v1": "deactivated", "k:v2": "deactivated"}
     assert token.gcm("encrypt", "k:v2", NONCE, SAMPLE)[0] is False
-    time.sleep(1.5)
+    runner.clock.advance(days=8)
     runner.task("key_destroy", {"all_expired": True})
     info = runner.task("key_info", {"name": ["k"]})
     assert info.task["logical_keys"][0]["state"] == "destroyed"

@@ -15,8 +15,7 @@ import os
 import re
 import secrets
 import shutil
-import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,7 +26,7 @@ from tests.conftest import GCM, PKCS11_MODULE, REPO
 from tests.recipients import RECIPIENT_PYTHON
 
 KEYS = [
-    {"name": "shared", "distributable": True, "recipients": ["billing", "reports"], "retention_period": "15s",
+    {"name": "shared", "distributable": True, "recipients": ["billing", "reports"], "retention_period": "30d",
      "usage": ["encrypt", "decrypt"]},
     {"name": "billing-only", "distributable": True, "recipients": ["billing"], "usage": ["encrypt", "decrypt"]},
     {"name": "local-only", "usage": ["encrypt", "decrypt"]},
@@ -127,7 +126,7 @@ def test_distribute_rotate_destroy_reaches_every_recipient(runner, token, distri
 
     # destruction reaches every recipient: the version is withdrawn and verified gone
     retain_until = datetime.fromisoformat(token.metadata()["shared:v1"]["retain_until"])
-    time.sleep(max(0.0, (retain_until - datetime.now(timezone.utc)).total_seconds()) + 0.5)
+    runner.clock.advance(seconds=(retain_until - runner.clock.now()).total_seconds() + 60)
     destroyed = runner.task("key_destroy", {"name": "shared", "version": 1})
     assert destroyed.task["changed"], destroyed.output
     withdrawn = distribution.playbook()

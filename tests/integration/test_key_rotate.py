@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 NONCE = bytes(range(12))
 SAMPLE = b"cardholder data, encrypted under v1"
 
@@ -62,12 +60,15 @@ def test_rotate_lifecycle(runner, token):
 
 
 def test_due_rotation_and_journal(runner, token):
-    runner.task("key_generate", {"keys": [{"name": "fast", "rotation_period": "4s"}, {"name": "slow"}]})
-    time.sleep(4.5)
+    runner.task("key_generate", {"keys": [{"name": "fast", "rotation_period": "30d"}, {"name": "slow"}]})
+    runner.clock.advance(days=29)
+    assert runner.task("key_rotate", {"all_due": True}).task["changed"] is False  # not due yet
+    runner.clock.advance(days=1, minutes=1)
+    before = len(runner.journal_records())
     result = runner.task("key_rotate", {"all_due": True})
     assert [(r["name"], r["new_version"]) for r in result.task["rotated"]] == [("fast", 2)]
     assert states(token)["slow:v1"] == "active"
-    records = runner.journal_records()
+    records = runner.journal_records()[before:]
     rotate = [r for r in records if r["event"]["event"]["action"] == "key-rotate"]
     assert [r["event"]["keylifecycle"]["phase"] for r in rotate] == ["intent", "change", "outcome"]
     assert rotate[1]["event"]["key"]["previous_version"] == 1
@@ -107,8 +108,8 @@ def test_two_concurrent_scheduled_rotations_make_one_new_version(runner, token, 
 
     from tests.conftest import VENV_BIN
 
-    runner.task("key_generate", {"name": "k", "rotation_period": "6s"})
-    time.sleep(6.2)  # due now; the new version is not due again for 6 s, longer than the second run waits
+    runner.task("key_generate", {"name": "k", "rotation_period": "30d"})
+    runner.clock.advance(days=31)  # due now; the new version is not due for 30 days, however long the runs take
     play = [{"hosts": "hsm", "gather_facts": False, "environment": token.env, "tasks": [{
         "name": "rotate what is due", "secops.keylifecycle.key_rotate": dict(token.connection(), all_due=True)}]}]
     path = tmp_path / "rotate.yml"

@@ -24,7 +24,7 @@ def write_inventory(runner, token, report_dir):
 
 
 def test_report_lists_keys_events_and_audit_status_and_renders_in_chromium(runner, token, tmp_path):
-    runner.task("key_generate", {"keys": [{"name": "payments-db", "retention_period": "1s"},
+    runner.task("key_generate", {"keys": [{"name": "payments-db", "retention_period": "30d"},
                                           {"name": "signing", "type": "ec", "usage": ["sign", "verify"]}]})
     runner.task("key_rotate", {"name": ["payments-db"], "force": True})
     refused = runner.task("key_destroy", {"name": "payments-db", "version": 2})  # active: refused, journaled
@@ -69,10 +69,9 @@ def test_report_lists_keys_events_and_audit_status_and_renders_in_chromium(runne
 
 def test_scheduled_rotation_playbook_writes_a_summary_and_fails_loudly(runner, token, tmp_path):
     import json
-    import time
 
-    runner.task("key_generate", {"keys": [{"name": "due-soon", "rotation_period": "1s"}, {"name": "fresh"}]})
-    time.sleep(1.5)
+    runner.task("key_generate", {"keys": [{"name": "due-soon", "rotation_period": "7d"}, {"name": "fresh"}]})
+    runner.clock.advance(days=8)
     report_dir = tmp_path / "reports"
     inventory = write_inventory(runner, token, report_dir)
     run = runner.playbook(REPO / "playbooks" / "rotate.yml", inventory=inventory)
@@ -92,12 +91,10 @@ def test_scheduled_rotation_playbook_writes_a_summary_and_fails_loudly(runner, t
 
 
 def test_destroy_expired_playbook_destroys_only_what_retention_allows(runner, token, tmp_path):
-    import time
-
-    runner.task("key_generate", {"keys": [{"name": "short", "retention_period": "1s"},
+    runner.task("key_generate", {"keys": [{"name": "short", "retention_period": "7d"},
                                           {"name": "long", "retention_period": "30d"}]})
     runner.task("key_rotate", {"name": ["short", "long"], "force": True})
-    time.sleep(1.5)
+    runner.clock.advance(days=8)
     inventory = write_inventory(runner, token, tmp_path / "reports")
     checked = runner.playbook(REPO / "playbooks" / "destroy_expired.yml", "--check", inventory=inventory)
     assert checked.returncode == 0 and "short v1: destroy" in checked.stdout, checked.stdout

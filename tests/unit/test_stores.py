@@ -306,9 +306,25 @@ def test_postgres_server_frozen_mid_transaction_is_cut(stores, postgres):
     table = table_name()
     store = pg_store(stores, postgres, table)
     assert store.deliver(make_records(1)) == 1
+    frozen = threading.Event()
+
+    def freeze_once_the_insert_waits():
+        """Freeze the server only once the INSERT is waiting for the lock, however long it takes to get there."""
+        with psycopg.connect(postgres.admin_dsn, autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE "
+                    "'INSERT%%' AND pid <> pg_backend_pid()").fetchone()[0]
+                if waiting:
+                    postgres.pause()
+                    frozen.set()
+                    return
+                time.sleep(0.05)
+
     with psycopg.connect(postgres.admin_dsn) as lock:
         lock.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
-        freezer = threading.Timer(0.5, postgres.pause)  # while the INSERT waits for the lock
+        freezer = threading.Thread(target=freeze_once_the_insert_waits)
         freezer.start()
         try:
             message = fails_fast(stores, store, make_records(1))
@@ -316,6 +332,7 @@ def test_postgres_server_frozen_mid_transaction_is_cut(stores, postgres):
             freezer.join()
             postgres.resume()
         lock.rollback()
+    assert frozen.is_set(), "the INSERT never waited for the lock"
     assert "no answer within 6 s, connection cut" in message
 
 
