@@ -78,6 +78,22 @@ def _run(cmd, **kwargs):
 
 
 @pytest.fixture(scope="session")
+def source_collection(tmp_path_factory):
+    """Import the collection from this checkout (ansible_collections/secops/keylifecycle -> the repo): no build.
+
+    For the in-process tests (tests/unit, tests/hsm). The integration tests use the built tarball, so a file
+    the build leaves out still fails there.
+    """
+    root = tmp_path_factory.mktemp("source-collection")
+    namespace = root / "ansible_collections" / "secops"
+    namespace.mkdir(parents=True)
+    (namespace / "keylifecycle").symlink_to(REPO, target_is_directory=True)
+    sys.path.insert(0, str(root))
+    yield root
+    sys.path.remove(str(root))
+
+
+@pytest.fixture(scope="session")
 def collections_path(tmp_path_factory):
     """Build the collection from this checkout and install it into an empty collections path."""
     build = tmp_path_factory.mktemp("build")

@@ -19,6 +19,17 @@ attributes:
       - When run twice in a row outside check mode with the same arguments, the second run indicates no change.
 """
 
+    # For the modules of the action group hsm (meta/runtime.yml).
+    ACTION_GROUP = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/secops.keylifecycle.hsm) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - secops.keylifecycle.hsm
+"""
+
     # For read-only (info) modules.
     INFO_MODULE = r"""
 options: {}

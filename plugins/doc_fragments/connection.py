@@ -15,14 +15,19 @@ options:
       - For example V(/usr/lib/softhsm/libsofthsm2.so) (SoftHSM2), V(/usr/lib/libCryptoki2_64.so) (Luna),
         V(/opt/cloudhsm/lib/libcloudhsm_pkcs11.so) (CloudHSM) or V(/usr/lib/x86_64-linux-gnu/pkcs11/yubihsm_pkcs11.so).
       - If not set, the E(PKCS11_MODULE) environment variable of the module's host is used.
+      - Required, from the task, from C(module_defaults) for C(group/secops.keylifecycle.hsm) or from
+        E(PKCS11_MODULE); the module fails before opening the token when none sets it. It is not marked
+        required so that linters accept tasks that get it from C(module_defaults).
     type: path
-    required: true
+    required: false
   token_label:
     description:
       - Label of the token (CKA_LABEL of the token info) that holds the keys. Exactly one token must carry it.
       - If not set, the E(PKCS11_TOKEN_LABEL) environment variable of the module's host is used.
+      - Required, from the task, from C(module_defaults) for C(group/secops.keylifecycle.hsm) or from
+        E(PKCS11_TOKEN_LABEL); the module fails before opening the token when none sets it.
     type: str
-    required: true
+    required: false
   user_pin:
     description:
       - The token's user PIN (never the SO PIN). Keep it in Ansible Vault.
@@ -31,7 +36,9 @@ options:
       - If not set, the E(PKCS11_USER_PIN) environment variable of the module's host is used. Set it in the host's
         own environment; a task refuses E(PKCS11_USER_PIN) given through C(environment:), which puts it on the
         remote command line where C(ps) shows it.
-      - Mutually exclusive with O(user_pin_file); one of the two is required.
+      - Mutually exclusive with O(user_pin_file). One of the two (or E(PKCS11_USER_PIN)) is required, from the task or
+        from C(module_defaults) for C(group/secops.keylifecycle.hsm); the module fails before opening the token
+        when neither is set.
     type: str
   user_pin_file:
     description:
@@ -40,6 +47,8 @@ options:
         file is refused.
     type: path
 notes:
+  - Set the connection options once for a play, block or role in C(module_defaults), under
+    C(group/secops.keylifecycle.hsm); every HSM module of this collection is in that group.
   - The module opens one read/write session, logs in once and handles the whole batch in it.
   - The PIN is never returned, logged or written to a file by this collection.
 requirements:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # The environment policy option (plugins/module_utils/_policy.py).
+    # The environment policy option. Its settings are declared in plugins/module_utils/_policy.py (SETTINGS);
+    # ansible-doc reads this text without importing module_utils, so it is written out here, and
+    # tests/unit/test_policy_settings.py checks that it lists exactly those settings, with their types and defaults.
     DOCUMENTATION = r"""
 options:
   policy:

@@ -10,9 +10,9 @@ A checkpoint says "journal J had record number N with hash H at time T", signed
 (ECDSA P-256, SHA-256) by the managed key ``audit-checkpoint`` (generated in the
 token on first use, CKA_SENSITIVE true, never extractable). Every lifecycle module
 call anchors the intent record the controller journaled for it; the latest
-checkpoint of each journal is also kept on the token (CKO_DATA, application
-``secops.keylifecycle.audit``), so a journal cut below it is caught by
-``audit_verify`` even though the cut journal's own chain is still valid.
+checkpoint of each journal is also kept on the token (``_token_objects.AUDIT_CHECKPOINT``,
+read from the key store's enumeration of the token), so a journal cut below it is
+caught by ``audit_verify`` even though the cut journal's own chain is still valid.
 
 The signed payload is the canonical JSON of ``{"head_hash", "journal_id", "seq",
 "signed_at"}``; the signature is DER, so ``openssl dgst -sha256 -verify pub.pem
@@ -35,15 +35,16 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     utc_now,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import AUDIT_CHECKPOINT
 
 try:
-    from pkcs11 import Attribute, Mechanism, ObjectClass
+    from pkcs11 import Mechanism
     from pkcs11.util.ec import encode_ecdsa_signature
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    Attribute = Mechanism = ObjectClass = encode_ecdsa_signature = None
+    Mechanism = encode_ecdsa_signature = None
 
 SIGNING_KEY_NAME = "audit-checkpoint"
-CHECKPOINT_APPLICATION = "secops.keylifecycle.audit"
+CHECKPOINT_APPLICATION = AUDIT_CHECKPOINT.application
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -85,24 +86,18 @@ class CheckpointSigner:
         return self.store.generate(signing_key_spec(), number, operator, utc_now()), True
 
     def latest(self, journal_id):
-        """The checkpoint stored on the token for this journal, or None."""
-        with pkcs11_errors("C_FindObjects (checkpoint)", token_label=self.store.token_label):
-            objects = list(self.session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                                     Attribute.APPLICATION: CHECKPOINT_APPLICATION,
-                                                     Attribute.LABEL: checkpoint_label(journal_id)}))
-            documents = [(json.loads(bytes(o[Attribute.VALUE]).decode("ascii")), o) for o in objects]
-        if not documents:
+        """The checkpoint stored on the token for this journal (or None) and the objects that hold it."""
+        label = checkpoint_label(journal_id)
+        revisions = self.store.objects.newest(AUDIT_CHECKPOINT, label)
+        if revisions is None:
             return None, []
-        documents.sort(key=lambda pair: pair[0]["seq"])
-        return documents[-1][0], [o for _doc, o in documents]
+        return revisions.newest, self.store.objects.document_objects(AUDIT_CHECKPOINT, label)
 
     def all_latest(self):
         """The latest checkpoint of every journal kept on this token, by journal id."""
-        with pkcs11_errors("C_FindObjects (checkpoints)", token_label=self.store.token_label):
-            documents = [json.loads(bytes(o[Attribute.VALUE]).decode("ascii")) for o in self.session.get_objects(
-                {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: CHECKPOINT_APPLICATION})]
         latest = {}
-        for doc in documents:
+        for label in self.store.objects.document_labels(AUDIT_CHECKPOINT):
+            doc = self.store.objects.newest(AUDIT_CHECKPOINT, label).newest
             if doc["journal_id"] not in latest or latest[doc["journal_id"]]["seq"] < doc["seq"]:
                 latest[doc["journal_id"]] = doc
         return latest
@@ -127,17 +122,10 @@ class CheckpointSigner:
             "key_id": version.key_id, "key_version": version.version,
             "public_key_fingerprint": version.public_key_fingerprint,
         }
-        latest, old_objects = self.latest(journal_id)
-        if latest is None or latest["seq"] < seq:
-            with pkcs11_errors("C_CreateObject (checkpoint)", token_label=self.store.token_label):
-                self.session.create_object({
-                    Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
-                    Attribute.MODIFIABLE: True, Attribute.LABEL: checkpoint_label(journal_id),
-                    Attribute.APPLICATION: CHECKPOINT_APPLICATION,
-                    Attribute.VALUE: json.dumps(checkpoint, sort_keys=True).encode("ascii"),
-                })
-                for obj in old_objects:
-                    obj.destroy()
+        latest, _objects = self.latest(journal_id)
+        if latest is None or latest["seq"] < seq:  # the kind keeps one: older checkpoints are destroyed
+            self.store.objects.write(AUDIT_CHECKPOINT, checkpoint_label(journal_id), checkpoint,
+                                     operation="C_CreateObject (checkpoint)")
         return checkpoint, version, created
 
     def public_keys(self):

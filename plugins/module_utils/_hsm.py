@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
     LibraryUnavailable,
     LoginFailed,
     MechanismUnsupported,
@@ -51,10 +52,49 @@ _UNMAPPED_CKR = {
 
 _UNMAPPED_RE = re.compile(r"Unmapped error code (0x[0-9a-fA-F]+)")
 
+# python-pkcs11 exception class names -> (typed error, message, option), first match wins. The message takes
+# %(where)s (the operation, and the token if known) and %(exception)s (the python-pkcs11 class name). Names, not
+# classes, so the table is readable without python-pkcs11 (resolved in translate_pkcs11_error).
+_PKCS11_ERRORS = (
+    (("PinIncorrect",), LoginFailed,
+     "The token refused the user PIN (CKR_PIN_INCORRECT) during %(where)s. Check user_pin / user_pin_file; repeated "
+     "failures lock the PIN.", "user_pin"),
+    (("PinLocked",), LoginFailed,
+     "The user PIN is locked (CKR_PIN_LOCKED) during %(where)s: the Security Officer must unlock or reset it before "
+     "any key operation.", "user_pin"),
+    (("PinInvalid", "PinLenRange"), LoginFailed,
+     "The token rejected the user PIN's format or length during %(where)s. Check user_pin / user_pin_file.",
+     "user_pin"),
+    (("PinExpired",), LoginFailed, "The user PIN has expired (CKR_PIN_EXPIRED) during %(where)s.", "user_pin"),
+    (("UserPinNotInitialized",), TokenUnavailable,
+     "The token's user PIN is not initialised (CKR_USER_PIN_NOT_INITIALIZED): initialise the token before use.",
+     "token_label"),
+    (("TokenNotPresent", "TokenNotRecognised", "DeviceRemoved", "NoSuchToken"), TokenUnavailable,
+     "The token is not present or not recognised during %(where)s.", "token_label"),
+    (("SessionReadOnly", "TokenWriteProtected"), TokenOperationFailed,
+     "The token refused to write during %(where)s (read-only session or write-protected token): the token must "
+     "allow read/write sessions for key management.", None),
+    (("MechanismInvalid", "MechanismParamInvalid", "FunctionNotSupported"), MechanismUnsupported,
+     "The token does not support the mechanism or parameters used by %(where)s (%(exception)s). Check that the "
+     "token supports the key type and size requested.", None),
+    (("KeySizeRange",), MechanismUnsupported,
+     "The token does not support this key size (CKR_KEY_SIZE_RANGE) during %(where)s.", None),
+    (("KeyUnextractable",), TokenOperationFailed,
+     "The key is not extractable (CKR_KEY_UNEXTRACTABLE) during %(where)s: only keys generated as distributable "
+     "can be wrapped.", None),
+    (("DeviceMemory", "HostMemory"), TokenOperationFailed,
+     "The token or host ran out of memory during %(where)s.", None),
+    (("AttributeReadOnly",), TokenOperationFailed,
+     "The token refused to change a read-only attribute during %(where)s.", None),
+    (("TemplateInconsistent", "TemplateIncomplete", "AttributeValueInvalid", "AttributeTypeInvalid"),
+     TokenOperationFailed, "The token rejected the object template during %(where)s (%(exception)s).", None),
+    (("UserNotLoggedIn",), LoginFailed, "The session is not logged in during %(where)s.", "user_pin"),
+)
+
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """The shared connection options of every HSM module, already validated by Ansible."""
+    """The shared connection options of every HSM module, already type-checked by Ansible."""
 
     pkcs11_module: str
     token_label: str
@@ -63,12 +103,25 @@ class ConnectionSettings:
 
     @classmethod
     def from_params(cls, params):
-        return cls(
+        """The settings of a module's parameters; refuses missing ones before anything touches the token.
+
+        The argspec (_argspec.CONNECTION_ARGSPEC) requires none of them, so that plays may set them once in
+        module_defaults; this is where they are required.
+        """
+        for option, variable in (("pkcs11_module", "PKCS11_MODULE"), ("token_label", "PKCS11_TOKEN_LABEL")):
+            if not params.get(option):
+                raise InvalidOption(
+                    "%s is required: set it on the task, in module_defaults for group/secops.keylifecycle.hsm, or "
+                    "in the %s environment variable of the module's host." % (option, variable), option=option)
+        settings = cls(
             pkcs11_module=params["pkcs11_module"],
             token_label=params["token_label"],
             user_pin=params.get("user_pin"),
             user_pin_file=params.get("user_pin_file"),
         )
+        if not settings.user_pin and not settings.user_pin_file:
+            raise _no_pin_given()
+        return settings
 
     def __repr__(self):
         # Never show the PIN, even in a debugger or a traceback's locals.
@@ -80,10 +133,16 @@ class ConnectionSettings:
         if self.user_pin:
             return self.user_pin
         if not self.user_pin_file:
-            raise PinUnavailable(
-                "No user PIN given: set user_pin (from Ansible Vault), the PKCS11_USER_PIN environment "
-                "variable, or user_pin_file (a file readable only by its owner).", option="user_pin")
+            raise _no_pin_given()
         return read_pin_file(self.user_pin_file)
+
+
+def _no_pin_given():
+    return PinUnavailable(
+        "No user PIN given: user_pin or user_pin_file is required. Set user_pin (from Ansible Vault) or "
+        "user_pin_file (a file readable only by its owner) on the task or in module_defaults for "
+        "group/secops.keylifecycle.hsm, or set the PKCS11_USER_PIN environment variable of the module's host.",
+        option="user_pin")
 
 
 def read_pin_file(path, option="user_pin_file"):
@@ -188,55 +247,11 @@ def ckr_code(exc):
 
 
 def translate_pkcs11_error(exc, operation, token_label=None):
-    """Map a python-pkcs11 exception to a typed error with an operator-readable message."""
+    """Map a python-pkcs11 exception to a typed error with an operator-readable message (_PKCS11_ERRORS)."""
     where = "%s on token %r" % (operation, token_label) if token_label else operation
-    if isinstance(exc, p11_exc.PinIncorrect):
-        return LoginFailed(
-            "The token refused the user PIN (CKR_PIN_INCORRECT) during %s. Check user_pin / "
-            "user_pin_file; repeated failures lock the PIN." % where, option="user_pin")
-    if isinstance(exc, p11_exc.PinLocked):
-        return LoginFailed(
-            "The user PIN is locked (CKR_PIN_LOCKED) during %s: the Security Officer must unlock "
-            "or reset it before any key operation." % where, option="user_pin")
-    if isinstance(exc, (p11_exc.PinInvalid, p11_exc.PinLenRange)):
-        return LoginFailed(
-            "The token rejected the user PIN's format or length during %s. Check user_pin / "
-            "user_pin_file." % where, option="user_pin")
-    if isinstance(exc, p11_exc.PinExpired):
-        return LoginFailed("The user PIN has expired (CKR_PIN_EXPIRED) during %s." % where, option="user_pin")
-    if isinstance(exc, p11_exc.UserPinNotInitialized):
-        return TokenUnavailable(
-            "The token's user PIN is not initialised (CKR_USER_PIN_NOT_INITIALIZED): initialise the "
-            "token before use.", option="token_label")
-    if isinstance(exc, (p11_exc.TokenNotPresent, p11_exc.TokenNotRecognised, p11_exc.DeviceRemoved,
-                        p11_exc.NoSuchToken)):
-        return TokenUnavailable("The token is not present or not recognised during %s." % where,
-                                option="token_label")
-    if isinstance(exc, (p11_exc.SessionReadOnly, p11_exc.TokenWriteProtected)):
-        return TokenOperationFailed(
-            "The token refused to write during %s (read-only session or write-protected token): "
-            "the token must allow read/write sessions for key management." % where)
-    if isinstance(exc, (p11_exc.MechanismInvalid, p11_exc.MechanismParamInvalid,
-                        p11_exc.FunctionNotSupported)):
-        return MechanismUnsupported(
-            "The token does not support the mechanism or parameters used by %s (%s). Check that the "
-            "token supports the key type and size requested." % (where, type(exc).__name__))
-    if isinstance(exc, p11_exc.KeySizeRange):
-        return MechanismUnsupported("The token does not support this key size (CKR_KEY_SIZE_RANGE) "
-                                    "during %s." % where)
-    if isinstance(exc, p11_exc.KeyUnextractable):
-        return TokenOperationFailed("The key is not extractable (CKR_KEY_UNEXTRACTABLE) during %s: "
-                                    "only keys generated as distributable can be wrapped." % where)
-    if isinstance(exc, (p11_exc.DeviceMemory, p11_exc.HostMemory)):
-        return TokenOperationFailed("The token or host ran out of memory during %s." % where)
-    if isinstance(exc, p11_exc.AttributeReadOnly):
-        return TokenOperationFailed("The token refused to change a read-only attribute during %s." % where)
-    if isinstance(exc, (p11_exc.TemplateInconsistent, p11_exc.TemplateIncomplete,
-                        p11_exc.AttributeValueInvalid, p11_exc.AttributeTypeInvalid)):
-        return TokenOperationFailed("The token rejected the object template during %s (%s)."
-                                    % (where, type(exc).__name__))
-    if isinstance(exc, (p11_exc.UserNotLoggedIn,)):
-        return LoginFailed("The session is not logged in during %s." % where, option="user_pin")
+    for names, error, message, option in _PKCS11_ERRORS:
+        if isinstance(exc, tuple(getattr(p11_exc, name) for name in names)):
+            return error(message % {"where": where, "exception": type(exc).__name__}, option=option)
     code = ckr_code(exc)
     if code is not None and code in _UNMAPPED_CKR:
         name, meaning = _UNMAPPED_CKR[code]

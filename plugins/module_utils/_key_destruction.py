@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import check_approval
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
@@ -33,7 +34,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     utc_now,
     validate_name,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import check_approval
 
 RETIRED_STATES = ("deactivated", "compromised")
 
@@ -76,7 +76,7 @@ def plan_destruction(store, name, version_number, all_expired, policy, approved_
             why = _refusal(version, policy, now)
             plans.append(PlannedDestruction(version, "blocked" if why else "destroy", why or ""))
         if any(p.action == "destroy" for p in plans):
-            check_approval(policy, policy.destroy_requires_approval, "destroy", approved_by, operator)
+            check_approval(policy, "destroy", approved_by, operator)
         return plans
     validate_name(name)
     if version_number is None:
@@ -92,7 +92,7 @@ def plan_destruction(store, name, version_number, all_expired, policy, approved_
     if why:
         raise PolicyViolation("Refusing to destroy, nothing was changed: %s." % why,
                               option="retain_until" if "retain_until" in why else "name")
-    check_approval(policy, policy.destroy_requires_approval, "destroy", approved_by, operator)
+    check_approval(policy, "destroy", approved_by, operator)
     return [PlannedDestruction(version, "destroy")]
 
 

@@ -162,84 +162,105 @@ def _sendable(version, now):
     return version.state == "deactivated" and version.retain_until is not None and now < version.retain_until
 
 
+def _distributable_versions(store, recipient, name):
+    """The versions of key ``name`` this recipient may receive, or None if it is not one of its keys.
+
+    Refuses a key the recipient lists explicitly but may not receive, and a distributed key that is not AES.
+    """
+    versions = store.versions(name)
+    if not versions:
+        if recipient.keys is not None:
+            raise KeyNotFound("recipient %r: key %r does not exist on token %r."
+                              % (recipient.name, name, store.token_label), option="recipients")
+        return None
+    spec = versions[-1].spec
+    allowed = recipient.name in spec.recipients
+    if recipient.keys is not None:
+        if not spec.distributable:
+            raise PolicyViolation(
+                "key %r is not distributable: it was generated with distributable: false and never leaves "
+                "the token. Generate a new distributable key for recipient %r instead." % (name, recipient.name),
+                option="recipients")
+        if not allowed:
+            raise PolicyViolation(
+                "recipient %r may not receive key %r: the key's recipients are %s. Add the recipient to the "
+                "key's recipients (key_generate) if the change is approved." %
+                (recipient.name, name, ", ".join(spec.recipients) or "none"), option="recipients")
+    if not allowed or not spec.distributable:
+        return None
+    if spec.type != "aes":
+        raise PolicyViolation("key %r lists recipients but is an %s key; only AES keys are distributed."
+                              % (name, spec.type.upper()), option="recipients")
+    return versions
+
+
+def _plan_versions(plan, recipient, versions, now, should_hold):
+    """Sort one key's versions into the plan: send (install/update), held, withdrawn or blocked."""
+    for version in versions:
+        key = (version.name, version.version)
+        have = recipient.installed.get(key)
+        if have and have.get("state") == "destroyed":
+            # withdrawn at the recipient earlier (a tombstone): never installed again there
+            if _sendable(version, now):
+                plan.blocked.append({"name": version.name, "version": version.version,
+                                     "id": version.key_id, "why": "withdrawn at the recipient earlier; "
+                                     "rotate the key to give the recipient a new version"})
+            continue
+        if _sendable(version, now):
+            should_hold.add(key)
+            if have and have.get("id") == version.key_id and \
+                    have.get("key_check_value") == version.key_check_value:
+                if have.get("state") == version.state:
+                    plan.held.append(version)
+                else:
+                    plan.packages.append((version, "update"))
+            else:
+                plan.packages.append((version, "install"))
+        elif version.state in WITHDRAWN_STATES or have:
+            if recipient.installed and not have:
+                continue  # the recipient reported what it holds, and it does not hold this one
+            plan.withdrawn.append({"name": version.name, "version": version.version, "id": version.key_id,
+                                   "state": version.state,
+                                   "why": version.state if version.state in WITHDRAWN_STATES
+                                   else "retention expired"})
+
+
+def _plan_unassigned(plan, recipient, should_hold):
+    """Withdraw what the recipient holds but should no longer hold (within the keys it lists, if any)."""
+    for (name, number), have in sorted(recipient.installed.items()):
+        if recipient.keys is not None and name not in recipient.keys:
+            continue
+        if have.get("state") == "destroyed":
+            continue
+        if (name, number) not in should_hold and not any(
+                w["name"] == name and w["version"] == number for w in plan.withdrawn):
+            plan.withdrawn.append({"name": name, "version": number, "id": have.get("id"), "state": None,
+                                   "why": "no longer assigned to this recipient"})
+
+
+def plan_recipient(store, recipient, now):
+    """What one recipient receives, keeps or loses; refuses an unknown recipient or a key it may not have."""
+    plan = RecipientPlan(recipient)
+    listed = False
+    should_hold = set()
+    for name in recipient.keys if recipient.keys is not None else store.names():
+        versions = _distributable_versions(store, recipient, name)
+        if versions is not None:
+            listed = True
+            _plan_versions(plan, recipient, versions, now, should_hold)
+    holds = [k for k, have in recipient.installed.items() if have.get("state") != "destroyed"]
+    if not listed and recipient.keys is None and not holds:
+        raise InvalidOption(
+            "unknown recipient %r: no distributable key on token %r lists it in recipients, and it holds "
+            "nothing. Check the name, or add it to the recipients of the keys it should hold."
+            % (recipient.name, store.token_label), option="recipients")
+    _plan_unassigned(plan, recipient, should_hold)
+    return plan
+
+
 def plan_distribution(store, recipients, now):
     """Which versions each recipient receives, keeps or loses. Refuses the whole call on bad input."""
-    plans = []
-    for recipient in recipients:
-        plan = RecipientPlan(recipient)
-        listed = False
-        names = recipient.keys if recipient.keys is not None else store.names()
-        should_hold = set()
-        for name in names:
-            versions = store.versions(name)
-            if not versions:
-                if recipient.keys is not None:
-                    raise KeyNotFound("recipient %r: key %r does not exist on token %r."
-                                      % (recipient.name, name, store.token_label), option="recipients")
-                continue
-            spec = versions[-1].spec
-            allowed = recipient.name in spec.recipients
-            if recipient.keys is not None:
-                if not spec.distributable:
-                    raise PolicyViolation(
-                        "key %r is not distributable: it was generated with distributable: false and never leaves "
-                        "the token. Generate a new distributable key for recipient %r instead." % (name, recipient.name),
-                        option="recipients")
-                if not allowed:
-                    raise PolicyViolation(
-                        "recipient %r may not receive key %r: the key's recipients are %s. Add the recipient to the "
-                        "key's recipients (key_generate) if the change is approved." %
-                        (recipient.name, name, ", ".join(spec.recipients) or "none"), option="recipients")
-            if not allowed or not spec.distributable:
-                continue
-            listed = True
-            if spec.type != "aes":
-                raise PolicyViolation("key %r lists recipients but is an %s key; only AES keys are distributed."
-                                      % (name, spec.type.upper()), option="recipients")
-            for version in versions:
-                key = (version.name, version.version)
-                have = recipient.installed.get(key)
-                if have and have.get("state") == "destroyed":
-                    # withdrawn at the recipient earlier (a tombstone): never installed again there
-                    if _sendable(version, now):
-                        plan.blocked.append({"name": version.name, "version": version.version,
-                                             "id": version.key_id, "why": "withdrawn at the recipient earlier; "
-                                             "rotate the key to give the recipient a new version"})
-                    continue
-                if _sendable(version, now):
-                    should_hold.add(key)
-                    if have and have.get("id") == version.key_id and \
-                            have.get("key_check_value") == version.key_check_value:
-                        if have.get("state") == version.state:
-                            plan.held.append(version)
-                        else:
-                            plan.packages.append((version, "update"))
-                    else:
-                        plan.packages.append((version, "install"))
-                elif version.state in WITHDRAWN_STATES or have:
-                    if recipient.installed and not have:
-                        continue  # the recipient reported what it holds, and it does not hold this one
-                    plan.withdrawn.append({"name": version.name, "version": version.version, "id": version.key_id,
-                                           "state": version.state,
-                                           "why": version.state if version.state in WITHDRAWN_STATES
-                                           else "retention expired"})
-        holds = [k for k, have in recipient.installed.items() if have.get("state") != "destroyed"]
-        if not listed and recipient.keys is None and not holds:
-            raise InvalidOption(
-                "unknown recipient %r: no distributable key on token %r lists it in recipients, and it holds "
-                "nothing. Check the name, or add it to the recipients of the keys it should hold."
-                % (recipient.name, store.token_label), option="recipients")
-        for (name, number), have in sorted(recipient.installed.items()):
-            if recipient.keys is not None and name not in recipient.keys:
-                continue
-            if have.get("state") == "destroyed":
-                continue
-            if (name, number) not in should_hold and not any(
-                    w["name"] == name and w["version"] == number for w in plan.withdrawn):
-                plan.withdrawn.append({"name": name, "version": number, "id": have.get("id"), "state": None,
-                                       "why": "no longer assigned to this recipient"})
-        plans.append(plan)
-    return plans
+    return [plan_recipient(store, recipient, now) for recipient in recipients]
 
 
 def apply_distribution(store, plans, oaep_hash, context, check_mode):

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyConflict, KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import remove_half_made
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     spec_conflicts,
     spec_updates,
     utc_now,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 
 @dataclass

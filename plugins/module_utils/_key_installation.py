@@ -28,10 +28,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     TokenOperationFailed,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import version_label
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import public_key_pem
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     check_transport_strength,
     decode_wrapped,
-    public_key_pem,
     validate_package,
     validate_version_ref,
 )
@@ -94,8 +94,8 @@ def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable
     return result, transport.record(public_key_pem(transport.public_key))
 
 
-def install(store, raw_packages, recipient, context, check_mode, now):
-    """Install the packages' key versions (or apply their state change); all checked before any is stored."""
+def _check_batch(store, raw_packages, recipient):
+    """The batch as a whole: a transport key to unwrap with, valid packages, each version once."""
     transport = store.transport
     if transport is None:
         raise KeyNotFound("Token %r has no transport key %r: run recipient_enroll on this host first."
@@ -106,58 +106,58 @@ def install(store, raw_packages, recipient, context, check_mode, now):
     if repeated:
         raise InvalidOption("packages lists %s more than once; pass each version once." % ", ".join(repeated),
                             option="packages")
+    return transport, packages
+
+
+def _check_package(store, package, index, transport, held_kcv, check_mode):
+    """One package against what the token holds; return (current version or None, action)."""
+    label = version_label(package["name"], package["version"])
+    where = "packages[%d] (%s)" % (index, label)
+    if package["transport_key_fingerprint"] != transport.fingerprint:
+        raise PackageRejected(
+            "%s was wrapped for transport key %s, but this host's transport key is %s: it is meant for another "
+            "recipient, or this host was enrolled again. Nothing was installed. Run key_distribute with this "
+            "host's current transport key." % (where, package["transport_key_fingerprint"], transport.fingerprint),
+            option="packages")
+    current = store.get(package["name"], package["version"])
+    if current is not None and current.state == "destroyed":
+        raise PackageRejected("%s was withdrawn from this recipient on %s; a withdrawn version is never "
+                              "installed again. Nothing was installed." % (where, current.doc.get("withdrawn_at")),
+                              option="packages")
+    if current is not None and (current.doc["id"] != package["id"]
+                                or current.doc["key_check_value"] != package["key_check_value"]):
+        raise KeyConflict("%s: this token already holds %s with id %s and check value %s; the package carries id "
+                          "%s and check value %s. Nothing was installed." %
+                          (where, label, current.doc["id"], current.doc["key_check_value"], package["id"],
+                           package["key_check_value"]), option="packages")
+    if held_kcv.get(package["key_check_value"], label) != label:
+        raise PackageRejected("%s carries check value %s, which this token already holds as %s: the package was "
+                              "relabelled. Nothing was installed." % (where, package["key_check_value"],
+                                                                      held_kcv[package["key_check_value"]]),
+                              option="packages")
+    if current is not None and current.state == "deactivated" and package["state"] == "active":
+        raise PackageRejected("%s would make %s active again, but a deactivated version never becomes active: the "
+                              "package is stale or was altered. Run key_distribute again. Nothing was installed."
+                              % (where, label), option="packages")
+    if current is None or not current.key_objects:
+        # new, or a repair of a version whose key object went missing
+        if package["wrapped"] is None and not check_mode:
+            raise InvalidOption("%s carries no wrapped key, so it cannot be installed. Run key_distribute for "
+                                "real (not in check mode) and pass its packages." % where, option="packages")
+        return current, "install"
+    return current, "update" if current.state != package["state"] else "none"
+
+
+def plan_install(store, raw_packages, recipient, check_mode):
+    """Check every package before anything is unwrapped; return [(package, current, action)]."""
+    transport, packages = _check_batch(store, raw_packages, recipient)
     held_kcv = {v.doc["key_check_value"]: version_label(v.doc["name"], v.doc["version"]) for v in store.installed()}
-    steps = []
-    for index, package in enumerate(packages):
-        label = version_label(package["name"], package["version"])
-        where = "packages[%d] (%s)" % (index, label)
-        if package["transport_key_fingerprint"] != transport.fingerprint:
-            raise PackageRejected(
-                "%s was wrapped for transport key %s, but this host's transport key is %s: it is meant for another "
-                "recipient, or this host was enrolled again. Nothing was installed. Run key_distribute with this "
-                "host's current transport key." % (where, package["transport_key_fingerprint"], transport.fingerprint),
-                option="packages")
-        current = store.get(package["name"], package["version"])
-        if current is not None and current.state == "destroyed":
-            raise PackageRejected("%s was withdrawn from this recipient on %s; a withdrawn version is never "
-                                  "installed again. Nothing was installed." % (where, current.doc.get("withdrawn_at")),
-                                  option="packages")
-        if current is not None and (current.doc["id"] != package["id"]
-                                    or current.doc["key_check_value"] != package["key_check_value"]):
-            raise KeyConflict("%s: this token already holds %s with id %s and check value %s; the package carries id "
-                              "%s and check value %s. Nothing was installed." %
-                              (where, label, current.doc["id"], current.doc["key_check_value"], package["id"],
-                               package["key_check_value"]), option="packages")
-        if held_kcv.get(package["key_check_value"], label) != label:
-            raise PackageRejected("%s carries check value %s, which this token already holds as %s: the package was "
-                                  "relabelled. Nothing was installed." % (where, package["key_check_value"],
-                                                                          held_kcv[package["key_check_value"]]),
-                                  option="packages")
-        if current is not None and current.state == "deactivated" and package["state"] == "active":
-            raise PackageRejected("%s would make %s active again, but a deactivated version never becomes active: the "
-                                  "package is stale or was altered. Run key_distribute again. Nothing was installed."
-                                  % (where, label), option="packages")
-        if current is None or not current.key_objects:
-            action = "install"  # new, or a repair of a version whose key object went missing
-            if package["wrapped"] is None and not check_mode:
-                raise InvalidOption("%s carries no wrapped key, so it cannot be installed. Run key_distribute for "
-                                    "real (not in check mode) and pass its packages." % where, option="packages")
-        elif current.state != package["state"]:
-            action = "update"
-        else:
-            action = "none"
-        steps.append((package, current, action))
+    return [(package,) + _check_package(store, package, index, transport, held_kcv, check_mode)
+            for index, package in enumerate(packages)]
 
-    result = InstallResult()
-    result.plan = [{"name": p["name"], "version": p["version"], "id": p["id"], "state": p["state"],
-                    "action": action} for p, _current, action in steps]
-    result.changed = any(action != "none" for _p, _c, action in steps)
-    held = _held_labels(store)
-    result.diff = {"before": sorted(held),
-                   "after": sorted(held | set(version_label(p["name"], p["version"]) for p, _c, _a in steps))}
-    if check_mode:
-        return result
 
+def _unwrap_all(store, steps):
+    """Unwrap every new version into a session object (check value recomputed); on any failure, none remain."""
     checked = []
     try:
         for package, current, action in steps:
@@ -171,6 +171,11 @@ def install(store, raw_packages, recipient, context, check_mode, now):
             except Exception:  # pylint: disable=broad-except
                 pass
         raise
+    return checked
+
+
+def _apply_install(store, steps, checked, context, now, result):
+    """Store the unwrapped versions, then follow the HSM's state changes; one audit event each."""
     try:
         for package, current, session_key in checked:
             installed = store.store(package, session_key, now, current=current)
@@ -189,6 +194,21 @@ def install(store, raw_packages, recipient, context, check_mode, now):
         # some versions are stored already: the failure result carries their events, so they are journaled
         exc.audit_events, exc.changed = list(result.audit_events), bool(result.audit_events)
         raise
+
+
+def install(store, raw_packages, recipient, context, check_mode, now):
+    """Install the packages' key versions (or apply their state change); all checked before any is stored."""
+    steps = plan_install(store, raw_packages, recipient, check_mode)
+    result = InstallResult()
+    result.plan = [{"name": p["name"], "version": p["version"], "id": p["id"], "state": p["state"],
+                    "action": action} for p, _current, action in steps]
+    result.changed = any(action != "none" for _p, _c, action in steps)
+    held = _held_labels(store)
+    result.diff = {"before": sorted(held),
+                   "after": sorted(held | set(version_label(p["name"], p["version"]) for p, _c, _a in steps))}
+    if check_mode:
+        return result
+    _apply_install(store, steps, _unwrap_all(store, steps), context, now, result)
     return result
 
 

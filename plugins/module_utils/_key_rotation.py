@@ -32,6 +32,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     utc_now,
     validate_name,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 REASONS = ("scheduled", "manual", "compromise")
 # Usages a deactivated version loses; a compromised one may lose decrypt / unwrap as well.
@@ -131,17 +132,6 @@ def _repair(store, plan, context, now):
     return events
 
 
-def remove_half_made(store, name, numbers, context, action):
-    """Remove versions whose generation was cut short (key objects, no metadata), one audited event each."""
-    events = []
-    for number in numbers:
-        key_id = store.discard_half_made(name, number)
-        events.append(build_event(action, "success", context, reason="repair: removed half-made version",
-                                  key={"name": name, "version": number, "id": key_id,
-                                       "label": "%s:v%d" % (name, number), "token": store.token_label}))
-    return events
-
-
 def _event(action_reason, context, token_label, new, old, approval=None):
     key = key_section(new, token_label)
     key.update({"previous_version": old.version, "previous_id": old.key_id, "previous_state": old.state,
@@ -202,5 +192,6 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
                                                  error_kind=exc.kind)]
         exc.changed = bool(events)
         raise
-    return RotationResult(changed=any(p.action != "none" for p in plans), rotated=rotated, plan=[p.as_dict() for p in plans],
-                          audit_events=events, diff={"before": before, "after": after})
+    return RotationResult(changed=any(p.action != "none" for p in plans), rotated=rotated,
+                          plan=[p.as_dict() for p in plans], audit_events=events,
+                          diff={"before": before, "after": after})

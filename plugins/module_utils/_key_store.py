@@ -6,10 +6,10 @@
 
 PRIVATE: not part of the public interface.
 
-``TokenKeyStore.load()`` runs one search per object class (metadata, secret keys,
-private keys, public keys) and indexes every object by label, so a batch of N keys
-costs O(N) token calls rather than one search per key (a search is linear in the
-number of objects on the token, which made per-key look-ups O(N^2)).
+``TokenKeyStore.load()`` reads the token through one ``_token_objects.TokenObjects``
+enumeration and groups our objects by key version (``<name>:v<version>``): the
+metadata documents and the secret, private and public key objects. A batch of N keys
+costs O(N) token calls; no key is looked up by a search of its own.
 
 Key generation happens inside the token (C_GenerateKey / C_GenerateKeyPair), with
 CKA_SENSITIVE true and CKA_EXTRACTABLE only for distributable keys. No key value is
@@ -19,65 +19,47 @@ fingerprint is taken from the public key object.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound, TokenOperationFailed
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
-    METADATA_APPLICATION,
     KeyVersion,
     Transition,
     parse_label,
     version_label,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    EC_NO_USAGES,
+    KEY_METADATA,
+    TOKEN_CURVES,
+    TokenObjects,
+    check_value,
+    evidence,
+    key_version_public_key,
+    public_key_pem,
+    spki_fingerprint,
+    usage_attribute,
+    usage_side,
+    usage_template,
+)
 
 try:
-    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-    from pkcs11.util.ec import encode_named_curve_parameters
+    from pkcs11 import Attribute, KeyType, ObjectClass
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    Attribute = KeyType = Mechanism = ObjectClass = encode_named_curve_parameters = None
-
-try:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = ec = rsa = None
-
-# The token's own evidence about how a key came to be, read from the key object.
-EVIDENCE_ATTRIBUTES = {
-    "local": "LOCAL",
-    "sensitive": "SENSITIVE",
-    "always_sensitive": "ALWAYS_SENSITIVE",
-    "never_extractable": "NEVER_EXTRACTABLE",
-    "extractable": "EXTRACTABLE",
-}
-
-_CURVE_OIDS = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
-_CRYPTOGRAPHY_CURVES = {"P-256": "SECP256R1", "P-384": "SECP384R1", "P-521": "SECP521R1"}
-
-# Usage -> (attribute, object it belongs on): 'secret' for AES, 'public'/'private' for pairs.
-_USAGE_ATTRIBUTES = {
-    "encrypt": ("ENCRYPT", "public"),
-    "decrypt": ("DECRYPT", "private"),
-    "wrap": ("WRAP", "public"),
-    "unwrap": ("UNWRAP", "private"),
-    "sign": ("SIGN", "private"),
-    "verify": ("VERIFY", "public"),
-    "derive": ("DERIVE", "private"),
-}
+    Attribute = KeyType = ObjectClass = None
 
 
 @dataclass
 class VersionObjects:
-    """The token objects that make up one version, by role."""
+    """The token objects that make up one version, by role (read from the index)."""
 
-    metadata: list = field(default_factory=list)
-    secret: list = field(default_factory=list)
-    private: list = field(default_factory=list)
-    public: list = field(default_factory=list)
+    metadata: list
+    secret: list
+    private: list
+    public: list
 
     def key_objects(self):
         return self.secret + self.private + self.public
@@ -97,17 +79,14 @@ class Anomaly:
         return {"label": self.label, "problem": self.problem}
 
 
-def _attr(name):
-    return getattr(Attribute, name)
-
-
 class TokenKeyStore:
     """Our key versions on one logged-in session, indexed once per module call."""
 
     def __init__(self, session, token_label):
         self.session = session
         self.token_label = token_label
-        self._objects = defaultdict(VersionObjects)
+        self.objects = TokenObjects(session, token_label)
+        self._versions = set()
         self._decoded = {}
         self._kcv_index = None
         self.anomalies = []
@@ -116,23 +95,14 @@ class TokenKeyStore:
 
     def load(self):
         """Enumerate the token once and index our objects by (name, version)."""
-        self._objects.clear()
+        self.objects.load()
         self._decoded.clear()
         self.anomalies = []
-        searches = (
-            ("metadata", {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: METADATA_APPLICATION}),
-            ("secret", {Attribute.CLASS: ObjectClass.SECRET_KEY}),
-            ("private", {Attribute.CLASS: ObjectClass.PRIVATE_KEY}),
-            ("public", {Attribute.CLASS: ObjectClass.PUBLIC_KEY}),
-        )
-        with pkcs11_errors("C_FindObjects", token_label=self.token_label):
-            for role, template in searches:
-                for obj in self.session.get_objects(template):
-                    parsed = parse_label(obj[Attribute.LABEL])
-                    if parsed is not None:
-                        getattr(self._objects[parsed], role).append(obj)
-        for (name, version), objects in sorted(self._objects.items()):
+        parsed = filter(None, map(parse_label, self.objects.labels()))
+        self._versions = {key for key in parsed if self._objects(*key).metadata or self._objects(*key).key_objects()}
+        for name, version in sorted(self._versions):
             label = version_label(name, version)
+            objects = self._objects(name, version)
             if not objects.metadata:
                 self.anomalies.append(Anomaly(label, "key object(s) without a metadata object: generation was "
                                                      "interrupted or the metadata was removed"))
@@ -141,17 +111,24 @@ class TokenKeyStore:
                                                      "generations of the same version ran at once"))
         return self
 
+    def _objects(self, name, version):
+        label = version_label(name, version)
+        keys = self.objects.key_objects
+        return VersionObjects(self.objects.document_objects(KEY_METADATA, label), keys(ObjectClass.SECRET_KEY, label),
+                              keys(ObjectClass.PRIVATE_KEY, label), keys(ObjectClass.PUBLIC_KEY, label))
+
     def names(self):
-        return sorted({name for name, _version in self._objects})
+        return sorted({name for name, _version in self._versions})
 
     def next_version(self, name):
         """The next free version number: above every version on the token, recorded or half-made."""
-        return max([version for key_name, version in self._objects if key_name == name], default=0) + 1
+        return max([version for key_name, version in self._versions if key_name == name], default=0) + 1
 
     def half_made(self, name):
         """Version numbers of ``name`` that have key objects but no metadata (an interrupted generation)."""
-        return sorted(version for (key_name, version), objects in self._objects.items()
-                      if key_name == name and not objects.metadata and objects.key_objects())
+        return sorted(version for (key_name, version) in self._versions
+                      if key_name == name and not self._objects(name, version).metadata
+                      and self._objects(name, version).key_objects())
 
     def discard_half_made(self, name, version):
         """Destroy the key objects of a version that never got its metadata; return their CKA_ID (hex).
@@ -159,18 +136,16 @@ class TokenKeyStore:
         Such a version was never active: nothing was encrypted under it and it was never
         distributed, so removing it loses nothing.
         """
-        objects = self._objects[(name, version)]
-        key_id = bytes(objects.key_objects()[0][Attribute.ID]).hex()
-        with pkcs11_errors("C_DestroyObject for %s" % version_label(name, version), token_label=self.token_label):
-            for obj in objects.key_objects():
-                obj.destroy()
-        del self._objects[(name, version)]
+        label = version_label(name, version)
+        key_id = bytes(self._objects(name, version).key_objects()[0][Attribute.ID]).hex()
+        self.objects.destroy_key_objects(label, operation="C_DestroyObject for %s" % label)
+        self._versions.discard((name, version))
         return key_id
 
     def versions(self, name):
         """All recorded versions of a logical key, oldest first, with the token's evidence."""
         result = []
-        for (key_name, version) in sorted(k for k in self._objects if k[0] == name):
+        for (key_name, version) in sorted(k for k in self._versions if k[0] == name):
             decoded = self._version(key_name, version)
             if decoded is not None:
                 result.append(decoded)
@@ -180,49 +155,40 @@ class TokenKeyStore:
         key = (name, version)
         if key in self._decoded:
             return self._decoded[key]
-        objects = self._objects[key]
-        decoded = None
         label = version_label(name, version)
-        with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
-            candidates = [KeyVersion.decode(label, obj[Attribute.VALUE]) for obj in objects.metadata]
-            if candidates:
-                decoded = max(candidates, key=lambda v: v.revision)
-                if [c.revision for c in candidates].count(decoded.revision) > 1:
-                    self.anomalies.append(Anomaly(label, "two metadata objects carry revision %d: two updates "
-                                                         "ran at once; one of them is used" % decoded.revision))
-                primary = objects.primary()
-                if primary is None and decoded.state != "destroyed":
-                    self.anomalies.append(Anomaly(label, "metadata says %s but the key object is missing"
-                                                         % decoded.state))
-                evidence = self._evidence(primary) if primary is not None else {}
-                decoded = replace(decoded, evidence=evidence)
+        revisions = self.objects.newest(KEY_METADATA, label)
+        decoded = None
+        if revisions is not None:
+            decoded = revisions.newest
+            if revisions.duplicated:
+                self.anomalies.append(Anomaly(label, "two metadata objects carry revision %d: two updates "
+                                                     "ran at once; one of them is used" % decoded.revision))
+            primary = self._objects(name, version).primary()
+            if primary is None and decoded.state != "destroyed":
+                self.anomalies.append(Anomaly(label, "metadata says %s but the key object is missing"
+                                                     % decoded.state))
+            with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
+                decoded = replace(decoded, evidence=evidence(primary) if primary is not None else {})
         self._decoded[key] = decoded
         return decoded
 
     def private_key(self, name, version):
         """The private key object of a key pair version (for signing inside the token)."""
-        objects = self._objects.get((name, version))
-        if not objects or not objects.private:
+        objects = self._objects(name, version)
+        if not objects.private:
             raise KeyNotFound("No private key object for %s on token %r."
                               % (version_label(name, version), self.token_label))
         return objects.private[0]
 
     def public_key_pem(self, name, version):
         """PEM SubjectPublicKeyInfo of a key pair version, read from its public key object."""
-        objects = self._objects.get((name, version))
+        objects = self._objects(name, version)
         decoded = self._version(name, version)
-        if not objects or not objects.public or decoded is None:
+        if not objects.public or decoded is None:
             raise KeyNotFound("No public key object for %s on token %r."
                               % (version_label(name, version), self.token_label))
         with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
-            key = _public_key(decoded.spec, objects.public[0])
-        return key.public_bytes(serialization.Encoding.PEM,
-                                serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
-
-    @staticmethod
-    def _evidence(obj):
-        values = obj.get_attributes([_attr(a) for a in EVIDENCE_ATTRIBUTES.values()])
-        return {name: bool(values[_attr(a)]) for name, a in EVIDENCE_ATTRIBUTES.items()}
+            return public_key_pem(key_version_public_key(decoded.spec, objects.public[0]))
 
     # ---- wrapping (distribution) ---------------------------------------------------------------
 
@@ -240,10 +206,10 @@ class TokenKeyStore:
 
     def wrap_secret(self, version, wrapping_key, mechanism, mechanism_param):
         """C_WrapKey of a version's secret key under ``wrapping_key``; the token returns the wrapped bytes."""
-        objects = self._objects.get((version.name, version.version))
-        if not objects or not objects.secret:
+        secret = self.objects.key_objects(ObjectClass.SECRET_KEY, version.label)
+        if not secret:
             raise KeyNotFound("No secret key object for %s on token %r." % (version.label, self.token_label))
-        return bytes(wrapping_key.wrap_key(objects.secret[0], mechanism=mechanism, mechanism_param=mechanism_param))
+        return bytes(wrapping_key.wrap_key(secret[0], mechanism=mechanism, mechanism_param=mechanism_param))
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -251,31 +217,31 @@ class TokenKeyStore:
         """Generate one new version inside the token and record its metadata."""
         label = version_label(spec.name, version)
         key_id = os.urandom(16)
-        objects = VersionObjects()
+        created = []
         try:
             with pkcs11_errors("key generation for %s" % label, token_label=self.token_label):
                 if spec.type == "aes":
                     key = self._generate_secret(spec, label, key_id)
-                    objects.secret.append(key)
+                    created.append(key)
                     kcv = self._aes_check_value(key, keep_encrypt="encrypt" in spec.usage)
                     fingerprint = None
                 else:
                     public, key = self._generate_pair(spec, label, key_id)
-                    objects.private.append(key)
-                    objects.public.append(public)
+                    created += [key, public]
                     kcv = None
-                    fingerprint = self._public_key_fingerprint(spec, public)
+                    fingerprint = spki_fingerprint(key_version_public_key(spec, public))
                 result = KeyVersion(
                     spec=spec, version=version, key_id=key_id.hex(), state="active", created=now,
                     transitions=(Transition(state="active", at=now, by=operator, reason="generated"),),
                     key_check_value=kcv, public_key_fingerprint=fingerprint, revision=1,
                 )
-                objects.metadata.append(self._write_metadata(result))
-                result = replace(result, evidence=self._evidence(key))
+                self.objects.add_key_objects(label, created)
+                created.append(self._write_metadata(result, "key generation for %s" % label))
+                result = replace(result, evidence=evidence(key))
         except Exception:
-            self._discard(label, objects)
+            self._discard(label, created)
             raise
-        self._objects[(spec.name, version)] = objects
+        self._versions.add((spec.name, version))
         self._decoded[(spec.name, version)] = result
         return result
 
@@ -288,31 +254,23 @@ class TokenKeyStore:
         on the token. Nothing is destroyed on this path, which keeps a batch linear on
         tokens where C_DestroyObject costs time in proportion to the objects stored.
         """
-        key = (current.name, current.version)
-        with pkcs11_errors("metadata update for %s" % current.label, token_label=self.token_label):
-            new_object = self._write_metadata(updated)
-        self._objects[key].metadata.append(new_object)
+        self._write_metadata(updated, "metadata update for %s" % current.label)
         updated = replace(updated, evidence=current.evidence)
-        self._decoded[key] = updated
+        self._decoded[(current.name, current.version)] = updated
         return updated
 
     def set_usage(self, version, disabled):
         """Switch usages off on the version's key objects (the token then refuses those operations)."""
-        objects = self._objects[(version.name, version.version)]
+        objects = self._objects(version.name, version.version)
         with pkcs11_errors("C_SetAttributeValue for %s" % version.label, token_label=self.token_label):
             for usage in disabled:
-                attribute, side = _USAGE_ATTRIBUTES[usage]
-                targets = objects.secret or (objects.public if side == "public" else objects.private)
+                targets = objects.secret or (objects.public if usage_side(usage) == "public" else objects.private)
                 for obj in targets:
-                    obj[_attr(attribute)] = False
+                    obj[usage_attribute(usage)] = False
 
     def destroy_key_objects(self, version):
         """C_DestroyObject on every key object of a version (the metadata stays, to become a tombstone)."""
-        objects = self._objects[(version.name, version.version)]
-        with pkcs11_errors("C_DestroyObject for %s" % version.label, token_label=self.token_label):
-            for obj in objects.key_objects():
-                obj.destroy()
-        objects.secret, objects.private, objects.public = [], [], []
+        self.objects.destroy_key_objects(version.label, operation="C_DestroyObject for %s" % version.label)
 
     def verify_absent(self, version):
         """Search the token again for any trace of this version's key: by CKA_ID, by CKA_LABEL and, for AES,
@@ -320,14 +278,9 @@ class TokenKeyStore:
 
         Returns the list of what was found (empty when the key is gone).
         """
-        key_id = bytes.fromhex(version.key_id)
-        found = []
         with pkcs11_errors("C_FindObjects (destruction check)", token_label=self.token_label):
-            for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                searches = (("CKA_ID", {Attribute.ID: key_id}), ("CKA_LABEL", {Attribute.LABEL: version.label}))
-                for name, template in searches:
-                    if list(self.session.get_objects({**template, Attribute.CLASS: object_class})):
-                        found.append("a %s object with the same %s" % (object_class.name, name))
+            found = ["a %s object with the same %s" % (object_class.name, what) for object_class, what
+                     in self.objects.traces(bytes.fromhex(version.key_id), version.label)]
             if version.key_check_value and version.key_check_value in self._check_values():
                 found.append("a secret key with the same key check value (%s)"
                              % ", ".join(self._check_values()[version.key_check_value]))
@@ -341,20 +294,11 @@ class TokenKeyStore:
                                                         Attribute.KEY_TYPE: KeyType.AES,
                                                         Attribute.ENCRYPT: True}))
             for obj in candidates:
-                kcv = bytes(obj.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
-                self._kcv_index[kcv].append(str(obj[Attribute.LABEL]))
+                self._kcv_index[check_value(obj)].append(str(obj[Attribute.LABEL]))
         return self._kcv_index
 
-    def _write_metadata(self, version):
-        return self.session.create_object({
-            Attribute.CLASS: ObjectClass.DATA,
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.MODIFIABLE: True,
-            Attribute.LABEL: version.label,
-            Attribute.APPLICATION: METADATA_APPLICATION,
-            Attribute.VALUE: version.encode(),
-        })
+    def _write_metadata(self, version, operation):
+        return self.objects.write(KEY_METADATA, version.label, version, operation=operation)
 
     def _generate_secret(self, spec, label, key_id):
         template = {
@@ -367,83 +311,40 @@ class TokenKeyStore:
             # it is switched off right after when the spec does not ask for it.
             Attribute.ENCRYPT: True,
         }
-        for usage in ("decrypt", "wrap", "unwrap", "sign", "verify", "derive"):
-            template[_attr(_USAGE_ATTRIBUTES[usage][0])] = usage in spec.usage
+        template.update(usage_template(spec.usage, skip=("encrypt",)))
         return self.session.generate_key(KeyType.AES, spec.size, id=key_id, label=label, store=True,
                                          template=template)
 
     @staticmethod
     def _aes_check_value(key, keep_encrypt):
         """KCV: first 3 bytes of AES-ECB of a zero block, computed by the token."""
-        kcv = bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
+        kcv = check_value(key)
         if not keep_encrypt:
             key[Attribute.ENCRYPT] = False
         return kcv
 
     def _generate_pair(self, spec, label, key_id):
-        public_template = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: True}
+        skip = EC_NO_USAGES if spec.type == "ec" else ()
+        public_template = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: True,
+                           **usage_template(spec.usage, "public", skip)}
         private_template = {
             Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.MODIFIABLE: True,
             Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: spec.distributable,
+            **usage_template(spec.usage, "private", skip),
         }
-        for usage, (attribute, side) in _USAGE_ATTRIBUTES.items():
-            if spec.type == "ec" and attribute in ("ENCRYPT", "DECRYPT", "WRAP", "UNWRAP"):
-                continue
-            target = public_template if side == "public" else private_template
-            target[_attr(attribute)] = usage in spec.usage
         if spec.type == "rsa":
             public_template[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
             return self.session.generate_keypair(KeyType.RSA, spec.size, id=key_id, label=label, store=True,
                                                  public_template=public_template, private_template=private_template)
-        public_template[Attribute.EC_PARAMS] = encode_named_curve_parameters(_CURVE_OIDS[spec.curve])
+        public_template[Attribute.EC_PARAMS] = TOKEN_CURVES[spec.curve].ec_params()
         return self.session.generate_keypair(KeyType.EC, None, id=key_id, label=label, store=True,
                                              public_template=public_template, private_template=private_template)
 
-    @staticmethod
-    def _public_key_fingerprint(spec, public):
-        """SHA-256 of the DER SubjectPublicKeyInfo, as ``openssl pkey -pubin -outform DER | sha256sum``."""
-        der = _public_key(spec, public).public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return "sha256:" + hashlib.sha256(der).hexdigest()
-
     def _discard(self, label, objects):
         """Best-effort removal of the objects a failed generation left behind."""
-        for obj in objects.metadata + objects.key_objects():
+        for obj in objects:
             try:
                 obj.destroy()
             except Exception:  # pylint: disable=broad-except
                 self.anomalies.append(Anomaly(label, "an object was left on the token by a failed generation"))
-
-
-def _public_key(spec, public):
-    """A ``cryptography`` public key built from a token public key object of a key version."""
-    if spec.type == "rsa":
-        return rsa_public_key(public)
-    return ec_public_key(public, getattr(ec, _CRYPTOGRAPHY_CURVES[spec.curve])())
-
-
-def rsa_public_key(public):
-    """A ``cryptography`` RSA public key from a token RSA public key object (CKA_MODULUS, CKA_PUBLIC_EXPONENT)."""
-    numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                                   int.from_bytes(public[Attribute.MODULUS], "big"))
-    return numbers.public_key()
-
-
-def ec_public_key(public, curve):
-    """A ``cryptography`` EC public key on ``curve`` from a token EC public key object (CKA_EC_POINT)."""
-    return ec.EllipticCurvePublicKey.from_encoded_point(curve, der_octet_string(bytes(public[Attribute.EC_POINT])))
-
-
-def der_octet_string(blob):
-    """Unwrap a DER OCTET STRING (CKA_EC_POINT); accept a raw point as some tokens return it."""
-    if not blob or blob[0] != 0x04 or len(blob) < 2:
-        raise TokenOperationFailed("The token returned a malformed CKA_EC_POINT.")
-    length = blob[1]
-    offset = 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(blob[2:2 + count], "big")
-        offset = 2 + count
-    if offset + length == len(blob):
-        return blob[offset:]
-    return blob
+        self.objects.forget(label, objects)

@@ -29,6 +29,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     CURVE_BITS,
     DEFAULT_SIZE,
     DEFAULT_USAGE,
+    DEFAULT_KEY_TYPE,
     KEY_TYPES,
     USAGES,
     canonical_curve,
@@ -107,44 +108,86 @@ class KeySpec:
 
 
 def build_key_spec(raw, policy):
-    """Validate one raw key spec (a dict of module options) and enforce the policy."""
+    """Validate one raw key spec (a dict of module options) and enforce the policy, field by field."""
     name = validate_name(raw.get("name"), "name")
     where = "key %r" % name
-    key_type = str(raw.get("type") or "aes").lower()
+    key_type = _allowed_type(_key_type(raw, where), policy, where)
+    if key_type == "ec":
+        curve = _allowed_curve(_curve(raw, where), policy, where)
+        size = CURVE_BITS[curve]
+    else:
+        curve = None
+        size = _valid_size(key_type, _allowed_size(key_type, _size(raw, key_type, where), policy, where), where)
+    usage = _allowed_usage(key_type, _usage(raw, key_type, where), policy, where)
+    rotation = _rotation_period(raw, policy, where)
+    retention = _retention_period(raw, policy, where)
+    distributable, recipients = _distribution(raw, where)
+    return KeySpec(name=name, type=key_type, size=size, curve=curve, usage=usage, distributable=distributable,
+                   rotation_period=rotation, retention_period=retention, recipients=recipients,
+                   destroy_allowed=bool(raw.get("destroy_allowed", False)))
+
+
+def _key_type(raw, where):
+    key_type = str(raw.get("type") or DEFAULT_KEY_TYPE).lower()
     if key_type not in KEY_TYPES:
         raise InvalidOption("%s: type %r is not supported; use one of %s." % (where, key_type, ", ".join(KEY_TYPES)),
                             option="type")
+    return key_type
+
+
+def _allowed_type(key_type, policy, where):
     if key_type not in policy.allowed_key_types:
         raise PolicyViolation("%s: type %s is not allowed by policy.allowed_key_types (%s)."
                               % (where, key_type, ", ".join(policy.allowed_key_types)), option="type")
-    curve = None
-    if key_type == "ec":
-        if raw.get("size") not in (None, ""):
-            raise InvalidOption("%s: size does not apply to EC keys; choose the curve instead." % where, option="size")
-        curve = canonical_curve(raw.get("curve") or "P-256")
-        if curve not in policy.allowed_curves:
-            raise PolicyViolation("%s: curve %s is not allowed by policy; allowed curves: %s."
-                                  % (where, curve, ", ".join(policy.allowed_curves)), option="curve")
-        size = CURVE_BITS[curve]
-    else:
-        if raw.get("curve"):
-            raise InvalidOption("%s: curve applies only to EC keys." % where, option="curve")
-        size = raw.get("size") or DEFAULT_SIZE[key_type]
-        try:
-            size = int(size)
-        except (TypeError, ValueError):
-            raise InvalidOption("%s: size must be a number of bits, got %r." % (where, size), option="size") from None
-        minimum = policy.min_aes_bits if key_type == "aes" else policy.min_rsa_bits
-        if size < minimum:
-            raise PolicyViolation(
-                "%s: size %d is below the policy minimum for %s keys (%d bits). Request size: %d or more."
-                % (where, size, key_type.upper(), minimum, minimum), option="size")
-        if key_type == "aes" and size not in (128, 192, 256):
-            raise InvalidOption("%s: AES size must be 256 (or 128/192 where policy allows), got %d." % (where, size),
-                                option="size")
-        if key_type == "rsa" and (size % 1024 or size > 8192):
-            raise InvalidOption("%s: RSA size must be a multiple of 1024 up to 8192, got %d." % (where, size),
-                                option="size")
+    return key_type
+
+
+def _curve(raw, where):
+    """An EC key's curve (the size follows from it)."""
+    if raw.get("size") not in (None, ""):
+        raise InvalidOption("%s: size does not apply to EC keys; choose the curve instead." % where, option="size")
+    return canonical_curve(raw.get("curve") or "P-256")
+
+
+def _allowed_curve(curve, policy, where):
+    if curve not in policy.allowed_curves:
+        raise PolicyViolation("%s: curve %s is not allowed by policy; allowed curves: %s."
+                              % (where, curve, ", ".join(policy.allowed_curves)), option="curve")
+    return curve
+
+
+def _size(raw, key_type, where):
+    """An AES or RSA key's size in bits."""
+    if raw.get("curve"):
+        raise InvalidOption("%s: curve applies only to EC keys." % where, option="curve")
+    size = raw.get("size") or DEFAULT_SIZE[key_type]
+    try:
+        return int(size)
+    except (TypeError, ValueError):
+        raise InvalidOption("%s: size must be a number of bits, got %r." % (where, size), option="size") from None
+
+
+def _allowed_size(key_type, size, policy, where):
+    minimum = policy.min_aes_bits if key_type == "aes" else policy.min_rsa_bits
+    if size < minimum:
+        raise PolicyViolation(
+            "%s: size %d is below the policy minimum for %s keys (%d bits). Request size: %d or more."
+            % (where, size, key_type.upper(), minimum, minimum), option="size")
+    return size
+
+
+def _valid_size(key_type, size, where):
+    """A size the key type has (checked after the policy minimum, whose message says what to request)."""
+    if key_type == "aes" and size not in (128, 192, 256):
+        raise InvalidOption("%s: AES size must be 256 (or 128/192 where policy allows), got %d." % (where, size),
+                            option="size")
+    if key_type == "rsa" and (size % 1024 or size > 8192):
+        raise InvalidOption("%s: RSA size must be a multiple of 1024 up to 8192, got %d." % (where, size),
+                            option="size")
+    return size
+
+
+def _usage(raw, key_type, where):
     usage = raw.get("usage") or DEFAULT_USAGE[key_type]
     if isinstance(usage, str):
         usage = [usage]
@@ -153,20 +196,33 @@ def build_key_spec(raw, policy):
     if unknown:
         raise InvalidOption("%s: unknown usage %s; known usages: %s." % (where, ", ".join(unknown), ", ".join(USAGES)),
                             option="usage")
+    return usage
+
+
+def _allowed_usage(key_type, usage, policy, where):
     refused = [u for u in usage if u not in policy.allowed_usages.get(key_type, ())]
     if refused:
         raise PolicyViolation("%s: usage %s is not allowed for %s keys by policy.allowed_usages (allowed: %s)."
                               % (where, ", ".join(refused), key_type, ", ".join(policy.allowed_usages[key_type])),
                               option="usage")
+    return usage
+
+
+def _rotation_period(raw, policy, where):
+    """The rotation period given (at most the policy maximum), else the policy maximum."""
     if raw.get("rotation_period") in (None, ""):
-        rotation = policy.max_rotation_period
-    else:
-        rotation = parse_duration(raw["rotation_period"], "rotation_period")
-        if rotation > policy.max_rotation_period:
-            raise PolicyViolation(
-                "%s: rotation_period %s is longer than the policy maximum %s. Rotate at least every %s."
-                % (where, raw["rotation_period"], format_duration(policy.max_rotation_period),
-                   format_duration(policy.max_rotation_period)), option="rotation_period")
+        return policy.max_rotation_period
+    rotation = parse_duration(raw["rotation_period"], "rotation_period")
+    if rotation > policy.max_rotation_period:
+        raise PolicyViolation(
+            "%s: rotation_period %s is longer than the policy maximum %s. Rotate at least every %s."
+            % (where, raw["rotation_period"], format_duration(policy.max_rotation_period),
+               format_duration(policy.max_rotation_period)), option="rotation_period")
+    return rotation
+
+
+def _retention_period(raw, policy, where):
+    """The retention period given, else the policy default; at least the policy minimum either way."""
     if raw.get("retention_period") in (None, ""):
         retention = policy.default_retention_period
     else:
@@ -175,6 +231,11 @@ def build_key_spec(raw, policy):
         raise PolicyViolation("%s: retention_period %s is shorter than the policy minimum %s."
                               % (where, format_duration(retention), format_duration(policy.min_retention_period)),
                               option="retention_period")
+    return retention
+
+
+def _distribution(raw, where):
+    """``(distributable, recipients)``: recipients only for a distributable key."""
     recipients = raw.get("recipients") or ()
     if isinstance(recipients, str):
         recipients = [recipients]
@@ -183,9 +244,7 @@ def build_key_spec(raw, policy):
     if recipients and not distributable:
         raise InvalidOption("%s: recipients are listed but distributable is false; a key that is not "
                             "distributable never leaves the token." % where, option="recipients")
-    return KeySpec(name=name, type=key_type, size=size, curve=curve, usage=usage, distributable=distributable,
-                   rotation_period=rotation, retention_period=retention, recipients=recipients,
-                   destroy_allowed=bool(raw.get("destroy_allowed", False)))
+    return distributable, recipients
 
 
 def build_key_specs(raw_specs, policy):

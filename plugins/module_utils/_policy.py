@@ -10,12 +10,20 @@ PRIVATE: not part of the public interface.
 rotation at least every 365 days). An environment's ``policy`` dict may only
 tighten it: a value that would weaken the baseline is refused, so no inventory
 can quietly lower the bar.
+
+Each setting is declared once, in ``SETTINGS``: its Ansible type, baseline value,
+the rule that parses it, the rule that keeps it at least as strict as the baseline,
+and the first line of its documentation. The ``policy`` argspec, ``Policy``,
+``load_policy`` and ``Policy.as_dict`` come from that table; the doc fragment
+``secops.keylifecycle.policy`` is checked against it by tests/unit/test_policy_settings.py.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from copy import deepcopy
+from dataclasses import dataclass, field, make_dataclass, replace
+from functools import partial
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyViolation
 
@@ -23,6 +31,7 @@ _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 KEY_TYPES = ("aes", "rsa", "ec")
+DEFAULT_KEY_TYPE = "aes"
 
 # Curve aliases -> canonical name (NIST names are what auditors read).
 CURVES = {
@@ -85,101 +94,91 @@ def canonical_curve(curve, option="curve"):
     return canonical
 
 
-@dataclass(frozen=True)
-class Policy:
-    """The effective policy of one environment."""
-
-    min_aes_bits: int = 256
-    min_rsa_bits: int = 3072
-    allowed_key_types: tuple = KEY_TYPES
-    allowed_curves: tuple = ("P-256", "P-384", "P-521")
-    allowed_usages: dict = field(default_factory=lambda: {t: tuple(u) for t, u in USAGES_BY_TYPE.items()})
-    max_rotation_period: int = 365 * 86400
-    default_retention_period: int = 90 * 86400
-    min_retention_period: int = 1
-    compromise_disables_decrypt: bool = False
-    destroy_requires_opt_in: bool = False
-    destroy_requires_approval: bool = False
-    compromise_requires_approval: bool = False
-    # whether the task variable keylifecycle_operator may name the operator instead of the resolved identity
-    allow_operator_override: bool = False
-    # whether key_distribute refuses a recipient whose transport key fingerprint is not pinned
-    require_transport_key_pin: bool = False
-    # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
-    authorization: dict = None
-    groups: dict = field(default_factory=dict)
-
-    def allows(self, action, operator):
-        """Whether ``operator`` may perform a lifecycle ``action`` (see AUTHORIZED_ACTIONS)."""
-        if self.authorization is None:
-            return True
-        for principal in self.authorization.get(action, ()):
-            if principal == operator:
-                return True
-            if principal.startswith("group:") and operator in self.groups.get(principal[len("group:"):], ()):
-                return True
-        return False
-
-    def describe_authorization(self, action):
-        """The policy entry for an action, in words, for refusal messages."""
-        principals = (self.authorization or {}).get(action, ())
-        return "policy.authorization.%s allows %s" % (action, ", ".join(principals) if principals else "nobody")
-
-    def as_dict(self):
-        return {
-            "min_aes_bits": self.min_aes_bits,
-            "min_rsa_bits": self.min_rsa_bits,
-            "allowed_key_types": list(self.allowed_key_types),
-            "allowed_curves": list(self.allowed_curves),
-            "allowed_usages": {t: list(u) for t, u in self.allowed_usages.items()},
-            "max_rotation_period": format_duration(self.max_rotation_period),
-            "default_retention_period": format_duration(self.default_retention_period),
-            "min_retention_period": format_duration(self.min_retention_period),
-            "compromise_disables_decrypt": self.compromise_disables_decrypt,
-            "destroy_requires_opt_in": self.destroy_requires_opt_in,
-            "destroy_requires_approval": self.destroy_requires_approval,
-            "compromise_requires_approval": self.compromise_requires_approval,
-            "allow_operator_override": self.allow_operator_override,
-            "require_transport_key_pin": self.require_transport_key_pin,
-            "authorization": {a: list(p) for a, p in self.authorization.items()} if self.authorization else None,
-            "groups": {g: list(m) for g, m in self.groups.items()},
-        }
-
-
-BASELINE = Policy()
-
-_POLICY_OPTIONS = (
-    "min_aes_bits", "min_rsa_bits", "allowed_key_types", "allowed_curves", "allowed_usages",
-    "max_rotation_period", "default_retention_period", "min_retention_period", "compromise_disables_decrypt",
-    "destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval", "authorization",
-    "groups", "allow_operator_override", "require_transport_key_pin",
-)
-# Settings that switch on a stricter rule: baseline false, a policy may set them true only.
-_STRICTER_SWITCHES = ("destroy_requires_opt_in", "destroy_requires_approval", "compromise_requires_approval",
-                      "require_transport_key_pin")
-# The lifecycle actions an authorization policy names. Reading (key_info, reports, audit_verify) is never restricted
-# beyond opening the token.
-AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute")
-_PRINCIPAL = re.compile(r"^(group:)?[A-Za-z0-9._@+-]{1,128}\Z")
-
-
 def _weaker(option, given, floor):
     return PolicyViolation(
         "policy.%s=%s would weaken the collection's baseline (%s): an environment policy may only "
         "tighten it." % (option, given, floor), option="policy.%s" % option)
 
 
-def _subset(option, given, allowed, normalise=str):
-    if not isinstance(given, (list, tuple)):
-        raise InvalidOption("policy.%s must be a list." % option, option="policy.%s" % option)
-    values = tuple(normalise(v) for v in given)
-    extra = [v for v in values if v not in allowed]
+# Rules: each setting is parsed by its rule (a malformed value is refused, InvalidOption), then checked against
+# the baseline by its tightening rule, if it has one (a weaker value is refused, PolicyViolation).
+
+def _bits(option, given):
+    try:
+        return int(given)
+    except (TypeError, ValueError):
+        raise InvalidOption("policy.%s must be a number of bits." % option, option="policy.%s" % option) from None
+
+
+def _at_least_baseline(option, given, value, floor):
+    if value < floor:
+        raise _weaker(option, value, floor)
+    return value
+
+
+def _list_of(normalise):
+    def parse(option, given):
+        if not isinstance(given, (list, tuple)):
+            raise InvalidOption("policy.%s must be a list." % option, option="policy.%s" % option)
+        return tuple(normalise(v) for v in given)
+    return parse
+
+
+def _within_baseline(option, given, value, floor):
+    extra = [v for v in value if v not in floor]
     if extra:
-        raise _weaker(option, ", ".join(extra), "allowed: %s" % ", ".join(allowed))
-    return values
+        raise _weaker(option, ", ".join(extra), "allowed: %s" % ", ".join(floor))
+    return value
 
 
-def _load_authorization(given):
+def _usages_by_type(option, given):
+    if not isinstance(given, dict):
+        raise InvalidOption("policy.allowed_usages must map a key type to a list of usages.",
+                            option="policy.allowed_usages")
+    usages = {}
+    for key_type, values in given.items():
+        if key_type not in USAGES_BY_TYPE:
+            raise InvalidOption("policy.allowed_usages has unknown key type %r." % key_type,
+                                option="policy.allowed_usages")
+        usages[key_type] = _list_of(str)("%s.%s" % (option, key_type), values)
+    return usages
+
+
+def _usages_within_baseline(option, given, value, floor):
+    usages = dict(floor)
+    for key_type, values in value.items():
+        usages[key_type] = _within_baseline("%s.%s" % (option, key_type), given[key_type], values, floor[key_type])
+    return usages
+
+
+def _duration(option, given):
+    return parse_duration(given, "policy.%s" % option)
+
+
+def _at_most_baseline(option, given, value, floor):
+    if value > floor:
+        raise _weaker(option, given, format_duration(floor))
+    return value
+
+
+def _switch(option, given):
+    if not isinstance(given, bool):
+        raise InvalidOption("policy.%s must be true or false." % option, option="policy.%s" % option)
+    return given
+
+
+# The lifecycle actions an authorization policy names. Reading (key_info, reports, audit_verify) is never restricted
+# beyond opening the token.
+AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute")
+#: an operator or approver name, as recorded in audit records (user.name, keylifecycle.approved_by)
+PERSON_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
+#: a change or ticket reference (keylifecycle.change_ref)
+CHANGE_REF_RE = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
+#: a principal in policy.authorization: an operator name or group:<name>
+_PRINCIPAL = re.compile(r"^(group:)?" + PERSON_RE.pattern[1:])
+
+
+def _authorization(option, given):
     if not isinstance(given, dict):
         raise InvalidOption("policy.authorization must map a lifecycle action to a list of operators or "
                             "group:<name> entries.", option="policy.authorization")
@@ -200,81 +199,151 @@ def _load_authorization(given):
     return entries
 
 
-def _load_groups(given):
+def _groups(option, given):
     if not isinstance(given, dict) or not all(isinstance(m, (list, tuple)) for m in given.values()):
         raise InvalidOption("policy.groups must map a group name to a list of operator names.", option="policy.groups")
     return {str(group): tuple(str(m) for m in members) for group, members in given.items()}
 
 
-def load_policy(overrides=None):
-    """Return the effective policy: the baseline tightened by ``overrides``."""
-    if not overrides:
-        return BASELINE
+def _same(value):
+    return value
+
+
+def _lists_by_key(value):
+    return {k: list(v) for k, v in value.items()}
+
+
+def _lists_by_key_or_none(value):
+    return _lists_by_key(value) if value else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One policy setting, declared once: the argspec, the loader, ``Policy`` and ``as_dict`` come from it.
+
+    ``plugins/doc_fragments/policy.py`` documents the same settings (ansible-doc reads it without importing
+    this file); tests/unit/test_policy_settings.py checks that it lists exactly these, with the same types.
+    """
+
+    name: str
+    type: str  # the Ansible type of the policy suboption
+    default: object  # the baseline value
+    parse: object  # parse(name, given) -> value; refuses a malformed value
+    doc: str  # the first sentence of the suboption's description in the doc fragment
+    elements: str | None = None
+    tighten: object = None  # tighten(name, given, value, baseline) -> value; refuses a weaker one (None: any value)
+    show: object = _same  # value -> as shown by Policy.as_dict()
+    no_log: bool | None = None
+
+    def argspec(self):
+        spec = {"type": self.type}
+        if self.elements:
+            spec["elements"] = self.elements
+        if self.no_log is not None:
+            spec["no_log"] = self.no_log
+        return spec
+
+    def load(self, given):
+        value = self.parse(self.name, given)
+        return value if self.tighten is None else self.tighten(self.name, given, value, self.default)
+
+
+SETTINGS = (
+    Setting("min_aes_bits", "int", 256, _bits, tighten=_at_least_baseline,
+            doc="Minimum AES key size in bits (baseline 256)."),
+    Setting("min_rsa_bits", "int", 3072, _bits, tighten=_at_least_baseline,
+            doc="Minimum RSA modulus size in bits (baseline 3072)."),
+    Setting("allowed_key_types", "list", KEY_TYPES, _list_of(lambda v: str(v).lower()), elements="str",
+            tighten=_within_baseline, show=list, no_log=False,
+            doc="Key types that may be generated (subset of V(aes), V(rsa), V(ec))."),
+    Setting("allowed_curves", "list", ("P-256", "P-384", "P-521"),
+            _list_of(lambda v: canonical_curve(v, "policy.allowed_curves")), elements="str",
+            tighten=_within_baseline, show=list,
+            doc="EC curves that may be used (subset of V(P-256), V(P-384), V(P-521))."),
+    Setting("allowed_usages", "dict", {t: tuple(u) for t, u in USAGES_BY_TYPE.items()}, _usages_by_type,
+            tighten=_usages_within_baseline, show=_lists_by_key,
+            doc="Per key type, the list of usages that may be given"),
+    Setting("max_rotation_period", "str", 365 * 86400, _duration, tighten=_at_most_baseline, show=format_duration,
+            doc="Longest allowed rotation period (baseline V(365d))."),
+    Setting("default_retention_period", "str", 90 * 86400, _duration, show=format_duration,
+            doc="Retention period of a deactivated version when the key spec gives none (default V(90d))."),
+    Setting("min_retention_period", "str", 1, _duration, show=format_duration,
+            doc="Shortest retention period a key spec may give."),
+    Setting("compromise_disables_decrypt", "bool", False, _switch,
+            doc="Whether a compromise rotation also switches off decrypt and unwrap on the compromised version"),
+    # The three switches below, and require_transport_key_pin, turn on a stricter rule.
+    Setting("destroy_requires_opt_in", "bool", False, _switch,
+            doc="Destroy only versions of keys generated (or updated) with C(destroy_allowed=true)."),
+    Setting("destroy_requires_approval", "bool", False, _switch,
+            doc="Destroy only with C(approved_by) naming a second person, different from the operator."),
+    Setting("compromise_requires_approval", "bool", False, _switch,
+            doc="Compromise rotations only with C(approved_by) naming a second person, different from the operator."),
+    # an environment decision, like authorization: the override is recorded next to the resolved identity
+    Setting("allow_operator_override", "bool", False, _switch,
+            doc="Whether the variable C(keylifecycle_operator) may name the operator instead of the identity "
+                "resolved on the controller"),
+    Setting("require_transport_key_pin", "bool", False, _switch,
+            doc="M(secops.keylifecycle.key_distribute) refuses a recipient whose transport key fingerprint is not "
+                "pinned"),
+    # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
+    Setting("authorization", "dict", None, _authorization, show=_lists_by_key_or_none,
+            doc="Who may perform which lifecycle action."),
+    Setting("groups", "dict", {}, _groups, show=_lists_by_key,
+            doc="Groups of operator names used by O(policy.authorization) as C(group:<name>)."),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class _PolicyRules:
+    """What the effective policy answers beyond its settings."""
+
+    __slots__ = ()
+
+    def allows(self, action, operator):
+        """Whether ``operator`` may perform a lifecycle ``action`` (see AUTHORIZED_ACTIONS)."""
+        if self.authorization is None:
+            return True
+        for principal in self.authorization.get(action, ()):
+            if principal == operator:
+                return True
+            if principal.startswith("group:") and operator in self.groups.get(principal[len("group:"):], ()):
+                return True
+        return False
+
+    def describe_authorization(self, action):
+        """The policy entry for an action, in words, for refusal messages."""
+        principals = (self.authorization or {}).get(action, ())
+        return "policy.authorization.%s allows %s" % (action, ", ".join(principals) if principals else "nobody")
+
+    def as_dict(self):
+        return {setting.name: setting.show(getattr(self, setting.name)) for setting in SETTINGS}
+
+
+# One field per setting of SETTINGS, defaulting to its baseline value.
+Policy = make_dataclass(
+    "Policy", [(s.name, object, field(default_factory=partial(deepcopy, s.default))) for s in SETTINGS],
+    bases=(_PolicyRules,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": "The effective policy of one environment."})
+
+BASELINE = Policy()
+
+
+def policy_argspec():
+    """The ``policy`` option's suboptions for AnsibleModule (each unset suboption is None)."""
+    return {setting.name: setting.argspec() for setting in SETTINGS}
+
+
+def _given_settings(overrides):
     if not isinstance(overrides, dict):
         raise InvalidOption("policy must be a dict of policy settings.", option="policy")
-    unknown = sorted(set(overrides) - set(_POLICY_OPTIONS))
+    unknown = sorted(set(overrides) - set(SETTINGS_BY_NAME))
     if unknown:
         raise InvalidOption("policy has unknown setting(s) %s; known settings: %s."
-                            % (", ".join(unknown), ", ".join(_POLICY_OPTIONS)), option="policy")
-    changes = {}
-    for option in ("min_aes_bits", "min_rsa_bits"):
-        if option in overrides:
-            try:
-                value = int(overrides[option])
-            except (TypeError, ValueError):
-                raise InvalidOption("policy.%s must be a number of bits." % option,
-                                    option="policy.%s" % option) from None
-            if value < getattr(BASELINE, option):
-                raise _weaker(option, value, getattr(BASELINE, option))
-            changes[option] = value
-    if "allowed_key_types" in overrides:
-        changes["allowed_key_types"] = _subset("allowed_key_types", overrides["allowed_key_types"],
-                                               BASELINE.allowed_key_types, lambda v: str(v).lower())
-    if "allowed_curves" in overrides:
-        changes["allowed_curves"] = _subset("allowed_curves", overrides["allowed_curves"], BASELINE.allowed_curves,
-                                            lambda v: canonical_curve(v, "policy.allowed_curves"))
-    if "allowed_usages" in overrides:
-        given = overrides["allowed_usages"]
-        if not isinstance(given, dict):
-            raise InvalidOption("policy.allowed_usages must map a key type to a list of usages.",
-                                option="policy.allowed_usages")
-        usages = dict(BASELINE.allowed_usages)
-        for key_type, values in given.items():
-            if key_type not in usages:
-                raise InvalidOption("policy.allowed_usages has unknown key type %r." % key_type,
-                                    option="policy.allowed_usages")
-            usages[key_type] = _subset("allowed_usages.%s" % key_type, values, usages[key_type])
-        changes["allowed_usages"] = usages
-    if "max_rotation_period" in overrides:
-        value = parse_duration(overrides["max_rotation_period"], "policy.max_rotation_period")
-        if value > BASELINE.max_rotation_period:
-            raise _weaker("max_rotation_period", overrides["max_rotation_period"],
-                          format_duration(BASELINE.max_rotation_period))
-        changes["max_rotation_period"] = value
-    for option in ("default_retention_period", "min_retention_period"):
-        if option in overrides:
-            changes[option] = parse_duration(overrides[option], "policy.%s" % option)
-    if "compromise_disables_decrypt" in overrides:
-        if not isinstance(overrides["compromise_disables_decrypt"], bool):
-            raise InvalidOption("policy.compromise_disables_decrypt must be true or false.",
-                                option="policy.compromise_disables_decrypt")
-        changes["compromise_disables_decrypt"] = overrides["compromise_disables_decrypt"]
-    for option in _STRICTER_SWITCHES:
-        if option in overrides:
-            if not isinstance(overrides[option], bool):
-                raise InvalidOption("policy.%s must be true or false." % option, option="policy.%s" % option)
-            changes[option] = overrides[option]
-    if "allow_operator_override" in overrides:
-        # an environment decision, like authorization: the override is recorded next to the resolved identity
-        if not isinstance(overrides["allow_operator_override"], bool):
-            raise InvalidOption("policy.allow_operator_override must be true or false.",
-                                option="policy.allow_operator_override")
-        changes["allow_operator_override"] = overrides["allow_operator_override"]
-    if "authorization" in overrides:
-        changes["authorization"] = _load_authorization(overrides["authorization"])
-    if "groups" in overrides:
-        changes["groups"] = _load_groups(overrides["groups"])
-    policy = replace(BASELINE, **changes)
+                            % (", ".join(unknown), ", ".join(SETTINGS_BY_NAME)), option="policy")
+    return [(setting, overrides[setting.name]) for setting in SETTINGS if setting.name in overrides]
+
+
+def _check_consistent(policy):
     if policy.default_retention_period < policy.min_retention_period:
         raise InvalidOption(
             "policy.default_retention_period (%s) is shorter than policy.min_retention_period (%s)."
@@ -283,31 +352,13 @@ def load_policy(overrides=None):
     return policy
 
 
-def check_approval(policy, required, action, approved_by, operator):
-    """Dual control: a second, different, authorized person must approve where the policy requires it."""
-    if approved_by is not None and approved_by == operator:
-        raise PolicyViolation("approved_by %r is the operator: an approval needs a second, different person."
-                              % approved_by, option="approved_by")
-    if approved_by is not None and not policy.allows(action, approved_by):
-        raise PolicyViolation("approved_by %r is not authorized to %s: %s." % (
-            approved_by, action.replace("_", " "), policy.describe_authorization(action)), option="approved_by")
-    if required and not approved_by:
-        raise PolicyViolation("The policy requires a second person's approval to %s: set approved_by (and "
-                              "change_ref) to the approver, who must not be the operator." % action.replace("_", " "),
-                              option="approved_by")
+def load_policy(overrides=None):
+    """Return the effective policy: the baseline tightened by ``overrides``.
 
-
-#: an operator or approver name, as recorded in audit records (user.name, keylifecycle.approved_by)
-PERSON_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
-#: a change or ticket reference (keylifecycle.change_ref)
-CHANGE_REF_RE = re.compile(r"^[A-Za-z0-9._:/#-]{1,64}\Z")
-
-
-def validate_approval_options(approved_by, change_ref):
-    """Check the approval options before anything happens (they go into the audit record)."""
-    if approved_by is not None and not PERSON_RE.match(approved_by):
-        raise InvalidOption("approved_by %r is not a valid person name: letters, digits and . _ @ + - only."
-                            % approved_by, option="approved_by")
-    if change_ref is not None and not CHANGE_REF_RE.match(change_ref):
-        raise InvalidOption("change_ref %r is not a valid change or ticket reference: letters, digits and "
-                            ". _ : / # - only, up to 64 characters." % change_ref, option="change_ref")
+    Each given setting is parsed by its rule and checked against its baseline value (a policy may only
+    tighten the baseline), then the settings are checked together.
+    """
+    if not overrides:
+        return BASELINE
+    changes = {setting.name: setting.load(given) for setting, given in _given_settings(overrides)}
+    return _check_consistent(replace(BASELINE, **changes))

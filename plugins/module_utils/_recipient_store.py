@@ -9,35 +9,44 @@ PRIVATE: not part of the public interface.
 The transport key pair is generated inside the recipient's token; its private key
 is sensitive, never extractable and may only unwrap. Each installed version is an
 AES key object labelled ``<name>:v<version>`` with the same CKA_ID as on the HSM,
-sensitive and not extractable, plus a metadata object (CKO_DATA, CKA_APPLICATION
-``secops.keylifecycle.recipient``) whose JSON value records what was installed,
-from which package, and its state. Metadata is append-only (a new revision per
-change), as on the HSM side. A withdrawn version keeps a tombstone so the same
-version is never installed again.
+sensitive and not extractable, plus a metadata document (``_token_objects.RECIPIENT_METADATA``)
+that records what was installed, from which package, and its state. Metadata is
+append-only (a new revision per change), as on the HSM side. A withdrawn version
+keeps a tombstone so the same version is never installed again. The token is read
+through one ``_token_objects.TokenObjects`` enumeration per call.
 """
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     KeyConflict,
     KeyNotFound,
-    MetadataCorrupt,
     PackageRejected,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import ec_public_key, rsa_public_key
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     format_time,
     parse_label,
     version_label,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    RECIPIENT_METADATA,
+    RECIPIENT_SCHEMA,
+    TokenObjects,
+    check_value,
+    curve_of,
+    ec_public_key,
+    evidence,
+    never_left_the_token,
+    rsa_public_key,
+    spki_fingerprint,
+    usage_attribute,
+    usage_template,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     oaep_parameters,
-    spki_fingerprint,
     usage_for_state,
 )
 
@@ -47,19 +56,7 @@ try:
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
     p11_exc = Attribute = KeyType = Mechanism = ObjectClass = None
 
-try:
-    from cryptography.hazmat.primitives.asymmetric import ec
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    ec = None
-
-RECIPIENT_APPLICATION = "secops.keylifecycle.recipient"
-RECIPIENT_SCHEMA = 1
-_USAGE_ATTRIBUTES = {"encrypt": "ENCRYPT", "decrypt": "DECRYPT", "wrap": "WRAP", "unwrap": "UNWRAP",
-                     "sign": "SIGN", "verify": "VERIFY", "derive": "DERIVE"}
-
-
-def _attr(name):
-    return getattr(Attribute, name)
+RECIPIENT_APPLICATION = RECIPIENT_METADATA.application
 
 
 @dataclass
@@ -108,51 +105,32 @@ class RecipientTokenStore:
         self.session = session
         self.token_label = token_label
         self.transport_label = transport_label
+        self.objects = TokenObjects(session, token_label)
         self.versions = {}
         self._transport = None
-        self._orphans = defaultdict(list)
+        self._orphans = {}
 
     def load(self):
+        self.objects.load()
         self.versions.clear()
         self._orphans.clear()
-        metadata = defaultdict(list)
+        for label in filter(parse_label, self.objects.labels()):
+            keys = self.objects.key_objects(ObjectClass.SECRET_KEY, label)
+            revisions = self.objects.newest(RECIPIENT_METADATA, label)
+            if revisions is not None:
+                self.versions[label] = InstalledVersion(
+                    dict(revisions.newest), self.objects.document_objects(RECIPIENT_METADATA, label), keys)
+            elif keys:
+                self._orphans[label] = keys
         with pkcs11_errors("C_FindObjects", token_label=self.token_label):
-            for obj in self.session.get_objects({Attribute.CLASS: ObjectClass.DATA,
-                                                 Attribute.APPLICATION: RECIPIENT_APPLICATION}):
-                label = obj[Attribute.LABEL]
-                if parse_label(label):
-                    metadata[label].append(obj)
-            keys = defaultdict(list)
-            for obj in self.session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}):
-                label = obj[Attribute.LABEL]
-                if parse_label(label):
-                    keys[label].append(obj)
-            for label, objects in metadata.items():
-                docs = [(self._decode(label, obj), obj) for obj in objects]
-                newest = max(docs, key=lambda pair: pair[0]["revision"])[0]
-                self.versions[label] = InstalledVersion(newest, [obj for _doc, obj in docs], keys.pop(label, []))
-            self._orphans.update(keys)
             self._transport = self._find_transport()
         return self
-
-    @staticmethod
-    def _decode(label, obj):
-        try:
-            doc = json.loads(bytes(obj[Attribute.VALUE]).decode("utf-8"))
-            if doc.get("schema") != RECIPIENT_SCHEMA or version_label(doc["name"], doc["version"]) != label:
-                raise ValueError("unexpected schema or label")
-            int(doc["revision"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise MetadataCorrupt("The recipient metadata object %r cannot be read (%s)." % (label, exc)) from None
-        return doc
 
     # ---- transport key -------------------------------------------------------------------------
 
     def _find_transport(self):
-        private = list(self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
-                                                 Attribute.LABEL: self.transport_label}))
-        public = list(self.session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-                                                Attribute.LABEL: self.transport_label}))
+        private = self.objects.key_objects(ObjectClass.PRIVATE_KEY, self.transport_label)
+        public = self.objects.key_objects(ObjectClass.PUBLIC_KEY, self.transport_label)
         if not private and not public:
             return None
         if len(private) != 1 or len(public) != 1 or bytes(private[0][Attribute.ID]) != bytes(public[0][Attribute.ID]):
@@ -168,18 +146,18 @@ class RecipientTokenStore:
             public_key = rsa_public_key(public)
             kind, size = "rsa", public_key.key_size
         elif key_type == KeyType.EC:
-            public_key = _ec_public_key(public)
+            curve = curve_of(public)
+            if curve is None:
+                raise KeyNotFound("The transport key's curve is not one this collection knows.",
+                                  option="transport_key_label")
+            public_key = ec_public_key(public, curve)
             kind, size = "ec", public_key.curve.key_size
         else:
             raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC; remove it and enroll again."
                               % (self.transport_label, self.token_label), option="transport_key_label")
-        flags = private.get_attributes([Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.ALWAYS_SENSITIVE,
-                                        Attribute.NEVER_EXTRACTABLE])
-        exportable = not (flags[Attribute.SENSITIVE] and not flags[Attribute.EXTRACTABLE]
-                          and flags[Attribute.ALWAYS_SENSITIVE] and flags[Attribute.NEVER_EXTRACTABLE])
         return TransportKey(label=self.transport_label, key_id=bytes(public[Attribute.ID]).hex(), type=kind,
                             size=size, public_key=public_key, fingerprint=spki_fingerprint(public_key),
-                            private=private, exportable=bool(exportable))
+                            private=private, exportable=not never_left_the_token(evidence(private)))
 
     @property
     def transport(self):
@@ -188,15 +166,15 @@ class RecipientTokenStore:
     def generate_transport(self, size, key_id):
         """Generate the RSA transport pair inside the token: the private half may only unwrap, never leave."""
         public_template = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: False,
-                           Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
-                           Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01"}
+                           Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01", **usage_template(["wrap"], "public")}
         private_template = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.MODIFIABLE: False,
-                            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.UNWRAP: True,
-                            Attribute.DECRYPT: False, Attribute.SIGN: False, Attribute.DERIVE: False}
+                            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                            **usage_template(["unwrap"], "private")}
         with pkcs11_errors("transport key generation", token_label=self.token_label):
             public, private = self.session.generate_keypair(
                 KeyType.RSA, size, id=key_id, label=self.transport_label, store=True,
                 public_template=public_template, private_template=private_template)
+            self.objects.add_key_objects(self.transport_label, [public, private])
             self._transport = self._describe_transport(public, private)
         return self._transport
 
@@ -225,10 +203,8 @@ class RecipientTokenStore:
         transport = self._transport
         label = version_label(package["name"], package["version"])
         template = {Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-                    Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True}
-        for usage, attribute in _USAGE_ATTRIBUTES.items():
-            if usage != "encrypt":
-                template[_attr(attribute)] = usage in package["usage"]
+                    Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True,
+                    **usage_template(package["usage"], skip=("encrypt",))}
         try:
             key = transport.private.unwrap_key(
                 ObjectClass.SECRET_KEY, KeyType.AES, blob, id=bytes.fromhex(package["id"]), label=label,
@@ -241,7 +217,7 @@ class RecipientTokenStore:
                 "for this recipient." % (label, transport.fingerprint, type(exc).__name__ or exc),
                 option="packages") from None
         with pkcs11_errors("key check value of %s" % label, token_label=self.token_label):
-            kcv = bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
+            kcv = check_value(key)
             length = int(key[Attribute.VALUE_LEN])
         if length and length * 8 != package["size"]:  # some tokens (SoftHSM2 2.6) report 0 for an unwrapped key
             _destroy_quietly(key)
@@ -263,13 +239,13 @@ class RecipientTokenStore:
         label = version_label(package["name"], package["version"])
         usage = usage_for_state(package["usage"], package["state"])
         with pkcs11_errors("C_CopyObject for %s" % label, token_label=self.token_label):
-            for orphan in self._orphans.pop(label, []):
-                orphan.destroy()
+            self.objects.destroy_key_objects(label, self._orphans.pop(label, []), "C_CopyObject for %s" % label)
             stored = session_key.copy({Attribute.TOKEN: True, Attribute.ENCRYPT: "encrypt" in usage})
             _destroy_quietly(session_key)
             for name in ("wrap", "sign", "derive"):
                 if name in package["usage"] and name not in usage:
-                    stored[_attr(_USAGE_ATTRIBUTES[name])] = False
+                    stored[usage_attribute(name)] = False
+        self.objects.add_key_objects(label, [stored])
         doc = {
             "schema": RECIPIENT_SCHEMA, "revision": 1, "recipient": package["recipient"],
             "name": package["name"], "version": package["version"], "id": package["id"],
@@ -291,22 +267,19 @@ class RecipientTokenStore:
         with pkcs11_errors("C_SetAttributeValue for %s" % label, token_label=self.token_label):
             for obj in installed.key_objects:
                 for name in installed.doc["usage"]:
-                    obj[_attr(_USAGE_ATTRIBUTES[name])] = name in usage
+                    obj[usage_attribute(name)] = name in usage
         self._write_metadata(installed, dict(installed.doc, state=state, updated_at=format_time(now)))
 
     def withdraw(self, installed, now):
         """Destroy the key objects of a version, check none is left, and leave a tombstone; return what was found."""
         name, version = installed.doc["name"], installed.doc["version"]
         label = version_label(name, version)
-        key_id = bytes.fromhex(installed.doc["id"])
         with pkcs11_errors("C_DestroyObject for %s" % label, token_label=self.token_label):
-            for obj in installed.key_objects + self._orphans.pop(label, []):
-                obj.destroy()
+            self.objects.destroy_key_objects(label, installed.key_objects + self._orphans.pop(label, []),
+                                             "C_DestroyObject for %s" % label)
             installed.key_objects = []
-            found = []
-            for template, what in (({Attribute.ID: key_id}, "CKA_ID"), ({Attribute.LABEL: label}, "CKA_LABEL")):
-                if list(self.session.get_objects({**template, Attribute.CLASS: ObjectClass.SECRET_KEY})):
-                    found.append("a secret key with the same %s" % what)
+            found = ["a secret key with the same %s" % what for _class, what
+                     in self.objects.traces(bytes.fromhex(installed.doc["id"]), label, [ObjectClass.SECRET_KEY])]
         if not found:
             self._write_metadata(installed, dict(installed.doc, state="destroyed", updated_at=format_time(now),
                                                  withdrawn_at=format_time(now)))
@@ -315,12 +288,7 @@ class RecipientTokenStore:
     def _write_metadata(self, installed, doc):
         doc = dict(doc, revision=int(installed.doc.get("revision", 0)) + (1 if installed.metadata_objects else 0))
         label = version_label(doc["name"], doc["version"])
-        with pkcs11_errors("metadata update for %s" % label, token_label=self.token_label):
-            obj = self.session.create_object({
-                Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
-                Attribute.MODIFIABLE: True, Attribute.LABEL: label, Attribute.APPLICATION: RECIPIENT_APPLICATION,
-                Attribute.VALUE: json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8"),
-            })
+        obj = self.objects.write(RECIPIENT_METADATA, label, doc, operation="metadata update for %s" % label)
         installed.metadata_objects.append(obj)
         installed.doc = doc
 
@@ -330,18 +298,3 @@ def _destroy_quietly(obj):
         obj.destroy()
     except p11_exc.PKCS11Error:
         pass
-
-
-def _ec_public_key(public):
-    params = bytes(public[Attribute.EC_PARAMS])
-    curves = {
-        bytes.fromhex("06082a8648ce3d030107"): ec.SECP256R1(),
-        bytes.fromhex("06052b81040022"): ec.SECP384R1(),
-        bytes.fromhex("06052b81040023"): ec.SECP521R1(),
-        bytes.fromhex("06082a8648ce3d030101"): ec.SECP192R1(),
-        bytes.fromhex("06052b81040021"): ec.SECP224R1(),
-    }
-    curve = curves.get(params)
-    if curve is None:
-        raise KeyNotFound("The transport key's curve is not one this collection knows.", option="transport_key_label")
-    return ec_public_key(public, curve)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyViolation
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE, validate_name
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import USAGES
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
 
 try:
     from pkcs11 import MGF, Mechanism
@@ -71,17 +71,6 @@ def oaep_parameters(oaep_hash):
 def mechanism_name(oaep_hash):
     """How the mechanism is named in packages and audit events, e.g. ``CKM_RSA_PKCS_OAEP:sha256``."""
     return "%s:%s" % (WRAP_MECHANISM, oaep_hash)
-
-
-def spki_fingerprint(public_key):
-    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo (``openssl pkey -pubin -outform DER | sha256sum``)."""
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
-def public_key_pem(public_key):
-    return public_key.public_bytes(serialization.Encoding.PEM,
-                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 def check_transport_strength(public_key, where, min_rsa_bits=MIN_TRANSPORT_RSA_BITS):

@@ -24,6 +24,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
   - secops.keylifecycle.attributes.info_module
 options:
   journal:
@@ -122,6 +123,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import Co
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
 
+# The options of audit_verify itself (besides the connection options). The action plugin validates the task's
+# arguments with this spec on the controller, handles these options there and sends the module only the
+# connection options; they stay here because this spec is the one the documentation is checked against.
 ARGUMENT_SPEC = dict(
     journal={"type": "path"},
     journal_id={"type": "str"},

@@ -19,6 +19,10 @@ description:
     key, recipient, outcome); whether the audit chain verifies; and the SOC 2 / HIPAA control each step serves.
   - The HTML page has no external resources (inline CSS and an SVG timeline of key versions), so it can be archived
     as evidence.
+  - Both files are rendered from Jinja2 templates. The collection ships them in C(templates/compliance_report/) of
+    the installed collection; an inventory can use its own copies through O(markdown_template) and
+    O(html_template). The data model the templates receive is described in the collection's C(docs/report.md).
+    Both templates are rendered before either file is written, so a template that fails changes nothing.
   - Holds names, ids, check values, dates and outcomes only, never key material or a PIN.
 author:
   - secops.keylifecycle maintainers (@secops)
@@ -55,9 +59,25 @@ options:
     type: str
     default: default
   events:
-    description: How many of the last lifecycle events to list.
+    description: How many of the last lifecycle events to list (1 or more).
     type: int
     default: 25
+  markdown_template:
+    description:
+      - Jinja2 template on the controller that renders C(report.md). Default, the collection's
+        C(templates/compliance_report/report.md.j2).
+      - A relative path is searched like the O(ansible.builtin.template#module:src) of a template task (the
+        C(templates/) folders of the role and the playbook, then the playbook's folder).
+      - Rendered in a Jinja2 sandbox without autoescaping; an undefined variable is an error.
+      - A template that cannot be read, parsed or rendered fails the task, naming this option; nothing is written.
+    type: path
+  html_template:
+    description:
+      - Jinja2 template on the controller that renders C(report.html). Default, the collection's
+        C(templates/compliance_report/report.html.j2).
+      - Searched and checked as O(markdown_template); rendered with HTML autoescaping.
+      - Keep the page self-contained (no external resources) if it is archived as evidence.
+    type: path
 seealso:
   - module: secops.keylifecycle.key_info
   - module: secops.keylifecycle.audit_verify
@@ -70,6 +90,15 @@ EXAMPLES = r"""
     audit: "{{ audit_report }}"
     output_dir: /var/lib/secops-keylifecycle/prod/reports
     environment_name: prod
+
+- name: Write the report with the inventory's own templates (copies of the collection's, changed)
+  secops.keylifecycle.compliance_report:
+    key_info: "{{ key_report }}"
+    audit: "{{ audit_report }}"
+    output_dir: /var/lib/secops-keylifecycle/prod/reports
+    environment_name: prod
+    html_template: "{{ inventory_dir }}/templates/report.html.j2"
+    markdown_template: "{{ inventory_dir }}/templates/report.md.j2"
 """
 
 RETURN = r"""
@@ -114,6 +143,8 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 
+# The one declaration of the options: the action plugin, which does the work on the controller, validates the
+# task's arguments with it (ActionBase.validate_argument_spec); this stub only refuses to run on a target.
 ARGUMENT_SPEC = dict(
     key_info={"type": "dict", "required": True, "no_log": False},
     audit={"type": "dict"},
@@ -121,6 +152,8 @@ ARGUMENT_SPEC = dict(
     output_dir={"type": "path", "required": True},
     environment_name={"type": "str", "default": "default"},
     events={"type": "int", "default": 25},
+    markdown_template={"type": "path"},
+    html_template={"type": "path"},
 )
 
 

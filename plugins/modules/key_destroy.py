@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
 attributes:
   check_mode:
     support: full
@@ -143,6 +144,7 @@ error_option:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
@@ -154,7 +156,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destructi
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import validate_approval_options
 
 ARGUMENT_SPEC = dict(
     name={"type": "str"},

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
 attributes:
   check_mode:
     support: full
@@ -293,9 +294,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_generatio
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_specs
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import DEFAULT_KEY_TYPE, KEY_TYPES
 
 KEY_SPEC_OPTIONS = {
-    "type": {"type": "str", "choices": ["aes", "rsa", "ec"], "default": "aes"},
+    "type": {"type": "str", "choices": list(KEY_TYPES), "default": DEFAULT_KEY_TYPE},
     "size": {"type": "int"},
     "curve": {"type": "str"},
     "usage": {"type": "list", "elements": "str"},

@@ -22,6 +22,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
   - secops.keylifecycle.attributes.info_module
 options:
   name:

@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
 attributes:
   check_mode:
     support: full
@@ -163,6 +164,10 @@ error_option:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import (
+    check_approval,
+    validate_approval_options,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
@@ -175,10 +180,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation 
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import (
-    check_approval,
-    validate_approval_options,
-)
 
 ARGUMENT_SPEC = dict(
     name={"type": "list", "elements": "str"},
@@ -209,8 +210,7 @@ def main():
 
     def work(store, policy, context):
         if params["reason"] == "compromise":
-            check_approval(policy, policy.compromise_requires_approval, "compromise_rotate", params["approved_by"],
-                           context.operator)
+            check_approval(policy, "compromise_rotate", params["approved_by"], context.operator)
         plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now(),
                               retire=params["retire"])
         result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, approval)

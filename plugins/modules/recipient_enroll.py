@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
 attributes:
   check_mode:
     support: full

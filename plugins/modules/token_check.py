@@ -28,6 +28,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
   - secops.keylifecycle.attributes.INFO_MODULE
 options:
   so_pin_file:

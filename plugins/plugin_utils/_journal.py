@@ -214,6 +214,16 @@ def default_journal_path(environ=None):
     return os.path.join(state_dir(environ), "audit-journal.jsonl")
 
 
+#: the host variable naming the environment's journal
+JOURNAL_VARIABLE = "keylifecycle_audit_journal"
+
+
+def resolve_journal_path(args, task_vars, templar):
+    """The journal a task uses: its ``journal`` option, else the host's ``keylifecycle_audit_journal``, else the
+    default journal under the state directory."""
+    return args.get("journal") or templar.template(task_vars.get(JOURNAL_VARIABLE)) or default_journal_path()
+
+
 def register_journal(path, environ=None):
     """Record a journal's path in the registry (idempotent, atomic)."""
     registry = os.path.join(state_dir(environ), "journals")

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import policy_overrides
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import (
     AuditContext,
     build_event,
@@ -43,13 +44,12 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
     Journal,
     JournalError,
-    default_journal_path,
     register_journal,
+    resolve_journal_path,
     state_dir,
 )
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import check_pin_exposure
 
-JOURNAL_VARIABLE = "keylifecycle_audit_journal"
 #: names the operator instead of the resolved identity, where policy.allow_operator_override permits it
 OPERATOR_OVERRIDE_VARIABLE = "keylifecycle_operator"
 
@@ -145,9 +145,8 @@ class LifecycleActionBase(ActionBase):
 
     def _authorization_refusal(self, module_args, context):
         """A refusal (error kind, message) when the policy does not let this operator act, else None."""
-        overrides = {k: v for k, v in (module_args.get("policy") or {}).items() if v is not None}
         try:
-            policy = load_policy(overrides)
+            policy = load_policy(policy_overrides(module_args))
         except KeyLifecycleError:
             return None  # the module refuses a malformed policy itself, before opening the token
         if context.get("resolved_operator") and not policy.allow_operator_override:
@@ -202,7 +201,7 @@ class LifecycleActionBase(ActionBase):
             return self._run_journaled(result, module_args, context, task_vars)
 
     def _run_journaled(self, result, module_args, context, task_vars):
-        journal = Journal(self._templar.template(task_vars.get(JOURNAL_VARIABLE)) or default_journal_path())
+        journal = Journal(resolve_journal_path({}, task_vars, self._templar))  # lifecycle tasks have no journal option
         controller_context = AuditContext(**context)
         extra = {"module": self._task.resolved_action}
         # A malformed name is refused by the module; the intent records the well-formed ones.

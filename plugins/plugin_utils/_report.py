@@ -2,19 +2,32 @@
 # Copyright: secops.keylifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The key inventory and compliance report for the Security Officer: Markdown and a self-contained HTML page.
+"""The key inventory and compliance report for the Security Officer: the data model and its rendering.
 
 PRIVATE: not part of the public interface. Controller only (compliance_report's action plugin).
 
 Built from what key_info and audit_verify returned and from the journal's records; it holds
 names, versions, ids, check values, dates and outcomes, never key material or a PIN.
+
+This module only builds the model (a dict, documented in docs/report.md); Jinja2 templates do all the
+presentation. The collection ships ``templates/compliance_report/report.md.j2`` and ``report.html.j2`` at the
+root of the collection (packaged by ``ansible-galaxy collection build``); an inventory can point
+compliance_report's ``markdown_template`` / ``html_template`` at its own copies.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import os
 from datetime import datetime, timezone
+
+try:
+    from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+except ImportError as import_error:  # ansible-core requires Jinja2: only a broken controller gets here
+    JINJA2_IMPORT_ERROR = import_error
+else:
+    JINJA2_IMPORT_ERROR = None
 
 # The controls each lifecycle step serves (docs/access-control.md, docs/audit.md).
 CONTROLS = [
@@ -30,7 +43,29 @@ CONTROLS = [
 ]
 LIFECYCLE_ACTIONS = ("key-generate", "key-rotate", "key-destroy", "key-distribute", "key-install", "key-withdraw",
                      "key-update", "transport-key-enroll")
-_COLORS = {"active": "#2e7d32", "deactivated": "#f9a825", "compromised": "#c62828", "destroyed": "#616161"}
+
+# The templates shipped with the collection: <collection>/templates/compliance_report/.
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "templates", "compliance_report")
+# option -> (file name of the output and of the shipped template, autoescape)
+OUTPUTS = {
+    "markdown_template": ("report.md", False),
+    "html_template": ("report.html", True),
+}
+
+# Fields of key_info's records a template may rely on: always present in the model (None when key_info left
+# them out), so templates render with StrictUndefined and a misspelt field fails loudly.
+_KEY_FIELDS = ("active_version", "next_rotation_due", "rotation_overdue")
+_VERSION_FIELDS = ("curve", "size", "key_check_value", "public_key_fingerprint", "age_seconds", "retain_until",
+                   "retention_expired", "transitions")
+
+
+class ReportTemplateError(Exception):
+    """A template given to compliance_report cannot be read, parsed or rendered; names the option."""
+
+    def __init__(self, message, option):
+        super().__init__(message)
+        self.option = option
 
 
 def _time(text):
@@ -63,14 +98,63 @@ def last_events(journal_lines, count):
     return list(reversed(events[-count:]))
 
 
+def _complete(record, fields):
+    return dict({name: None for name in fields}, **record)
+
+
+def _attention(overdue, expired, compromised, anomalies, problems):
+    """What needs attention, in the order the report lists it; the templates word each kind."""
+    return ([{"kind": "rotation_overdue", "subject": k} for k in overdue] +
+            [{"kind": "retention_expired", "subject": v} for v in expired] +
+            [{"kind": "compromised", "subject": v} for v in compromised] +
+            [{"kind": "anomaly", "subject": "%s: %s" % (a["label"], a["problem"])} for a in anomalies] +
+            [{"kind": "audit_problem", "subject": p} for p in problems])
+
+
+def timeline(versions, now):
+    """The timeline of key versions, positions as fractions (0 to 1) of the time from the first creation to the
+    later of now and the last retain-until; the template decides the drawing. None if there are no versions.
+
+    Each row: label, segments (state, start, stop; a destroyed segment is a point in time) and retain_until
+    (position of the retention end of a version not yet destroyed, or None).
+    """
+    if not versions:
+        return None
+    starts = [_time(v["created"]) for v in versions]
+    ends = [now] + [_time(v["retain_until"]) for v in versions if v.get("retain_until")]
+    first, last = min(starts), max(ends)
+    span = max((last - first).total_seconds(), 1.0)
+
+    def at(moment):
+        return (moment - first).total_seconds() / span
+
+    rows = []
+    for v in versions:
+        moments = [(t["state"], _time(t["at"])) for t in v.get("transitions") or []]
+        if not moments:
+            moments = [("active", _time(v["created"]))]
+        segments = []
+        for position, (state, start) in enumerate(moments):
+            stop = moments[position + 1][1] if position + 1 < len(moments) else now
+            segments.append({"state": state, "start": at(start), "stop": at(stop)})
+        retain = at(_time(v["retain_until"])) if v.get("retain_until") and v["state"] != "destroyed" else None
+        rows.append({"label": v["label"], "state": v["state"], "segments": segments, "retain_until": retain})
+    return {"rows": rows, "now": at(now), "start": first.isoformat(timespec="seconds"),
+            "end": last.isoformat(timespec="seconds")}
+
+
 def build_model(environment, key_info, audit, events, now=None):
+    """The report's data model: everything the templates show, nothing about how (docs/report.md)."""
     now = now or datetime.now(timezone.utc)
-    versions = key_info.get("key_versions") or []
-    keys = key_info.get("logical_keys") or []
+    versions = [_complete(v, _VERSION_FIELDS) for v in key_info.get("key_versions") or []]
+    keys = [_complete(k, _KEY_FIELDS) for k in key_info.get("logical_keys") or []]
     overdue = [k["name"] for k in keys if k.get("rotation_overdue")]
     expired = ["%s:v%d" % (v["name"], v["version"]) for v in versions
                if v.get("retention_expired") and v["state"] in ("deactivated", "compromised")]
+    compromised = ["%s:v%d" % (v["name"], v["version"]) for v in versions if v["state"] == "compromised"]
+    anomalies = key_info.get("anomalies") or []
     audit = audit or {}
+    problems = audit.get("problems") or []
     return {
         "environment": environment,
         "generated_at": now.isoformat(timespec="seconds"),
@@ -78,13 +162,15 @@ def build_model(environment, key_info, audit, events, now=None):
         "versions": versions,
         "overdue": overdue,
         "retention_expired": expired,
-        "compromised": ["%s:v%d" % (v["name"], v["version"]) for v in versions if v["state"] == "compromised"],
-        "anomalies": key_info.get("anomalies") or [],
+        "compromised": compromised,
+        "anomalies": anomalies,
+        "attention": _attention(overdue, expired, compromised, anomalies, problems),
         "audit": {"ok": bool(audit.get("ok")), "records": audit.get("records"),
-                  "checkpoints": audit.get("checkpoints_verified"), "problems": audit.get("problems") or [],
+                  "checkpoints": audit.get("checkpoints_verified"), "problems": problems,
                   "journal": audit.get("journal"), "head": audit.get("head")},
         "events": events,
         "controls": CONTROLS,
+        "timeline": timeline(versions, now),
     }
 
 
@@ -95,139 +181,45 @@ def summary(model):
             "audit_ok": model["audit"]["ok"]}
 
 
-def _days(seconds):
-    return "%.0f d" % (seconds / 86400.0) if seconds is not None else ""
+def default_template(option):
+    """Path of the template the collection ships for ``option`` (markdown_template or html_template)."""
+    return os.path.join(TEMPLATE_DIR, OUTPUTS[option][0] + ".j2")
 
 
-def render_markdown(model):
-    out = ["# Key inventory and compliance report: %s" % model["environment"], "",
-           "Generated %s. Audit chain: **%s** (%s records, %s checkpoint(s) verified)." % (
-               model["generated_at"], "verifies" if model["audit"]["ok"] else "DOES NOT VERIFY",
-               model["audit"]["records"], model["audit"]["checkpoints"]), ""]
-    out += ["## Attention", ""]
-    items = ([("Rotation overdue", k) for k in model["overdue"]] +
-             [("Retention expired, not yet destroyed", v) for v in model["retention_expired"]] +
-             [("Compromised", v) for v in model["compromised"]] +
-             [("Anomaly", "%s: %s" % (a["label"], a["problem"])) for a in model["anomalies"]] +
-             [("Audit problem", p) for p in model["audit"]["problems"]])
-    out += ["- %s: %s" % item for item in items] or ["- Nothing overdue, expired, compromised or anomalous."]
-    out += ["", "## Keys", "", "| key | state | active version | next rotation due | overdue |",
-            "| --- | --- | --- | --- | --- |"]
-    for key in model["keys"]:
-        out.append("| %s | %s | %s | %s | %s |" % (key["name"], key["state"], key.get("active_version") or "",
-                                                   key.get("next_rotation_due") or "",
-                                                   "yes" if key.get("rotation_overdue") else "no"))
-    out += ["", "## Versions", "",
-            "| version | state | type | id | check value / fingerprint | created | age | retain until | expired |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for v in model["versions"]:
-        out.append("| %s | %s | %s | `%s` | `%s` | %s | %s | %s | %s |" % (
-            v["label"], v["state"], "%s-%s" % (v["type"], v.get("curve") or v["size"]), v["id"],
-            v.get("key_check_value") or v.get("public_key_fingerprint") or "", v["created"],
-            _days(v.get("age_seconds")), v.get("retain_until") or "", "yes" if v.get("retention_expired") else "no"))
-    out += ["", "## Last lifecycle events", "", "| time | action | outcome | key | operator (source) | host | recipient |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-    for e in model["events"]:
-        out.append("| %s | %s | %s%s | %s | %s (%s) | %s | %s |" % (
-            e["time"], e["action"], e["outcome"], " (%s)" % e["error"] if e["error"] else "", e["key"] or "",
-            e["operator"], e["source"], e["host"], e["recipient"] or ""))
-    out += ["", "## Controls served", "", "| step | how | SOC 2 | HIPAA |", "| --- | --- | --- | --- |"]
-    out += ["| %s | %s | %s | %s |" % row for row in model["controls"]]
-    return "\n".join(out) + "\n"
+def _refused(option, path, problem):
+    return ReportTemplateError(
+        "%s: %s %s. Nothing was written. Point %s at a readable Jinja2 template on the controller (a copy of the "
+        "collection's %s), or leave it unset for the shipped one." % (option, path, problem, option,
+                                                                      default_template(option)), option)
 
 
-def _timeline_svg(model, now):
-    """One row per key version: active (green), deactivated (amber), compromised (red), until destroyed."""
-    versions = model["versions"]
-    if not versions:
-        return "<p>No key versions.</p>"
-    starts = [_time(v["created"]) for v in versions]
-    ends = [now] + [_time(v["retain_until"]) for v in versions if v.get("retain_until")]
-    first, last = min(starts), max(ends)
-    span = max((last - first).total_seconds(), 1.0)
-    width, left, row = 900, 170, 22
+def render(model, option, path=None):
+    """Render the model with the template for ``option`` (``path``, or the shipped one); return the text.
 
-    def x(moment):
-        return left + (width - left - 10) * ((moment - first).total_seconds() / span)
-
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" role="img" '
-             'aria-label="key version timeline">' % (width, row * len(versions) + 40)]
-    for index, v in enumerate(versions):
-        y = 20 + index * row
-        parts.append('<text x="4" y="%d" font-size="12">%s</text>' % (y + 13, html.escape(v["label"])))
-        moments = [(t["state"], _time(t["at"])) for t in v.get("transitions") or []]
-        if not moments:
-            moments = [("active", _time(v["created"]))]
-        for position, (state, start) in enumerate(moments):
-            stop = moments[position + 1][1] if position + 1 < len(moments) else now
-            if state == "destroyed":
-                parts.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s" stroke-width="3"/>'
-                             % (x(start), y, x(start), y + 16, _COLORS["destroyed"]))
-                continue
-            parts.append('<rect x="%.1f" y="%d" width="%.1f" height="16" fill="%s"><title>%s %s</title></rect>'
-                         % (x(start), y, max(x(stop) - x(start), 2.0), _COLORS.get(state, "#999"),
-                            html.escape(v["label"]), html.escape(state)))
-        if v.get("retain_until") and v["state"] != "destroyed":
-            parts.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#000" stroke-dasharray="3,2"/>'
-                         % (x(_time(v["retain_until"])), y - 2, x(_time(v["retain_until"])), y + 18))
-    parts.append('<line x1="%.1f" y1="10" x2="%.1f" y2="%d" stroke="#1565c0"/>' % (x(now), x(now), row * len(
-        versions) + 30))
-    parts.append('<text x="%.1f" y="%d" font-size="11" fill="#1565c0">now</text>' % (x(now) - 10, row * len(
-        versions) + 38))
-    parts.append("</svg>")
-    return "".join(parts)
+    Sandboxed Jinja2 with StrictUndefined; autoescape for HTML. ``{% include %}`` and ``{% extends %}`` find
+    templates beside ``path``. Raises ReportTemplateError naming the option.
+    """
+    if JINJA2_IMPORT_ERROR is not None:
+        raise ReportTemplateError("compliance_report needs Jinja2 on the controller (ansible-core requires it): "
+                                  "%s" % JINJA2_IMPORT_ERROR, option)
+    path = path or default_template(option)
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise _refused(option, path, "is not a readable file")
+    path = os.path.abspath(path)
+    environment = SandboxedEnvironment(loader=FileSystemLoader(os.path.dirname(path)), autoescape=OUTPUTS[option][1],
+                                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                       keep_trailing_newline=True)
+    try:
+        return environment.get_template(os.path.basename(path)).render(model)
+    except TemplateSyntaxError as exc:
+        raise _refused(option, path, "is not a valid Jinja2 template (line %s: %s)" % (exc.lineno, exc.message))
+    except UnicodeDecodeError as exc:
+        raise _refused(option, path, "is not UTF-8 text (%s)" % exc)
+    except (TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise _refused(option, path, "failed to render the report (%s: %s)" % (type(exc).__name__, exc))
 
 
-def render_html(model):
-    now = _time(model["generated_at"])
-    esc = html.escape
-
-    def table(headers, rows):
-        head = "".join("<th>%s</th>" % esc(h) for h in headers)
-        body = "".join("<tr>%s</tr>" % "".join("<td>%s</td>" % esc(str(c)) for c in r) for r in rows)
-        return "<table><thead><tr>%s</tr></thead><tbody>%s</tbody></table>" % (head, body)
-
-    attention = ([("Rotation overdue", k) for k in model["overdue"]] +
-                 [("Retention expired", v) for v in model["retention_expired"]] +
-                 [("Compromised", v) for v in model["compromised"]] +
-                 [("Anomaly", "%s: %s" % (a["label"], a["problem"])) for a in model["anomalies"]] +
-                 [("Audit problem", p) for p in model["audit"]["problems"]])
-    audit_ok = model["audit"]["ok"]
-    sections = [
-        "<h1>Key inventory and compliance report: %s</h1>" % esc(model["environment"]),
-        "<p>Generated %s. <span class=\"%s\">Audit chain %s</span> (%s records, %s checkpoint(s) verified).</p>" % (
-            esc(model["generated_at"]), "ok" if audit_ok else "bad", "verifies" if audit_ok else "DOES NOT VERIFY",
-            esc(str(model["audit"]["records"])), esc(str(model["audit"]["checkpoints"]))),
-        "<h2>Attention</h2>",
-        table(["item", "what"], attention) if attention else
-        "<p class=\"ok\">Nothing overdue, expired, compromised or anomalous.</p>",
-        "<h2>Timeline of key versions</h2>",
-        "<p class=\"legend\"><span style=\"color:%s\">&#9632; active</span> <span style=\"color:%s\">&#9632; "
-        "deactivated</span> <span style=\"color:%s\">&#9632; compromised</span> | destroyed, dashed: retain until"
-        "</p>" % (_COLORS["active"], _COLORS["deactivated"], _COLORS["compromised"]),
-        _timeline_svg(model, now),
-        "<h2>Keys</h2>",
-        table(["key", "state", "active version", "next rotation due", "overdue"],
-              [(k["name"], k["state"], k.get("active_version") or "", k.get("next_rotation_due") or "",
-                "yes" if k.get("rotation_overdue") else "no") for k in model["keys"]]),
-        "<h2>Versions</h2>",
-        table(["version", "state", "type", "id", "check value / fingerprint", "created", "age", "retain until",
-               "expired"],
-              [(v["label"], v["state"], "%s-%s" % (v["type"], v.get("curve") or v["size"]), v["id"],
-                v.get("key_check_value") or v.get("public_key_fingerprint") or "", v["created"],
-                _days(v.get("age_seconds")), v.get("retain_until") or "", "yes" if v.get("retention_expired") else "no")
-               for v in model["versions"]]),
-        "<h2>Last lifecycle events</h2>",
-        table(["time", "action", "outcome", "key", "operator (source)", "host", "recipient"],
-              [(e["time"], e["action"], e["outcome"] + (" (%s)" % e["error"] if e["error"] else ""), e["key"] or "",
-                "%s (%s)" % (e["operator"], e["source"]), e["host"], e["recipient"] or "") for e in model["events"]]),
-        "<h2>Controls served</h2>",
-        table(["step", "how", "SOC 2", "HIPAA"], model["controls"]),
-    ]
-    style = ("body{font-family:'Liberation Sans',Arial,sans-serif;margin:24px;color:#212121}"
-             "table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "font-size:13px;text-align:left}th{background:#eceff1}.ok{color:#2e7d32}.bad{color:#c62828;"
-             "font-weight:bold}h2{margin-top:22px}.legend{font-size:13px}")
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Key report %s</title>"
-            "<style>%s</style></head><body>%s</body></html>\n" % (esc(model["environment"]), style,
-                                                                  "\n".join(sections)))
+def render_all(model, templates=None):
+    """Render every output before any is written: {file name: text}. ``templates`` maps option -> path or None."""
+    templates = templates or {}
+    return {name: render(model, option, templates.get(option)) for option, (name, _escape) in OUTPUTS.items()}

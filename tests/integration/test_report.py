@@ -104,3 +104,61 @@ def test_destroy_expired_playbook_destroys_only_what_retention_allows(runner, to
     metadata = token.metadata()
     assert metadata["short:v1"]["state"] == "destroyed" and metadata["long:v1"]["state"] == "deactivated"
     assert "short:v1" not in {o["label"] for o in token.key_objects() if o["class"] == "SECRET_KEY"}
+
+
+def test_report_uses_the_inventorys_templates_and_refuses_a_bad_one(runner, token, tmp_path):
+    runner.task("key_generate", {"keys": [{"name": "custom-key"}]})
+    own = tmp_path / "inventory-templates"
+    own.mkdir()
+    (own / "report.md.j2").write_text("CUSTOM MD {{ environment }}\n{% for v in versions %}- {{ v.label }} "
+                                      "{{ v.state }}\n{% endfor %}Audit ok: {{ audit.ok }}\n")
+    (own / "report.html.j2").write_text("<p>CUSTOM HTML {{ environment }}</p>{{ versions | length }}\n")
+    report_dir = tmp_path / "reports"
+    inventory = write_inventory(runner, token, report_dir)
+    hosts = yaml.safe_load(inventory.read_text())
+    host = hosts["hsm"]["hosts"]["test-hsm"]
+    host.update(keylifecycle_report_markdown_template=str(own / "report.md.j2"),
+                keylifecycle_report_html_template=str(own / "report.html.j2"), keylifecycle_environment_name="a<b")
+    inventory.write_text(yaml.safe_dump(hosts))
+
+    run = runner.playbook(REPO / "playbooks" / "report.yml", inventory=inventory)
+    assert run.returncode == 0, run.stdout + run.stderr
+    markdown = (report_dir / "report.md").read_text()
+    page = (report_dir / "report.html").read_text()
+    assert markdown.startswith("CUSTOM MD a<b\n") and markdown.endswith("Audit ok: True\n")
+    assert "\n- custom-key:v1 active\n" in markdown
+    assert page.startswith("<p>CUSTOM HTML a&lt;b</p>")  # HTML is autoescaped, Markdown is not
+    assert (report_dir / "report.md").stat().st_mode & 0o777 == 0o640
+
+    # a template path that does not exist: refused naming the option, and neither file is touched
+    before = {name: (report_dir / name).stat().st_mtime_ns for name in ("report.md", "report.html")}
+    host["keylifecycle_report_html_template"] = str(own / "missing.html.j2")
+    inventory.write_text(yaml.safe_dump(hosts))
+    refused = runner.playbook(REPO / "playbooks" / "report.yml", inventory=inventory)
+    assert refused.returncode != 0
+    assert "html_template: %s is not a readable file" % (own / "missing.html.j2") in refused.stdout, refused.stdout
+    assert (report_dir / "report.md").read_text() == markdown and (report_dir / "report.html").read_text() == page
+    assert before == {name: (report_dir / name).stat().st_mtime_ns for name in ("report.md", "report.html")}
+
+    # a relative path is found as ansible.builtin.template finds its src: templates/ beside the playbook
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "relative.md.j2").write_text("RELATIVE {{ keys | map(attribute='name') | join(',') }}\n")
+    play = tmp_path / "relative-report.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "hsm", "gather_facts": False, "tasks": [
+        {"secops.keylifecycle.compliance_report": {
+            "key_info": {"key_versions": [], "logical_keys": [{"name": "k1", "state": "active"}]},
+            "output_dir": str(tmp_path / "relative"), "markdown_template": "relative.md.j2"}}]}]))
+    relative = runner.playbook(play, inventory=inventory)
+    assert relative.returncode == 0, relative.stdout + relative.stderr
+    assert (tmp_path / "relative" / "report.md").read_text() == "RELATIVE k1\n"
+    assert "<svg" not in (tmp_path / "relative" / "report.html").read_text()  # shipped template, no versions
+
+    # options are validated by the module's argument spec: an unknown option and a wrong type are refused
+    for extra, message in (({"html_templat": "x"}, "Invalid options for secops.keylifecycle.compliance_report: "
+                                                   "html_templat"),
+                           ({"events": "many"}, "argument 'events' is of type str")):
+        play.write_text(yaml.safe_dump([{"hosts": "hsm", "gather_facts": False, "tasks": [
+            {"secops.keylifecycle.compliance_report": dict(
+                {"key_info": {"key_versions": []}, "output_dir": str(tmp_path / "relative")}, **extra)}]}]))
+        invalid = runner.playbook(play, inventory=inventory)
+        assert invalid.returncode != 0 and message in invalid.stdout, invalid.stdout

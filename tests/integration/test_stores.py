@@ -1,4 +1,7 @@
-"""Audit store clients against real servers on loopback: rsyslog with TLS and PostgreSQL 15 with TLS."""
+"""Audit store clients against real servers on loopback: rsyslog with TLS and PostgreSQL 15 with TLS.
+
+In process: the store clients are imported from this checkout (tests/conftest.py source_collection).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def make_records(count, journal_id=None, start=1, action="key-generate", note="o
 
 
 @pytest.fixture(scope="module")
-def stores():
+def stores(source_collection):  # pylint: disable=unused-argument
     from ansible_collections.secops.keylifecycle.plugins.plugin_utils import _stores
 
     return _stores

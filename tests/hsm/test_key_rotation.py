@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.test_key_store import _now, _open, _spec, _store
+from tests.hsm.test_key_store import _now, _open, _spec, _store
 
 
 def test_two_active_versions_are_repaired(settings, hsm_token):

@@ -1,0 +1,430 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""How this collection keeps objects on a PKCS#11 token: the one place that knows the layout.
+
+PRIVATE: not part of the public interface.
+
+Two sorts of objects are ours, both found by their CKA_LABEL:
+
+* **Key objects** (CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY). A managed key
+  version is labelled ``<name>:v<version>`` (``_keys.version_label``); a recipient's
+  transport key pair carries its own label (``keylifecycle-transport`` by default).
+* **Data documents**: CKO_DATA objects whose CKA_APPLICATION names their *kind* and
+  whose CKA_VALUE is a JSON document carrying a revision number. They are
+  append-only: a change is one C_CreateObject of a new revision under the same
+  label, never an edit (a CKO_DATA value cannot be changed on every token), and
+  readers take the highest revision. Kinds, in ``DOCUMENT_KINDS`` (application: label, revision):
+
+  - ``secops.keylifecycle``: ``<name>:v<version>``, a key version's metadata; ``revision``, all kept.
+  - ``secops.keylifecycle.recipient``: ``<name>:v<version>``, a version installed on a recipient's token;
+    ``revision``, all kept.
+  - ``secops.keylifecycle.audit``: ``audit-checkpoint:<journal id>``, the latest signed checkpoint of a
+    journal; ``seq``, only the latest is kept (older ones are destroyed after the new one is written).
+
+  A new kind of document is one more ``DocumentKind`` registered here.
+
+``TokenObjects.load()`` enumerates the token once (one C_FindObjects over every
+object) and indexes data documents by (application, label) and key objects by
+(class, label), so a batch of N keys costs O(N) token calls; finding one object by a
+search is linear in the objects on the token, which made per-key look-ups O(N^2).
+The stores (``_key_store``, ``_recipient_store``, ``_checkpoint``) read and write
+through one such index per module call.
+
+Public keys are read from the token here too, with one curve table (``TOKEN_CURVES``)
+and one usage map (``USAGE_ATTRIBUTES``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from operator import attrgetter, itemgetter
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import MetadataCorrupt, TokenOperationFailed
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    METADATA_APPLICATION,
+    KeyVersion,
+    version_label,
+)
+
+try:
+    import pkcs11.exceptions as p11_exc
+    from pkcs11 import Attribute, Mechanism, ObjectClass
+    from pkcs11.util.ec import encode_named_curve_parameters
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    p11_exc = Attribute = Mechanism = ObjectClass = encode_named_curve_parameters = None
+
+try:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    serialization = ec = rsa = None
+
+# ---- data documents ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocumentKind:
+    """One kind of application-tagged JSON document (CKO_DATA) and how it is written and read."""
+
+    name: str
+    application: str
+    #: document -> CKA_VALUE bytes
+    encode: object
+    #: (label, CKA_VALUE bytes) -> document; raises MetadataCorrupt
+    decode: object
+    #: document -> its revision number (readers take the highest)
+    revision: object
+    #: False: a new revision replaces the older objects (C_DestroyObject after the C_CreateObject)
+    keep_history: bool = True
+
+
+DOCUMENT_KINDS = {}
+
+
+def register_kind(kind):
+    """Add a document kind to the registry (one application tag per kind)."""
+    if kind.application in DOCUMENT_KINDS:
+        raise ValueError("document kind %r is registered twice" % kind.application)
+    DOCUMENT_KINDS[kind.application] = kind
+    return kind
+
+
+def canonical_json(doc):
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+RECIPIENT_SCHEMA = 1
+
+
+def _decode_recipient(label, blob):
+    try:
+        doc = json.loads(bytes(blob).decode("utf-8"))
+        if doc.get("schema") != RECIPIENT_SCHEMA or version_label(doc["name"], doc["version"]) != label:
+            raise ValueError("unexpected schema or label")
+        int(doc["revision"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise MetadataCorrupt("The recipient metadata object %r cannot be read (%s)." % (label, exc)) from None
+    return doc
+
+
+def _decode_checkpoint(label, blob):
+    try:
+        doc = json.loads(bytes(blob).decode("ascii"))
+        int(doc["seq"])
+        doc["journal_id"]  # pylint: disable=pointless-statement
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise MetadataCorrupt("The audit checkpoint object %r cannot be read (%s)." % (label, exc)) from None
+    return doc
+
+
+#: metadata of a managed key version on the HSM (``_keys.KeyVersion``)
+KEY_METADATA = register_kind(DocumentKind(
+    name="key metadata", application=METADATA_APPLICATION, encode=KeyVersion.encode, decode=KeyVersion.decode,
+    revision=attrgetter("revision")))
+#: what a recipient's token holds of one distributed key version (a dict)
+RECIPIENT_METADATA = register_kind(DocumentKind(
+    name="recipient metadata", application="secops.keylifecycle.recipient", encode=canonical_json,
+    decode=_decode_recipient, revision=itemgetter("revision")))
+#: the latest signed checkpoint of one audit journal (a dict)
+AUDIT_CHECKPOINT = register_kind(DocumentKind(
+    name="audit checkpoint", application="secops.keylifecycle.audit",
+    encode=lambda doc: json.dumps(doc, sort_keys=True).encode("ascii"), decode=_decode_checkpoint,
+    revision=itemgetter("seq"), keep_history=False))
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """The newest revision of a document and whether another object carries the same revision."""
+
+    newest: object
+    duplicated: bool = False
+
+
+# ---- the index -----------------------------------------------------------------------------------
+
+
+def key_classes():
+    return (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+
+
+class TokenObjects:
+    """Our objects on one logged-in session, enumerated once and indexed by label.
+
+    The index maps a label to its objects by *tag*: the CKA_APPLICATION of a data
+    document (a str) or the CKA_CLASS of a key object. Writes through this class keep
+    the index current, so a store never searches the token again within a call.
+    """
+
+    def __init__(self, session, token_label):
+        self.session = session
+        self.token_label = token_label
+        self._index = {}
+        self._newest = {}
+
+    def load(self):
+        """One C_FindObjects over every object on the token; index what can be ours."""
+        self._index.clear()
+        self._newest.clear()
+        with pkcs11_errors("C_FindObjects", token_label=self.token_label):
+            for obj in self.session.get_objects({}):
+                tag, label = self._classify(obj)
+                if tag is not None:
+                    self._add(label, tag, obj)
+        return self
+
+    @staticmethod
+    def _classify(obj):
+        if obj.object_class is not None:  # python-pkcs11 knows the class of keys and certificates
+            return (obj.object_class, obj[Attribute.LABEL]) if obj.object_class in key_classes() else (None, None)
+        try:
+            values = obj.get_attributes([Attribute.CLASS, Attribute.LABEL, Attribute.APPLICATION])
+        except p11_exc.AttributeTypeInvalid:  # not a data object: no CKA_APPLICATION
+            return None, None
+        if values[Attribute.CLASS] != ObjectClass.DATA:
+            return None, None
+        return values[Attribute.APPLICATION], values[Attribute.LABEL]
+
+    def _add(self, label, tag, obj):
+        self._index.setdefault(label, {}).setdefault(tag, []).append(obj)
+
+    def _objects(self, label, tag):
+        return list(self._index.get(label, {}).get(tag, ()))
+
+    def labels(self):
+        """Every label that carries at least one of our objects."""
+        return [label for label, tags in self._index.items() if any(tags.values())]
+
+    # ---- key objects ---------------------------------------------------------------------------
+
+    def key_objects(self, object_class, label):
+        return self._objects(label, object_class)
+
+    def add_key_objects(self, label, objects):
+        """Index key objects created in this call (generated, unwrapped and copied, ...)."""
+        for obj in objects:
+            self._add(label, obj.object_class, obj)
+
+    def destroy_key_objects(self, label, objects=None, operation=None):
+        """C_DestroyObject on ``objects`` (default: every key object labelled ``label``), dropped from the index."""
+        tags = self._index.get(label, {})
+        if objects is None:
+            objects = [obj for object_class in key_classes() for obj in tags.get(object_class, ())]
+        with pkcs11_errors(operation or "C_DestroyObject for %s" % label, token_label=self.token_label):
+            for obj in objects:
+                obj.destroy()
+        self.forget(label, objects)
+
+    def forget(self, label, objects):
+        """Drop objects from the index (they were destroyed)."""
+        handles = {obj.handle for obj in objects}
+        for tag, indexed in self._index.get(label, {}).items():
+            kept = [obj for obj in indexed if obj.handle not in handles]
+            if len(kept) != len(indexed):
+                indexed[:] = kept
+                self._newest.pop((tag, label), None)
+
+    def traces(self, key_id, label, object_classes=None):
+        """Search the token again (not the index) for objects with this CKA_ID or CKA_LABEL.
+
+        Returns ``(object class, "CKA_ID" or "CKA_LABEL")`` for each kind of trace found: after a
+        destruction, the proof that nothing of the key is left.
+        """
+        found = []
+        for object_class in object_classes or key_classes():
+            for what, template in (("CKA_ID", {Attribute.ID: key_id}), ("CKA_LABEL", {Attribute.LABEL: label})):
+                if list(self.session.get_objects({**template, Attribute.CLASS: object_class})):
+                    found.append((object_class, what))
+        return found
+
+    # ---- data documents ------------------------------------------------------------------------
+
+    def document_labels(self, kind):
+        return sorted(label for label, tags in self._index.items() if tags.get(kind.application))
+
+    def document_objects(self, kind, label):
+        return self._objects(label, kind.application)
+
+    def newest(self, kind, label):
+        """The newest revision of the document ``label`` of ``kind`` (``Revisions``), or None if there is none."""
+        key = (kind.application, label)
+        if key not in self._newest:
+            objects = self._objects(label, kind.application)
+            if not objects:
+                return None
+            with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
+                docs = [kind.decode(label, obj[Attribute.VALUE]) for obj in objects]
+            newest = max(docs, key=kind.revision)
+            revisions = [kind.revision(doc) for doc in docs]
+            self._newest[key] = Revisions(newest, revisions.count(kind.revision(newest)) > 1)
+        return self._newest[key]
+
+    def write(self, kind, label, doc, operation=None):
+        """Store ``doc`` as a new revision (one C_CreateObject); earlier ones stay unless the kind keeps none."""
+        older = self._objects(label, kind.application)
+        with pkcs11_errors(operation or "C_CreateObject (%s %s)" % (kind.name, label), token_label=self.token_label):
+            obj = self.session.create_object({
+                Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
+                Attribute.MODIFIABLE: True, Attribute.LABEL: label, Attribute.APPLICATION: kind.application,
+                Attribute.VALUE: kind.encode(doc),
+            })
+            if not kind.keep_history:
+                for old in older:
+                    old.destroy()
+        if not kind.keep_history:
+            self.forget(label, older)
+        self._add(label, kind.application, obj)
+        self._newest[(kind.application, label)] = Revisions(doc)
+        return obj
+
+
+# ---- key attributes ------------------------------------------------------------------------------
+
+
+def check_value(key):
+    """KCV of an AES key: the first 3 bytes of AES-ECB of a zero block, computed by the token (hex)."""
+    return bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex()
+
+
+#: usage -> (CKA attribute, the object of a key pair that carries it); a secret key carries every usage itself
+USAGE_ATTRIBUTES = {
+    "encrypt": ("ENCRYPT", "public"),
+    "decrypt": ("DECRYPT", "private"),
+    "wrap": ("WRAP", "public"),
+    "unwrap": ("UNWRAP", "private"),
+    "sign": ("SIGN", "private"),
+    "verify": ("VERIFY", "public"),
+    "derive": ("DERIVE", "private"),
+}
+#: usages an EC key pair has no attribute for on the token
+EC_NO_USAGES = ("encrypt", "decrypt", "wrap", "unwrap")
+
+
+def usage_attribute(usage):
+    return getattr(Attribute, USAGE_ATTRIBUTES[usage][0])
+
+
+def usage_side(usage):
+    """'public' or 'private': which object of a key pair carries ``usage``."""
+    return USAGE_ATTRIBUTES[usage][1]
+
+
+def usage_template(wanted, side=None, skip=()):
+    """CKA_<usage> true for each usage in ``wanted``, false for the others.
+
+    ``side``: 'public' or 'private' for one object of a pair (only the usages it carries);
+    None for a secret key. Usages in ``skip`` are left out.
+    """
+    return {usage_attribute(usage): usage in wanted for usage, (_attribute, carrier) in USAGE_ATTRIBUTES.items()
+            if usage not in skip and side in (None, carrier)}
+
+
+#: the token's own evidence about how a key came to be, read from the key object
+EVIDENCE_ATTRIBUTES = {
+    "local": "LOCAL",
+    "sensitive": "SENSITIVE",
+    "always_sensitive": "ALWAYS_SENSITIVE",
+    "never_extractable": "NEVER_EXTRACTABLE",
+    "extractable": "EXTRACTABLE",
+}
+
+
+def evidence(obj):
+    """The evidence attributes of a key object, as booleans (one C_GetAttributeValue)."""
+    values = obj.get_attributes([getattr(Attribute, a) for a in EVIDENCE_ATTRIBUTES.values()])
+    return {name: bool(values[getattr(Attribute, a)]) for name, a in EVIDENCE_ATTRIBUTES.items()}
+
+
+def never_left_the_token(flags):
+    """Sensitive and not extractable since generation (``flags`` from ``evidence``)."""
+    return bool(flags["sensitive"] and not flags["extractable"] and flags["always_sensitive"]
+                and flags["never_extractable"])
+
+
+# ---- curves and public keys ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One named curve as the policy, python-pkcs11, the token (CKA_EC_PARAMS) and ``cryptography`` name it."""
+
+    name: str
+    oid_name: str
+    der_oid: bytes
+    cryptography_name: str
+
+    def ec_params(self):
+        """CKA_EC_PARAMS for generation: python-pkcs11's encoding of the named curve (equal to ``der_oid``)."""
+        return encode_named_curve_parameters(self.oid_name)
+
+    def cryptography_curve(self):
+        return getattr(ec, self.cryptography_name)()
+
+
+#: canonical name -> curve; the policy (``_policy.CURVES``) decides which may be generated
+TOKEN_CURVES = {curve.name: curve for curve in (
+    Curve("P-256", "secp256r1", bytes.fromhex("06082a8648ce3d030107"), "SECP256R1"),
+    Curve("P-384", "secp384r1", bytes.fromhex("06052b81040022"), "SECP384R1"),
+    Curve("P-521", "secp521r1", bytes.fromhex("06052b81040023"), "SECP521R1"),
+    # Recognised when read (a recipient's transport key), so a weak key is refused by its name.
+    Curve("P-192", "secp192r1", bytes.fromhex("06082a8648ce3d030101"), "SECP192R1"),
+    Curve("P-224", "secp224r1", bytes.fromhex("06052b81040021"), "SECP224R1"),
+)}
+
+
+def curve_of(public):
+    """The ``Curve`` of a token EC public key object (from CKA_EC_PARAMS), or None for a curve not in the table."""
+    params = bytes(public[Attribute.EC_PARAMS])
+    return next((curve for curve in TOKEN_CURVES.values() if curve.der_oid == params), None)
+
+
+def rsa_public_key(public):
+    """A ``cryptography`` RSA public key from a token RSA public key object (CKA_MODULUS, CKA_PUBLIC_EXPONENT)."""
+    numbers = rsa.RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                   int.from_bytes(public[Attribute.MODULUS], "big"))
+    return numbers.public_key()
+
+
+def ec_public_key(public, curve):
+    """A ``cryptography`` EC public key from a token EC public key object (CKA_EC_POINT).
+
+    ``curve``: a canonical name (``P-256``) or a ``Curve``.
+    """
+    curve = TOKEN_CURVES[curve] if isinstance(curve, str) else curve
+    point = der_octet_string(bytes(public[Attribute.EC_POINT]))
+    return ec.EllipticCurvePublicKey.from_encoded_point(curve.cryptography_curve(), point)
+
+
+def key_version_public_key(spec, public):
+    """A ``cryptography`` public key from the public key object of a managed key version."""
+    return rsa_public_key(public) if spec.type == "rsa" else ec_public_key(public, spec.curve)
+
+
+def der_octet_string(blob):
+    """Unwrap a DER OCTET STRING (CKA_EC_POINT); accept a raw point as some tokens return it."""
+    if not blob or blob[0] != 0x04 or len(blob) < 2:
+        raise TokenOperationFailed("The token returned a malformed CKA_EC_POINT.")
+    length = blob[1]
+    offset = 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(blob[2:2 + count], "big")
+        offset = 2 + count
+    if offset + length == len(blob):
+        return blob[offset:]
+    return blob
+
+
+def spki_fingerprint(public_key):
+    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo (``openssl pkey -pubin -outform DER | sha256sum``)."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def public_key_pem(public_key):
+    return public_key.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")

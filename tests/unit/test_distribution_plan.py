@@ -1,0 +1,119 @@
+"""plan_distribution / plan_recipient (check before any wrap): what each recipient receives, keeps or loses, and
+what is refused. Pure: a fake key store, no token, no build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
+
+
+def _dist():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _key_distribution
+
+    return _key_distribution
+
+
+def _errors():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _errors
+
+    return _errors
+
+
+@dataclass
+class FakeVersion:
+    name: str
+    version: int
+    state: str
+    spec: SimpleNamespace
+    retain_until: datetime | None = None
+
+    @property
+    def key_id(self):
+        return "id-%s-%d" % (self.name, self.version)
+
+    @property
+    def key_check_value(self):
+        return "kcv-%s-%d" % (self.name, self.version)
+
+
+class FakeStore:
+    token_label = "hsm"
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def names(self):
+        return sorted(self.keys)
+
+    def versions(self, name):
+        return self.keys.get(name, [])
+
+
+def _spec(recipients=("app",), distributable=True, key_type="aes"):
+    return SimpleNamespace(recipients=list(recipients), distributable=distributable, type=key_type)
+
+
+def _recipient(name="app", keys=None, installed=None):
+    return _dist().Recipient(name=name, host=name, public_key=None, fingerprint="sha256:" + "0" * 64, keys=keys,
+                             installed=installed or {})
+
+
+def _store():
+    spec = _spec()
+    return FakeStore({
+        "db": [FakeVersion("db", 1, "deactivated", spec, NOW + timedelta(days=5)),
+               FakeVersion("db", 2, "active", spec)],
+        "old": [FakeVersion("old", 1, "deactivated", spec, NOW - timedelta(days=1)),
+                FakeVersion("old", 2, "compromised", spec), FakeVersion("old", 3, "active", spec)],
+        "local": [FakeVersion("local", 1, "active", _spec(distributable=False))],
+        "other": [FakeVersion("other", 1, "active", _spec(recipients=("billing",)))],
+    })
+
+
+def test_a_new_recipient_receives_active_and_retained_versions_and_learns_what_is_gone():
+    plan = _dist().plan_distribution(_store(), [_recipient()], NOW)[0]
+    assert [(v.name, v.version, action) for v, action in plan.packages] == [
+        ("db", 1, "install"), ("db", 2, "install"), ("old", 3, "install")]
+    assert [(w["name"], w["version"], w["why"]) for w in plan.withdrawn] == [("old", 2, "compromised")]
+    assert plan.held == [] and plan.blocked == []
+
+
+def test_a_reporting_recipient_keeps_what_it_holds_and_loses_what_it_should_not():
+    store = _store()
+    installed = {
+        ("db", 2): {"id": "id-db-2", "key_check_value": "kcv-db-2", "state": "active"},
+        ("db", 1): {"id": "id-db-1", "key_check_value": "kcv-db-1", "state": "active"},  # deactivated upstream
+        ("old", 1): {"id": "id-old-1", "key_check_value": "kcv-old-1", "state": "deactivated"},  # retention over
+        ("old", 3): {"id": "id-old-3", "key_check_value": "kcv-old-3", "state": "destroyed"},  # withdrawn earlier
+        ("gone", 1): {"id": "x", "key_check_value": "y", "state": "active"},  # no longer assigned
+    }
+    plan = _dist().plan_recipient(store, _recipient(installed=installed), NOW)
+    assert [v.version for v in plan.held] == [2]
+    assert [(v.name, v.version, action) for v, action in plan.packages] == [("db", 1, "update")]
+    assert [(w["name"], w["version"], w["why"]) for w in plan.withdrawn] == [
+        ("old", 1, "retention expired"), ("gone", 1, "no longer assigned to this recipient")]
+    assert [(b["name"], b["version"]) for b in plan.blocked] == [("old", 3)]
+
+
+@pytest.mark.parametrize("recipient, error, text", [
+    ({"keys": ("nope",)}, "KeyNotFound", "recipient 'app': key 'nope' does not exist on token 'hsm'."),
+    ({"keys": ("local",)}, "PolicyViolation", "key 'local' is not distributable"),
+    ({"keys": ("other",)}, "PolicyViolation", "recipient 'app' may not receive key 'other': the key's "
+                                              "recipients are billing."),
+    ({"name": "stranger"}, "InvalidOption", "unknown recipient 'stranger'"),
+])
+def test_refusals_name_the_recipients_option(recipient, error, text):
+    with pytest.raises(getattr(_errors(), error)) as err:
+        _dist().plan_distribution(_store(), [_recipient(**recipient)], NOW)
+    assert text in str(err.value) and err.value.option == "recipients"
+
+
+def test_only_aes_keys_are_distributed():
+    store = FakeStore({"sig": [FakeVersion("sig", 1, "active", _spec(key_type="ec"))]})
+    with pytest.raises(_errors().PolicyViolation, match="key 'sig' lists recipients but is an EC key"):
+        _dist().plan_distribution(store, [_recipient()], NOW)
