@@ -227,7 +227,7 @@ def postgres(tls):
 
 @pytest.fixture(scope="session")
 def ssh_recipients(tmp_path_factory):
-    """Two recipient hosts (users kl_r1 and kl_r2), each with its own sshd on loopback, for the whole session."""
+    """Two recipient hosts (users kl<run>_r1 and kl<run>_r2), each with its own sshd on loopback, for the session."""
     from tests.recipients import SshRecipients
 
     with SshRecipients(tmp_path_factory.mktemp("recipients")) as recipients:

@@ -1,6 +1,7 @@
 """Key recipient hosts for the tests: real sshd on loopback, one service user and one SoftHSM2 token per host.
 
-Each recipient is a system user (``kl_r1``, ``kl_r2``...) with its own home, its own sshd on
+Each recipient is a system user (``kl<run>_r1``, ``kl<run>_r2``..., ``<run>`` random per test session so that
+two test sessions on one machine never share a user, a home or a token) with its own home, its own sshd on
 127.0.0.1 (own port, host key and pid file, ``AllowUsers`` that user only) and its own SoftHSM2
 token directory and config under its home. Ansible reaches it with the ssh connection and runs
 modules with the recipient venv's python (``scripts/bootstrap.sh`` makes it readable by every
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -97,14 +99,15 @@ class RecipientHost:
 class SshRecipients:
     """Starts one sshd per recipient user on loopback; stops them on exit."""
 
-    def __init__(self, work_dir, users=("kl_r1", "kl_r2")):
+    def __init__(self, work_dir, users=None):
         if os.geteuid() != 0:
             raise ServerError("the recipient tests add users and start sshd: run them as root (as CI does)")
         if not os.access(str(RECIPIENT_PYTHON), os.X_OK):
             raise ServerError("%s is missing: run ./scripts/bootstrap.sh (it makes the recipient venv)"
                               % RECIPIENT_PYTHON)
         self.work_dir = Path(work_dir)
-        self.users = users
+        run = secrets.token_hex(3)
+        self.users = users or ("kl%s_r1" % run, "kl%s_r2" % run)
         self.hosts = []
         self.processes = []
         self.client_key = self.work_dir / "client_ed25519"
@@ -148,6 +151,9 @@ class SshRecipients:
         for process in self.processes:
             _stop_process(process)
         self.processes = []
+        for host in self.hosts:  # this session's users and their homes (tokens included) go with it
+            subprocess.run([require("userdel", "passwd"), "--remove", host.user], capture_output=True, check=False)
+        self.hosts = []
 
     def __enter__(self):
         return self.start()

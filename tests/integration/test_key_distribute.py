@@ -1,6 +1,6 @@
 """Distribution over real ssh to two recipient hosts, each with its own SoftHSM2 token (playbooks/distribute.yml).
 
-The HSM host is local; recipients r1 (service "billing", user kl_r1) and r2 ("reports", kl_r2)
+The HSM host is local; recipients r1 (service "billing", user kl<run>_r1) and r2 ("reports", kl<run>_r2)
 are reached through their own sshd on loopback. What arrived is checked by independent paths:
 the recipients' tokens read with python-pkcs11 (tests/helpers/read_token.py), AES-GCM across the
 two tokens (tests/helpers/gcm.py run as the recipient's user), and a package unwrapped with
