@@ -4,8 +4,17 @@
 
 from __future__ import annotations
 
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import PinGuardedAction
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._monitor_action import (
+    JournaledReadAction,
+    drift_events,
+)
 
 
-class ActionModule(PinGuardedAction):
-    """Controller side of secops.keylifecycle.key_info: refuse a task that would expose the PIN, then run it."""
+class ActionModule(JournaledReadAction):
+    """Controller side of secops.keylifecycle.key_info: refuse a task that would expose the PIN, run it, and
+    journal one key-drift record per drift finding (docs/monitoring.md)."""
+
+    def observations(self, module_result, token_label, context):
+        if module_result.get("failed"):
+            return []
+        return drift_events(module_result.get("drift"), token_label, context, self._task.resolved_action)

@@ -35,7 +35,8 @@ options:
         because without it Ansible writes the module's arguments, PIN included, to a temporary file on the host.
       - If not set, the E(PKCS11_USER_PIN) environment variable of the module's host is used. Set it in the host's
         own environment; a task refuses E(PKCS11_USER_PIN) given through C(environment:), which puts it on the
-        remote command line where C(ps) shows it.
+        remote command line where C(ps) shows it. An empty E(PKCS11_USER_PIN) (like an empty E(PKCS11_MODULE) or
+        E(PKCS11_TOKEN_LABEL)) counts as unset.
       - Mutually exclusive with O(user_pin_file). One of the two (or E(PKCS11_USER_PIN)) is required, from the task or
         from C(module_defaults) for C(group/secops.keylifecycle.hsm); the module fails before opening the token
         when neither is set.
@@ -46,6 +47,16 @@ options:
       - The file must be readable only by its owner (mode V(0600) or V(0400)); a group- or world-accessible
         file is refused.
     type: path
+  lease_wait:
+    description:
+      - How many seconds a module that changes the token waits for the token's lease while another lifecycle run
+        (from this or any other controller) holds it, before it fails with C(error_kind=token_busy)
+        having changed nothing. V(0) fails at once. From V(0) to V(3600); 120 seconds when not set.
+      - Lifecycle runs on one token take turns through a lease object on the token itself; see
+        C(docs/concurrency.md). A lease whose holder died expires 300 seconds after it was last renewed.
+      - Read-only modules and check mode take no lease and ignore this option.
+    type: int
+    required: false
 notes:
   - Set the connection options once for a play, block or role in C(module_defaults), under
     C(group/secops.keylifecycle.hsm); every HSM module of this collection is in that group.

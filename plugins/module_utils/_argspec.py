@@ -12,19 +12,38 @@ the policy option by ``secops.keylifecycle.policy`` (declared in ``_policy.SETTI
 from __future__ import annotations
 
 import copy
+import os
 
-from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.basic import AnsibleFallbackNotFound, AnsibleModule
+from ansible.module_utils.errors import NoLogError
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import policy_argspec
+
+
+def set_env_fallback(*names):
+    """The first of the environment variables ``names`` that is set and not empty.
+
+    Ansible's env_fallback takes an empty variable as a value: an empty PKCS11_USER_PIN would then be a PIN given,
+    and collide with user_pin_file ("parameters are mutually exclusive"). Here an empty variable counts as unset.
+    """
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    raise AnsibleFallbackNotFound
+
 
 # None of them is required here, although a module cannot run without them: they are usually set once for the play
 # with module_defaults (group/secops.keylifecycle.hsm), which linters do not see (ansible/ansible-lint#2953).
 # ConnectionSettings.from_params (_hsm.py) requires them at run time, before anything touches the token.
 CONNECTION_ARGSPEC = {
-    "pkcs11_module": {"type": "path", "fallback": (env_fallback, ["PKCS11_MODULE"])},
-    "token_label": {"type": "str", "no_log": False, "fallback": (env_fallback, ["PKCS11_TOKEN_LABEL"])},
-    "user_pin": {"type": "str", "no_log": True, "fallback": (env_fallback, ["PKCS11_USER_PIN"])},
+    "pkcs11_module": {"type": "path", "fallback": (set_env_fallback, ["PKCS11_MODULE"])},
+    "token_label": {"type": "str", "no_log": False, "fallback": (set_env_fallback, ["PKCS11_TOKEN_LABEL"])},
+    "user_pin": {"type": "str", "no_log": True, "fallback": (set_env_fallback, ["PKCS11_USER_PIN"])},
     "user_pin_file": {"type": "path"},
+    # seconds a state-changing module waits for the token's lease (_token_lease); None: DEFAULT_LEASE_WAIT
+    "lease_wait": {"type": "int"},
 }
 
 # The policy option: its suboptions come from the table of settings in _policy.py (SETTINGS).
@@ -57,8 +76,43 @@ AUDIT_CONTEXT_ARGSPEC = {
 
 
 def policy_overrides(params):
-    """The policy settings the task actually gave (suboptions left unset are None)."""
-    return {name: value for name, value in (params.get("policy") or {}).items() if value is not None}
+    """The policy settings the task actually gave (suboptions left unset are None).
+
+    On the controller the task's ``policy`` is not type-checked yet: anything but a dict is refused here,
+    naming the option (InvalidOption), so a caller never iterates a string.
+    """
+    policy = params.get("policy")
+    if policy is None:
+        return {}
+    if not isinstance(policy, dict):
+        given = "a string" if isinstance(policy, str) else "a list" if isinstance(policy, list) else "a value"
+        raise InvalidOption("policy must be a dict of policy settings (for example {min_rsa_bits: 4096}), got %s: %r."
+                            % (given, policy), option="policy")
+    return {name: value for name, value in policy.items() if value is not None}
+
+
+class HsmModule(AnsibleModule):
+    """AnsibleModule whose refusal of a malformed option names the option and has ``error_kind: invalid_option``.
+
+    ansible-core lists the no_log values of an option with suboptions (``policy``, ``keys``, ``recipients``)
+    before it checks the option's type; given a string there, the first error it reports is check_type_dict's
+    bare "dictionary requested, could not parse JSON or key=value", which names no option. The same run also
+    records the type error that names it ("argument 'policy' is of type str ..."): that one is reported.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._arguments_checked = False
+        super().__init__(*args, **kwargs)
+        self._arguments_checked = True
+
+    def fail_json(self, msg, **kwargs):
+        if not self._arguments_checked:  # AnsibleModule refuses the task's arguments
+            result = getattr(self, "validation_result", None)
+            errors = list(result.errors.errors) if result is not None else []
+            if errors and isinstance(errors[0], NoLogError) and msg == errors[0].msg:
+                msg = next((error.msg for error in errors if not isinstance(error, NoLogError)), msg)
+            kwargs.setdefault("error_kind", InvalidOption.kind)
+        super().fail_json(msg=msg, **kwargs)
 
 
 def hsm_module_kwargs(argument_spec, mutually_exclusive=(), required_one_of=(), env_fallbacks=True, **kwargs):

@@ -37,10 +37,14 @@ ACTIONS = {
     "key-install": (["configuration"], ["creation"]),
     "key-withdraw": (["configuration"], ["deletion"]),
     "transport-key-enroll": (["configuration"], ["creation"]),
+    # monitoring (read-only modules, docs/monitoring.md): one record per drift finding, one per token check
+    "key-drift": (["configuration"], ["info"]),
+    "token-check": (["configuration"], ["info"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
-# follows, and the task's outcome closes the sequence.
-PHASES = ("intent", "change", "outcome")
+# follows, and the task's outcome closes the sequence. A read-only module's finding is an observation, outside
+# any intent/outcome pair.
+PHASES = ("intent", "change", "outcome", "observation")
 _PHASE_TYPES = {"intent": ["start"], "outcome": ["end"]}
 
 _HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
@@ -110,6 +114,17 @@ _FIELD_CHECKS = {
     "keylifecycle.checkpoint.key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
     "keylifecycle.checkpoint.key_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.checkpoint.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    "keylifecycle.drift.kind": lambda v: v in ("usage_enabled", "destroyed_present", "unexplained_object",
+                                               "lost_sensitive", "gained_extractable"),
+    "keylifecycle.drift.attribute": lambda v: isinstance(v, str) and bool(re.match(r"^CKA_[A-Z_]{1,30}\Z", v)),
+    "keylifecycle.drift.object_class": lambda v: v in ("SECRET_KEY", "PRIVATE_KEY", "PUBLIC_KEY"),
+    "keylifecycle.drift.expected": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "keylifecycle.drift.actual": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "keylifecycle.token_check.checks": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "keylifecycle.token_check.failed": lambda v: isinstance(v, list) and all(
+        isinstance(i, str) and _PRINTABLE.match(i) for i in v),
+    "keylifecycle.token_check.warnings": lambda v: isinstance(v, list) and all(
+        isinstance(i, str) and _PRINTABLE.match(i) for i in v),
 }
 
 

@@ -90,6 +90,12 @@ class MechanismUnsupported(TokenOperationFailed):
     kind = "mechanism_unsupported"
 
 
+class TokenBusy(KeyLifecycleError):
+    """Another lifecycle run holds the token's lease (``_token_lease``) and did not release it in time."""
+
+    kind = "token_busy"
+
+
 class MetadataCorrupt(KeyLifecycleError):
     """A metadata object on the token cannot be decoded."""
 
@@ -100,6 +106,22 @@ class MissingDependency(KeyLifecycleError):
     """A Python library the collection needs is not importable on the host."""
 
     kind = "missing_dependency"
+
+
+class UnexpectedError(KeyLifecycleError):
+    """A failure this collection did not foresee (a bug): reported as a typed failure, without a traceback."""
+
+    kind = "unexpected_error"
+
+    @classmethod
+    def wrap(cls, exc, operation):
+        """The typed failure of ``exc``, keeping the audit events and ``changed`` it carries."""
+        error = cls("%s failed unexpectedly (%s: %s). This is a bug in secops.keylifecycle: run key_info to see "
+                    "the token's state, and report it with the task's options (never the PIN)."
+                    % (operation, type(exc).__name__, exc))
+        error.audit_events = list(getattr(exc, "audit_events", ()))
+        error.changed = bool(getattr(exc, "changed", False))
+        return error
 
 
 class PackageRejected(KeyLifecycleError):

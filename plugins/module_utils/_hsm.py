@@ -116,8 +116,9 @@ class ConnectionSettings:
         settings = cls(
             pkcs11_module=params["pkcs11_module"],
             token_label=params["token_label"],
-            user_pin=params.get("user_pin"),
-            user_pin_file=params.get("user_pin_file"),
+            # an empty value (an empty PKCS11_USER_PIN, a vault variable left blank) counts as unset
+            user_pin=params.get("user_pin") or None,
+            user_pin_file=params.get("user_pin_file") or None,
         )
         if not settings.user_pin and not settings.user_pin_file:
             raise _no_pin_given()

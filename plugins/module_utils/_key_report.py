@@ -9,6 +9,7 @@ PRIVATE: not part of the public interface.
 
 from __future__ import annotations
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._drift import find_drift
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
 
 
@@ -25,7 +26,10 @@ def logical_key_state(versions):
 
 
 def describe_keys(store, names=None, states=None, policy=None, now=None):
-    """Return key_versions, logical_keys and anomalies for the selected keys."""
+    """Return key_versions, logical_keys, anomalies and drift (``_drift``) for the selected keys.
+
+    ``states`` filters the versions listed, not the drift: every version of the selected keys is compared.
+    """
     now = now or utc_now()
     max_period = policy.max_rotation_period if policy else None
     selected = sorted(set(names)) if names else store.names()
@@ -47,9 +51,12 @@ def describe_keys(store, names=None, states=None, policy=None, now=None):
     if states:
         keep = {r["name"] for r in key_versions}
         logical_keys = [k for k in logical_keys if k["name"] in keep or k["state"] in states]
+    drift = find_drift(store, names=names, compromise_disables_decrypt=bool(
+        policy and policy.compromise_disables_decrypt))
     return {
         "key_versions": key_versions,
         "logical_keys": logical_keys,
         "anomalies": [a.as_dict() for a in store.anomalies],
+        "drift": [finding.as_dict() for finding in drift],
         "checked_at": format_time(now),
     }

@@ -11,7 +11,10 @@ previous active version: its encrypt / wrap / sign / derive usages are switched 
 on the token object (the token itself refuses them from then on) and its metadata
 records the transition and ``retain_until = now + retention_period``. A compromise
 rotation marks the old version ``compromised`` and, when the policy says so, also
-switches off decrypt / unwrap.
+switches off decrypt / unwrap. A compromise acts on the named keys whether or not they
+are due, and can name versions: a deactivated version is then only marked compromised
+(no new version; its retention is unchanged), and one already compromised is left alone.
+The transition records who, when, why and the approval (approved_by, change_ref).
 
 Order matters for crash safety: after an interruption a key may have two active
 versions (new one made, old one not yet deactivated). Every rotation run repairs
@@ -21,17 +24,21 @@ and the repair is audited.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, KeyNotFound
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
+    KeyNotFound,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     Transition,
     format_time,
     utc_now,
     validate_name,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import KEY_METADATA
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 REASONS = ("scheduled", "manual", "compromise")
@@ -43,13 +50,14 @@ DECRYPTING_USAGES = ("decrypt", "unwrap")
 @dataclass
 class PlannedRotation:
     name: str
-    action: str  # rotate | none | repair | retire
+    action: str  # rotate | none | repair | retire | compromise
     current: object = None
     next_version: int = 0
     due: bool = False
     next_rotation_due: str = None
     stale_active: tuple = ()  # older active versions left by an interrupted rotation
     half_made: tuple = ()  # version numbers with key objects but no metadata (interrupted generation)
+    compromise: tuple = ()  # retired (deactivated) versions to mark compromised, besides ``current``
 
     def as_dict(self):
         entry = {"name": self.name, "action": self.action, "due": self.due,
@@ -63,15 +71,22 @@ class PlannedRotation:
         repairs = sorted({v.version for v in self.stale_active} | set(self.half_made))
         if repairs:
             entry["repair_versions"] = repairs
+        if self.compromise:
+            entry["compromise_versions"] = [v.version for v in self.compromise]
         return entry
 
 
-def plan_rotation(store, names, all_due, force, policy, now, retire=False):
+def plan_rotation(store, names, all_due, force, policy, now, retire=False, compromise=False, versions=None):
     """Which keys rotate; raises KeyNotFound for a named key without an active version.
 
     With ``retire`` the named keys' active versions are retired without a successor: the key
     is taken out of service (and can be destroyed once its retention has expired).
+    With ``compromise`` the named keys always rotate (no ``force`` needed), and ``versions``
+    (one named key) marks exactly those versions compromised (see plan_compromise).
     """
+    if versions:
+        return [plan_compromise(store, names[0], versions, policy, now, retire)]
+    force = force or (compromise and not all_due)
     if all_due:
         names = store.names()
     plans, missing = [], []
@@ -101,6 +116,63 @@ def plan_rotation(store, names, all_due, force, policy, now, retire=False):
     return plans
 
 
+def validate_versions(versions, names, reason):
+    """``version`` names versions to mark compromised: only with reason compromise and one named key."""
+    if not versions:
+        return
+    if reason != "compromise":
+        raise InvalidOption("version names versions to mark compromised; it needs reason: compromise (a "
+                            "scheduled or manual rotation always acts on the active version).", option="version")
+    if not names or len(names) != 1:
+        raise InvalidOption("version needs exactly one key in name: the versions are those of that key.",
+                            option="version")
+    bad = [n for n in versions if n < 1]
+    if bad:
+        raise InvalidOption("version %s is not a version number (1 or more)." % ", ".join(str(n) for n in bad),
+                            option="version")
+
+
+def plan_compromise(store, name, numbers, policy, now, retire=False):
+    """Mark versions ``numbers`` of key ``name`` compromised: any version not destroyed.
+
+    The active version among them is rotated (a successor is generated, unless ``retire``), a
+    deactivated one is only marked; one already compromised is left alone (idempotent). Refuses a
+    version that does not exist or was destroyed, before anything changes.
+    """
+    validate_name(name)
+    versions = {v.version: v for v in store.versions(name)}
+    missing = [n for n in numbers if n not in versions]
+    if missing:
+        raise KeyNotFound("Cannot mark compromised, nothing was changed: %s has no version %s on token %r. "
+                          "key_info lists its versions." % (name, ", ".join(str(n) for n in missing),
+                                                            store.token_label), option="version")
+    destroyed = [n for n in numbers if versions[n].state == "destroyed"]
+    if destroyed:
+        raise InvalidOption("Cannot mark compromised, nothing was changed: %s v%s was destroyed, so its key no "
+                            "longer exists anywhere to be misused. Name the versions that are not destroyed."
+                            % (name, ", v".join(str(n) for n in destroyed)), option="version")
+    active = [v for v in versions.values() if v.state == "active"]
+    current = active[-1] if active else None
+    marked = tuple(versions[n] for n in sorted(set(numbers)) if versions[n].state == "deactivated"
+                   or (versions[n].state == "active" and versions[n] is not current))
+    rotate = current is not None and current.version in numbers
+    stale = tuple(active[:-1])
+    half_made = tuple(store.half_made(name)) if current is not None else ()
+    due_at = current.next_rotation_due(policy.max_rotation_period) if current is not None else None
+    if rotate:
+        action = "retire" if retire else "rotate"
+    elif marked:
+        action = "compromise"
+    else:
+        action = "repair" if stale or half_made else "none"
+    # a stale active version named here is marked compromised rather than deactivated by the repair
+    stale = tuple(v for v in stale if v not in marked)
+    return PlannedRotation(name=name, action=action, current=current,
+                           next_version=store.next_version(name) if rotate and not retire else 0,
+                           due=bool(due_at and now >= due_at), next_rotation_due=format_time(due_at),
+                           stale_active=stale, half_made=half_made, compromise=marked)
+
+
 @dataclass
 class RotationResult:
     changed: bool
@@ -108,19 +180,91 @@ class RotationResult:
     plan: list
     audit_events: list
     diff: dict
+    compromised: list = field(default_factory=list)
 
 
-def _retire(store, version, state, operator, reason, now, disable_decrypt):
-    """Deactivate (or mark compromised) one version: usages off on the token first, then its metadata."""
+def _transition(state, now, operator, reason, approval):
+    """The transition record; a compromise records who approved it and the change reference."""
+    approval = approval or {}
+    return Transition(state=state, at=now, by=operator, reason=reason, approved_by=approval.get("approved_by"),
+                      change_ref=approval.get("change_ref"))
+
+
+def _retire(store, version, state, operator, reason, now, disable_decrypt, approval=None):
+    """Deactivate (or mark compromised) one version: usages off on the token first, then its metadata.
+
+    A version retired earlier keeps its ``retain_until``; an active one is retained from now.
+    """
     disabled = [u for u in PROTECTING_USAGES if u in version.spec.usage]
     if state == "compromised" and disable_decrypt:
         disabled += [u for u in DECRYPTING_USAGES if u in version.spec.usage]
+    retain_until = _retain_until(version, now)  # before anything changes: it is what can fail on bad metadata
     store.set_usage(version, disabled)
-    retain_until = now + timedelta(seconds=version.spec.retention_period)
+    transition = _transition(state, now, operator, reason, approval if state == "compromised" else None)
     updated = replace(version, state=state, retain_until=retain_until, revision=version.revision + 1,
-                      transitions=version.transitions + (Transition(state=state, at=now, by=operator,
-                                                                    reason=reason),))
+                      transitions=version.transitions + (transition,))
     return store.update_metadata(version, updated)
+
+
+def _retain_until(version, now):
+    """How long a version being retired is kept: its earlier retain_until, else now + its retention period."""
+    if version.state != "active" and version.retain_until:
+        return version.retain_until
+    try:
+        return now + timedelta(seconds=version.spec.retention_period)
+    except OverflowError:
+        raise InvalidOption("%s: retention_period %ds puts the end of retention beyond the dates this system can "
+                            "record. Set a retention_period of at most 36500d with key_generate."
+                            % (version.label, version.spec.retention_period), option="retention_period") from None
+
+
+def _undo_generation(store, new):
+    """Remove a version generated by a rotation that then failed: metadata first, so that an interruption here
+    leaves at worst key objects without metadata, which the next rotation removes as a half-made version."""
+    metadata = store.objects.document_objects(KEY_METADATA, new.label)
+    store.objects.destroy_key_objects(new.label, objects=metadata,
+                                      operation="C_DestroyObject for %s (undoing a failed rotation)" % new.label)
+    store.discard_half_made(new.name, new.version)
+
+
+def _rotate_one(store, plan, old_state, context, why, now, policy, approval):
+    """Generate the successor, then retire the current version; if retiring fails, the successor is removed
+    again, so a failed rotation leaves no new version behind (and the next try uses the same number)."""
+    _retain_until(plan.current, now)  # refused before anything is generated
+    new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
+    try:
+        old = _retire(store, plan.current, old_state, context.operator, why, now, policy.compromise_disables_decrypt,
+                      approval)
+    except Exception:
+        try:
+            _undo_generation(store, new)
+        except Exception:  # pylint: disable=broad-except
+            pass  # the next rotation repairs what is left (a half-made version, or a second active version)
+        raise
+    return new, old
+
+
+def _compromised_entry(old, previous_state, approval):
+    """One entry of the ``compromised`` return value."""
+    last = old.transitions[-1]
+    return {"name": old.name, "version": old.version, "id": old.key_id, "previous_state": previous_state,
+            "at": format_time(last.at), "by": last.by, "reason": last.reason,
+            "approved_by": (approval or {}).get("approved_by"), "change_ref": (approval or {}).get("change_ref"),
+            "retain_until": format_time(old.retain_until)}
+
+
+def _mark_compromised(store, plan, context, now, policy, approval, compromised):
+    """Mark the plan's retired versions compromised (no new version); one audit event each."""
+    events = []
+    for version in plan.compromise:
+        marked = _retire(store, version, "compromised", context.operator, "compromise", now,
+                         policy.compromise_disables_decrypt, approval)
+        key = key_section(marked, store.token_label)
+        key.update(previous_state=version.state, retain_until=format_time(marked.retain_until))
+        events.append(build_event("key-rotate", "success", context, key=key,
+                                  reason="marked compromised (%s earlier)" % version.state, extra=approval))
+        compromised.append(_compromised_entry(marked, version.state, approval))
+    return events
 
 
 def _repair(store, plan, context, now):
@@ -145,12 +289,19 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
     ``approval`` (``approved_by``, ``change_ref``) is recorded in the rotation events.
     """
     now = utc_now()
-    before, after, rotated, events = {}, {}, [], []
+    before, after, rotated, events, compromised = {}, {}, [], [], []
     old_state = "compromised" if reason == "compromise" else "deactivated"
     try:
         for plan in plans:
             before[plan.name] = plan.current.review() if plan.current else None
-            if plan.action == "none":
+            for version in plan.compromise:  # the versions marked compromised, shown by label
+                before[version.label] = version.review()
+                after[version.label] = dict(version.review(), state="compromised")
+            if not check_mode and plan.compromise:
+                events.extend(_mark_compromised(store, plan, context, now, policy, approval, compromised))
+            if plan.action in ("none", "compromise"):
+                if plan.action == "compromise" and not check_mode:
+                    events.extend(_repair(store, plan, context, now))
                 after[plan.name] = before[plan.name]
                 continue
             if check_mode:
@@ -165,17 +316,19 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
             if plan.action == "rotate":
                 # a forced rotation of a key that was not due is not a scheduled one, whatever the task said
                 why = "manual" if reason == "scheduled" and not plan.due else reason
-                new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
-                old = _retire(store, plan.current, old_state, context.operator, why, now,
-                              policy.compromise_disables_decrypt)
+                new, old = _rotate_one(store, plan, old_state, context, why, now, policy, approval)
                 events.append(_event(why, context, store.token_label, new, old, approval))
+                if old_state == "compromised":
+                    compromised.append(_compromised_entry(old, "active", approval))
                 rotated.append({"name": plan.name, "old_version": old.version, "old_id": old.key_id,
                                 "old_state": old.state, "retain_until": format_time(old.retain_until),
                                 "new_version": new.version, "new_id": new.key_id})
                 after[plan.name] = new.review()
             elif plan.action == "retire":
                 old = _retire(store, plan.current, old_state, context.operator, "retired: " + reason, now,
-                              policy.compromise_disables_decrypt)
+                              policy.compromise_disables_decrypt, approval)
+                if old_state == "compromised":
+                    compromised.append(_compromised_entry(old, "active", approval))
                 key = key_section(old, store.token_label)
                 key["retain_until"] = format_time(old.retain_until)
                 events.append(build_event("key-rotate", "success", context, key=key,
@@ -186,12 +339,12 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
                 after[plan.name] = old.review()
             else:
                 after[plan.name] = plan.current.review()
-    except KeyLifecycleError as exc:
+    except Exception as exc:  # an unexpected one too keeps the events so far (see _lifecycle_module)
         failed = {"name": plan.name, "token": store.token_label}
         exc.audit_events = events + [build_event("key-rotate", "failure", context, key=failed,
-                                                 error_kind=exc.kind)]
+                                                 error_kind=getattr(exc, "kind", "unexpected_error"))]
         exc.changed = bool(events)
         raise
     return RotationResult(changed=any(p.action != "none" for p in plans), rotated=rotated,
                           plan=[p.as_dict() for p in plans], audit_events=events,
-                          diff={"before": before, "after": after})
+                          diff={"before": before, "after": after}, compromised=compromised)

@@ -90,6 +90,8 @@ class TokenKeyStore:
         self._decoded = {}
         self._kcv_index = None
         self.anomalies = []
+        #: the token's lease (``_token_lease.TokenLease``) while a lifecycle run holds it: checked before each change
+        self.lease = None
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -141,6 +143,87 @@ class TokenKeyStore:
         self.objects.destroy_key_objects(label, operation="C_DestroyObject for %s" % label)
         self._versions.discard((name, version))
         return key_id
+
+    # ---- duplicates (two generations of one version ran at once, before the token lease) ---------
+
+    def duplicated(self):
+        """``(name, version)`` of recorded versions whose label carries key objects of more than one CKA_ID, or
+        whose newest metadata revision is carried by two objects."""
+        found = []
+        for name, version in sorted(self._versions):
+            objects = self._objects(name, version)
+            if not objects.metadata:
+                continue  # half-made: removed by remove_half_made
+            revisions = self.objects.newest(KEY_METADATA, version_label(name, version))
+            if len(self.key_groups(name, version)) > 1 or revisions.duplicated:
+                found.append((name, version))
+        return found
+
+    def key_groups(self, name, version):
+        """CKA_ID (hex) -> the key objects of a version that carry it (a key pair: two objects, one id)."""
+        groups = {}
+        with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
+            for obj in self._objects(name, version).key_objects():
+                groups.setdefault(bytes(obj[Attribute.ID]).hex(), []).append(obj)
+        return groups
+
+    def metadata_documents(self, name, version):
+        """Every metadata object of a version with its decoded revision: ``[(object, KeyVersion)]``."""
+        label = version_label(name, version)
+        with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
+            return [(obj, KEY_METADATA.decode(label, obj[Attribute.VALUE]))
+                    for obj in self._objects(name, version).metadata]
+
+    def version(self, name, version):
+        """The recorded version (newest metadata revision, with evidence), or None."""
+        return self._version(name, version)
+
+    def describe_key(self, spec, objects):
+        """``(key check value, public key fingerprint)`` of key objects that carry no metadata of their own."""
+        secret = [obj for obj in objects if obj.object_class == ObjectClass.SECRET_KEY]
+        public = [obj for obj in objects if obj.object_class == ObjectClass.PUBLIC_KEY]
+        with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
+            if secret:
+                try:
+                    return check_value(secret[0]), None
+                except Exception:  # pylint: disable=broad-except
+                    return None, None  # its encrypt usage is off: no check value
+            if public:
+                return None, spki_fingerprint(key_version_public_key(spec, public[0]))
+        return None, None
+
+    def renumber(self, moved, objects, old_version, old_documents, disabled):
+        """Move key objects found under another version's label to ``moved`` (a new version number).
+
+        The new version's metadata is written first: if this is cut short, the key objects stay
+        where they were and the next run finds the recorded number again (its metadata carries
+        their CKA_ID), so no key is ever left without metadata for the half-made repair to remove.
+        Then the usages in ``disabled`` are switched off, the objects relabelled, and the
+        moved key's metadata objects under the old label destroyed.
+        """
+        self._keep_lease()
+        old_label, new_label = version_label(moved.name, old_version), moved.label
+        if not self.objects.document_objects(KEY_METADATA, new_label):
+            self._write_metadata(moved, "repair of %s (metadata of %s)" % (old_label, new_label))
+        self._versions.add((moved.name, moved.version))
+        with pkcs11_errors("C_SetAttributeValue (relabel %s as %s)" % (old_label, new_label),
+                           token_label=self.token_label):
+            for obj in objects:
+                for usage in disabled:
+                    if obj.object_class == ObjectClass.SECRET_KEY or \
+                            usage_side(usage) == ("public" if obj.object_class == ObjectClass.PUBLIC_KEY
+                                                  else "private"):
+                        obj[usage_attribute(usage)] = False
+                obj[Attribute.LABEL] = new_label
+        self.objects.forget(old_label, objects)
+        self.objects.add_key_objects(new_label, objects)
+        if old_documents:
+            self.objects.destroy_key_objects(old_label, objects=old_documents,
+                                             operation="C_DestroyObject (metadata of %s moved to %s)"
+                                             % (old_label, new_label))
+        self._decoded.pop((moved.name, old_version), None)
+        self._decoded.pop((moved.name, moved.version), None)
+        return self._version(moved.name, moved.version)
 
     def versions(self, name):
         """All recorded versions of a logical key, oldest first, with the token's evidence."""
@@ -215,6 +298,7 @@ class TokenKeyStore:
 
     def generate(self, spec, version, operator, now):
         """Generate one new version inside the token and record its metadata."""
+        self._keep_lease()
         label = version_label(spec.name, version)
         key_id = os.urandom(16)
         created = []
@@ -254,6 +338,7 @@ class TokenKeyStore:
         on the token. Nothing is destroyed on this path, which keeps a batch linear on
         tokens where C_DestroyObject costs time in proportion to the objects stored.
         """
+        self._keep_lease()
         self._write_metadata(updated, "metadata update for %s" % current.label)
         updated = replace(updated, evidence=current.evidence)
         self._decoded[(current.name, current.version)] = updated
@@ -261,6 +346,7 @@ class TokenKeyStore:
 
     def set_usage(self, version, disabled):
         """Switch usages off on the version's key objects (the token then refuses those operations)."""
+        self._keep_lease()
         objects = self._objects(version.name, version.version)
         with pkcs11_errors("C_SetAttributeValue for %s" % version.label, token_label=self.token_label):
             for usage in disabled:
@@ -270,6 +356,7 @@ class TokenKeyStore:
 
     def destroy_key_objects(self, version):
         """C_DestroyObject on every key object of a version (the metadata stays, to become a tombstone)."""
+        self._keep_lease()
         self.objects.destroy_key_objects(version.label, operation="C_DestroyObject for %s" % version.label)
 
     def verify_absent(self, version):
@@ -296,6 +383,11 @@ class TokenKeyStore:
             for obj in candidates:
                 self._kcv_index[check_value(obj)].append(str(obj[Attribute.LABEL]))
         return self._kcv_index
+
+    def _keep_lease(self):
+        """Before a change: renew the token lease if due; refuse if it was lost (``_token_lease``)."""
+        if self.lease is not None:
+            self.lease.check()
 
     def _write_metadata(self, version, operation):
         return self.objects.write(KEY_METADATA, version.label, version, operation=operation)

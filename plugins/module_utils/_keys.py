@@ -31,7 +31,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     DEFAULT_USAGE,
     DEFAULT_KEY_TYPE,
     KEY_TYPES,
+    MAX_DURATION,
     USAGES,
+    allowed_sizes,
     canonical_curve,
     format_duration,
     parse_duration,
@@ -117,7 +119,7 @@ def build_key_spec(raw, policy):
         size = CURVE_BITS[curve]
     else:
         curve = None
-        size = _valid_size(key_type, _allowed_size(key_type, _size(raw, key_type, where), policy, where), where)
+        size = _allowed_size(key_type, _size(raw, key_type, where), policy, where)
     usage = _allowed_usage(key_type, _usage(raw, key_type, where), policy, where)
     rotation = _rotation_period(raw, policy, where)
     retention = _retention_period(raw, policy, where)
@@ -157,33 +159,32 @@ def _allowed_curve(curve, policy, where):
 
 
 def _size(raw, key_type, where):
-    """An AES or RSA key's size in bits."""
+    """An AES or RSA key's size in bits (unset: the type's default; 0 is a size, and refused as one)."""
     if raw.get("curve"):
         raise InvalidOption("%s: curve applies only to EC keys." % where, option="curve")
-    size = raw.get("size") or DEFAULT_SIZE[key_type]
+    size = raw.get("size")
+    if size is None or size == "":
+        return DEFAULT_SIZE[key_type]
     try:
+        if isinstance(size, bool):
+            raise TypeError(size)
         return int(size)
     except (TypeError, ValueError):
         raise InvalidOption("%s: size must be a number of bits, got %r." % (where, size), option="size") from None
 
 
 def _allowed_size(key_type, size, policy, where):
+    """A size from the policy's list for the key type (KEY_SIZES at or above the policy minimum)."""
     minimum = policy.min_aes_bits if key_type == "aes" else policy.min_rsa_bits
+    choices = allowed_sizes(key_type, policy)
+    listed = ", ".join(str(s) for s in choices) or "none (the policy minimum is above every size the token takes)"
     if size < minimum:
         raise PolicyViolation(
-            "%s: size %d is below the policy minimum for %s keys (%d bits). Request size: %d or more."
-            % (where, size, key_type.upper(), minimum, minimum), option="size")
-    return size
-
-
-def _valid_size(key_type, size, where):
-    """A size the key type has (checked after the policy minimum, whose message says what to request)."""
-    if key_type == "aes" and size not in (128, 192, 256):
-        raise InvalidOption("%s: AES size must be 256 (or 128/192 where policy allows), got %d." % (where, size),
-                            option="size")
-    if key_type == "rsa" and (size % 1024 or size > 8192):
-        raise InvalidOption("%s: RSA size must be a multiple of 1024 up to 8192, got %d." % (where, size),
-                            option="size")
+            "%s: size %d is below the policy minimum for %s keys (%d bits). Request one of: %s."
+            % (where, size, key_type.upper(), minimum, listed), option="size")
+    if size not in choices:
+        raise InvalidOption("%s: size %d is not a size the policy allows for %s keys; choose one of: %s."
+                            % (where, size, key_type.upper(), listed), option="size")
     return size
 
 
@@ -257,15 +258,26 @@ def build_key_specs(raw_specs, policy):
     return specs
 
 
+def _stored_duration(value, option):
+    """A duration read from metadata. One longer than MAX_DURATION (written before durations were bounded) is
+    read as MAX_DURATION, so that the dates derived from it stay representable and the key can still rotate."""
+    return min(parse_duration(value, option, bounded=False), MAX_DURATION)
+
+
 @dataclass(frozen=True)
 class Transition:
     state: str
     at: datetime
     by: str
     reason: str | None = None
+    #: for a compromise under dual control: the second person who approved it, and the change reference
+    approved_by: str | None = None
+    change_ref: str | None = None
 
     def as_dict(self):
-        return {"state": self.state, "at": format_time(self.at), "by": self.by, "reason": self.reason}
+        recorded = {"state": self.state, "at": format_time(self.at), "by": self.by, "reason": self.reason}
+        recorded.update({k: v for k, v in (("approved_by", self.approved_by), ("change_ref", self.change_ref)) if v})
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -333,8 +345,8 @@ class KeyVersion:
             spec = KeySpec(
                 name=doc["name"], type=doc["type"], size=int(doc["size"]), curve=doc.get("curve"),
                 usage=tuple(doc["usage"]), distributable=bool(doc["distributable"]),
-                rotation_period=parse_duration(doc["rotation_period"], "rotation_period"),
-                retention_period=parse_duration(doc["retention_period"], "retention_period"),
+                rotation_period=_stored_duration(doc["rotation_period"], "rotation_period"),
+                retention_period=_stored_duration(doc["retention_period"], "retention_period"),
                 recipients=tuple(doc.get("recipients") or ()),
                 destroy_allowed=bool(doc.get("destroy_allowed", False)),
             )
@@ -342,13 +354,14 @@ class KeyVersion:
                 spec=spec, version=int(doc["version"]), key_id=doc["id"], state=doc["state"],
                 created=parse_time(doc["created"]),
                 transitions=tuple(Transition(state=t["state"], at=parse_time(t["at"]), by=t["by"],
-                                             reason=t.get("reason")) for t in doc.get("transitions", ())),
+                                             reason=t.get("reason"), approved_by=t.get("approved_by"),
+                                             change_ref=t.get("change_ref")) for t in doc.get("transitions", ())),
                 retain_until=parse_time(doc.get("retain_until")),
                 key_check_value=doc.get("key_check_value"),
                 public_key_fingerprint=doc.get("public_key_fingerprint"),
                 revision=int(doc.get("revision", 1)),
             )
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, InvalidOption) as exc:
             raise MetadataCorrupt("The metadata object %r on the token cannot be read (%s). Inspect it with "
                                   "pkcs11-tool --list-objects; do not delete key objects by hand." % (label, exc)) from None
         if version.label != label or version.state not in STATES:

@@ -9,6 +9,9 @@ PRIVATE: not part of the public interface.
 Policy, audit context and connection are read the same way for every lifecycle
 module; the work runs in one logged-in session on one enumeration of the token; the
 controller's intent record is anchored by a signed checkpoint in the same session;
+a state-changing run holds the token's lease (``_token_lease``) from before the token
+is read until after the checkpoint is written, so runs from several controllers take
+turns; duplicate labels left by older versions are repaired first (``_version_repair``);
 a typed error becomes ``fail_json`` here and nowhere else.
 """
 
@@ -18,11 +21,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, UnexpectedError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_lease import lifecycle_lease, module_action
+from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import repair_duplicates
 
 
 def run_lifecycle_module(module, work, validate=None, empty_result=None, open_store=None, anchor=True):
@@ -43,18 +48,39 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
             validate(policy)
         context = AuditContext.from_params(params["audit_context"])
         settings = ConnectionSettings.from_params(params)
-        with open_session(settings) as session:
-            if open_store is None:
-                store = TokenKeyStore(session, settings.token_label).load()
-            else:
-                store = open_store(session, settings.token_label)
-            result, output = work(store, policy, context)
+        # the lease is taken before the session that reads the token is opened, so that its enumeration sees all
+        # the last holder wrote; it is released after that session is closed
+        with lifecycle_lease(settings, module, context) as lease, open_session(settings) as session:
+            lease.attach(session)
+            prelude = lease.takeover_events(context, module_action(module))
+            try:
+                if open_store is None:
+                    store = TokenKeyStore(session, settings.token_label).load()
+                    if lease.held:
+                        store.lease = lease
+                        prelude += repair_duplicates(store, context, module_action(module))
+                else:
+                    store = open_store(session, settings.token_label)
+                result, output = work(store, policy, context)
+                lease.check()
+            except KeyLifecycleError as exc:
+                if prelude:
+                    exc.audit_events = prelude + list(getattr(exc, "audit_events", ()))
+                    exc.changed = True
+                raise
+            if prelude:  # a takeover or a repair changed the token, whatever the work did
+                result.audit_events[:0] = prelude
+                result.changed = True
             checkpoint, signing_key_created = None, False
             if anchor:
                 checkpoint, signing_key_created = anchor_journal(session, store, params["audit_context"], context,
                                                                  result.audit_events)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, **(empty_result or {}))
+    except Exception as exc:  # pylint: disable=broad-except
+        # a bug, not a refusal: still a typed failure with an error_kind, the audit events gathered so far, and no
+        # traceback in the play's output
+        fail_with_error(module, UnexpectedError.wrap(exc, module._name), **(empty_result or {}))
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
                   audit_checkpoint=checkpoint)
     if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff

@@ -53,10 +53,28 @@ DEFAULT_USAGE = {
     "ec": ("sign", "verify"),
 }
 DEFAULT_SIZE = {"aes": 256, "rsa": 3072}
+# The sizes a key may have: the policy's minimum (min_aes_bits, min_rsa_bits) then keeps those at or above it, so
+# the baseline allows AES 256 and RSA 3072 or 4096. Larger RSA moduli are left out: signing and unwrapping with them
+# is slow on every HSM, and no guidance asks for more than 4096 bits before post-quantum schemes.
+KEY_SIZES = {"aes": (128, 192, 256), "rsa": (2048, 3072, 4096)}
+
+#: the longest duration any option takes (rotation and retention periods): 100 years. Dates derived from a
+#: duration (retain_until, next rotation) then stay far inside what datetime and the token can hold, and no
+#: retention requirement (archives, statutes of limitation) asks for more than a lifetime.
+MAX_DURATION = 36500 * 86400
 
 
-def parse_duration(value, option):
-    """Parse ``30s``, ``10m``, ``12h``, ``90d``, ``2w`` (or plain seconds) into seconds."""
+def allowed_sizes(key_type, policy):
+    """The sizes the policy allows for an AES or RSA key, smallest first."""
+    minimum = policy.min_aes_bits if key_type == "aes" else policy.min_rsa_bits
+    return tuple(size for size in KEY_SIZES[key_type] if size >= minimum)
+
+
+def parse_duration(value, option, bounded=True):
+    """Parse ``30s``, ``10m``, ``12h``, ``90d``, ``2w`` (or plain seconds) into seconds.
+
+    A duration must be positive and, when ``bounded``, at most MAX_DURATION (100 years).
+    """
     if isinstance(value, bool):
         raise InvalidOption("%s must be a duration like 30s, 10m, 12h, 90d or 365d, got %r." % (option, value),
                             option=option)
@@ -74,6 +92,9 @@ def parse_duration(value, option):
                 "%s must be a duration like 30s, 10m, 12h, 90d or 365d, got %r." % (option, value), option=option)
     if seconds <= 0:
         raise InvalidOption("%s must be a positive duration, got %r." % (option, value), option=option)
+    if bounded and seconds > MAX_DURATION:
+        raise InvalidOption("%s %r is longer than %s (100 years), the longest duration accepted: give a period "
+                            "in days up to 36500d." % (option, value, format_duration(MAX_DURATION)), option=option)
     return seconds
 
 

@@ -22,6 +22,8 @@ Two sorts of objects are ours, both found by their CKA_LABEL:
     ``revision``, all kept.
   - ``secops.keylifecycle.audit``: ``audit-checkpoint:<journal id>``, the latest signed checkpoint of a
     journal; ``seq``, only the latest is kept (older ones are destroyed after the new one is written).
+  - ``secops.keylifecycle.lease``: ``lease:lifecycle``, one lifecycle run's claim on the token (``_token_lease``);
+    ``revision`` (renewals), kept: each contender writes and destroys only its own objects.
 
   A new kind of document is one more ``DocumentKind`` registered here.
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from operator import attrgetter, itemgetter
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import MetadataCorrupt, TokenOperationFailed
@@ -135,6 +138,32 @@ AUDIT_CHECKPOINT = register_kind(DocumentKind(
     name="audit checkpoint", application="secops.keylifecycle.audit",
     encode=lambda doc: json.dumps(doc, sort_keys=True).encode("ascii"), decode=_decode_checkpoint,
     revision=itemgetter("seq"), keep_history=False))
+
+
+LEASE_SCHEMA = 1
+
+
+def _decode_lease(label, blob):
+    try:
+        doc = json.loads(bytes(blob).decode("utf-8"))
+        if doc.get("schema") != LEASE_SCHEMA:
+            raise ValueError("unknown lease schema %r" % doc.get("schema"))
+        for field in ("holder", "operator", "host", "purpose", "acquired_at", "expires_at"):
+            if not isinstance(doc[field], str):
+                raise ValueError("%s is not a string" % field)
+        int(doc["pid"])
+        int(doc["revision"])
+        datetime.fromisoformat(doc["acquired_at"])
+        datetime.fromisoformat(doc["expires_at"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise MetadataCorrupt("The lease object %r cannot be read (%s)." % (label, exc)) from None
+    return doc
+
+
+#: one lifecycle run's lease on the token (a dict: holder, operator, host, pid, acquired_at, expires_at, purpose)
+TOKEN_LEASE = register_kind(DocumentKind(
+    name="token lease", application="secops.keylifecycle.lease", encode=canonical_json, decode=_decode_lease,
+    revision=itemgetter("revision")))
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,8 @@ interrupted_intents:
   elements: int
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import hsm_module_kwargs
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import HsmModule, hsm_module_kwargs
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import CheckpointSigner
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
@@ -136,7 +135,7 @@ ARGUMENT_SPEC = dict(
 
 def main():
     """The HSM-host half: read the token's checkpoint and the signing public keys."""
-    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
     require_dependencies(module)
     try:
         settings = ConnectionSettings.from_params(module.params)

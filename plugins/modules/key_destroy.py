@@ -142,10 +142,10 @@ error_option:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
@@ -169,7 +169,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(
+    module = HsmModule(**hsm_module_kwargs(
         ARGUMENT_SPEC,
         mutually_exclusive=[["name", "all_expired"], ["version", "all_expired"]],
         required_one_of=[["name", "all_expired"]],

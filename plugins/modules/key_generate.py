@@ -56,7 +56,10 @@ options:
     default: aes
   size:
     description:
-      - Key size in bits for AES (default V(256)) and RSA (default V(3072)). Must meet the policy minimum.
+      - Key size in bits for AES (default V(256)) and RSA (default V(3072)), one of the sizes the policy allows,
+        V(128), V(192) or V(256) for AES and V(2048), V(3072) or V(4096) for RSA, at or above the policy minimum
+        (O(policy.min_aes_bits), O(policy.min_rsa_bits)). The baseline allows AES V(256) and RSA V(3072) or V(4096).
+        Any other size, V(0) included, is refused with the list.
       - Not used for EC keys (the curve sets the size).
     type: int
   curve:
@@ -76,12 +79,12 @@ options:
     type: bool
     default: false
   rotation_period:
-    description: How often the key must be rotated (for example V(90d)). Defaults to, and may not exceed, the
-      policy's O(policy.max_rotation_period).
+    description: How often the key must be rotated (for example V(90d)), a positive duration. Defaults to, and may
+      not exceed, the policy's O(policy.max_rotation_period).
     type: str
   retention_period:
-    description: How long a deactivated version is kept before it may be destroyed. Defaults to the policy's
-      O(policy.default_retention_period).
+    description: How long a deactivated version is kept before it may be destroyed, a positive duration of at most
+      V(36500d) (100 years). Defaults to the policy's O(policy.default_retention_period).
     type: str
   recipients:
     description: Names of the recipients allowed to receive this key (only with O(distributable=true)).
@@ -281,9 +284,9 @@ error_option:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
@@ -326,7 +329,7 @@ def requested_specs(params):
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(
+    module = HsmModule(**hsm_module_kwargs(
         ARGUMENT_SPEC,
         mutually_exclusive=[[option, "keys"] for option in ["name"] + list(KEY_SPEC_OPTIONS)],
         required_one_of=[["name", "keys"]],

@@ -16,6 +16,16 @@ description:
     CKA_EXTRACTABLE).
   - Reads the token only; objects that do not belong to this collection are ignored.
   - Reports anomalies it finds (a key object without metadata, duplicate metadata, metadata without its key).
+  - Compares each version's attributes on the token with its recorded state and returns the differences in
+    RV(drift) (procedure 4.3.3, docs/monitoring.md) - a usage switched back on (a deactivated version that may encrypt,
+    wrap or sign again), a destroyed version whose key object is still there, a key object under one of the
+    collection's labels that no metadata explains, a key that lost CKA_SENSITIVE or gained CKA_EXTRACTABLE.
+    Each key object is read with one C_GetAttributeValue. The module does not fail on drift; the scheduled check
+    C(playbooks/check.yml) does.
+  - Outside check mode, the action plugin journals one C(key-drift) record per finding in the audit journal
+    (the one the lifecycle modules write, C(keylifecycle_audit_journal)), and fails the task if the journal
+    cannot be written. Nothing is journaled when there is no finding, and no checkpoint is anchored on the token
+    (the module only reads it); the next lifecycle task's checkpoint covers these records.
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
@@ -174,6 +184,56 @@ anomalies:
   type: list
   elements: dict
   sample: [{label: "payments-db:v2", problem: "key object(s) without a metadata object"}]
+drift:
+  description:
+    - Differences between the token's attributes and the recorded state of the selected keys (all their versions,
+      whatever O(state) selects), one entry per finding. Empty when the token matches the records.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    label:
+      description: CKA_LABEL of the object concerned, C(<name>:v<version>).
+      type: str
+    name:
+      description: Logical key name.
+      type: str
+    version:
+      description: Version number.
+      type: int
+    id:
+      description: CKA_ID of the object (hex); the recorded id for an attribute finding.
+      type: str
+    kind:
+      description:
+        - V(usage_enabled) (a usage is on that the version's state does not allow),
+          V(destroyed_present) (a destroyed version's key object is on the token),
+          V(unexplained_object) (a key object no metadata explains - no metadata, another CKA_ID, a class the key
+          type does not have, or a second object of its class), V(lost_sensitive) (CKA_SENSITIVE or
+          CKA_ALWAYS_SENSITIVE false), V(gained_extractable) (CKA_EXTRACTABLE true or CKA_NEVER_EXTRACTABLE false
+          on a key that is not distributable).
+      type: str
+    attribute:
+      description: The attribute compared (for example V(CKA_ENCRYPT)), or null for a finding about a whole object.
+      type: str
+    expected:
+      description: What the record says (V(true)/V(false) for an attribute).
+      type: str
+    actual:
+      description: What the token holds.
+      type: str
+    object_class:
+      description: V(SECRET_KEY), V(PRIVATE_KEY) or V(PUBLIC_KEY).
+      type: str
+    state:
+      description: The version's recorded state, or null when no metadata records the label.
+      type: str
+    detail:
+      description: The finding in one sentence.
+      type: str
+  sample: [{label: "payments-db:v1", name: payments-db, version: 1, id: "5d0c...", kind: usage_enabled,
+            attribute: CKA_ENCRYPT, expected: "false", actual: "true", object_class: SECRET_KEY,
+            state: deactivated, detail: "payments-db:v1 (deactivated): SECRET_KEY CKA_ENCRYPT: true, expected false"}]
 checked_at:
   description: When the token was read (UTC).
   returned: success
@@ -188,9 +248,9 @@ error_option:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    HsmModule,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
     policy_overrides,
@@ -212,7 +272,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
     require_dependencies(module)
     try:
         policy = load_policy(policy_overrides(module.params))

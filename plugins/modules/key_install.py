@@ -118,9 +118,9 @@ error_option:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
@@ -143,7 +143,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(
+    module = HsmModule(**hsm_module_kwargs(
         ARGUMENT_SPEC,
         required_if=[["state", "present", ["packages"], True], ["state", "absent", ["versions"], True]],
         supports_check_mode=True,

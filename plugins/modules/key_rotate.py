@@ -18,7 +18,17 @@ description:
   - A key is due when its active version's age has reached its rotation period, never more than the policy's
     O(policy.max_rotation_period). O(force=true) rotates regardless.
   - O(reason=compromise) marks the previous version C(compromised) instead; with
-    O(policy.compromise_disables_decrypt=true) it also loses decrypt and unwrap.
+    O(policy.compromise_disables_decrypt=true) it also loses decrypt and unwrap. A compromise always acts on the
+    named keys, due or not (it needs no O(force)); dual control (O(policy.compromise_requires_approval)) applies.
+  - With O(version), a compromise names the versions to mark, any that is not destroyed. The active one among them
+    is rotated as above (a successor is generated, unless O(retire=true)); a deactivated one, the usual case of a
+    leak found months after its rotation, is only marked C(compromised), with no new version and its retention
+    unchanged. The token withdraws encrypt, wrap and sign (and decrypt and unwrap where the policy says so), the
+    transition records who, when, why, O(approved_by) and O(change_ref), and recipients withdraw the version on the
+    next distribution (M(secops.keylifecycle.key_distribute)), as they do for destroyed versions.
+  - Compromise is a reason of this module rather than a module of its own because it is the same decision that
+    rotates a key, with the same authorization (C(compromise_rotate)), the same dual control, one C(key-rotate) audit
+    trail, and runbooks already written as O(reason=compromise).
   - An interrupted rotation can leave two active versions; every run first repairs that (the newest stays active,
     older ones are deactivated) and audits the repair.
   - The whole batch runs in one PKCS#11 session with one enumeration of the token. This module does not destroy
@@ -44,6 +54,8 @@ attributes:
     support: full
     details:
       - A key that is not due is left alone; a second run right after a rotation changes nothing.
+      - A compromise without O(version) rotates the named keys every time it runs; name the O(version) to make it
+        idempotent (a version already compromised is left alone).
 options:
   name:
     description: Logical keys to rotate. Mutually exclusive with O(all_due).
@@ -72,6 +84,13 @@ options:
         C(destroyed). Requires O(name).
     type: bool
     default: false
+  version:
+    description:
+      - With O(reason=compromise) and exactly one O(name), the versions of that key to mark compromised (a number,
+        or a list for several), active or deactivated ones; a destroyed or unknown version is refused before
+        anything changes. The active version among them is rotated (or retired with O(retire=true)).
+    type: list
+    elements: int
   approved_by:
     description:
       - The second person who approved a compromise rotation (required where O(policy.compromise_requires_approval)
@@ -101,6 +120,14 @@ EXAMPLES = r"""
     reason: compromise
     policy:
       compromise_disables_decrypt: true
+
+- name: A leak found months after rotation - mark the deactivated version 3 compromised (no new version)
+  secops.keylifecycle.key_rotate:
+    name: payments-db
+    version: 3
+    reason: compromise
+    approved_by: security-officer
+    change_ref: INC-2041
 """
 
 RETURN = r"""
@@ -111,8 +138,20 @@ rotated:
   elements: dict
   sample: [{name: payments-db, old_version: 1, old_id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f, old_state: deactivated,
             retain_until: "2027-02-26T23:00:00+00:00", new_version: 2, new_id: 0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f}]
+compromised:
+  description:
+    - One entry per version marked compromised by this call (the old version of a compromise rotation, and each
+      deactivated version named in O(version)), as recorded in its transition.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: payments-db, version: 3, id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f, previous_state: deactivated,
+            at: "2027-02-26T23:00:00+00:00", by: alice, reason: compromise, approved_by: security-officer,
+            change_ref: INC-2041, retain_until: "2027-05-27T23:00:00+00:00"}]
 plan:
-  description: Per key, V(rotate), V(repair) or V(none), whether it was due, and the versions involved.
+  description:
+    - Per key, V(rotate), V(repair), V(retire), V(compromise) (versions marked compromised, no new version) or
+      V(none), whether it was due, and the versions involved (C(compromise_versions) for versions marked).
   returned: always
   type: list
   elements: dict
@@ -162,13 +201,13 @@ error_option:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import (
     check_approval,
     validate_approval_options,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
@@ -177,6 +216,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation 
     REASONS,
     apply_rotation,
     plan_rotation,
+    validate_versions,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
@@ -187,6 +227,7 @@ ARGUMENT_SPEC = dict(
     force={"type": "bool", "default": False},
     reason={"type": "str", "choices": list(REASONS), "default": "scheduled"},
     retire={"type": "bool", "default": False},
+    version={"type": "list", "elements": "int"},
     approved_by={"type": "str"},
     change_ref={"type": "str"},
     **POLICY_ARGSPEC,
@@ -195,7 +236,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(
+    module = HsmModule(**hsm_module_kwargs(
         ARGUMENT_SPEC,
         mutually_exclusive=[["name", "all_due"], ["retire", "all_due"]],
         required_one_of=[["name", "all_due"]],
@@ -207,16 +248,18 @@ def main():
 
     def validate(policy):
         validate_approval_options(params["approved_by"], params["change_ref"])
+        validate_versions(params["version"], params["name"], params["reason"])
 
     def work(store, policy, context):
         if params["reason"] == "compromise":
             check_approval(policy, "compromise_rotate", params["approved_by"], context.operator)
         plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now(),
-                              retire=params["retire"])
+                              retire=params["retire"], compromise=params["reason"] == "compromise",
+                              versions=params["version"])
         result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, approval)
-        return result, dict(rotated=result.rotated, plan=result.plan)
+        return result, dict(rotated=result.rotated, plan=result.plan, compromised=result.compromised)
 
-    run_lifecycle_module(module, work, validate=validate, empty_result={"plan": [], "rotated": []})
+    run_lifecycle_module(module, work, validate=validate, empty_result={"plan": [], "rotated": [], "compromised": []})
 
 
 if __name__ == "__main__":

@@ -122,9 +122,9 @@ error_option:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
@@ -147,7 +147,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
     params = module.params
 
     def open_store(session, token_label):

@@ -23,6 +23,9 @@ description:
     HSM, the client's certificate and configuration files) and everything below it is owned by the user the
     module runs as and closed to group and others.
   - Fails, listing every failed check, when any check of severity C(error) fails.
+  - Outside check mode, the action plugin journals the result as one C(token-check) record in the audit journal
+    (C(keylifecycle_audit_journal); failed checks and warnings by name, never a PIN) and fails the task if the
+    journal cannot be written. C(playbooks/check.yml) runs this module on a schedule (docs/monitoring.md).
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
@@ -96,9 +99,8 @@ error_kind:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import hsm_module_kwargs
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import HsmModule, hsm_module_kwargs
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings
@@ -114,7 +116,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
     require_dependencies(module)
     params = module.params
     try:

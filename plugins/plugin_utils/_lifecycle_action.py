@@ -29,7 +29,7 @@ import hashlib
 import os
 from contextlib import contextmanager
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import policy_overrides
@@ -146,9 +146,13 @@ class LifecycleActionBase(ActionBase):
     def _authorization_refusal(self, module_args, context):
         """A refusal (error kind, message) when the policy does not let this operator act, else None."""
         try:
-            policy = load_policy(policy_overrides(module_args))
+            overrides = policy_overrides(module_args)
+        except KeyLifecycleError as exc:  # not a dict: refused here, journaled, before the module is sent
+            return exc.kind, "%s Nothing was changed on the HSM; the refusal is journaled." % exc
+        try:
+            policy = load_policy(overrides)
         except KeyLifecycleError:
-            return None  # the module refuses a malformed policy itself, before opening the token
+            return None  # the module refuses a malformed policy setting itself, before opening the token
         if context.get("resolved_operator") and not policy.allow_operator_override:
             return ("override_not_permitted",
                     "%s names the operator %r, but this environment's policy does not permit an operator override "
@@ -200,34 +204,64 @@ class LifecycleActionBase(ActionBase):
         with token_lock(module_args.get("pkcs11_module"), module_args.get("token_label"), host=host):
             return self._run_journaled(result, module_args, context, task_vars)
 
+    def _intent_names(self, module_args):
+        """The well-formed key names the task asks about (a malformed one is refused by the module)."""
+        try:
+            return [n for n in self.requested_keys(module_args) if NAME_RE.match(n)]
+        except (TypeError, ValueError, AttributeError):  # options of the wrong type: the module names them
+            return []
+
     def _run_journaled(self, result, module_args, context, task_vars):
         journal = Journal(resolve_journal_path({}, task_vars, self._templar))  # lifecycle tasks have no journal option
         controller_context = AuditContext(**context)
         extra = {"module": self._task.resolved_action}
-        # A malformed name is refused by the module; the intent records the well-formed ones.
-        names = [n for n in self.requested_keys(module_args) if NAME_RE.match(n)]
         try:
             intent = journal.append([build_event(self.AUDIT_ACTION, "unknown", controller_context, phase="intent",
-                                                 extra=dict(extra, requested_keys=names))])[0]
+                                                 extra=dict(extra, requested_keys=self._intent_names(module_args)))])[0]
             register_journal(journal.path)
         except (JournalError, OSError) as exc:
             raise AnsibleActionFail("%s Nothing was changed on the HSM." % exc) from None
         controller_context.intent_id = intent.record_id
+        # From here on every path ends in an outcome record: the steps below mark it written (or tried), and
+        # whatever else fails is journaled here as a failure with an error_kind.
+        progress = {"outcome": False, "changed": False}
+        try:
+            return self._run_after_intent(journal, intent, result, module_args, context, controller_context, extra,
+                                          task_vars, progress)
+        except Exception as exc:  # pylint: disable=broad-except
+            message = str(exc) if isinstance(exc, AnsibleError) else (
+                "%s failed on the controller (%s: %s)." % (self._task.resolved_action, type(exc).__name__, exc))
+            kind = "action_failed" if isinstance(exc, AnsibleError) else "unexpected_error"
+            if not progress["outcome"]:
+                try:
+                    journal.append([build_event(self.AUDIT_ACTION, "failure", controller_context, phase="outcome",
+                                                error_kind=kind, extra=dict(extra, changed=progress["changed"]))])
+                    message += " The failure is journaled."
+                except (JournalError, OSError, ValueError, TypeError) as journal_exc:
+                    message = "%s (and the failure could not be journaled: %s; the intent record %s (seq %d) " \
+                              "stands)" % (message, journal_exc, intent.record_id, intent.seq)
+            if isinstance(exc, AnsibleError) and progress["outcome"]:
+                raise
+            raise AnsibleActionFail(message, result={"error_kind": kind, "changed": progress["changed"]}) from None
 
+    def _run_after_intent(self, journal, intent, result, module_args, context, controller_context, extra, task_vars,
+                          progress):
         refusal = self._authorization_refusal(module_args, context)
         if refusal:
             kind, message = refusal
+            progress["outcome"] = True
             try:
                 journal.append([build_event(self.AUDIT_ACTION, "failure", controller_context, phase="outcome",
                                             error_kind=kind, extra=dict(extra, changed=False))])
             except JournalError as exc:
                 message = "%s (and the refusal could not be journaled: %s)" % (message, exc)
-            raise AnsibleActionFail(message)
+            raise AnsibleActionFail(message, result={"error_kind": kind, "changed": False})
 
         module_args["audit_context"] = dict(context, intent_id=intent.record_id, journal_id=intent.journal_id,
                                             intent_seq=intent.seq, intent_hash=intent.hash)
         module_result = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
                                              task_vars=task_vars)
+        progress["changed"] = bool(module_result.get("changed"))
         events, invalid = [], 0
         for event in module_result.get("audit_events") or ():
             try:
@@ -248,6 +282,7 @@ class LifecycleActionBase(ActionBase):
             error_kind=(module_result.get("error_kind") or ("invalid_audit_event" if invalid else "module_failure"))
             if failed else None,
             extra=dict(extra, changed=bool(module_result.get("changed"))))
+        progress["outcome"] = True
         try:
             journal.append(events + [outcome])
         except JournalError as exc:

@@ -56,6 +56,8 @@ OUTPUTS = {
 # Fields of key_info's records a template may rely on: always present in the model (None when key_info left
 # them out), so templates render with StrictUndefined and a misspelt field fails loudly.
 _KEY_FIELDS = ("active_version", "next_rotation_due", "rotation_overdue")
+# key_info's drift findings (docs/monitoring.md)
+_DRIFT_FIELDS = ("label", "id", "kind", "attribute", "expected", "actual", "object_class", "state", "detail")
 _VERSION_FIELDS = ("curve", "size", "key_check_value", "public_key_fingerprint", "age_seconds", "retain_until",
                    "retention_expired", "transitions")
 
@@ -102,13 +104,35 @@ def _complete(record, fields):
     return dict({name: None for name in fields}, **record)
 
 
-def _attention(overdue, expired, compromised, anomalies, problems):
+def _attention(overdue, expired, compromised, anomalies, problems, drift=()):
     """What needs attention, in the order the report lists it; the templates word each kind."""
     return ([{"kind": "rotation_overdue", "subject": k} for k in overdue] +
             [{"kind": "retention_expired", "subject": v} for v in expired] +
             [{"kind": "compromised", "subject": v} for v in compromised] +
             [{"kind": "anomaly", "subject": "%s: %s" % (a["label"], a["problem"])} for a in anomalies] +
+            [{"kind": "drift", "subject": d["detail"] or "%s: %s" % (d["label"], d["kind"])} for d in drift] +
             [{"kind": "audit_problem", "subject": p} for p in problems])
+
+
+def _marking(transition):
+    """approved_by, change_ref and reason of a compromise transition (None where the record has none)."""
+    return {"reason": transition.get("reason"), "approved_by": transition.get("approved_by"),
+            "change_ref": transition.get("change_ref")}
+
+
+def compromised_versions(versions):
+    """The versions marked compromised, each with its marking as its transition records it: when, by whom,
+    why, who approved it and the change reference (None where the record has no such field)."""
+    rows = []
+    for v in versions:
+        if v["state"] != "compromised":
+            continue
+        history = v.get("transitions") or []
+        marked = ([t for t in history if t.get("state") == "compromised"] or [{}])[-1]
+        earlier = [t.get("state") for t in history[:history.index(marked)]] if marked in history else []
+        rows.append(dict(_marking(marked), label=v["label"], name=v["name"], version=v["version"], id=v.get("id"),
+                         at=marked.get("at"), by=marked.get("by"), previous_state=earlier[-1] if earlier else None))
+    return rows
 
 
 def timeline(versions, now):
@@ -153,6 +177,7 @@ def build_model(environment, key_info, audit, events, now=None):
                if v.get("retention_expired") and v["state"] in ("deactivated", "compromised")]
     compromised = ["%s:v%d" % (v["name"], v["version"]) for v in versions if v["state"] == "compromised"]
     anomalies = key_info.get("anomalies") or []
+    drift = [_complete(d, _DRIFT_FIELDS) for d in key_info.get("drift") or []]
     audit = audit or {}
     problems = audit.get("problems") or []
     return {
@@ -163,8 +188,10 @@ def build_model(environment, key_info, audit, events, now=None):
         "overdue": overdue,
         "retention_expired": expired,
         "compromised": compromised,
+        "compromised_versions": compromised_versions(versions),
         "anomalies": anomalies,
-        "attention": _attention(overdue, expired, compromised, anomalies, problems),
+        "drift": drift,
+        "attention": _attention(overdue, expired, compromised, anomalies, problems, drift=drift),
         "audit": {"ok": bool(audit.get("ok")), "records": audit.get("records"),
                   "checkpoints": audit.get("checkpoints_verified"), "problems": problems,
                   "journal": audit.get("journal"), "head": audit.get("head")},
@@ -177,7 +204,7 @@ def build_model(environment, key_info, audit, events, now=None):
 def summary(model):
     return {"keys": len(model["keys"]), "versions": len(model["versions"]),
             "rotation_overdue": model["overdue"], "retention_expired": model["retention_expired"],
-            "compromised": model["compromised"], "anomalies": len(model["anomalies"]),
+            "compromised": model["compromised"], "anomalies": len(model["anomalies"]), "drift": len(model["drift"]),
             "audit_ok": model["audit"]["ok"]}
 
 

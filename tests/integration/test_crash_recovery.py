@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.conftest import PKCS11_MODULE, REPO
+from tests.processes import kill_once_stopped
 
 CRASHER = REPO / "tests" / "helpers" / "crash_step.py"
 
@@ -22,17 +22,7 @@ def kill_at(runner, operation, method, when, nth):
                              str(token.pin_file), operation, "k", method, when, str(nth)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **token.env, **runner.clock.env()})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with open("/proc/%d/stat" % proc.pid, encoding="ascii") as handle:
-            if handle.read().split(") ", 1)[1].startswith("T"):
-                break
-        if proc.poll() is not None:
-            pytest.fail("the step runner ended before the step: %s %s" % proc.communicate())
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_stopped(proc, "the step runner")
 
 
 def states(runner):
