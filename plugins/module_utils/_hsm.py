@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -211,14 +212,33 @@ def find_token(lib, label):
     return matches[0]
 
 
+#: tries to open a session when the token is briefly absent or answers CKR_GENERAL_ERROR (see open_session)
+OPEN_ATTEMPTS = 6
+
+
 @contextmanager
 def open_session(settings, rw=True):
-    """Yield one logged-in session on the configured token; close it afterwards."""
+    """Yield one logged-in session on the configured token; close it afterwards.
+
+    Opening is tried again a few times, with the library started afresh in between, when the token is not
+    found or answers CKR_GENERAL_ERROR at C_OpenSession/C_Login: SoftHSM2 does both for a moment while
+    another process rewrites the token's files (seen with several controllers on one token). A wrong or
+    locked PIN has codes of its own and is never tried again, so retrying cannot use up the PIN's tries.
+    The modules never hold two sessions at once, so starting the library afresh here closes nothing.
+    """
     pin = settings.read_pin()
-    lib = load_library(settings.pkcs11_module)
-    token = find_token(lib, settings.token_label)
     try:
-        session = token.open(rw=rw, user_pin=pin)
+        for attempt in range(OPEN_ATTEMPTS):
+            lib = load_library(settings.pkcs11_module)
+            try:
+                session = find_token(lib, settings.token_label).open(rw=rw, user_pin=pin)
+                break
+            except (TokenUnavailable, TokenOperationFailed, p11_exc.GeneralError):
+                if attempt == OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+                with pkcs11_errors("C_Finalize/C_Initialize", token_label=settings.token_label):
+                    lib.reinitialize()
     except p11_exc.PKCS11Error as exc:
         raise translate_pkcs11_error(exc, "C_OpenSession/C_Login", token_label=settings.token_label) from None
     finally:

@@ -38,6 +38,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     TokenObjects,
     check_value,
     evidence,
+    find_objects,
     key_version_public_key,
     public_key_pem,
     spki_fingerprint,
@@ -377,9 +378,8 @@ class TokenKeyStore:
         """KCV -> labels of every AES secret key on the token that may encrypt (computed once per call)."""
         if self._kcv_index is None:
             self._kcv_index = defaultdict(list)
-            candidates = list(self.session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
-                                                        Attribute.KEY_TYPE: KeyType.AES,
-                                                        Attribute.ENCRYPT: True}))
+            candidates = find_objects(self.session, {Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                                     Attribute.KEY_TYPE: KeyType.AES, Attribute.ENCRYPT: True})
             for obj in candidates:
                 self._kcv_index[check_value(obj)].append(str(obj[Attribute.LABEL]))
         return self._kcv_index

@@ -43,7 +43,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     TokenBusy,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import load_library, open_session, pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import TOKEN_LEASE, TokenObjects
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    TOKEN_LEASE,
+    TokenObjects,
+    find_objects,
+)
 
 try:
     import pkcs11.exceptions as p11_exc
@@ -124,8 +128,8 @@ class TokenLease:
         """
         found = []
         with pkcs11_errors("C_FindObjects (token lease)", token_label=self.token_label):
-            objects = list(session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: LEASE_LABEL,
-                                                Attribute.APPLICATION: TOKEN_LEASE.application}))
+            objects = find_objects(session, {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: LEASE_LABEL,
+                                             Attribute.APPLICATION: TOKEN_LEASE.application})
         for obj in objects:
             try:
                 doc = TOKEN_LEASE.decode(LEASE_LABEL, obj[Attribute.VALUE])

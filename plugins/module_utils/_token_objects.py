@@ -176,6 +176,25 @@ class Revisions:
 
 # ---- the index -----------------------------------------------------------------------------------
 
+#: how often a search is run again when objects vanish while it runs
+FIND_ATTEMPTS = 20
+
+
+def find_objects(session, template):
+    """C_FindObjects with ``template``, as a list, tolerating objects that another process destroys meanwhile.
+
+    python-pkcs11 reads each found object's class as it goes; an object destroyed between C_FindObjects and
+    that read (a lease contender giving up, say) raises CKR_OBJECT_HANDLE_INVALID in the middle of the
+    search. The search is then run again: what it returns is the token as it is after the change.
+    """
+    for attempt in range(FIND_ATTEMPTS):
+        try:
+            return list(session.get_objects(template))
+        except p11_exc.ObjectHandleInvalid:
+            if attempt == FIND_ATTEMPTS - 1:
+                raise
+    return []
+
 
 def key_classes():
     return (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
@@ -200,8 +219,11 @@ class TokenObjects:
         self._index.clear()
         self._newest.clear()
         with pkcs11_errors("C_FindObjects", token_label=self.token_label):
-            for obj in self.session.get_objects({}):
-                tag, label = self._classify(obj)
+            for obj in find_objects(self.session, {}):
+                try:
+                    tag, label = self._classify(obj)
+                except p11_exc.ObjectHandleInvalid:  # destroyed by another process since the search
+                    continue
                 if tag is not None:
                     self._add(label, tag, obj)
         return self
@@ -266,7 +288,7 @@ class TokenObjects:
         found = []
         for object_class in object_classes or key_classes():
             for what, template in (("CKA_ID", {Attribute.ID: key_id}), ("CKA_LABEL", {Attribute.LABEL: label})):
-                if list(self.session.get_objects({**template, Attribute.CLASS: object_class})):
+                if find_objects(self.session, {**template, Attribute.CLASS: object_class}):
                     found.append((object_class, what))
         return found
 

@@ -108,32 +108,63 @@ def test_malformed_authorization_policy_is_refused(runner, token):
     assert token.key_objects() == []
 
 
-def test_no_pin_in_the_process_list_during_a_long_batch(runner, token):
-    """While a 400-key batch runs with the PIN given as user_pin, `ps` never shows the PIN."""
+# Holds the token's lease (the collection's own code) until SIGCONT, then releases it: a task started meanwhile
+# waits for the lease with its PIN in hand, for as long as the test needs, however fast the machine is.
+LEASE_HOLDER = r"""
+import os, signal, sys
+collections, module, label, pin_file = sys.argv[1:5]
+sys.path.insert(0, collections)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_lease import TokenLease
+settings = ConnectionSettings(pkcs11_module=module, token_label=label, user_pin_file=pin_file)
+lease = TokenLease(settings, "key_generate", "holder", host="test").acquire(0)
+print(lease.holder, flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+lease.release()
+"""
+
+
+def test_no_pin_in_the_process_list_while_a_task_runs(runner, token):
+    """While a key_generate task given the PIN as user_pin runs (held waiting for the token's lease, then a
+    100-key batch), `ps` never shows the PIN. The wait makes the sampling independent of the machine's speed."""
+    import signal
     import subprocess
     import threading
 
-    seen, done = [], threading.Event()
+    from tests.conftest import PKCS11_MODULE
+
+    module_process = "%s && sleep 0" % sys.executable  # pipelined: the interpreter reading the module from stdin
+    seen, done, module_seen = [], threading.Event(), threading.Event()
 
     def watch():
         while not done.is_set():
             listing = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=False).stdout
             seen.append(listing)
+            if sum(module_process in listing for listing in seen) >= 10:
+                module_seen.set()
             time.sleep(0.05)
 
+    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(runner.collections_path), PKCS11_MODULE,
+                               token.label, str(token.pin_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**token.env, "PATH": "/usr/bin:/bin"})
+    assert holder.stdout.readline().strip(), holder.stderr.read()
     watcher = threading.Thread(target=watch)
     watcher.start()
+    result = {}
+    args = {"pkcs11_module": token.connection()["pkcs11_module"], "token_label": token.label,
+            "user_pin": token.user_pin, "keys": [{"name": "k%03d" % n} for n in range(100)], "lease_wait": 600}
+    task = threading.Thread(target=lambda: result.update(play=runner.task(
+        "key_generate", args, connection=False, extra_env={"ANSIBLE_PIPELINING": "1"})))
+    task.start()
     try:
-        args = {"pkcs11_module": token.connection()["pkcs11_module"], "token_label": token.label,
-                "user_pin": token.user_pin, "keys": [{"name": "k%03d" % n} for n in range(400)]}
-        result = runner.task("key_generate", args, connection=False, extra_env={"ANSIBLE_PIPELINING": "1"})
+        assert module_seen.wait(300), "the module never showed in the process list"
     finally:
+        holder.send_signal(signal.SIGCONT)  # the holder releases the lease; the task goes on
+        holder.wait(60)
+        task.join(600)
         done.set()
         watcher.join()
-    assert result.task["changed"] is True
-    # we saw the module run: pipelined, it is the interpreter reading the module from stdin
-    module_process = "%s && sleep 0" % sys.executable
-    assert len(seen) > 10 and any(module_process in listing for listing in seen)
+    assert result["play"].task["changed"] is True, result["play"].task
     assert not [listing for listing in seen if token.user_pin in listing]
 
 
