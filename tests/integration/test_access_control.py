@@ -108,22 +108,6 @@ def test_malformed_authorization_policy_is_refused(runner, token):
     assert token.key_objects() == []
 
 
-# Holds the token's lease (the collection's own code) until SIGCONT, then releases it: a task started meanwhile
-# waits for the lease with its PIN in hand, for as long as the test needs, however fast the machine is.
-LEASE_HOLDER = r"""
-import os, signal, sys
-collections, module, label, pin_file = sys.argv[1:5]
-sys.path.insert(0, collections)
-from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_lease import TokenLease
-settings = ConnectionSettings(pkcs11_module=module, token_label=label, user_pin_file=pin_file)
-lease = TokenLease(settings, "key_generate", "holder", host="test").acquire(0)
-print(lease.holder, flush=True)
-os.kill(os.getpid(), signal.SIGSTOP)
-lease.release()
-"""
-
-
 def test_no_pin_in_the_process_list_while_a_task_runs(runner, token):
     """While a key_generate task given the PIN as user_pin runs (held waiting for the token's lease, then a
     100-key batch), `ps` never shows the PIN. The wait makes the sampling independent of the machine's speed."""
@@ -131,7 +115,7 @@ def test_no_pin_in_the_process_list_while_a_task_runs(runner, token):
     import subprocess
     import threading
 
-    from tests.conftest import PKCS11_MODULE
+    from tests.conftest import PKCS11_MODULE, REPO
 
     module_process = "%s && sleep 0" % sys.executable  # pipelined: the interpreter reading the module from stdin
     seen, done, module_seen = [], threading.Event(), threading.Event()
@@ -144,8 +128,11 @@ def test_no_pin_in_the_process_list_while_a_task_runs(runner, token):
                 module_seen.set()
             time.sleep(0.05)
 
-    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(runner.collections_path), PKCS11_MODULE,
-                               token.label, str(token.pin_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # holds the token's lease until SIGCONT (tests/helpers/lease_holder.py): the task waits for the lease with
+    # its PIN in hand for as long as the test needs, however fast the machine is
+    holder = subprocess.Popen([sys.executable, str(REPO / "tests" / "helpers" / "lease_holder.py"),
+                               str(runner.collections_path), PKCS11_MODULE, token.label, str(token.pin_file),
+                               "key_generate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**token.env, "PATH": "/usr/bin:/bin"})
     assert holder.stdout.readline().strip(), holder.stderr.read()
     watcher = threading.Thread(target=watch)

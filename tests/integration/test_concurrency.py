@@ -14,24 +14,14 @@ from collections import Counter
 
 import yaml
 
-from tests.conftest import PKCS11_MODULE, VENV_BIN
+from tests.conftest import PKCS11_MODULE, REPO, VENV_BIN
 from tests.processes import kill_once_stopped
 
 LEASE_APPLICATION = "secops.keylifecycle.lease"
 
 # A lease holder that dies: takes the token's lease with the collection's own code, then stops itself so that the
 # test can kill it with SIGKILL while it holds the lease.
-HOLDER = r"""
-import os, signal, sys
-collections, module, label, pin_file = sys.argv[1:5]
-sys.path.insert(0, collections)
-from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_lease import TokenLease
-settings = ConnectionSettings(pkcs11_module=module, token_label=label, user_pin_file=pin_file)
-lease = TokenLease(settings, "key_rotate", "mallory", host="dead-controller").acquire(0)
-print(lease.holder, flush=True)
-os.kill(os.getpid(), signal.SIGSTOP)
-"""
+HOLDER = REPO / "tests" / "helpers" / "lease_holder.py"
 
 
 class Controller:
@@ -96,8 +86,8 @@ def test_two_controllers_rotating_one_due_key_make_one_new_version_ten_times(run
 
 def _dead_holder(runner, token):
     """Start a holder on the test's clock, wait until it has stopped itself holding the lease, kill -9 it."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(runner.collections_path), PKCS11_MODULE, token.label,
-                             str(token.pin_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, str(HOLDER), str(runner.collections_path), PKCS11_MODULE, token.label,
+                             str(token.pin_file), "key_rotate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **token.env, **runner.clock.env()})
     holder = proc.stdout.readline().strip()
     kill_once_stopped(proc, "the lease holder")
