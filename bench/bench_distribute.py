@@ -1,9 +1,16 @@
-"""Benchmark playbooks/distribute.yml over real SSH (see bench/README.md, "Distribution benchmark").
+"""Benchmark distribution (see bench/README.md, "Distribution benchmark").
+
+Part 1 (bench_distribute_cost.py, in process on a real SoftHSM2 token): what trusted wrapping and package signing
+cost per key, as a ratio to the path before them (a recipient key imported as a session object, C_WrapKey, no
+signature). Part 2, below: playbooks/distribute.yml over real SSH.
 
 For each K (keys) and R (recipients), on a fresh HSM token and fresh recipient tokens: one ``key_generate`` task
 creates K distributable AES-256 keys that list the R recipients (not timed), then ``ansible-playbook
-distribute.yml`` runs twice: the first run enrolls every recipient (a transport key pair in its token), wraps the
-K x R versions in the HSM and installs them at each recipient; the second run finds nothing to do.
+distribute.yml`` runs twice: the first run reads the HSM's package signer, enrolls every recipient (a transport key
+pair in its token, the package signer pinned), approves their transport keys in the HSM as the Security Officer
+(the inventory gives the bench token's SO PIN file, as the dev inventory does), wraps the K x R versions in the HSM
+under those trusted keys, signs each package, and installs them at each recipient; the second run finds nothing to
+do.
 
 The recipients are real hosts as far as Ansible is concerned: one system user and one sshd on loopback each
 (tests/recipients.py, with users of their own so that a test session running at the same time keeps its tokens),
@@ -31,6 +38,7 @@ import time
 from pathlib import Path
 
 from bench_audit import median_of, table
+from bench_distribute_cost import report as report_cost, run_cost
 from bench_generate import BENCH, PYTHON, environment, key_names
 
 REPO = BENCH.parent
@@ -44,7 +52,13 @@ PLAYBOOK = REPO / "playbooks" / "distribute.yml"
 # service users of the benchmark's own recipient hosts (the tests use kl_r1, kl_r2 and reset their tokens)
 USERS = ("kl_bench_r1", "kl_bench_r2", "kl_bench_r3", "kl_bench_r4")
 # task names of playbooks/distribute.yml, short
-TASKS = {"Make sure this recipient has a strong transport key and report what it holds": "enroll",
+_SIGNER_TASK = "Read the HSM's package-signing public key (recipients pin it at enrollment; nothing is created here)"
+_APPROVE_TASK = "Install each recipient's transport public key in the HSM as CKA_TRUSTED (Security Officer session)"
+TASKS = {_SIGNER_TASK: "signer",
+         "Make sure this recipient has a strong transport key and report what it holds": "enroll",
+         _APPROVE_TASK: "approve",
+         "Check the recipient's token protection (default PINs, SO PIN differs, token flags, storage permissions)":
+             "token_check",
          "Describe this recipient for the HSM host": "set_fact",
          "Wrap every missing version under its recipient's transport key (one task for all recipients)": "distribute",
          "Install every version this recipient must hold (unwrapped in its token, check value compared)": "install",
@@ -71,7 +85,8 @@ def task_times(path):
     if path.exists():
         for line in path.read_text().splitlines():
             entry = json.loads(line)
-            name = TASKS.get(entry["task"], entry["task"])
+            task = entry["task"].split(" : ", 1)[-1]  # without the "<role> : " prefix
+            name = TASKS.get(task, task)
             times[name] = max(times.get(name, 0.0), entry["seconds"])
     return times
 
@@ -121,6 +136,8 @@ class Bench:
             "hsm_user_pin_file": str(hsm.pin_file), "hsm_environment": hsm.env,
             "key_distribution_oaep_hash": "sha1",  # SoftHSM2 2.6 implements OAEP with SHA-1 only
             "ansible_remote_tmp": str(root / "hsm-remote-tmp"),
+            # the officer's credential, as in the dev inventory: distribute.yml approves the enrolled recipients
+            "keylifecycle_officer": "bench-officer", "keylifecycle_officer_so_pin_file": str(hsm.so_pin_file),
         }
         recipient_hosts = {host.alias: dict(host.inventory_vars(self.recipients.client_key, recipient_name(host)),
                                             keylifecycle_audit_journal=str(journal)) for host in hosts}
@@ -259,7 +276,7 @@ def report(results, repeat, fs, pipelining):
           "first_s / first_s of the smallest R (same K); x_vs_K_min = first_s / first_s of the smallest K "
           "(same R)." % repeat)
     print("\nTask times of the first run (start to last host's result) and of the second run:\n")
-    names = ("enroll", "set_fact", "distribute", "install")
+    names = ("signer", "token_check", "enroll", "approve", "distribute", "install")
     header = ("K", "R") + tuple("1st_" + n for n in names) + ("2nd_enroll", "2nd_distribute")
     rows = [(str(r["keys"]), str(r["recipients"]))
             + tuple(fmt(r["first_task_times"].get(n)) for n in names)
@@ -293,6 +310,12 @@ def main():
     parser.add_argument("--repeat", type=int, default=1, help="runs per (K, R), median (default 1: ssh is slow)")
     parser.add_argument("--pipelining", action="store_true",
                         help="ANSIBLE_PIPELINING=True: one ssh connection per module task instead of five")
+    parser.add_argument("--cost-keys", type=int, default=200,
+                        help="part 1: keys per path of the in-process per-key measurement (default 200)")
+    parser.add_argument("--cost-repeat", type=int, default=5, help="part 1: runs of each path, median (default 5)")
+    parser.add_argument("--skip-cost", action="store_true", help="skip part 1 (the in-process per-key cost)")
+    parser.add_argument("--skip-playbook", action="store_true",
+                        help="skip part 2 (distribute.yml over ssh; needs root): part 1 only")
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "distribute-latest.json",
                         help="JSON results; a relative path is taken from the repository root (the script runs in "
                              "the work folder, which is removed at the end)")
@@ -302,8 +325,19 @@ def main():
     if counts[0] < 1 or counts[-1] > len(USERS):
         parser.error("--recipients: between 1 and %d" % len(USERS))
     env = environment(args.work_dir)  # before the run: the collection was built from this checkout just now
+    cost = None
+    if not args.skip_cost:
+        print("part 1: per-key cost, %d keys x %d runs ..." % (args.cost_keys, args.cost_repeat), file=sys.stderr,
+              flush=True)
+        cost = run_cost(args.collections_path, args.work_dir / "cost", args.cost_keys, args.cost_repeat)
+        report_cost(cost, env["work_dir_fs"])
+    if args.skip_playbook:
+        write_results(args, {"environment": env, "cost": cost})
+        return
+    for name in ("distribute.yml", "approve_recipients.yml"):  # the playbooks as they are now, for every run
+        if (PLAYBOOK.parent / name).exists():
+            shutil.copy(PLAYBOOK.parent / name, args.work_dir / name)
     playbook = args.work_dir / "distribute.yml"
-    shutil.copy(PLAYBOOK, playbook)  # the playbook as it is now, for every run
 
     (args.work_dir / "recipients").mkdir()
     with SshRecipients(args.work_dir / "recipients", users=USERS[:counts[-1]]) as recipients:
@@ -322,11 +356,13 @@ def main():
     add_ratios(results)
     report(results, args.repeat, env["work_dir_fs"], args.pipelining)
 
+    write_results(args, {"environment": env, "cost": cost, "keys": sizes, "recipients": counts, "repeat": args.repeat,
+                         "pipelining": args.pipelining, "results": results})
+
+
+def write_results(args, results):
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "environment": env, "keys": sizes, "recipients": counts, "repeat": args.repeat,
-        "pipelining": args.pipelining, "results": results,
-    }, indent=2) + "\n")
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
     print("\nJSON: %s" % args.output)
 
 

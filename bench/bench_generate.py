@@ -64,7 +64,7 @@ def metadata(name, key_id, kcv, now):
 
 def raw_generate(label, pin_file, n):
     from pkcs11 import Attribute as A, KeyType, Mechanism, ObjectClass
-    template = {  # _key_store.TokenKeyStore._generate_secret for usage [encrypt, decrypt]
+    template = {  # _key_templates._generate_secret for usage [encrypt, decrypt]
         A.TOKEN: True, A.PRIVATE: True, A.MODIFIABLE: True, A.SENSITIVE: True, A.EXTRACTABLE: False,
         A.ENCRYPT: True, A.DECRYPT: True, A.WRAP: False, A.UNWRAP: False, A.SIGN: False, A.VERIFY: False,
         A.DERIVE: False,

@@ -86,7 +86,7 @@ def raw_rotate(label, pin_file):
             name, number = old["name"], old["version"] + 1
             new_label, key_id = "%s:v%d" % (name, number), os.urandom(16)
             usage = set(old["usage"])
-            template = {  # _key_store.TokenKeyStore._generate_secret
+            template = {  # _key_templates._generate_secret
                 A.TOKEN: True, A.PRIVATE: True, A.MODIFIABLE: True, A.SENSITIVE: True,
                 A.EXTRACTABLE: old["distributable"], A.ENCRYPT: True, A.DECRYPT: "decrypt" in usage,
                 A.WRAP: "wrap" in usage, A.UNWRAP: "unwrap" in usage, A.SIGN: "sign" in usage,

@@ -122,6 +122,11 @@ class Token:
         return self.root / ("%s.user.pin" % self.label)
 
     @property
+    def so_pin_file(self):
+        """The Security Officer's PIN (0600), read only by the officer's tasks (recipient_approve)."""
+        return self.root / ("%s.so.pin" % self.label)
+
+    @property
     def env(self):
         return {"SOFTHSM2_CONF": str(self.conf)}
 
@@ -145,9 +150,10 @@ class Token:
         return newest
 
     def key_objects(self):
-        """Objects of the managed keys, without the audit trail's own (checkpoint key and checkpoints)."""
+        """Objects of the managed keys: not the collection's own signing keys (audit checkpoints, packages), nor the
+        recipients' transport keys the Security Officer approved (trusted-transport:...)."""
         return [o for o in self.objects()
-                if not o["label"].startswith("audit-checkpoint:")
+                if not o["label"].startswith(("audit-checkpoint:", "package-signing:", "trusted-transport:"))
                 and o.get("application") != "secops.keylifecycle.audit"]
 
     def gcm(self, operation, key_label, nonce, data):
@@ -188,6 +194,8 @@ def make_token(root, label):
     token = Token(root=root, label=label, user_pin=secrets.token_hex(8), so_pin=secrets.token_hex(8))
     token.pin_file.write_text(token.user_pin + "\n")
     token.pin_file.chmod(0o600)
+    token.so_pin_file.write_text(token.so_pin + "\n")
+    token.so_pin_file.chmod(0o600)
     _run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", token.so_pin,
           "--pin", token.user_pin], env={**os.environ, **token.env})
     return token

@@ -16,6 +16,7 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import
     OUTPUTS,
     ReportTemplateError,
     build_model,
+    distribution_records,
     last_events,
     render_all,
     summary,
@@ -54,7 +55,7 @@ class ActionModule(ActionBase):
         journal = Journal(resolve_journal_path(args, task_vars, self._templar))
         lines = journal.read_lines()
         model = build_model(str(args["environment_name"] or "default"), key_info, args["audit"],
-                            last_events(lines, events))
+                            last_events(lines, events), distribution=distribution_records(lines))
         try:  # both rendered, in check mode too, before anything is written
             rendered = render_all(model, {option: self._find_template(args[option]) for option in OUTPUTS})
         except ReportTemplateError as exc:

@@ -66,6 +66,17 @@ options:
             (O(secops.keylifecycle.key_distribute#module:recipients[].fingerprint)), so a re-enrolled or substituted
             transport key is not used before its owner confirmed it.
         type: bool
+      require_trusted_wrapping:
+        description:
+          - Distributable keys are generated with CKA_WRAP_WITH_TRUSTED and
+            M(secops.keylifecycle.key_distribute) wraps only under transport keys the Security Officer approved in
+            the token (M(secops.keylifecycle.recipient_approve), CKA_TRUSTED). A token without these attributes
+            is refused, naming the missing capability (baseline V(true)).
+          - Turning it off is for development tokens only. A token without the attributes then generates
+            distributable keys without CKA_WRAP_WITH_TRUSTED, and a recipient without an approved key gets its
+            packages wrapped under its unapproved transport key; each such wrap is journaled with a warning and
+            the module warns.
+        type: bool
       allow_operator_override:
         description:
           - Whether the variable C(keylifecycle_operator) may name the operator instead of the identity resolved on

@@ -46,6 +46,15 @@ CONNECTION_ARGSPEC = {
     "lease_wait": {"type": "int"},
 }
 
+# The Security Officer's credential (the SO PIN). Declared here once, for recipient_approve only (token_check has its
+# own so_pin_file, read by the same function): NOT part of CONNECTION_ARGSPEC, so module_defaults for the hsm group,
+# which the operators' plays set, cannot carry it. The SO PIN must never be needed by scheduled rotation.
+OFFICER_ARGSPEC = {
+    "so_pin": {"type": "str", "no_log": True, "fallback": (set_env_fallback, ["PKCS11_SO_PIN"])},
+    "so_pin_file": {"type": "path"},
+}
+OFFICER_MUTUALLY_EXCLUSIVE = (("so_pin", "so_pin_file"),)
+
 # The policy option: its suboptions come from the table of settings in _policy.py (SETTINGS).
 POLICY_ARGSPEC = {
     "policy": {

@@ -37,6 +37,13 @@ ACTIONS = {
     "key-install": (["configuration"], ["creation"]),
     "key-withdraw": (["configuration"], ["deletion"]),
     "transport-key-enroll": (["configuration"], ["creation"]),
+    # trusted distribution (docs/distribution.md): the Security Officer approves or revokes a recipient's transport
+    # key in the HSM; rotation seals older versions that could be wrapped outside trusted keys; a recipient pins the
+    # HSM's package-signing key
+    "recipient-approve": (["configuration", "iam"], ["creation"]),
+    "recipient-revoke": (["configuration", "iam"], ["deletion"]),
+    "key-seal": (["configuration"], ["change"]),
+    "package-signer-pin": (["configuration"], ["creation"]),
     # monitoring (read-only modules, docs/monitoring.md): one record per drift finding, one per token check
     "key-drift": (["configuration"], ["info"]),
     "token-check": (["configuration"], ["info"]),
@@ -94,6 +101,11 @@ _FIELD_CHECKS = {
     "key.recipient_host": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
     "key.mechanism": lambda v: isinstance(v, str) and bool(re.match(r"^CKM_[A-Z0-9_]{1,40}:[a-z0-9]{1,12}\Z", v)),
     "key.transport_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    # trusted distribution: whether the token wrapped under a Security-Officer-approved (CKA_TRUSTED) key, and which
+    "key.trusted_wrapping": lambda v: isinstance(v, bool),
+    "key.trusted_key_label": lambda v: isinstance(v, str) and bool(re.match(r"^[\x20-\x7e]{1,256}\Z", v)),
+    "key.package_signer_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    "keylifecycle.warning": lambda v: isinstance(v, str) and bool(re.match(r"^[\x20-\x7e]{1,256}\Z", v)),
     "keylifecycle.phase": lambda v: v in PHASES,
     "keylifecycle.module": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z0-9_.]{1,80}\Z", v)),
     "keylifecycle.intent_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
@@ -178,16 +190,7 @@ def validate_event(event):
 
 def key_section(version, token_label):
     """The event's ``key`` section for one key version."""
-    section = {
-        "name": version.name,
-        "version": version.version,
-        "id": version.key_id,
-        "label": version.label,
-        "type": version.spec.type,
-        "size": version.spec.size,
-        "state": version.state,
-        "token": token_label,
-    }
+    section = dict(version.identity(), state=version.state, token=token_label)
     if version.spec.curve:
         section["curve"] = version.spec.curve
     if version.key_check_value:

@@ -21,27 +21,14 @@ The signed payload is the canonical JSON of ``{"head_hash", "journal_id", "seq",
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import UUID_RE, build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import UUID_RE
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
-    build_key_spec,
-    format_time,
-    utc_now,
-)
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import ManagedSigningKey
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import AUDIT_CHECKPOINT
-
-try:
-    from pkcs11 import Mechanism
-    from pkcs11.util.ec import encode_ecdsa_signature
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    Mechanism = encode_ecdsa_signature = None
 
 SIGNING_KEY_NAME = "audit-checkpoint"
 CHECKPOINT_APPLICATION = AUDIT_CHECKPOINT.application
@@ -64,26 +51,17 @@ def anchor_requested(context):
                 and _HASH.match(str(context.get("intent_hash") or "")) and context.get("intent_seq"))
 
 
-def signing_key_spec():
-    return build_key_spec({"name": SIGNING_KEY_NAME, "type": "ec", "curve": "P-256", "usage": ["sign", "verify"]},
-                          BASELINE)
-
-
 class CheckpointSigner:
     """Signs and stores checkpoints on one logged-in session, through the loaded TokenKeyStore."""
 
     def __init__(self, session, store):
         self.session = session
         self.store = store
+        self.key = ManagedSigningKey(store, SIGNING_KEY_NAME, "audit checkpoint")
 
     def signing_version(self, operator):
         """The active signing key version; generated in the token on first use. Returns (version, created)."""
-        versions = [v for v in self.store.versions(SIGNING_KEY_NAME) if v.state == "active"]
-        if versions:
-            return versions[-1], False
-        existing = self.store.versions(SIGNING_KEY_NAME)
-        number = existing[-1].version + 1 if existing else 1
-        return self.store.generate(signing_key_spec(), number, operator, utc_now()), True
+        return self.key.prepare(operator)
 
     def latest(self, journal_id):
         """The checkpoint stored on the token for this journal (or None) and the objects that hold it."""
@@ -113,12 +91,9 @@ class CheckpointSigner:
         version, created = self.signing_version(operator)
         signed_at = format_time(utc_now())
         payload = checkpoint_payload(journal_id, seq, head_hash, signed_at)
-        private = self.store.private_key(SIGNING_KEY_NAME, version.version)
-        with pkcs11_errors("C_Sign (audit checkpoint)", token_label=self.store.token_label):
-            raw = private.sign(hashlib.sha256(payload).digest(), mechanism=Mechanism.ECDSA)
         checkpoint = {
             "journal_id": journal_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at,
-            "signature": base64.b64encode(encode_ecdsa_signature(raw)).decode("ascii"),
+            "signature": self.key.sign(version, payload),
             "key_id": version.key_id, "key_version": version.version,
             "public_key_fingerprint": version.public_key_fingerprint,
         }
@@ -130,9 +105,7 @@ class CheckpointSigner:
 
     def public_keys(self):
         """PEM public keys of every version of the signing key, by key id."""
-        return {version.key_id: self.store.public_key_pem(SIGNING_KEY_NAME, version.version)
-                for version in self.store.versions(SIGNING_KEY_NAME)
-                if version.state != "destroyed"}
+        return self.key.public_keys()
 
 
 def anchor_journal(session, store, audit_params, context, events):
@@ -151,6 +124,5 @@ def anchor_journal(session, store, audit_params, context, events):
         exc.changed = bool(events)
         raise
     if created:
-        events.append(build_event("key-generate", "success", context, key=key_section(version, store.token_label),
-                                  reason="audit checkpoint signing key"))
+        events.append(ManagedSigningKey(store, SIGNING_KEY_NAME, "audit checkpoint").generated_event(version, context))
     return checkpoint, created

@@ -21,7 +21,9 @@ for the secret or private key the evidence attributes) and compared with the rec
   recorded one, or it is a second object of its class under the label.
 * ``lost_sensitive``: CKA_SENSITIVE false, or CKA_ALWAYS_SENSITIVE false (it was once readable).
 * ``gained_extractable``: a key that is not distributable with CKA_EXTRACTABLE true, or
-  CKA_NEVER_EXTRACTABLE false (it was once extractable).
+  CKA_NEVER_EXTRACTABLE false (it was once extractable); a version sealed at the migration
+  to trusted wrapping (metadata ``sealed_at``) with CKA_EXTRACTABLE true again. A sealed
+  version's CKA_EXTRACTABLE false is what its record says, not drift.
 
 The expected evidence follows from how every version is made (``_key_store.generate``:
 inside the token, SENSITIVE true, EXTRACTABLE only when distributable); the metadata does
@@ -174,6 +176,8 @@ def _attribute_drift(label, version, obj, compromise_disables_decrypt):
     for name in ("sensitive", "always_sensitive"):
         if flags.get(name) is False:
             found("lost_sensitive", "CKA_" + EVIDENCE_ATTRIBUTES[name], True, False)
+    if version.spec.distributable and version.sealed_at is not None and flags.get("extractable") is True:
+        found("gained_extractable", "CKA_EXTRACTABLE", False, True)
     if not version.spec.distributable:
         if flags.get("extractable") is True:
             found("gained_extractable", "CKA_EXTRACTABLE", False, True)

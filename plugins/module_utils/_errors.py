@@ -90,6 +90,12 @@ class MechanismUnsupported(TokenOperationFailed):
     kind = "mechanism_unsupported"
 
 
+class CapabilityMissing(MechanismUnsupported):
+    """The token lacks an attribute the policy requires (CKA_WRAP_WITH_TRUSTED, CKA_TRUSTED: trusted wrapping)."""
+
+    kind = "capability_missing"
+
+
 class TokenBusy(KeyLifecycleError):
     """Another lifecycle run holds the token's lease (``_token_lease``) and did not release it in time."""
 

@@ -80,6 +80,10 @@ _PKCS11_ERRORS = (
      "token supports the key type and size requested.", None),
     (("KeySizeRange",), MechanismUnsupported,
      "The token does not support this key size (CKR_KEY_SIZE_RANGE) during %(where)s.", None),
+    (("KeyNotWrappable",), TokenOperationFailed,
+     "The token refused to wrap the key (CKR_KEY_NOT_WRAPPABLE) during %(where)s: a key generated with "
+     "CKA_WRAP_WITH_TRUSTED is wrapped only under a transport key the Security Officer approved "
+     "(secops.keylifecycle.recipient_approve).", None),
     (("KeyUnextractable",), TokenOperationFailed,
      "The key is not extractable (CKR_KEY_UNEXTRACTABLE) during %(where)s: only keys generated as distributable "
      "can be wrapped.", None),
@@ -93,58 +97,103 @@ _PKCS11_ERRORS = (
 )
 
 
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """The shared connection options of every HSM module, already type-checked by Ansible."""
+def _require_connection(params):
+    """Refuse a missing pkcs11_module or token_label, naming the option and where it may come from."""
+    for option, variable in (("pkcs11_module", "PKCS11_MODULE"), ("token_label", "PKCS11_TOKEN_LABEL")):
+        if not params.get(option):
+            raise InvalidOption(
+                "%s is required: set it on the task, in module_defaults for group/secops.keylifecycle.hsm, or "
+                "in the %s environment variable of the module's host." % (option, variable), option=option)
+
+
+class _RoleLogin:
+    """A token and the PIN of one PKCS#11 role, from a module's parameters (ConnectionSettings, OfficerSettings).
+
+    The PIN is the option ``PIN_OPTION``, or the 0600 file of ``PIN_OPTION + "_file"``; ``no_pin_given`` is the
+    error when neither is given.
+    """
+
+    PIN_OPTION = ""
+
+    @classmethod
+    def from_params(cls, params):
+        """The settings of a module's parameters; refuses missing ones before anything touches the token.
+
+        The argspec requires none of the connection options, so that plays may set them once in module_defaults;
+        this is where they are required. An empty value (an empty PKCS11_USER_PIN, a vault variable left blank)
+        counts as unset.
+        """
+        _require_connection(params)
+        settings = cls(params["pkcs11_module"], params["token_label"], params.get(cls.PIN_OPTION) or None,
+                       params.get(cls.PIN_OPTION + "_file") or None)
+        if not any(settings.pin_sources()):
+            raise cls.no_pin_given()
+        return settings
+
+    def pin_sources(self):
+        return getattr(self, self.PIN_OPTION), getattr(self, self.PIN_OPTION + "_file")
+
+    def __repr__(self):
+        # Never show the PIN, even in a debugger or a traceback's locals.
+        pin, pin_file = self.pin_sources()
+        return "%s(pkcs11_module=%r, token_label=%r, %s=%s, %s_file=%r)" % (
+            type(self).__name__, self.pkcs11_module, self.token_label, self.PIN_OPTION, "<set>" if pin else None,
+            self.PIN_OPTION, pin_file)
+
+    def read_pin(self):
+        """Return the PIN from the option, else from the PIN file (readable only by its owner)."""
+        pin, pin_file = self.pin_sources()
+        if pin:
+            return pin
+        if not pin_file:
+            raise self.no_pin_given()
+        return read_pin_file(pin_file, option=self.PIN_OPTION + "_file")
+
+    NO_PIN_MESSAGE = ""
+
+    @classmethod
+    def no_pin_given(cls):
+        return PinUnavailable(cls.NO_PIN_MESSAGE, option=cls.PIN_OPTION)
+
+
+@dataclass(frozen=True, repr=False)
+class ConnectionSettings(_RoleLogin):
+    """The shared connection options of every HSM module (the user's PIN), already type-checked by Ansible."""
 
     pkcs11_module: str
     token_label: str
     user_pin: str | None = None
     user_pin_file: str | None = None
 
-    @classmethod
-    def from_params(cls, params):
-        """The settings of a module's parameters; refuses missing ones before anything touches the token.
-
-        The argspec (_argspec.CONNECTION_ARGSPEC) requires none of them, so that plays may set them once in
-        module_defaults; this is where they are required.
-        """
-        for option, variable in (("pkcs11_module", "PKCS11_MODULE"), ("token_label", "PKCS11_TOKEN_LABEL")):
-            if not params.get(option):
-                raise InvalidOption(
-                    "%s is required: set it on the task, in module_defaults for group/secops.keylifecycle.hsm, or "
-                    "in the %s environment variable of the module's host." % (option, variable), option=option)
-        settings = cls(
-            pkcs11_module=params["pkcs11_module"],
-            token_label=params["token_label"],
-            # an empty value (an empty PKCS11_USER_PIN, a vault variable left blank) counts as unset
-            user_pin=params.get("user_pin") or None,
-            user_pin_file=params.get("user_pin_file") or None,
-        )
-        if not settings.user_pin and not settings.user_pin_file:
-            raise _no_pin_given()
-        return settings
-
-    def __repr__(self):
-        # Never show the PIN, even in a debugger or a traceback's locals.
-        return "ConnectionSettings(pkcs11_module=%r, token_label=%r, user_pin=%s, user_pin_file=%r)" % (
-            self.pkcs11_module, self.token_label, "<set>" if self.user_pin else None, self.user_pin_file)
-
-    def read_pin(self):
-        """Return the user PIN from ``user_pin`` or ``user_pin_file``."""
-        if self.user_pin:
-            return self.user_pin
-        if not self.user_pin_file:
-            raise _no_pin_given()
-        return read_pin_file(self.user_pin_file)
+    PIN_OPTION = "user_pin"
+    NO_PIN_MESSAGE = (
+        "No user PIN given: user_pin or user_pin_file is required. Set user_pin (from Ansible Vault) or user_pin_file "
+        "(a file readable only by its owner) on the task or in module_defaults for group/secops.keylifecycle.hsm, or "
+        "set the PKCS11_USER_PIN environment variable of the module's host.")
 
 
-def _no_pin_given():
-    return PinUnavailable(
-        "No user PIN given: user_pin or user_pin_file is required. Set user_pin (from Ansible Vault) or "
-        "user_pin_file (a file readable only by its owner) on the task or in module_defaults for "
-        "group/secops.keylifecycle.hsm, or set the PKCS11_USER_PIN environment variable of the module's host.",
-        option="user_pin")
+@dataclass(frozen=True, repr=False)
+class OfficerSettings(_RoleLogin):
+    """The Security Officer's connection: the token of the shared options, the SO PIN (``so_pin``/``so_pin_file``).
+
+    Only recipient_approve opens a Security Officer session; the user PIN is not used there.
+    """
+
+    pkcs11_module: str
+    token_label: str
+    so_pin: str | None = None
+    so_pin_file: str | None = None
+
+    PIN_OPTION = "so_pin"
+    NO_PIN_MESSAGE = (
+        "No Security Officer PIN given: so_pin or so_pin_file is required. Set so_pin_file (a file readable only by "
+        "the officer, mode 0600) or so_pin (from Ansible Vault) on the task, or the PKCS11_SO_PIN environment "
+        "variable of the module's host. The SO PIN is never taken from module_defaults.")
+
+
+def read_so_pin(so_pin=None, so_pin_file=None):
+    """The SO PIN from ``so_pin``, else from ``so_pin_file`` (same file rules as the user PIN's)."""
+    return OfficerSettings("", "", so_pin, so_pin_file).read_pin()
 
 
 def read_pin_file(path, option="user_pin_file"):
@@ -225,14 +274,45 @@ def open_session(settings, rw=True):
     another process rewrites the token's files (seen with several controllers on one token). A wrong or
     locked PIN has codes of its own and is never tried again, so retrying cannot use up the PIN's tries.
     The modules never hold two sessions at once, so starting the library afresh here closes nothing.
+    The log-in is the role of ``settings``: the user's PIN for ConnectionSettings, the Security Officer's for
+    OfficerSettings (open_so_session).
     """
     pin = settings.read_pin()
+    try:
+        session = _open_logged_in(settings, rw, **{settings.PIN_OPTION: pin})
+    finally:
+        del pin
+    try:
+        yield session
+    finally:
+        _close(session)
+
+
+def open_so_session(officer):
+    """One read/write session logged in as the Security Officer (CKU_SO), as a context manager.
+
+    ``officer``: ``OfficerSettings``. Opened, retried and translated as ``open_session`` does, except that a
+    refused login names the SO PIN (so_pin / so_pin_file). An SO session sees only public objects and cannot use
+    private keys: it writes no lease and signs no checkpoint. PKCS#11 lets the SO log in only to a read/write
+    session, so check mode opens one too (and writes nothing).
+    """
+    return open_session(officer, rw=True)
+
+
+def _close(session):
+    try:
+        session.close()
+    except p11_exc.PKCS11Error:
+        pass
+
+
+def _open_logged_in(settings, rw, **login):
+    """C_OpenSession + C_Login (``user_pin=`` or ``so_pin=``), tried again while the token is briefly unavailable."""
     try:
         for attempt in range(OPEN_ATTEMPTS):
             lib = load_library(settings.pkcs11_module)
             try:
-                session = find_token(lib, settings.token_label).open(rw=rw, user_pin=pin)
-                break
+                return find_token(lib, settings.token_label).open(rw=rw, **login)
             except (TokenUnavailable, TokenOperationFailed, p11_exc.GeneralError):
                 if attempt == OPEN_ATTEMPTS - 1:
                     raise
@@ -240,16 +320,34 @@ def open_session(settings, rw=True):
                 with pkcs11_errors("C_Finalize/C_Initialize", token_label=settings.token_label):
                     lib.reinitialize()
     except p11_exc.PKCS11Error as exc:
+        if "so_pin" in login:
+            raise translate_so_login_error(exc, "C_OpenSession/C_Login(CKU_SO)", settings.token_label) from None
         raise translate_pkcs11_error(exc, "C_OpenSession/C_Login", token_label=settings.token_label) from None
-    finally:
-        del pin
-    try:
-        yield session
-    finally:
-        try:
-            session.close()
-        except p11_exc.PKCS11Error:
-            pass
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# A Security Officer login refused: the same python-pkcs11 classes as the user PIN's, messages naming the SO PIN.
+_SO_LOGIN_ERRORS = (
+    (("PinIncorrect",), "The token refused the Security Officer PIN (CKR_PIN_INCORRECT) during %(where)s. Check "
+     "so_pin / so_pin_file (the SO PIN, not the user PIN); repeated failures may lock it."),
+    (("PinLocked",), "The Security Officer PIN is locked (CKR_PIN_LOCKED) during %(where)s: the token must be "
+     "recovered as its vendor documents before any officer action."),
+    (("PinInvalid", "PinLenRange"), "The token rejected the Security Officer PIN's format or length during "
+     "%(where)s. Check so_pin / so_pin_file."),
+    (("PinExpired",), "The Security Officer PIN has expired (CKR_PIN_EXPIRED) during %(where)s."),
+    (("UserAlreadyLoggedIn", "UserAnotherAlreadyLoggedIn", "UserTooManyTypes"),
+     "The token refused the Security Officer login during %(where)s because another session of this process is "
+     "logged in (%(exception)s): run the officer's task on its own."),
+)
+
+
+def translate_so_login_error(exc, operation, token_label=None):
+    """Map a refused Security Officer login to a LoginFailed naming so_pin; anything else as translate_pkcs11_error."""
+    where = "%s on token %r" % (operation, token_label) if token_label else operation
+    for names, message in _SO_LOGIN_ERRORS:
+        if isinstance(exc, tuple(getattr(p11_exc, name) for name in names if hasattr(p11_exc, name))):
+            return LoginFailed(message % {"where": where, "exception": type(exc).__name__}, option="so_pin")
+    return translate_pkcs11_error(exc, operation, token_label=token_label)
 
 
 @contextmanager

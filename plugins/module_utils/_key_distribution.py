@@ -13,9 +13,21 @@ not hold versions destroyed or compromised upstream, nor versions of a key that 
 longer lists it. Versions the recipient reports as already installed (same id,
 same check value, same state) are not wrapped again.
 
-Wrapping is C_WrapKey(CKM_RSA_PKCS_OAEP) under the recipient's transport public
-key, imported as a session object. The HSM host never sees the key in plaintext;
-the wrapped bytes are the only key-derived data that leave the token.
+Wrapping is C_WrapKey(CKM_RSA_PKCS_OAEP) under the recipient's trusted transport
+key: the key the Security Officer installed in the token for that recipient and host
+(``_trusted_keys``, CKA_TRUSTED true), found by the fingerprint of the recipient's
+enrolled public key. The PEM in the play only selects that key; it is never imported.
+Distributable keys carry CKA_WRAP_WITH_TRUSTED, so the token itself refuses to wrap
+them under anything else. A recipient with a package to wrap and no approved key is
+refused in planning, before any wrap (check mode too). Only where
+``policy.require_trusted_wrapping`` is off (development tokens) does a recipient
+without an approved key get the old path: its transport key imported as a session
+object, each wrap journaled with ``trusted_wrapping: false`` and a warning.
+
+Versions sealed at the migration to trusted wrapping (not extractable) are ``blocked``
+for recipients that do not hold them. After wrapping, every package is signed by the
+HSM's package-signing key (``_package_signing``). The HSM host never sees the key in
+plaintext; the wrapped bytes are the only key-derived data that leave the token.
 """
 
 from __future__ import annotations
@@ -32,6 +44,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, validate_name
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+    ensure_package_signer,
+    signer_record,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_trusted_transport_keys
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     FINGERPRINT_RE,
     PACKAGE_FORMAT,
@@ -48,6 +65,9 @@ except ImportError:  # guarded by _dependencies.require_dependencies in main()
     p11_exc = Mechanism = None
 
 WITHDRAWN_STATES = ("destroyed", "compromised")
+SEALED_WHY = "not extractable: sealed at the migration to trusted wrapping"
+UNTRUSTED_WARNING = ("wrapped under a transport key the Security Officer did not approve: "
+                     "policy.require_trusted_wrapping is off (development only)")
 
 
 @dataclass
@@ -66,13 +86,18 @@ class RecipientPlan:
     packages: list = field(default_factory=list)   # (version, action) with action install | update
     withdrawn: list = field(default_factory=list)  # dicts: name, version, id, state, why
     held: list = field(default_factory=list)       # versions already installed as they should be
-    blocked: list = field(default_factory=list)    # versions it should hold but withdrew earlier (tombstones)
+    blocked: list = field(default_factory=list)    # versions it should hold but withdrew earlier, or sealed
+    trusted_key: object = None  # its approved transport key (_trusted_keys.TrustedTransportKey), or None
+
+    def installs(self):
+        return [version for version, action in self.packages if action == "install"]
 
     def as_dict(self, wrapped, mechanism):
         return {
             "name": self.recipient.name,
             "host": self.recipient.host,
             "transport_key_fingerprint": self.recipient.fingerprint,
+            "trusted_key_label": self.trusted_key.label if self.trusted_key is not None else None,
             "packages": [self.package(version, action, wrapped.get((version.name, version.version)), mechanism)
                          for version, action in self.packages],
             "withdrawn": list(self.withdrawn),
@@ -87,12 +112,7 @@ class RecipientPlan:
             "recipient": self.recipient.name,
             "recipient_host": self.recipient.host,
             "transport_key_fingerprint": self.recipient.fingerprint,
-            "name": version.name,
-            "version": version.version,
-            "id": version.key_id,
-            "label": version.label,
-            "type": version.spec.type,
-            "size": version.spec.size,
+            **version.identity(),
             "usage": list(version.spec.usage),
             "state": version.state,
             "retain_until": format_time(version.retain_until),
@@ -108,7 +128,9 @@ class DistributionResult:
     recipients: list
     audit_events: list
     diff: dict
-    changed: bool = False
+    changed: bool = False  # true only when the package-signing key was generated
+    package_signer: dict | None = None  # its public record (null in check mode before it exists)
+    warnings: list = field(default_factory=list)  # one per recipient wrapped under an unapproved key (policy off)
 
 
 def parse_recipients(raw_recipients, policy):
@@ -214,6 +236,9 @@ def _plan_versions(plan, recipient, versions, now, should_hold):
                     plan.held.append(version)
                 else:
                     plan.packages.append((version, "update"))
+            elif _sealed(version):
+                plan.blocked.append({"name": version.name, "version": version.version, "id": version.key_id,
+                                     "why": SEALED_WHY})
             else:
                 plan.packages.append((version, "install"))
         elif version.state in WITHDRAWN_STATES or have:
@@ -223,6 +248,11 @@ def _plan_versions(plan, recipient, versions, now, should_hold):
                                    "state": version.state,
                                    "why": version.state if version.state in WITHDRAWN_STATES
                                    else "retention expired"})
+
+
+def _sealed(version):
+    """Sealed at the migration to trusted wrapping, or otherwise no longer extractable on the token."""
+    return version.sealed_at is not None or version.evidence.get("extractable") is False
 
 
 def _plan_unassigned(plan, recipient, should_hold):
@@ -258,34 +288,81 @@ def plan_recipient(store, recipient, now):
     return plan
 
 
-def plan_distribution(store, recipients, now):
-    """Which versions each recipient receives, keeps or loses. Refuses the whole call on bad input."""
-    return [plan_recipient(store, recipient, now) for recipient in recipients]
+def plan_distribution(store, recipients, now, trusted_keys, require_trusted=True):
+    """Which versions each recipient receives, keeps or loses, and the approved key each is wrapped under.
+
+    ``trusted_keys``: the token's trusted transport keys (``find_trusted_transport_keys``). Refuses the whole call
+    on bad input, and a recipient with a key to wrap but no approved transport key (see ``check_trusted_wrapping``).
+    """
+    plans = [plan_recipient(store, recipient, now) for recipient in recipients]
+    for plan in plans:
+        plan.trusted_key = approved_key(plan.recipient, trusted_keys)
+    check_trusted_wrapping(plans, require_trusted)
+    return plans
+
+
+def approved_transport_keys(store):
+    """The token's trusted transport keys (none on a token without CKA_TRUSTED: every wrap is then refused)."""
+    return find_trusted_transport_keys(store.session)
+
+
+def approved_key(recipient, trusted_keys):
+    """The trusted key approved for this recipient and host with its transport key's fingerprint, or None."""
+    for key in trusted_keys:
+        if (key.fingerprint, key.recipient, key.host) == (recipient.fingerprint, recipient.name, recipient.host):
+            return key
+    return None
+
+
+def check_trusted_wrapping(plans, require_trusted):
+    """Refuse, before any wrap, recipients with a key to wrap and no approved transport key.
+
+    With ``require_trusted`` off, they may still receive keys made before trusted wrapping (not wrap-with-trusted);
+    a wrap-with-trusted version would be refused by the token itself, so it is refused here first.
+    """
+    missing = [plan for plan in plans if plan.installs() and plan.trusted_key is None]
+    if missing and require_trusted:
+        raise PolicyViolation(
+            "No transport key approved by the Security Officer for %s, nothing was wrapped. Ask the Security Officer "
+            "to approve that fingerprint in the HSM (secops.keylifecycle.recipient_approve); until then these "
+            "recipients receive nothing." % "; ".join(_describe_recipient(plan.recipient) for plan in missing),
+            option="recipients")
+    for plan in missing:
+        trusted_only = [v.label for v in plan.installs() if v.wrap_with_trusted]
+        if trusted_only:
+            raise PolicyViolation(
+                "%s: %s can be wrapped only under a transport key the Security Officer approved "
+                "(CKA_WRAP_WITH_TRUSTED), and none is approved for it, nothing was wrapped. Ask the Security Officer "
+                "to approve that fingerprint (secops.keylifecycle.recipient_approve)."
+                % (_describe_recipient(plan.recipient), ", ".join(trusted_only)), option="recipients")
+
+
+def _describe_recipient(recipient):
+    return "recipient %r on host %s (transport key %s)" % (recipient.name, recipient.host, recipient.fingerprint)
 
 
 def apply_distribution(store, plans, oaep_hash, context, check_mode):
-    """Wrap every package that needs the key (action install) under its recipient's transport key."""
+    """Wrap every package that needs the key (action install) under its recipient's approved transport key, then
+    sign every package with the HSM's package-signing key (generated on first use). In check mode: neither."""
     mechanism = mechanism_name(oaep_hash)
-    params = oaep_parameters(oaep_hash)
-    wrapped_by_recipient, events = [], []
-    for plan in plans:
-        wrapped = {}
-        installs = [version for version, action in plan.packages if action == "install"]
-        if installs and not check_mode:
-            modulus, exponent = rsa_public_attributes(plan.recipient.public_key)
-            wrapping_key = store.import_wrapping_key(modulus, exponent)
-            try:
-                for version in installs:
-                    wrapped[(version.name, version.version)] = _wrap(store, version, wrapping_key, params, oaep_hash)
-                    section = key_section(version, store.token_label)
-                    section.update(recipient=plan.recipient.name, recipient_host=plan.recipient.host,
-                                   mechanism=mechanism, transport_key_fingerprint=plan.recipient.fingerprint)
-                    events.append(build_event("key-distribute", "success", context, key=section,
-                                              reason="wrapped for recipient %s" % plan.recipient.name))
-            finally:
-                with pkcs11_errors("C_DestroyObject (session wrapping key)", token_label=store.token_label):
-                    wrapping_key.destroy()
-        wrapped_by_recipient.append(plan.as_dict(wrapped, mechanism))
+    events, blobs = [], [{} for _plan in plans]
+    signer, created = None, False
+    if not check_mode and any(plan.packages for plan in plans):
+        signer, created = ensure_package_signer(store, context, events)
+    if not check_mode:
+        for plan, wrapped in zip(plans, blobs):
+            events.extend(_wrap_for(store, plan, wrapped, oaep_hash, context, signer))
+    recipients = [plan.as_dict(wrapped, mechanism) for plan, wrapped in zip(plans, blobs)]
+    for entry in recipients if signer is not None else ():
+        entry["packages"] = [signer.sign(package) for package in entry["packages"]]
+    return DistributionResult(
+        recipients=recipients, audit_events=events, diff=_diff(plans), changed=created,
+        package_signer=signer.public_record() if signer is not None else signer_record(store),
+        warnings=["%s: %s." % (_describe_recipient(plan.recipient), UNTRUSTED_WARNING)
+                  for plan in plans if plan.installs() and plan.trusted_key is None])
+
+
+def _diff(plans):
     diff = {"before": {}, "after": {}}
     for plan in plans:
         before = sorted(["%s:v%d" % key for key, have in plan.recipient.installed.items()])
@@ -293,12 +370,53 @@ def apply_distribution(store, plans, oaep_hash, context, check_mode):
                            ["%s:v%d" % (v.name, v.version) for v, _action in plan.packages]))
         diff["before"][plan.recipient.name] = before
         diff["after"][plan.recipient.name] = after
-    return DistributionResult(recipients=wrapped_by_recipient, audit_events=events, diff=diff)
+    return diff
 
 
-def _wrap(store, version, wrapping_key, params, oaep_hash):
+def _wrap_for(store, plan, wrapped, oaep_hash, context, signer):
+    """Wrap one recipient's installs: under its trusted key, else (policy off) under its imported session key."""
+    if not plan.installs():
+        return []
+    if plan.trusted_key is not None:
+        return _wrap_all(store, plan, plan.trusted_key.obj, wrapped, oaep_hash, context, signer)
+    modulus, exponent = rsa_public_attributes(plan.recipient.public_key)
+    wrapping_key = store.import_wrapping_key(modulus, exponent)
+    try:
+        return _wrap_all(store, plan, wrapping_key, wrapped, oaep_hash, context, signer)
+    finally:
+        with pkcs11_errors("C_DestroyObject (session wrapping key)", token_label=store.token_label):
+            wrapping_key.destroy()
+
+
+def _wrap_all(store, plan, wrapping_key, wrapped, oaep_hash, context, signer):
+    """C_WrapKey of each install under ``wrapping_key``; one ``key-distribute`` event each."""
+    events, params, trusted = [], oaep_parameters(oaep_hash), plan.trusted_key
+    for version in plan.installs():
+        wrapped[(version.name, version.version)] = _wrap(store, plan.recipient, version, wrapping_key, params,
+                                                         oaep_hash)
+        section = key_section(version, store.token_label)
+        section.update(recipient=plan.recipient.name, recipient_host=plan.recipient.host,
+                       mechanism=mechanism_name(oaep_hash), transport_key_fingerprint=plan.recipient.fingerprint,
+                       trusted_wrapping=trusted is not None)
+        if trusted is not None:
+            section["trusted_key_label"] = trusted.label
+        if signer is not None and signer.version is not None:
+            section["package_signer_fingerprint"] = signer.version.public_key_fingerprint
+        events.append(build_event("key-distribute", "success", context, key=section,
+                                  reason="wrapped for recipient %s" % plan.recipient.name,
+                                  extra=None if trusted is not None else {"warning": UNTRUSTED_WARNING}))
+    return events
+
+
+def _wrap(store, recipient, version, wrapping_key, params, oaep_hash):
     try:
         return store.wrap_secret(version, wrapping_key, Mechanism.RSA_PKCS_OAEP, params)
+    except p11_exc.KeyNotWrappable:
+        raise PolicyViolation(
+            "The token refused to wrap %s for %s (CKR_KEY_NOT_WRAPPABLE): the key was generated with "
+            "CKA_WRAP_WITH_TRUSTED and is wrapped only under a transport key the Security Officer approved. Ask the "
+            "Security Officer to approve that fingerprint (secops.keylifecycle.recipient_approve)."
+            % (version.label, _describe_recipient(recipient)), option="recipients") from None
     except (p11_exc.ArgumentsBad, p11_exc.MechanismInvalid, p11_exc.MechanismParamInvalid):
         raise MechanismUnsupported(
             "The token refused C_WrapKey with CKM_RSA_PKCS_OAEP and hash %s for %s. Set oaep_hash to a hash this "

@@ -8,7 +8,9 @@ PRIVATE: not part of the public interface.
 
 ``plan_generation`` compares every requested spec with the token in one pass and
 refuses the whole batch if any spec conflicts, before anything is written.
-``apply_generation`` then carries the plan out in the same session.
+``apply_generation`` then carries the plan out in the same session. When it generates a
+distributable key it also makes sure the token has its package-signing key
+(``_package_signing``), so that recipients can pin it at enrollment, before any package.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     spec_updates,
     utc_now,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import ensure_package_signer
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 
@@ -92,8 +96,11 @@ class GenerationResult:
     diff: dict
 
 
-def apply_generation(store, plans, context, check_mode):
-    """Carry out a plan; in check mode only describe it."""
+def apply_generation(store, plans, context, check_mode, policy=BASELINE):
+    """Carry out a plan; in check mode only describe it.
+
+    ``policy.require_trusted_wrapping`` decides what a token without CKA_WRAP_WITH_TRUSTED does (``_key_store``).
+    """
     now = utc_now()
     before, after, key_versions, generated, events = {}, {}, [], [], []
     try:
@@ -109,7 +116,8 @@ def apply_generation(store, plans, context, check_mode):
                 continue
             if plan.action == "create":
                 events.extend(remove_half_made(store, name, plan.half_made, context, "key-generate"))
-                version = store.generate(plan.spec, plan.next_version, context.operator, now)
+                version = store.generate(plan.spec, plan.next_version, context.operator, now,
+                                         require_trusted_wrapping=policy.require_trusted_wrapping)
                 generated.append({"name": version.name, "version": version.version, "label": version.label,
                                   "id": version.key_id})
                 action = "key-generate"
@@ -120,6 +128,8 @@ def apply_generation(store, plans, context, check_mode):
             key_versions.append(version.record(now))
             events.append(build_event(action, "success", context, key=key_section(version, store.token_label),
                                       reason=", ".join(plan.changes) or None))
+        if any(plan.action == "create" and plan.spec.distributable for plan in plans) and not check_mode:
+            ensure_package_signer(store, context, events)
     except KeyLifecycleError as exc:
         exc.audit_events = events + [_failure_event(plan, context, store.token_label, exc)]
         exc.changed = bool(events)

@@ -6,16 +6,20 @@
 
 PRIVATE: not part of the public interface. The work of recipient_enroll and key_install.
 
-Installing is all-or-nothing per task: every package is checked, unwrapped into a
-session object and its key check value recomputed by the recipient's token before
-any of them is stored. A package that does not unwrap (made for another transport
-key, or altered) or whose check value differs stops the task with nothing stored.
+Installing is all-or-nothing per task: every package's HSM signature is verified
+against the package signer pinned in the recipient's token, then each is unwrapped
+into a session object (template from the verified metadata only) and its key check
+value recomputed by the recipient's token, before any of them is stored. A package
+that is unsigned or altered (relabelled, usage widened, state changed), meant for
+another recipient, older than the one last applied, that does not unwrap, or whose
+check value differs stops the task with nothing stored.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
@@ -28,8 +32,17 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     TokenOperationFailed,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import version_label
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import public_key_pem
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+    load_signer_public_key,
+    verify_package,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import PACKAGE_SIGNER_LABEL
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    public_key_pem,
+    spki_fingerprint,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    FINGERPRINT_RE,
     check_transport_strength,
     decode_wrapped,
     validate_package,
@@ -94,13 +107,79 @@ def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable
     return result, transport.record(public_key_pem(transport.public_key))
 
 
+def _signer_key(raw):
+    """The ``package_signer`` option: the HSM's signing public key (EC), checked against its pin if one is given."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("public_key_pem"), str):
+        raise InvalidOption("package_signer must be a dict with public_key_pem: the package_signer that key_info "
+                            "returns on the HSM host.", option="package_signer")
+    public_key = load_signer_public_key(raw["public_key_pem"])
+    if public_key is None:
+        raise InvalidOption("package_signer.public_key_pem is not a readable EC public key in PEM; pass "
+                            "package_signer.public_key_pem from key_info on the HSM host unchanged.",
+                            option="package_signer")
+    fingerprint = spki_fingerprint(public_key)
+    pin = raw.get("fingerprint")
+    if pin is not None and not (isinstance(pin, str) and FINGERPRINT_RE.match(pin.lower())):
+        raise InvalidOption("package_signer.fingerprint must be sha256:<64 hex digits>.", option="package_signer")
+    if pin and pin.lower() != fingerprint:
+        raise PolicyViolation(
+            "package_signer: the public key's fingerprint %s does not match the pinned fingerprint %s. Confirm the "
+            "HSM's package signer with the Security Officer before pinning it. Nothing was pinned."
+            % (fingerprint, pin), option="package_signer")
+    return public_key, fingerprint
+
+
+def pin_package_signer(store, raw, context, check_mode, result):
+    """Pin the HSM's package signer in the recipient's token (once); return what is pinned (a dict) or None.
+
+    ``raw``: the ``package_signer`` option, or None to only report what is pinned. A different signer already
+    pinned is refused: the HSM's signer changed, which the Security Officer confirms before it is pinned again.
+    """
+    pinned = store.package_signer
+    if raw is None:
+        return pinned.record() if pinned else None
+    public_key, fingerprint = _signer_key(raw)
+    if pinned is not None:
+        if pinned.fingerprint != fingerprint:
+            raise PolicyViolation(
+                "package_signer: this token already pins the HSM's package signer %s, but %s was given: the HSM's "
+                "package-signing key changed (another HSM, or a new key). Nothing was changed. Confirm the new "
+                "signer's fingerprint with the Security Officer, then remove the pinned object %r from token %r "
+                "(pkcs11-tool --delete-object --type pubkey --label %s) and run recipient_enroll again."
+                % (pinned.fingerprint, fingerprint, pinned.label, store.token_label, pinned.label),
+                option="package_signer")
+        result.plan.append({"action": "none", "label": pinned.label, "fingerprint": pinned.fingerprint})
+        return pinned.record()
+    result.changed = True
+    result.plan.append({"action": "pin", "label": PACKAGE_SIGNER_LABEL, "fingerprint": fingerprint})
+    if check_mode:
+        return None
+    pinned = store.pin_signer(public_key, os.urandom(16))
+    result.audit_events.append(build_event(
+        "package-signer-pin", "success", context,
+        key={"label": pinned.label, "id": pinned.key_id, "type": "ec", "curve": pinned.curve,
+             "token": store.token_label, "state": "active", "public_key_fingerprint": pinned.fingerprint,
+             "package_signer_fingerprint": pinned.fingerprint},
+        reason="the HSM's package-signing public key pinned in the recipient's token"))
+    return pinned.record()
+
+
 def _check_batch(store, raw_packages, recipient):
-    """The batch as a whole: a transport key to unwrap with, valid packages, each version once."""
+    """The batch as a whole: a transport key to unwrap with, a pinned signer, signed packages, each version once."""
     transport = store.transport
     if transport is None:
         raise KeyNotFound("Token %r has no transport key %r: run recipient_enroll on this host first."
                           % (store.token_label, store.transport_label), option="transport_key_label")
+    signer = store.package_signer
+    if signer is None:
+        raise PackageRejected(
+            "Token %r pins no package signer, so no package can be verified. Nothing was installed. Run "
+            "recipient_enroll on this host with package_signer (the package_signer that key_info returns on the "
+            "HSM host), then key_install again." % store.token_label, option="packages")
     packages = [validate_package(raw, index, recipient) for index, raw in enumerate(raw_packages)]
+    for index, package in enumerate(packages):
+        verify_package(package, signer.public_key,
+                       "packages[%d] (%s)" % (index, version_label(package["name"], package["version"])))
     labels = [version_label(p["name"], p["version"]) for p in packages]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
@@ -135,6 +214,14 @@ def _check_package(store, package, index, transport, held_kcv, check_mode):
                               "relabelled. Nothing was installed." % (where, package["key_check_value"],
                                                                       held_kcv[package["key_check_value"]]),
                               option="packages")
+    applied = current.doc.get("package_signed_at") if current is not None else None
+    if applied and datetime.fromisoformat(package["signed_at"]) < datetime.fromisoformat(applied):
+        raise PackageRejected(
+            "%s was signed by the HSM at %s, before the package last applied to %s (signed at %s): it is an older "
+            "package replayed. Nothing was installed. Pass the packages of the latest key_distribute."
+            % (where, package["signed_at"], label, applied), option="packages")
+    if applied == package["signed_at"] and current.key_objects:
+        return current, "none"  # the package applied last, again
     if current is not None and current.state == "deactivated" and package["state"] == "active":
         raise PackageRejected("%s would make %s active again, but a deactivated version never becomes active: the "
                               "package is stale or was altered. Run key_distribute again. Nothing was installed."
@@ -186,7 +273,7 @@ def _apply_install(store, steps, checked, context, now, result):
         for package, current, action in steps:
             if action == "update":
                 previous = current.state
-                store.set_state(current, package["state"], now)
+                store.set_state(current, package["state"], now, signed_at=package["signed_at"])
                 section = dict(_section(current.doc, store.token_label), previous_state=previous)
                 result.audit_events.append(build_event("key-update", "success", context, key=section,
                                                        reason="state at the recipient follows the HSM"))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._drift import find_drift
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import signer_record
+from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_trusted_transport_keys
 
 
 def logical_key_state(versions):
@@ -25,6 +27,36 @@ def logical_key_state(versions):
     return versions[-1].state
 
 
+def _version_record(version, now, max_period):
+    """key_info's record of one version: the metadata's, with what trusted distribution needs to see.
+
+    ``wrap_with_trusted`` (in ``KeyVersion.record``): the version was generated with CKA_WRAP_WITH_TRUSTED, as its
+    metadata records (absent in metadata older than trusted wrapping: false). ``extractable``: whether the token
+    would wrap it now (CKA_EXTRACTABLE of its secret, from the evidence read with the version); None when no key
+    object is left.
+    """
+    record = version.record(now, max_period)
+    evidence = record.get("evidence") or {}
+    record["extractable"] = bool(evidence["extractable"]) if "extractable" in evidence else None
+    return record
+
+
+def trusted_key_record(key):
+    """What key_info returns about one trusted transport key (``_trusted_keys.TrustedTransportKey``)."""
+    return {"label": key.label, "recipient": key.recipient, "host": key.host, "fingerprint": key.fingerprint,
+            "key_id": key.key_id}
+
+
+def describe_trust(store):
+    """The trusted transport keys on the token (approved by the Security Officer) and the HSM's package signer.
+
+    Read only: one C_FindObjects for the trusted keys; the signer's public record or None when the token has no
+    package-signing key yet (nothing is generated here).
+    """
+    keys = sorted(find_trusted_transport_keys(store.session), key=lambda k: (k.label, k.key_id))
+    return {"trusted_transport_keys": [trusted_key_record(k) for k in keys], "package_signer": signer_record(store)}
+
+
 def describe_keys(store, names=None, states=None, policy=None, now=None):
     """Return key_versions, logical_keys, anomalies and drift (``_drift``) for the selected keys.
 
@@ -36,7 +68,7 @@ def describe_keys(store, names=None, states=None, policy=None, now=None):
     key_versions, logical_keys = [], []
     for name in selected:
         versions = store.versions(name)
-        records = [v.record(now, max_period) for v in versions]
+        records = [_version_record(v, now, max_period) for v in versions]
         active = [r for r in records if r["state"] == "active"]
         due = active[-1]["next_rotation_due"] if active else None
         logical_keys.append({

@@ -16,6 +16,15 @@ are due, and can name versions: a deactivated version is then only marked compro
 (no new version; its retention is unchanged), and one already compromised is left alone.
 The transition records who, when, why and the approval (approved_by, change_ref).
 
+Migration to trusted wrapping: when a rotation makes a new version of a distributable key
+and that version is wrap-with-trusted (CKA_WRAP_WITH_TRUSTED, ``_key_store.generate``),
+every older version that is not destroyed, still extractable and not wrap-with-trusted is
+sealed: CKA_EXTRACTABLE false on the token (a user session cannot add
+CKA_WRAP_WITH_TRUSTED to an existing key, but can take CKA_EXTRACTABLE away), metadata
+``sealed_at``, one ``key-seal`` event each. Recipients keep what they hold; nothing new
+can be wrapped from a sealed version, so a recipient enrolled later receives only
+wrap-with-trusted versions.
+
 Order matters for crash safety: after an interruption a key may have two active
 versions (new one made, old one not yet deactivated). Every rotation run repairs
 that first: the newest active version stays, older active ones are deactivated,
@@ -42,6 +51,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 REASONS = ("scheduled", "manual", "compromise")
+SEAL_REASON = "migration to trusted wrapping"
 # Usages a deactivated version loses; a compromised one may lose decrypt / unwrap as well.
 PROTECTING_USAGES = ("encrypt", "wrap", "sign", "derive")
 DECRYPTING_USAGES = ("decrypt", "unwrap")
@@ -58,6 +68,7 @@ class PlannedRotation:
     stale_active: tuple = ()  # older active versions left by an interrupted rotation
     half_made: tuple = ()  # version numbers with key objects but no metadata (interrupted generation)
     compromise: tuple = ()  # retired (deactivated) versions to mark compromised, besides ``current``
+    seal: tuple = ()  # version numbers made non-extractable by the rotation (migration to trusted wrapping)
 
     def as_dict(self):
         entry = {"name": self.name, "action": self.action, "due": self.due,
@@ -73,7 +84,15 @@ class PlannedRotation:
             entry["repair_versions"] = repairs
         if self.compromise:
             entry["compromise_versions"] = [v.version for v in self.compromise]
+        if self.seal:
+            entry["seal_versions"] = list(self.seal)
         return entry
+
+
+def versions_to_seal(versions):
+    """Version numbers a rotation seals: distributable, not destroyed, extractable and not wrap-with-trusted."""
+    return tuple(v.version for v in versions if v.spec.distributable and v.state != "destroyed"
+                 and not v.wrap_with_trusted and v.sealed_at is None and v.evidence.get("extractable", True))
 
 
 def plan_rotation(store, names, all_due, force, policy, now, retire=False, compromise=False, versions=None):
@@ -109,7 +128,8 @@ def plan_rotation(store, names, all_due, force, policy, now, retire=False, compr
             action = "rotate" if (due or force) else ("repair" if stale or half_made else "none")
         plans.append(PlannedRotation(name=name, action=action, current=current, next_version=store.next_version(name),
                                      due=due, next_rotation_due=format_time(due_at), stale_active=stale,
-                                     half_made=half_made))
+                                     half_made=half_made,
+                                     seal=versions_to_seal(versions) if action == "rotate" else ()))
     if missing:
         raise KeyNotFound("Cannot rotate, nothing was changed: %s. Generate a key with key_generate before "
                           "rotating it." % "; ".join(missing), option="name")
@@ -170,7 +190,8 @@ def plan_compromise(store, name, numbers, policy, now, retire=False):
     return PlannedRotation(name=name, action=action, current=current,
                            next_version=store.next_version(name) if rotate and not retire else 0,
                            due=bool(due_at and now >= due_at), next_rotation_due=format_time(due_at),
-                           stale_active=stale, half_made=half_made, compromise=marked)
+                           stale_active=stale, half_made=half_made, compromise=marked,
+                           seal=versions_to_seal(versions.values()) if action == "rotate" else ())
 
 
 @dataclass
@@ -231,7 +252,8 @@ def _rotate_one(store, plan, old_state, context, why, now, policy, approval):
     """Generate the successor, then retire the current version; if retiring fails, the successor is removed
     again, so a failed rotation leaves no new version behind (and the next try uses the same number)."""
     _retain_until(plan.current, now)  # refused before anything is generated
-    new = store.generate(plan.current.spec, plan.next_version, context.operator, now)
+    new = store.generate(plan.current.spec, plan.next_version, context.operator, now,
+                         require_trusted_wrapping=policy.require_trusted_wrapping)
     try:
         old = _retire(store, plan.current, old_state, context.operator, why, now, policy.compromise_disables_decrypt,
                       approval)
@@ -265,6 +287,20 @@ def _mark_compromised(store, plan, context, now, policy, approval, compromised):
                                   reason="marked compromised (%s earlier)" % version.state, extra=approval))
         compromised.append(_compromised_entry(marked, version.state, approval))
     return events
+
+
+def _seal(store, plan, new, context, now):
+    """Seal the plan's older versions once the new version is wrap-with-trusted; one ``key-seal`` event each."""
+    if not new.wrap_with_trusted:
+        return [], []  # the token could not make a trusted-wrapping successor: sealing would stop distribution
+    events, sealed = [], []
+    for number in plan.seal:
+        version = store.version(plan.name, number)  # re-read: the rotation just retired the previous active one
+        sealed_version = store.seal(version, now)
+        events.append(build_event("key-seal", "success", context, key=key_section(sealed_version, store.token_label),
+                                  reason=SEAL_REASON))
+        sealed.append(number)
+    return events, sealed
 
 
 def _repair(store, plan, context, now):
@@ -318,11 +354,13 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
                 why = "manual" if reason == "scheduled" and not plan.due else reason
                 new, old = _rotate_one(store, plan, old_state, context, why, now, policy, approval)
                 events.append(_event(why, context, store.token_label, new, old, approval))
+                seal_events, sealed = _seal(store, plan, new, context, now)
+                events.extend(seal_events)
                 if old_state == "compromised":
                     compromised.append(_compromised_entry(old, "active", approval))
                 rotated.append({"name": plan.name, "old_version": old.version, "old_id": old.key_id,
                                 "old_state": old.state, "retain_until": format_time(old.retain_until),
-                                "new_version": new.version, "new_id": new.key_id})
+                                "new_version": new.version, "new_id": new.key_id, "sealed_versions": sealed})
                 after[plan.name] = new.review()
             elif plan.action == "retire":
                 old = _retire(store, plan.current, old_state, context.operator, "retired: " + reason, now,

@@ -11,10 +11,10 @@ enumeration and groups our objects by key version (``<name>:v<version>``): the
 metadata documents and the secret, private and public key objects. A batch of N keys
 costs O(N) token calls; no key is looked up by a search of its own.
 
-Key generation happens inside the token (C_GenerateKey / C_GenerateKeyPair), with
-CKA_SENSITIVE true and CKA_EXTRACTABLE only for distributable keys. No key value is
-ever read: the key check value is computed by the token and the public key
-fingerprint is taken from the public key object.
+Key generation happens inside the token, with the attributes ``_key_templates`` gives
+(CKA_SENSITIVE true; CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED only for distributable keys).
+No key value is ever read: the key check value is computed by the token and the public
+key fingerprint is taken from the public key object.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from dataclasses import dataclass, replace
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_templates import (
+    aes_check_value,
+    generate_key_objects,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     KeyVersion,
     Transition,
@@ -32,9 +36,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     version_label,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
-    EC_NO_USAGES,
     KEY_METADATA,
-    TOKEN_CURVES,
     TokenObjects,
     check_value,
     evidence,
@@ -44,7 +46,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     spki_fingerprint,
     usage_attribute,
     usage_side,
-    usage_template,
 )
 
 try:
@@ -297,28 +298,31 @@ class TokenKeyStore:
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def generate(self, spec, version, operator, now):
-        """Generate one new version inside the token and record its metadata."""
+    def generate(self, spec, version, operator, now, require_trusted_wrapping=True):
+        """Generate one new version inside the token and record its metadata.
+
+        A distributable key is generated with CKA_WRAP_WITH_TRUSTED true as well (the token then wraps it only
+        under a CKA_TRUSTED key). A token without that attribute is refused when ``require_trusted_wrapping``
+        (policy.require_trusted_wrapping), else the key is generated without it and the metadata says so.
+        """
         self._keep_lease()
         label = version_label(spec.name, version)
         key_id = os.urandom(16)
         created = []
         try:
             with pkcs11_errors("key generation for %s" % label, token_label=self.token_label):
+                objects, trusted = generate_key_objects(self.session, spec, label, key_id, require_trusted_wrapping,
+                                                        self.token_label)
+                created += objects
+                key = objects[0]
                 if spec.type == "aes":
-                    key = self._generate_secret(spec, label, key_id)
-                    created.append(key)
-                    kcv = self._aes_check_value(key, keep_encrypt="encrypt" in spec.usage)
-                    fingerprint = None
+                    kcv, fingerprint = aes_check_value(key, keep_encrypt="encrypt" in spec.usage), None
                 else:
-                    public, key = self._generate_pair(spec, label, key_id)
-                    created += [key, public]
-                    kcv = None
-                    fingerprint = spki_fingerprint(key_version_public_key(spec, public))
+                    kcv, fingerprint = None, spki_fingerprint(key_version_public_key(spec, objects[1]))
                 result = KeyVersion(
                     spec=spec, version=version, key_id=key_id.hex(), state="active", created=now,
                     transitions=(Transition(state="active", at=now, by=operator, reason="generated"),),
-                    key_check_value=kcv, public_key_fingerprint=fingerprint, revision=1,
+                    key_check_value=kcv, public_key_fingerprint=fingerprint, revision=1, wrap_with_trusted=trusted,
                 )
                 self.objects.add_key_objects(label, created)
                 created.append(self._write_metadata(result, "key generation for %s" % label))
@@ -354,6 +358,22 @@ class TokenKeyStore:
                 targets = objects.secret or (objects.public if usage_side(usage) == "public" else objects.private)
                 for obj in targets:
                     obj[usage_attribute(usage)] = False
+
+    def seal(self, version, now):
+        """Make a version's key non-extractable (CKA_EXTRACTABLE false; the token refuses the way back), then record
+        ``sealed_at`` in its metadata. Recipients keep what they hold; nothing new can be wrapped from it."""
+        self._keep_lease()
+        primary = self._objects(version.name, version.version).primary()
+        if primary is None:
+            raise KeyNotFound("No key object for %s on token %r." % (version.label, self.token_label))
+        with pkcs11_errors("C_SetAttributeValue (CKA_EXTRACTABLE false) for %s" % version.label,
+                           token_label=self.token_label):
+            primary[Attribute.EXTRACTABLE] = False
+            flags = evidence(primary)
+        updated = self.update_metadata(version, replace(version, sealed_at=now, revision=version.revision + 1))
+        updated = replace(updated, evidence=flags)
+        self._decoded[(version.name, version.version)] = updated
+        return updated
 
     def destroy_key_objects(self, version):
         """C_DestroyObject on every key object of a version (the metadata stays, to become a tombstone)."""
@@ -391,46 +411,6 @@ class TokenKeyStore:
 
     def _write_metadata(self, version, operation):
         return self.objects.write(KEY_METADATA, version.label, version, operation=operation)
-
-    def _generate_secret(self, spec, label, key_id):
-        template = {
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.MODIFIABLE: True,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: spec.distributable,
-            # ENCRYPT is on at generation so the token can compute the key check value;
-            # it is switched off right after when the spec does not ask for it.
-            Attribute.ENCRYPT: True,
-        }
-        template.update(usage_template(spec.usage, skip=("encrypt",)))
-        return self.session.generate_key(KeyType.AES, spec.size, id=key_id, label=label, store=True,
-                                         template=template)
-
-    @staticmethod
-    def _aes_check_value(key, keep_encrypt):
-        """KCV: first 3 bytes of AES-ECB of a zero block, computed by the token."""
-        kcv = check_value(key)
-        if not keep_encrypt:
-            key[Attribute.ENCRYPT] = False
-        return kcv
-
-    def _generate_pair(self, spec, label, key_id):
-        skip = EC_NO_USAGES if spec.type == "ec" else ()
-        public_template = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: True,
-                           **usage_template(spec.usage, "public", skip)}
-        private_template = {
-            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.MODIFIABLE: True,
-            Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: spec.distributable,
-            **usage_template(spec.usage, "private", skip),
-        }
-        if spec.type == "rsa":
-            public_template[Attribute.PUBLIC_EXPONENT] = b"\x01\x00\x01"
-            return self.session.generate_keypair(KeyType.RSA, spec.size, id=key_id, label=label, store=True,
-                                                 public_template=public_template, private_template=private_template)
-        public_template[Attribute.EC_PARAMS] = TOKEN_CURVES[spec.curve].ec_params()
-        return self.session.generate_keypair(KeyType.EC, None, id=key_id, label=label, store=True,
-                                             public_template=public_template, private_template=private_template)
 
     def _discard(self, label, objects):
         """Best-effort removal of the objects a failed generation left behind."""

@@ -295,6 +295,11 @@ class KeyVersion:
     public_key_fingerprint: str | None = None
     revision: int = 1
     evidence: dict = field(default_factory=dict, compare=False)
+    #: generated with CKA_WRAP_WITH_TRUSTED true: the token wraps it only under a CKA_TRUSTED key (metadata written
+    #: before trusted wrapping has no such field: false)
+    wrap_with_trusted: bool = False
+    #: when the version was made non-extractable at the migration to trusted wrapping (``_key_rotation``), or None
+    sealed_at: datetime | None = None
 
     @property
     def name(self):
@@ -303,6 +308,11 @@ class KeyVersion:
     @property
     def label(self):
         return version_label(self.spec.name, self.version)
+
+    def identity(self):
+        """What names this version wherever it is described (audit events, packages): no state, no material."""
+        return {"name": self.name, "version": self.version, "id": self.key_id, "label": self.label,
+                "type": self.spec.type, "size": self.spec.size}
 
     def next_rotation_due(self, max_rotation_period=None):
         """When this version must be rotated: created + rotation period (capped by the policy's maximum)."""
@@ -329,7 +339,10 @@ class KeyVersion:
             "key_check_value": self.key_check_value,
             "public_key_fingerprint": self.public_key_fingerprint,
             "transitions": [t.as_dict() for t in self.transitions],
+            "wrap_with_trusted": self.wrap_with_trusted,
         }
+        if self.sealed_at is not None:
+            doc["sealed_at"] = format_time(self.sealed_at)
         doc.update(self.spec.as_dict())
         return doc
 
@@ -360,6 +373,8 @@ class KeyVersion:
                 key_check_value=doc.get("key_check_value"),
                 public_key_fingerprint=doc.get("public_key_fingerprint"),
                 revision=int(doc.get("revision", 1)),
+                wrap_with_trusted=doc.get("wrap_with_trusted", False) is True,
+                sealed_at=parse_time(doc.get("sealed_at")),
             )
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, InvalidOption) as exc:
             raise MetadataCorrupt("The metadata object %r on the token cannot be read (%s). Inspect it with "
@@ -395,6 +410,8 @@ class KeyVersion:
             "retention_expired": bool(self.retain_until and now >= self.retain_until),
             "key_check_value": self.key_check_value,
             "public_key_fingerprint": self.public_key_fingerprint,
+            "wrap_with_trusted": self.wrap_with_trusted,
+            "sealed_at": format_time(self.sealed_at),
             "evidence": dict(self.evidence),
             "transitions": [t.as_dict() for t in self.transitions],
         }

@@ -306,6 +306,9 @@ SETTINGS = (
     Setting("require_transport_key_pin", "bool", False, _switch,
             doc="M(secops.keylifecycle.key_distribute) refuses a recipient whose transport key fingerprint is not "
                 "pinned"),
+    # on in the baseline; an environment may turn it off (dev only, docs/distribution.md): no tightening rule
+    Setting("require_trusted_wrapping", "bool", True, _switch,
+            doc="Distributable keys are generated with CKA_WRAP_WITH_TRUSTED and"),
     # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
     Setting("authorization", "dict", None, _authorization, show=_lists_by_key_or_none,
             doc="Who may perform which lifecycle action."),

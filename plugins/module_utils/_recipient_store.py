@@ -14,6 +14,12 @@ that records what was installed, from which package, and its state. Metadata is
 append-only (a new revision per change), as on the HSM side. A withdrawn version
 keeps a tombstone so the same version is never installed again. The token is read
 through one ``_token_objects.TokenObjects`` enumeration per call.
+
+The HSM's package-signing public key is pinned here too (``recipient_enroll`` option
+``package_signer``): a CKO_PUBLIC_KEY labelled ``keylifecycle-package-signer`` that may
+only verify (CKA_MODIFIABLE false). ``key_install`` checks every package against it
+before anything is unwrapped, and the metadata of each version keeps the
+``package_signed_at`` of the last package applied, so an older package is not replayed.
 """
 
 from __future__ import annotations
@@ -53,10 +59,18 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
 try:
     import pkcs11.exceptions as p11_exc
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+    from pkcs11.util.ec import decode_ec_public_key
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = KeyType = Mechanism = ObjectClass = None
+    p11_exc = Attribute = KeyType = Mechanism = ObjectClass = decode_ec_public_key = None
+
+try:
+    from cryptography.hazmat.primitives import serialization
+except ImportError:  # guarded by _dependencies.require_dependencies in main()
+    serialization = None
 
 RECIPIENT_APPLICATION = RECIPIENT_METADATA.application
+#: CKA_LABEL of the HSM's package-signing public key pinned in the recipient's token
+PACKAGE_SIGNER_LABEL = "keylifecycle-package-signer"
 
 
 @dataclass
@@ -98,6 +112,22 @@ class TransportKey:
                 "fingerprint": self.fingerprint, "public_key_pem": public_key_pem, "exportable": self.exportable}
 
 
+@dataclass(frozen=True)
+class PinnedSigner:
+    """The HSM's package-signing public key as pinned in the recipient's token."""
+
+    label: str
+    key_id: str
+    curve: str
+    public_key: object
+    fingerprint: str
+    #: the token lets it be changed (pinned by something other than recipient_enroll)
+    modifiable: bool
+
+    def record(self):
+        return {"label": self.label, "id": self.key_id, "curve": self.curve, "fingerprint": self.fingerprint}
+
+
 class RecipientTokenStore:
     """The recipient's token, enumerated once per module call."""
 
@@ -108,6 +138,7 @@ class RecipientTokenStore:
         self.objects = TokenObjects(session, token_label)
         self.versions = {}
         self._transport = None
+        self._signer = None
         self._orphans = {}
 
     def load(self):
@@ -124,6 +155,7 @@ class RecipientTokenStore:
                 self._orphans[label] = keys
         with pkcs11_errors("C_FindObjects", token_label=self.token_label):
             self._transport = self._find_transport()
+            self._signer = self._find_signer()
         return self
 
     # ---- transport key -------------------------------------------------------------------------
@@ -178,6 +210,48 @@ class RecipientTokenStore:
             self._transport = self._describe_transport(public, private)
         return self._transport
 
+    # ---- the HSM's package signer ---------------------------------------------------------------
+
+    def _find_signer(self):
+        found = self.objects.key_objects(ObjectClass.PUBLIC_KEY, PACKAGE_SIGNER_LABEL)
+        others = (self.objects.key_objects(ObjectClass.PRIVATE_KEY, PACKAGE_SIGNER_LABEL)
+                  + self.objects.key_objects(ObjectClass.SECRET_KEY, PACKAGE_SIGNER_LABEL))
+        if not found and not others:
+            return None
+        if len(found) != 1 or others:
+            raise KeyConflict(
+                "Token %r holds %d object(s) labelled %r, not one public key: the pinned package signer is "
+                "ambiguous. Remove them (pkcs11-tool --delete-object) and run recipient_enroll with package_signer."
+                % (self.token_label, len(found) + len(others), PACKAGE_SIGNER_LABEL), option="package_signer")
+        obj = found[0]
+        curve = curve_of(obj) if obj[Attribute.KEY_TYPE] == KeyType.EC else None
+        if curve is None:
+            raise KeyConflict("The pinned package signer %r on token %r is not an EC key on a known curve; remove "
+                              "it and run recipient_enroll with package_signer."
+                              % (PACKAGE_SIGNER_LABEL, self.token_label), option="package_signer")
+        public_key = ec_public_key(obj, curve)
+        return PinnedSigner(label=PACKAGE_SIGNER_LABEL, key_id=bytes(obj[Attribute.ID]).hex(), curve=curve.name,
+                            public_key=public_key, fingerprint=spki_fingerprint(public_key),
+                            modifiable=bool(obj[Attribute.MODIFIABLE]))
+
+    @property
+    def package_signer(self):
+        """The pinned ``PinnedSigner``, or None."""
+        return self._signer
+
+    def pin_signer(self, public_key, key_id):
+        """Create the pinned signer object: a token public key that may only verify, never be changed."""
+        der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        template = {**decode_ec_public_key(der), Attribute.TOKEN: True, Attribute.PRIVATE: False,
+                    Attribute.MODIFIABLE: False, Attribute.LABEL: PACKAGE_SIGNER_LABEL, Attribute.ID: key_id,
+                    Attribute.VERIFY: True, Attribute.VERIFY_RECOVER: False, Attribute.ENCRYPT: False,
+                    Attribute.WRAP: False, Attribute.DERIVE: False}
+        with pkcs11_errors("C_CreateObject (package signer)", token_label=self.token_label):
+            obj = self.session.create_object(template)
+            self.objects.add_key_objects(PACKAGE_SIGNER_LABEL, [obj])
+            self._signer = self._find_signer()
+        return self._signer
+
     # ---- installed versions --------------------------------------------------------------------
 
     def installed(self):
@@ -202,9 +276,11 @@ class RecipientTokenStore:
         """
         transport = self._transport
         label = version_label(package["name"], package["version"])
+        # only from the verified metadata: the usages of its state; CKA_ENCRYPT on the session object only, for the
+        # check value (``store`` gives the stored copy the state's CKA_ENCRYPT)
         template = {Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
                     Attribute.EXTRACTABLE: False, Attribute.ENCRYPT: True,
-                    **usage_template(package["usage"], skip=("encrypt",))}
+                    **usage_template(usage_for_state(package["usage"], package["state"]), skip=("encrypt",))}
         try:
             key = transport.private.unwrap_key(
                 ObjectClass.SECRET_KEY, KeyType.AES, blob, id=bytes.fromhex(package["id"]), label=label,
@@ -242,9 +318,6 @@ class RecipientTokenStore:
             self.objects.destroy_key_objects(label, self._orphans.pop(label, []), "C_CopyObject for %s" % label)
             stored = session_key.copy({Attribute.TOKEN: True, Attribute.ENCRYPT: "encrypt" in usage})
             _destroy_quietly(session_key)
-            for name in ("wrap", "sign", "derive"):
-                if name in package["usage"] and name not in usage:
-                    stored[usage_attribute(name)] = False
         self.objects.add_key_objects(label, [stored])
         doc = {
             "schema": RECIPIENT_SCHEMA, "revision": 1, "recipient": package["recipient"],
@@ -253,6 +326,7 @@ class RecipientTokenStore:
             "key_check_value": package["key_check_value"], "state": package["state"],
             "mechanism": package["mechanism"], "transport_key_fingerprint": package["transport_key_fingerprint"],
             "installed_at": format_time(now), "updated_at": format_time(now),
+            "package_signed_at": package.get("signed_at"),
         }
         installed = InstalledVersion(dict(current.doc) if current else doc,
                                      list(current.metadata_objects) if current else [], [stored])
@@ -260,15 +334,21 @@ class RecipientTokenStore:
         self.versions[label] = installed
         return installed
 
-    def set_state(self, installed, state, now):
-        """Move an installed version to ``state`` (active/deactivated): usage attributes, then metadata."""
+    def set_state(self, installed, state, now, signed_at=None):
+        """Move an installed version to ``state`` (active/deactivated): usage attributes, then metadata.
+
+        ``signed_at``: when the HSM signed the package that asks for it (kept as ``package_signed_at``).
+        """
         usage = usage_for_state(installed.doc["usage"], state)
         label = version_label(installed.doc["name"], installed.doc["version"])
         with pkcs11_errors("C_SetAttributeValue for %s" % label, token_label=self.token_label):
             for obj in installed.key_objects:
                 for name in installed.doc["usage"]:
                     obj[usage_attribute(name)] = name in usage
-        self._write_metadata(installed, dict(installed.doc, state=state, updated_at=format_time(now)))
+        changes = {"state": state, "updated_at": format_time(now)}
+        if signed_at:
+            changes["package_signed_at"] = signed_at
+        self._write_metadata(installed, dict(installed.doc, **changes))
 
     def withdraw(self, installed, now):
         """Destroy the key objects of a version, check none is left, and leave a tombstone; return what was found."""

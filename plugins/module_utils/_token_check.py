@@ -24,7 +24,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import (
     find_token,
     load_library,
     pkcs11_errors,
-    read_pin_file,
+    read_so_pin,
 )
 
 # CK_TOKEN_INFO flags (PKCS#11 v2.40 section 5.3)
@@ -163,7 +163,7 @@ def _user(uid):
 def run_checks(settings, so_pin_file, storage_paths, extra_defaults, min_pin_length):
     """Every check; the user PIN is used to log in once (a read-only session), the SO PIN only compared."""
     user_pin = settings.read_pin()
-    so_pin = read_pin_file(so_pin_file, option="so_pin_file") if so_pin_file else None
+    so_pin = read_so_pin(so_pin_file=so_pin_file) if so_pin_file else None
     checks = check_pins(user_pin, so_pin, extra_defaults, min_pin_length)
     lib = load_library(settings.pkcs11_module)
     token = find_token(lib, settings.token_label)

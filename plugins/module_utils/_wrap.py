@@ -14,7 +14,9 @@ is configurable; MGF1 uses the same hash, and the label is empty.
 
 A *package* is what crosses from the HSM host to the recipient: public metadata
 (recipient, key name, version, id, check value, mechanism) and the wrapped blob in
-base64. It holds nothing usable without the recipient's transport private key.
+base64. It holds nothing usable without the recipient's transport private key. The
+HSM signs it (``signed_at``, ``signer_fingerprint``, ``signature``; ``_package_signing``)
+and the recipient checks that signature before it unwraps anything.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyViolation
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
+    PackageRejected,
+    PolicyViolation,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE, validate_name
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import USAGES
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
@@ -139,10 +146,18 @@ def usage_for_state(usage, state):
     return tuple(u for u in usage if u in DEACTIVATED_USAGES)
 
 
+def _is_utc_time(value):
+    try:
+        return isinstance(value, str) and datetime.fromisoformat(value).utcoffset() is not None
+    except ValueError:
+        return False
+
+
 def validate_package(package, index, recipient=None):
     """Check one package's fields (types and patterns), before anything touches the token.
 
-    Returns the package as a plain dict. Refuses a package addressed to another recipient.
+    Returns the package as a plain dict. Refuses (PackageRejected) a package addressed to another recipient or
+    one that carries no HSM signature; the signature itself is checked by ``_package_signing.verify_package``.
     """
     where = "packages[%d]" % index
     if not isinstance(package, dict):
@@ -174,10 +189,19 @@ def validate_package(package, index, recipient=None):
     field("mechanism", lambda v: v == mechanism_name(package.get("oaep_hash")), "it names the wrapping mechanism")
     field("wrapped", lambda v: v is None or (isinstance(v, str) and bool(_BASE64.match(v))),
           "base64 of the wrapped key, or null for a state change")
+    unsigned = [name for name in ("signed_at", "signer_fingerprint", "signature") if package.get(name) is None]
+    if unsigned:
+        raise PackageRejected(
+            "%s (%s:v%d) carries no %s: it is not signed by the HSM (made by an older key_distribute, in check "
+            "mode, or altered). Nothing was installed. Run key_distribute again and pass its packages unchanged."
+            % (where, package["name"], package["version"], ", ".join(unsigned)), option="packages")
+    field("signed_at", _is_utc_time, "the time the HSM signed the package (ISO 8601 with a UTC offset)")
+    field("signer_fingerprint", is_str(FINGERPRINT_RE), "sha256:<64 hex digits> of the HSM's package signer")
+    field("signature", is_str(_BASE64), "base64 of the HSM's DER ECDSA signature")
     if recipient is not None and package["recipient"] != recipient:
-        raise InvalidOption(
-            "%s is addressed to recipient %r, not to %r (this host's recipient). Pass each host only the packages "
-            "key_distribute made for it: distribution.recipients[<host>].packages."
+        raise PackageRejected(
+            "%s is addressed to recipient %r, not to %r (this host's recipient). Nothing was installed. Pass each "
+            "host only the packages key_distribute made for it: distribution.recipients[<host>].packages."
             % (where, package["recipient"], recipient),
             option="packages")
     return dict(package)

@@ -17,6 +17,19 @@ description:
     rotation, retention expiry; what needs attention (rotation overdue, retention expired but not destroyed,
     compromised versions, anomalies, audit problems); the last lifecycle events from the journal (who, when, which
     key, recipient, outcome); whether the audit chain verifies; and the SOC 2 / HIPAA control each step serves.
+  - Trusted distribution (docs/distribution.md). Findings under attention - every distributable version the token
+    would still wrap under any key (extractable and not generated with CKA_WRAP_WITH_TRUSTED, rotate the key to
+    migrate it); every trusted transport key not tied to an enrolled recipient; every wrap the journal records under
+    a key the Security Officer did not approve (C(key-distribute) with C(key.trusted_wrapping) false, policy
+    C(require_trusted_wrapping) off) with its warning. Also listed - the trusted transport keys in the HSM, the
+    package-signing key, the Security Officer's approvals and revocations (C(recipient-approve),
+    C(recipient-revoke) - who approved which recipient, host and fingerprint, when, under which change) and the
+    versions sealed at the migration (C(key-seal)), all from the whole journal, not only the last O(events).
+  - A trusted transport key is tied to an enrolled recipient when its label names a recipient that a version not
+    destroyed lists in its C(recipients) (read from the token by key_info, the list key_distribute plans against).
+    That list is used, not the journal's C(transport-key-enroll) records, because it is complete whatever the
+    journal holds (a journal started after the enrollment, a recipient enrolled from another controller); whether
+    the journal holds an enrollment with the key's fingerprint is shown beside each key.
   - The HTML page has no external resources (inline CSS and an SVG timeline of key versions), so it can be archived
     as evidence.
   - Both files are rendered from Jinja2 templates. The collection ships them in C(templates/compliance_report/) of
@@ -135,6 +148,20 @@ summary:
       elements: str
     anomalies:
       description: Number of anomalies key_info reported.
+      type: int
+    drift:
+      description: Number of drift findings key_info reported.
+      type: int
+    untrusted_versions:
+      description: Distributable versions that are extractable and not wrap-with-trusted (each a finding).
+      type: list
+      elements: str
+    unbound_trusted_keys:
+      description: Labels of the trusted transport keys not tied to an enrolled recipient (each a finding).
+      type: list
+      elements: str
+    untrusted_wraps:
+      description: Number of wraps under untrusted keys the journal records (each a finding).
       type: int
     audit_ok:
       description: Whether the audit chain verified.

@@ -12,8 +12,23 @@ version_added: 0.1.0
 description:
   - Runs where the HSM is. For each recipient in O(recipients), works out the versions it must hold (the active
     version and the deactivated versions still inside retention of every distributable AES key that lists the
-    recipient in its C(recipients)), wraps each with C_WrapKey (C(CKM_RSA_PKCS_OAEP)) under the recipient's enrolled
-    transport public key, and returns one package per version for M(secops.keylifecycle.key_install).
+    recipient in its C(recipients)), wraps each with C_WrapKey (C(CKM_RSA_PKCS_OAEP)) under the recipient's trusted
+    transport key, and returns one package per version for M(secops.keylifecycle.key_install).
+  - The trusted transport key is the one the Security Officer installed in the token for that recipient and host
+    (M(secops.keylifecycle.recipient_approve), CKA_TRUSTED true), found by the fingerprint of
+    O(recipients[].public_key_pem). The PEM only selects it; it is never imported or wrapped under. Distributable
+    keys carry CKA_WRAP_WITH_TRUSTED, so the token itself refuses to wrap them under any other key.
+  - A recipient with a version to wrap and no approved transport key is refused before anything is wrapped (in
+    check mode too), naming the recipient, its host and its fingerprint; ask the Security Officer to approve it.
+    After a revocation the recipient is refused again.
+  - With O(policy.require_trusted_wrapping=false) (development tokens only), such a recipient still receives the
+    versions made without CKA_WRAP_WITH_TRUSTED, wrapped under its transport key imported as a session object; each
+    wrap is journaled with C(key.trusted_wrapping=false) and a C(keylifecycle.warning), and the module warns.
+  - Versions sealed at the migration to trusted wrapping (see M(secops.keylifecycle.key_rotate)) are not extractable
+    any more; a recipient that does not hold them finds them in C(blocked).
+  - Every package is signed by the HSM's package-signing key (C(package-signing), EC P-256, generated in the token
+    on first use, never extractable); M(secops.keylifecycle.key_install) verifies it against the signer pinned at
+    enrollment before unwrapping. RV(package_signer) is the signer's public record.
   - A package holds the key only in wrapped form; without the recipient's transport private key, which never leaves
     the recipient's token, it is useless. The key is never in plaintext on the HSM host, in the result, in the audit
     record or in any file.
@@ -26,8 +41,9 @@ description:
     pinned O(recipients[].fingerprint).
   - One task wraps for every recipient and every key, in one session on the HSM.
   - Each wrapped version is journaled as a C(key-distribute) event (recipient, recipient host, key id, version,
-    check value, mechanism, transport key fingerprint). This module does not change the HSM, so it reports
-    C(changed=false).
+    check value, mechanism, transport key fingerprint, C(trusted_wrapping), C(trusted_key_label),
+    C(package_signer_fingerprint)). This module changes the HSM only when it generates the package-signing key
+    (C(changed=true) then, with its own C(key-generate) event); otherwise it reports C(changed=false).
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
@@ -40,8 +56,9 @@ attributes:
   check_mode:
     support: full
     details:
-      - Nothing is wrapped; the packages are returned without C(wrapped), and the diff shows what each recipient
-        would hold.
+      - Nothing is wrapped or signed; the packages are returned without C(wrapped) and without signature, and the
+        diff shows what each recipient would hold. Recipients without an approved transport key are refused as in a
+        real run.
   diff_mode:
     support: full
     details:
@@ -127,12 +144,17 @@ recipients:
     transport_key_fingerprint:
       description: Fingerprint of the transport key the packages were wrapped under.
       type: str
+    trusted_key_label:
+      description: Label of the trusted transport key in the HSM the packages were wrapped under; null when the
+        recipient has none (nothing to wrap, or O(policy.require_trusted_wrapping=false)).
+      type: str
     packages:
       description:
         - One package per version to install (C(action=install), with C(wrapped)) or whose state changed
           (C(action=update), C(wrapped) null). Fields are C(format), C(action), C(recipient), C(recipient_host),
           C(transport_key_fingerprint), C(name), C(version), C(id), C(label), C(type), C(size), C(usage), C(state),
-          C(retain_until), C(key_check_value), C(mechanism), C(oaep_hash), C(wrapped) (base64).
+          C(retain_until), C(key_check_value), C(mechanism), C(oaep_hash), C(wrapped) (base64), and, signed by the
+          HSM (not in check mode), C(signed_at), C(signer_fingerprint) and C(signature).
       type: list
       elements: dict
     withdrawn:
@@ -143,12 +165,26 @@ recipients:
       description: Versions the recipient already holds as it should.
       type: list
       elements: dict
+    blocked:
+      description:
+        - Versions it should hold but cannot receive (C(name), C(version), C(id), C(why)), withdrawn at the
+          recipient earlier, or sealed at the migration to trusted wrapping (not extractable).
+      type: list
+      elements: dict
   sample: [{name: billing-api, host: app1, transport_key_fingerprint: "sha256:9f...", withdrawn: [], unchanged: [],
             packages: [{format: 1, action: install, recipient: billing-api, name: payments-db, version: 2,
                         id: 0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f, state: active, key_check_value: 3f9a1c,
                         mechanism: "CKM_RSA_PKCS_OAEP:sha256", oaep_hash: sha256, wrapped: "kV0...="}]}]
+package_signer:
+  description:
+    - Public record of the HSM's package-signing key (C(name), C(key_id), C(version), C(fingerprint),
+      C(public_key_pem)), to pin at the recipients (M(secops.keylifecycle.recipient_enroll) option C(package_signer)).
+      Null in check mode when the token has none yet.
+  returned: always
+  type: dict
 audit_events:
-  description: One C(key-distribute) event per wrapped version.
+  description: One C(key-distribute) event per wrapped version (and a C(key-generate) event when the package-signing
+    key was generated).
   returned: always
   type: list
   elements: dict
@@ -175,6 +211,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_distribution import (
     apply_distribution,
+    approved_transport_keys,
     parse_recipients,
     plan_distribution,
 )
@@ -206,11 +243,14 @@ def main():
         parsed["recipients"] = parse_recipients(params["recipients"], policy)
 
     def work(store, policy, context):
-        plans = plan_distribution(store, parsed["recipients"], utc_now())
+        plans = plan_distribution(store, parsed["recipients"], utc_now(), approved_transport_keys(store),
+                                  policy.require_trusted_wrapping)
         result = apply_distribution(store, plans, params["oaep_hash"], context, module.check_mode)
-        return result, dict(recipients=result.recipients)
+        for warning in result.warnings:
+            module.warn(warning)
+        return result, dict(recipients=result.recipients, package_signer=result.package_signer)
 
-    run_lifecycle_module(module, work, validate=validate, empty_result={"recipients": []})
+    run_lifecycle_module(module, work, validate=validate, empty_result={"recipients": [], "package_signer": None})
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ options:
     description:
       - Whether the key may be distributed to recipients. Only then is the secret created with CKA_EXTRACTABLE
         true, and it can still only leave the token wrapped (it stays CKA_SENSITIVE).
+      - It is also created with CKA_WRAP_WITH_TRUSTED true, so the token wraps it only under a transport key the
+        Security Officer approved (M(secops.keylifecycle.recipient_approve)); the metadata records
+        C(wrap_with_trusted). A token without that attribute is refused while O(policy.require_trusted_wrapping)
+        is on; with it off (development tokens only) the key is generated without it.
+      - Generating a distributable key also generates the token's package-signing key (C(package-signing), EC
+        P-256, never extractable) if it has none, journaled as its own C(key-generate) event, so that recipients
+        can pin it at enrollment.
     type: bool
     default: false
   rotation_period:
@@ -341,7 +348,7 @@ def main():
         specs.extend(build_key_specs(requested_specs(module.params), policy))
 
     def work(store, policy, context):
-        result = apply_generation(store, plan_generation(store, specs), context, module.check_mode)
+        result = apply_generation(store, plan_generation(store, specs), context, module.check_mode, policy)
         return result, dict(key_versions=result.key_versions, generated=result.generated, plan=result.plan)
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"plan": []})

@@ -12,8 +12,15 @@ version_added: 0.1.0
 description:
   - Runs on the recipient host, against the recipient's own PKCS#11 token, with the packages
     M(secops.keylifecycle.key_distribute) made for this recipient. One task handles all of the recipient's keys.
-  - With O(state=present), every package is checked first (addressed to O(recipient), wrapped under this host's
-    transport key), unwrapped by the token (C_UnwrapKey, C(CKM_RSA_PKCS_OAEP)) into a session object, and its key
+  - With O(state=present), every package's signature is first verified with the HSM's package signer pinned in
+    this token by M(secops.keylifecycle.recipient_enroll) (option C(package_signer)); without a pinned signer
+    nothing is installed. A package that is unsigned, relabelled (name, version or id changed), whose usage or state
+    was altered, that is addressed to another recipient or transport key, or that was signed before the package
+    last applied to the same version (a replay) is refused and nothing is stored. The same package again changes
+    nothing.
+  - Each package is then checked (addressed to O(recipient), wrapped under this host's transport key), unwrapped
+    by the token with a template built only from its verified metadata (sensitive, not extractable, the usages of
+    its state) (C_UnwrapKey, C(CKM_RSA_PKCS_OAEP)) into a session object, and its key
     check value is recomputed by the token and compared with the HSM's. Only when every package passes are the keys
     stored on the token (sensitive, not extractable, labelled C(<name>:v<version>) with the HSM's CKA_ID). A package
     that does not unwrap or whose check value differs fails the task and nothing is stored.

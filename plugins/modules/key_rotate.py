@@ -31,6 +31,12 @@ description:
     trail, and runbooks already written as O(reason=compromise).
   - An interrupted rotation can leave two active versions; every run first repairs that (the newest stays active,
     older ones are deactivated) and audits the repair.
+  - Migration to trusted wrapping. The new version of a distributable key is generated with CKA_WRAP_WITH_TRUSTED
+    (see O(policy.require_trusted_wrapping)). Every older version of that key that is not destroyed, is still
+    extractable and is not wrap-with-trusted (made before trusted wrapping) is then sealed, CKA_EXTRACTABLE false
+    on the token, C(sealed_at) in its metadata, one C(key-seal) event each (reason C(migration to trusted
+    wrapping)). Recipients keep the copies they hold; a recipient enrolled after the migration receives only
+    wrap-with-trusted versions. Check mode lists them as C(seal_versions) in RV(plan) without changing them.
   - The whole batch runs in one PKCS#11 session with one enumeration of the token. This module does not destroy
     anything; see the retention and destruction workflow.
 author:
@@ -132,12 +138,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 rotated:
-  description: One entry per rotated key with the old and new version ids.
+  description:
+    - One entry per rotated key with the old and new version ids, and C(sealed_versions), the older versions made
+      non-extractable by the migration to trusted wrapping (empty when none).
   returned: success
   type: list
   elements: dict
   sample: [{name: payments-db, old_version: 1, old_id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f, old_state: deactivated,
-            retain_until: "2027-02-26T23:00:00+00:00", new_version: 2, new_id: 0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f}]
+            retain_until: "2027-02-26T23:00:00+00:00", new_version: 2, new_id: 0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f,
+            sealed_versions: []}]
 compromised:
   description:
     - One entry per version marked compromised by this call (the old version of a compromise rotation, and each
@@ -151,7 +160,8 @@ compromised:
 plan:
   description:
     - Per key, V(rotate), V(repair), V(retire), V(compromise) (versions marked compromised, no new version) or
-      V(none), whether it was due, and the versions involved (C(compromise_versions) for versions marked).
+      V(none), whether it was due, and the versions involved (C(compromise_versions) for versions marked,
+      C(seal_versions) for versions the rotation seals).
   returned: always
   type: list
   elements: dict

@@ -19,6 +19,10 @@ description:
     missing.
   - Pin C(transport_key.fingerprint) in the inventory after the first enrollment and pass it to
     M(secops.keylifecycle.key_distribute) as O(secops.keylifecycle.key_distribute#module:recipients[].fingerprint).
+  - With O(package_signer), also pins the HSM's package-signing public key in the recipient's token (a public key
+    object labelled C(keylifecycle-package-signer) that may only verify and cannot be modified).
+    M(secops.keylifecycle.key_install) installs only packages whose signature verifies with it. A different signer
+    already pinned is refused; the module never replaces a pinned signer.
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
@@ -31,7 +35,8 @@ attributes:
   check_mode:
     support: full
     details:
-      - Nothing is generated; RV(plan) says whether a transport key would be.
+      - Nothing is generated or pinned; RV(plan) says whether a transport key would be generated and the package
+        signer pinned.
   diff_mode:
     support: none
   idempotent:
@@ -53,6 +58,26 @@ options:
         package. RV(transport_key.exportable) says which it is.
     type: bool
     default: false
+  package_signer:
+    description:
+      - The HSM's package-signing public key, to pin in the recipient's token, as
+        RV(secops.keylifecycle.key_info#module:package_signer) of M(secops.keylifecycle.key_info) on the HSM host
+        gives it.
+      - Pinned once. Giving the same key again changes nothing; giving another key while one is pinned is refused
+        (the HSM's signer changed; confirm the new fingerprint with the Security Officer, remove the pinned object,
+        then enroll again).
+      - Omitted, nothing is pinned and RV(package_signer) reports what is pinned already.
+    type: dict
+    suboptions:
+      public_key_pem:
+        description: The signer's PEM public key (EC P-256).
+        type: str
+        required: true
+      fingerprint:
+        description:
+          - Pin. C(sha256:<hex>) of the signer's DER SubjectPublicKeyInfo, as the Security Officer confirmed it.
+            Refused when O(package_signer.public_key_pem) has another fingerprint.
+        type: str
 seealso:
   - module: secops.keylifecycle.key_distribute
   - module: secops.keylifecycle.key_install
@@ -64,6 +89,16 @@ EXAMPLES = r"""
     pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
     token_label: billing-api
     user_pin_file: /etc/keylifecycle/billing-api.pin
+  register: enrollment
+
+- name: Enroll this host and pin the HSM's package signer (key_info's package_signer, run on the HSM host)
+  secops.keylifecycle.recipient_enroll:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: billing-api
+    user_pin_file: /etc/keylifecycle/billing-api.pin
+    package_signer:
+      public_key_pem: "{{ hostvars['hsm1'].key_lifecycle_hsm_info.package_signer.public_key_pem }}"
+      fingerprint: sha256:3f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f
   register: enrollment
 """
 
@@ -94,6 +129,25 @@ transport_key:
     exportable:
       description: Whether the private half could leave the token (only with O(accept_exportable_transport_key)).
       type: bool
+package_signer:
+  description:
+    - The HSM's package signer pinned in this token (no private material), or null when none is pinned (also in
+      check mode before the first pin).
+  returned: success
+  type: dict
+  contains:
+    label:
+      description: CKA_LABEL of the pinned public key object (C(keylifecycle-package-signer)).
+      type: str
+    id:
+      description: Its CKA_ID in hex.
+      type: str
+    curve:
+      description: Its curve (V(P-256)).
+      type: str
+    fingerprint:
+      description: C(sha256:<hex>) of the signer's DER SubjectPublicKeyInfo.
+      type: str
 installed:
   description:
     - Key versions on this token (C(name), C(version), C(id), C(key_check_value), C(state), C(recipient),
@@ -103,12 +157,14 @@ installed:
   type: list
   elements: dict
 plan:
-  description: V(generate) or V(none) for the transport key.
+  description: V(generate) or V(none) for the transport key; V(pin) or V(none) for the package signer.
   returned: always
   type: list
   elements: dict
 audit_events:
-  description: A C(transport-key-enroll) event when a transport key was generated.
+  description:
+    - A C(transport-key-enroll) event when a transport key was generated, a C(package-signer-pin) event when the
+      package signer was pinned.
   returned: always
   type: list
   elements: dict
@@ -129,7 +185,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     POLICY_ARGSPEC,
     hsm_module_kwargs,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import enroll
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import enroll, pin_package_signer
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
@@ -141,6 +197,10 @@ ARGUMENT_SPEC = dict(
     transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
     key_size={"type": "int", "default": MIN_TRANSPORT_RSA_BITS},
     accept_exportable_transport_key={"type": "bool", "default": False},
+    package_signer={"type": "dict", "options": {
+        "public_key_pem": {"type": "str", "required": True, "no_log": False},
+        "fingerprint": {"type": "str"},
+    }},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -156,7 +216,9 @@ def main():
     def work(store, policy, context):
         result, transport = enroll(store, params["key_size"], policy.min_rsa_bits, context, module.check_mode,
                                    params["accept_exportable_transport_key"])
-        return result, dict(transport_key=transport, plan=result.plan, installed=store.inventory())
+        signer = pin_package_signer(store, params["package_signer"], context, module.check_mode, result)
+        return result, dict(transport_key=transport, package_signer=signer, plan=result.plan,
+                            installed=store.inventory())
 
     run_lifecycle_module(module, work, empty_result={"plan": [], "installed": []}, open_store=open_store,
                          anchor=False)

@@ -13,8 +13,8 @@ description:
   - Read-only checks, run where the token is, that a key-management token is protected as the procedure requires.
   - The user PIN is not a well-known default (vendor defaults, C(1234), C(12345678), C(password), ...) and has at
     least O(min_pin_length) characters.
-  - The SO PIN (O(so_pin_file), compared in memory only; this collection never logs in as the Security Officer)
-    differs from the user PIN and is not a default either.
+  - The SO PIN (O(so_pin_file), compared in memory only; this module never logs in as the Security Officer, only
+    M(secops.keylifecycle.recipient_approve) does) differs from the user PIN and is not a default either.
   - The token's own flags (C_GetTokenInfo) say it is initialised, its user PIN is set and does not have to be
     changed, login is required, no PIN is locked, and it is not write-protected; failed user logins
     (CKF_USER_PIN_COUNT_LOW) are reported as a warning.
@@ -37,7 +37,8 @@ options:
   so_pin_file:
     description:
       - File (mode 0600) holding the SO PIN, only to compare it with the user PIN. Without it that check is a
-        warning saying it was not made.
+        warning saying it was not made. Read with the same rules as
+        O(secops.keylifecycle.recipient_approve#module:so_pin_file).
     type: path
   storage_paths:
     description: Paths that must be owned by the module's user and closed to group and others (checked recursively).

@@ -127,7 +127,8 @@ class LifecycleActionBase(ActionBase):
     TRANSFERS_FILES = False
     #: event.action of the records this module produces (set by each action plugin)
     AUDIT_ACTION = ""
-    #: the policy.authorization action this module performs (see authorization_action)
+    #: the policy.authorization action this module performs (see authorization_action); empty for a module whose own
+    #: credential is the control (recipient_approve: the SO PIN), which policy.authorization does not restrict
     AUTHORIZATION_ACTION = ""
     #: True for modules that run on a recipient host against that host's own token
     TOKEN_IS_PER_HOST = False
@@ -161,6 +162,8 @@ class LifecycleActionBase(ActionBase):
                     % (OPERATOR_OVERRIDE_VARIABLE, context["operator"], context["resolved_operator"],
                        context["resolved_operator_source"], OPERATOR_OVERRIDE_VARIABLE))
         action = self.authorization_action(module_args)
+        if not action:  # no policy.authorization action: the module's own credential decides
+            return None
         resolved = context.get("resolved_operator")
         if resolved and not policy.allows(action, resolved):
             return "not_authorized", (

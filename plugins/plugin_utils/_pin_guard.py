@@ -6,7 +6,7 @@
 
 PRIVATE: not part of the public interface.
 
-1. ``user_pin`` travels in the module's arguments. Without pipelining, Ansible writes the
+1. ``user_pin`` (or the Security Officer's ``so_pin``) travels in the module's arguments. Without pipelining, Ansible writes the
    module and its arguments to a temporary file on the host (``AnsiballZ_<module>.py``,
    under ``remote_tmp``), so the PIN would sit in a file for the task's duration, or for
    good with ``ANSIBLE_KEEP_REMOTE_FILES``. With pipelining the module is fed through
@@ -14,8 +14,8 @@ PRIVATE: not part of the public interface.
 2. A variable named in the task's ``environment:`` is put on the remote command line
    (``/bin/sh -c 'PKCS11_USER_PIN=... python ...'``), where ``ps`` shows it to every user.
 
-A PIN file (``user_pin_file``, mode 0600) or a PKCS11_USER_PIN set in the host's own
-environment (for a local connection, the controller's) has neither problem.
+A PIN file (``user_pin_file``/``so_pin_file``, mode 0600) or a PKCS11_USER_PIN/PKCS11_SO_PIN set in
+the host's own environment (for a local connection, the controller's) has neither problem.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-PIN_ENVIRONMENT_VARIABLES = ("PKCS11_USER_PIN",)
+PIN_ENVIRONMENT_VARIABLES = ("PKCS11_USER_PIN", "PKCS11_SO_PIN")
+#: PIN options and the file option to use instead
+PIN_OPTIONS = (("user_pin", "user_pin_file"), ("so_pin", "so_pin_file"))
 
 
 def _environment_names(environment):
@@ -46,13 +48,15 @@ def check_pin_exposure(action):
     if exposed:
         raise AnsibleActionFail(
             "%s is set through the task's environment:, which puts it on the host's command line, where any user can "
-            "read it with ps. Use user_pin_file (a 0600 file), user_pin from Ansible Vault with pipelining, or set "
-            "%s in the host's own environment. Nothing was run." % (", ".join(exposed), exposed[0]))
-    if args.get("user_pin") not in (None, "") and not action._is_pipelining_enabled("new"):
-        raise AnsibleActionFail(
-            "user_pin is given but pipelining is off for this host, so Ansible would write the PIN into the module's "
-            "temporary file on the host. Enable pipelining (ANSIBLE_PIPELINING=True, or ansible_pipelining: true for "
-            "the HSM hosts; not with ANSIBLE_KEEP_REMOTE_FILES), or use user_pin_file. Nothing was run.")
+            "read it with ps. Use a PIN file (user_pin_file, so_pin_file: mode 0600), the PIN from Ansible Vault with "
+            "pipelining, or set %s in the host's own environment. Nothing was run." % (", ".join(exposed), exposed[0]))
+    for option, file_option in PIN_OPTIONS:
+        if args.get(option) not in (None, "") and not action._is_pipelining_enabled("new"):
+            raise AnsibleActionFail(
+                "%s is given but pipelining is off for this host, so Ansible would write the PIN into the module's "
+                "temporary file on the host. Enable pipelining (ANSIBLE_PIPELINING=True, or ansible_pipelining: true "
+                "for the HSM hosts; not with ANSIBLE_KEEP_REMOTE_FILES), or use %s. Nothing was run."
+                % (option, file_option))
 
 
 class PinGuardedAction(ActionBase):

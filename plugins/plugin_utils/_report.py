@@ -34,15 +34,18 @@ CONTROLS = [
     ("Generate in the HSM, strength by policy", "key_generate", "SOC 2 CC6.1", "HIPAA 164.312(a)(2)(iv)"),
     ("Rotate at least annually; old version decrypt-only, retained", "key_rotate", "SOC 2 CC6.1",
      "HIPAA 164.312(a)(2)(iv), 164.312(e)(2)(ii)"),
-    ("Distribute wrapped only, to enrolled recipients", "key_distribute, key_install", "SOC 2 CC6.1",
-     "HIPAA 164.312(e)(2)(ii)"),
+    ("Distribute wrapped only, under transport keys the Security Officer approved in the HSM; packages signed by "
+     "the HSM", "recipient_approve, key_distribute, key_install", "SOC 2 CC6.1", "HIPAA 164.312(e)(2)(ii)"),
     ("Destroy after retention, verified gone, dual control in prod", "key_destroy", "SOC 2 CC6.1, CC6.8",
      "HIPAA 164.312(a)(2)(iv)"),
     ("Authorize per action; name the operator", "policy.authorization", "SOC 2 CC6.1", "HIPAA 164.312(a)(2)(iv)"),
     ("Tamper-evident audit trail, HSM-anchored", "journal, audit_verify", "SOC 2 CC6.8", "HIPAA 164.312(b)"),
 ]
 LIFECYCLE_ACTIONS = ("key-generate", "key-rotate", "key-destroy", "key-distribute", "key-install", "key-withdraw",
-                     "key-update", "transport-key-enroll")
+                     "key-update", "transport-key-enroll", "recipient-approve", "recipient-revoke", "key-seal",
+                     "package-signer-pin")
+# The Security Officer's approvals and revocations of recipients' transport keys (docs/distribution.md).
+OFFICER_ACTIONS = ("recipient-approve", "recipient-revoke")
 
 # The templates shipped with the collection: <collection>/templates/compliance_report/.
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -59,7 +62,10 @@ _KEY_FIELDS = ("active_version", "next_rotation_due", "rotation_overdue")
 # key_info's drift findings (docs/monitoring.md)
 _DRIFT_FIELDS = ("label", "id", "kind", "attribute", "expected", "actual", "object_class", "state", "detail")
 _VERSION_FIELDS = ("curve", "size", "key_check_value", "public_key_fingerprint", "age_seconds", "retain_until",
-                   "retention_expired", "transitions")
+                   "retention_expired", "transitions", "distributable", "recipients", "wrap_with_trusted",
+                   "extractable")
+# key_info's trusted transport keys (approved by the Security Officer)
+_TRUSTED_KEY_FIELDS = ("label", "recipient", "host", "fingerprint", "key_id")
 
 
 class ReportTemplateError(Exception):
@@ -92,7 +98,8 @@ def last_events(journal_lines, count):
                 "time": event.get("@timestamp"), "seq": record.get("seq"), "action": action,
                 "outcome": event["event"].get("outcome"), "operator": event.get("user", {}).get("name"),
                 "source": event.get("labels", {}).get("operator_source"), "host": event.get("host", {}).get("name"),
-                "key": key.get("label") or ", ".join(event.get("keylifecycle", {}).get("requested_keys") or []),
+                "key": key.get("label") or key.get("trusted_key_label")
+                or ", ".join(event.get("keylifecycle", {}).get("requested_keys") or []),
                 "id": key.get("id"), "recipient": key.get("recipient"),
                 "error": (event.get("error") or {}).get("type"),
                 "approved_by": event.get("keylifecycle", {}).get("approved_by"),
@@ -100,15 +107,108 @@ def last_events(journal_lines, count):
     return list(reversed(events[-count:]))
 
 
+def _changes(journal_lines, actions):
+    """(record, event) of every successful change record of ``actions``, oldest first."""
+    for line in journal_lines:
+        try:
+            record = json.loads(line)
+            event = record["event"]
+            action = event["event"]["action"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if (action in actions and event.get("keylifecycle", {}).get("phase") == "change"
+                and event["event"].get("outcome", "success") == "success"):
+            yield record, event
+
+
+def _who(event):
+    return event.get("user", {}).get("name")
+
+
+def distribution_records(journal_lines):
+    """What the journal says about trusted distribution, oldest first (docs/report.md):
+
+    - ``officer``: every recipient-approve / recipient-revoke change: when, which recipient, host, fingerprint and
+      trusted key, the approving officer (``keylifecycle.approved_by``, else the operator who ran it), the change.
+    - ``seals``: every key-seal change (a version made non-extractable at the migration to trusted wrapping).
+    - ``untrusted_wraps``: every key-distribute change with ``key.trusted_wrapping`` false (the token wrapped under
+      a key the Security Officer did not approve: policy require_trusted_wrapping off), with its warning.
+    - ``enrolled_fingerprints``: the transport key fingerprints of the transport-key-enroll changes.
+    """
+    officer, seals, untrusted, enrolled = [], [], [], set()
+    for record, event in _changes(journal_lines, OFFICER_ACTIONS + ("key-seal", "key-distribute",
+                                                                    "transport-key-enroll")):
+        action, key, lifecycle = event["event"]["action"], event.get("key") or {}, event.get("keylifecycle") or {}
+        common = {"time": event.get("@timestamp"), "seq": record.get("seq"), "operator": _who(event),
+                  "change_ref": lifecycle.get("change_ref")}
+        if action in OFFICER_ACTIONS:
+            officer.append(dict(common, action=action, recipient=key.get("recipient"),
+                                host=key.get("recipient_host"),
+                                fingerprint=key.get("transport_key_fingerprint") or key.get("public_key_fingerprint"),
+                                label=key.get("trusted_key_label") or key.get("label"),
+                                officer=lifecycle.get("approved_by") or _who(event)))
+        elif action == "key-seal":
+            seals.append(dict(common, label=key.get("label"), id=key.get("id"),
+                              reason=event["event"].get("reason")))
+        elif action == "key-distribute" and key.get("trusted_wrapping") is False:
+            untrusted.append(dict(common, label=key.get("label"), id=key.get("id"), recipient=key.get("recipient"),
+                                  host=key.get("recipient_host"),
+                                  fingerprint=key.get("transport_key_fingerprint"),
+                                  warning=lifecycle.get("warning")))
+        elif action == "transport-key-enroll" and key.get("public_key_fingerprint"):
+            enrolled.add(key["public_key_fingerprint"])
+    return {"officer": officer, "seals": seals, "untrusted_wraps": untrusted,
+            "enrolled_fingerprints": sorted(enrolled)}
+
+
+def untrusted_versions(versions):
+    """Labels of the versions the token would still wrap under any key: distributable, extractable now (as key_info
+    read CKA_EXTRACTABLE) and not generated with CKA_WRAP_WITH_TRUSTED. Rotation migrates them (docs/distribution.md).
+    """
+    rows = []
+    for v in versions:
+        extractable = v.get("extractable")
+        if extractable is None:  # key_info from before trusted wrapping: its evidence holds CKA_EXTRACTABLE
+            extractable = (v.get("evidence") or {}).get("extractable")
+        if v.get("distributable") and extractable and not v.get("wrap_with_trusted") and v["state"] != "destroyed":
+            rows.append(v["label"])
+    return rows
+
+
+def trusted_keys(key_info, versions, enrolled_fingerprints=()):
+    """key_info's trusted transport keys, each with ``enrolled`` and ``enroll_recorded``.
+
+    ``enrolled``: the key names a recipient (its label, as recipient_approve writes it) that some version not yet
+    destroyed lists among its recipients. That list is read from the token by key_info, the same list
+    key_distribute plans against, so it is complete whatever the journal holds (a journal started after the
+    enrollment, or recipients enrolled from another controller). A trusted key whose recipient no key lists any
+    more, or whose label is not the collection's, is a finding: the Security Officer revokes it.
+    ``enroll_recorded``: a transport-key-enroll record of this journal carries the key's fingerprint (shown for
+    reference, not a finding: the journal may not hold every enrollment).
+    """
+    named = {r for v in versions if v["state"] != "destroyed" for r in v.get("recipients") or ()}
+    enrolled_fingerprints = set(enrolled_fingerprints)
+    return [dict(_complete(k, _TRUSTED_KEY_FIELDS), enrolled=bool(k.get("recipient") and k["recipient"] in named),
+                 enroll_recorded=k.get("fingerprint") in enrolled_fingerprints)
+            for k in key_info.get("trusted_transport_keys") or []]
+
+
 def _complete(record, fields):
     return dict({name: None for name in fields}, **record)
 
 
-def _attention(overdue, expired, compromised, anomalies, problems, drift=()):
+def _attention(overdue, expired, compromised, anomalies, problems, drift=(), untrusted=(), unbound=(),
+               untrusted_wraps=()):
     """What needs attention, in the order the report lists it; the templates word each kind."""
     return ([{"kind": "rotation_overdue", "subject": k} for k in overdue] +
             [{"kind": "retention_expired", "subject": v} for v in expired] +
             [{"kind": "compromised", "subject": v} for v in compromised] +
+            [{"kind": "untrusted_version", "subject": v} for v in untrusted] +
+            [{"kind": "unbound_trusted_key", "subject": "%s (%s)" % (k["label"], k["fingerprint"])
+              if k["recipient"] is None else k["label"]} for k in unbound] +
+            [{"kind": "untrusted_wrap", "subject": "%s to %s at %s%s" % (
+                w["label"], w["recipient"], w["time"], ": %s" % w["warning"] if w["warning"] else "")}
+             for w in untrusted_wraps] +
             [{"kind": "anomaly", "subject": "%s: %s" % (a["label"], a["problem"])} for a in anomalies] +
             [{"kind": "drift", "subject": d["detail"] or "%s: %s" % (d["label"], d["kind"])} for d in drift] +
             [{"kind": "audit_problem", "subject": p} for p in problems])
@@ -167,9 +267,13 @@ def timeline(versions, now):
             "end": last.isoformat(timespec="seconds")}
 
 
-def build_model(environment, key_info, audit, events, now=None):
-    """The report's data model: everything the templates show, nothing about how (docs/report.md)."""
+def build_model(environment, key_info, audit, events, now=None, distribution=None):
+    """The report's data model: everything the templates show, nothing about how (docs/report.md).
+
+    ``distribution``: ``distribution_records`` of the journal (None: no journal records about distribution).
+    """
     now = now or datetime.now(timezone.utc)
+    distribution = distribution or distribution_records(())
     versions = [_complete(v, _VERSION_FIELDS) for v in key_info.get("key_versions") or []]
     keys = [_complete(k, _KEY_FIELDS) for k in key_info.get("logical_keys") or []]
     overdue = [k["name"] for k in keys if k.get("rotation_overdue")]
@@ -180,6 +284,10 @@ def build_model(environment, key_info, audit, events, now=None):
     drift = [_complete(d, _DRIFT_FIELDS) for d in key_info.get("drift") or []]
     audit = audit or {}
     problems = audit.get("problems") or []
+    untrusted = untrusted_versions(versions)
+    trusted = trusted_keys(key_info, versions, distribution["enrolled_fingerprints"])
+    unbound = [k for k in trusted if not k["enrolled"]]
+    untrusted_wraps = distribution["untrusted_wraps"]
     return {
         "environment": environment,
         "generated_at": now.isoformat(timespec="seconds"),
@@ -191,7 +299,15 @@ def build_model(environment, key_info, audit, events, now=None):
         "compromised_versions": compromised_versions(versions),
         "anomalies": anomalies,
         "drift": drift,
-        "attention": _attention(overdue, expired, compromised, anomalies, problems, drift=drift),
+        "attention": _attention(overdue, expired, compromised, anomalies, problems, drift=drift, untrusted=untrusted,
+                                unbound=unbound, untrusted_wraps=untrusted_wraps),
+        "untrusted_versions": untrusted,
+        "trusted_keys": trusted,
+        "unbound_trusted_keys": [k["label"] for k in unbound],
+        "package_signer": key_info.get("package_signer"),
+        "untrusted_wraps": untrusted_wraps,
+        "officer_actions": distribution["officer"],
+        "seals": distribution["seals"],
         "audit": {"ok": bool(audit.get("ok")), "records": audit.get("records"),
                   "checkpoints": audit.get("checkpoints_verified"), "problems": problems,
                   "journal": audit.get("journal"), "head": audit.get("head")},
@@ -205,7 +321,8 @@ def summary(model):
     return {"keys": len(model["keys"]), "versions": len(model["versions"]),
             "rotation_overdue": model["overdue"], "retention_expired": model["retention_expired"],
             "compromised": model["compromised"], "anomalies": len(model["anomalies"]), "drift": len(model["drift"]),
-            "audit_ok": model["audit"]["ok"]}
+            "untrusted_versions": model["untrusted_versions"], "unbound_trusted_keys": model["unbound_trusted_keys"],
+            "untrusted_wraps": len(model["untrusted_wraps"]), "audit_ok": model["audit"]["ok"]}
 
 
 def default_template(option):

@@ -33,7 +33,8 @@ def _run(settings, names, versions=None, check_mode=False, policy=None, compromi
 
 
 def _states(token):
-    return {label: value["state"] for label, value in token.metadata().items() if not label.startswith("audit-")}
+    return {label: value["state"] for label, value in token.metadata().items()
+            if not label.startswith(("audit-", "package-signing:"))}
 
 
 def _secret(token, label):

@@ -72,13 +72,13 @@ def test_kcv_matches_reference_vector_computation(settings, hsm_token):
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_templates import aes_check_value
 
     known = bytes(range(32))
     with _open(settings) as session:
         key = session.create_object({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
                                      Attribute.VALUE: known, Attribute.ENCRYPT: True, Attribute.TOKEN: False})
-        kcv = TokenKeyStore._aes_check_value(key, keep_encrypt=True)
+        kcv = aes_check_value(key, keep_encrypt=True)
         assert bytes(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))[:3].hex() == kcv
     encryptor = Cipher(algorithms.AES(known), modes.ECB()).encryptor()
     assert kcv == (encryptor.update(bytes(16)) + encryptor.finalize())[:3].hex()

@@ -95,9 +95,16 @@ def distributed(capsys, hsm_token, unit_token_root):
     generated = run_main(capsys, "key_generate", connection(hsm_token, name="k", distributable=True,
                                                             recipients=["svc"]))
     assert generated["changed"] is True, generated
-    enrolled = run_main(capsys, "recipient_enroll", connection(recipient))
+    signer = run_main(capsys, "key_info", connection(hsm_token))["package_signer"]
+    assert signer is not None  # generated in the HSM with the first distributable key
+    enrolled = run_main(capsys, "recipient_enroll", connection(recipient, package_signer={
+        "public_key_pem": signer["public_key_pem"], "fingerprint": signer["fingerprint"]}))
     assert enrolled["changed"] is True, enrolled
     recipients = [{"name": "svc", "public_key_pem": enrolled["transport_key"]["public_key_pem"]}]
+    # the Security Officer approves the recipient's transport key in the HSM (SO PIN)
+    approved = run_main(capsys, "recipient_approve", connection(hsm_token, recipients=recipients,
+                                                                so_pin_file=str(hsm_token.so_pin_file)))
+    assert approved["changed"] is True, approved
     return recipient, recipients
 
 

@@ -132,6 +132,9 @@ class DistributionSetup:
             "hsm_user_pin_file": str(token.pin_file), "hsm_environment": token.env,
             "key_distribution_oaep_hash": oaep_hash,
             "ansible_remote_tmp": str(runner.tmp_path / "hsm-remote-tmp"),
+            # the officer's credential: distribute.yml then approves the enrolled recipients (approve_recipients.yml)
+            "keylifecycle_officer": "test-officer",
+            "keylifecycle_officer_so_pin_file": str(token.so_pin_file),
         }
         recipient_hosts = {
             host.alias: dict(host.inventory_vars(recipients.client_key, self.RECIPIENT_NAMES[host.alias]),
@@ -145,6 +148,16 @@ class DistributionSetup:
         """Change one recipient host's variable in the inventory."""
         inventory = yaml.safe_load(self.inventory.read_text())
         inventory["all"]["children"]["key_recipients"]["hosts"][alias][name] = value
+        self.inventory.write_text(yaml.safe_dump(inventory))
+
+    def set_hsm_var(self, name, value):
+        """Change (or, with None, remove) one variable of the HSM host, e.g. the officer's SO PIN file."""
+        inventory = yaml.safe_load(self.inventory.read_text())
+        hsm = inventory["all"]["children"]["hsm"]["hosts"]["test-hsm"]
+        if value is None:
+            hsm.pop(name, None)
+        else:
+            hsm[name] = value
         self.inventory.write_text(yaml.safe_dump(inventory))
 
     def env(self, extra=None):

@@ -90,8 +90,14 @@ def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgre
         {"name": "update a",
          "secops.keylifecycle.key_generate": dict(connection, name="a", retention_period="2d", **shared)},
         {"name": "rotate a", "secops.keylifecycle.key_rotate": dict(connection, name=["a"], force=True)},
+        {"name": "read the HSM's package signer", "register": "hsm_info",
+         "secops.keylifecycle.key_info": dict(connection, name=[])},
         dict(at_recipient, name="enroll the recipient", register="enrollment",
-             **{"secops.keylifecycle.recipient_enroll": recipient.connection()}),
+             **{"secops.keylifecycle.recipient_enroll": dict(recipient.connection(), package_signer={
+                 "public_key_pem": "{{ hsm_info.package_signer.public_key_pem }}"})}),
+        {"name": "the Security Officer approves it", "secops.keylifecycle.recipient_approve": dict(
+            connection, so_pin_file=str(token.so_pin_file), recipients=[
+                {"name": "svc", "public_key_pem": "{{ enrollment.transport_key.public_key_pem }}"}])},
         {"name": "distribute", "register": "distribution", "secops.keylifecycle.key_distribute": dict(
             connection, oaep_hash="sha1", recipients=[
                 {"name": "svc", "public_key_pem": "{{ enrollment.transport_key.public_key_pem }}"}])},
@@ -111,8 +117,9 @@ def test_every_record_reaches_both_stores_once(shipping, token, rsyslog, postgre
     shipped = assert_shipped_once(shipping, rsyslog, postgres)
     actions = {r["event"]["event"]["action"] for r in shipping.journal_records()}
     assert actions == {"key-generate", "key-update", "key-rotate", "key-destroy", "audit-checkpoint",
-                       "transport-key-enroll", "key-distribute", "key-install"}
-    assert len(shipped) == len(shipping.journal_records()) >= 30  # 8 tasks: intents, changes, checkpoints, outcomes
+                       "transport-key-enroll", "package-signer-pin", "recipient-approve", "key-distribute",
+                       "key-install"}
+    assert len(shipped) == len(shipping.journal_records()) >= 30  # 9 tasks: intents, changes, checkpoints, outcomes
     assert {r["event"]["key"]["label"] for r in shipping.journal_records()
             if r["event"]["event"]["action"] == "key-install" and r["event"]["keylifecycle"]["phase"] == "change"} \
         >= {"a:v2"}

@@ -58,6 +58,14 @@ def recipient_gcm(host, operation, key_label, nonce, data):
     return proc.returncode == 0, proc.stdout.strip()
 
 
+def approve(runner, token, *recipients, state="present"):
+    """The Security Officer's step (SO PIN file): the recipients' transport keys become trusted keys in the HSM."""
+    result = runner.task("recipient_approve", {"recipients": list(recipients), "state": state,
+                                               "so_pin_file": str(token.so_pin_file)})
+    assert not result.task.get("failed"), result.output
+    return result
+
+
 def events(runner, action):
     return [r["event"] for r in runner.journal_records() if r["event"]["event"]["action"] == action
             and r["event"]["keylifecycle"]["phase"] == "change"]
@@ -95,6 +103,8 @@ def test_distribute_rotate_destroy_reaches_every_recipient(runner, token, distri
     assert sorted((e["key"]["recipient"], e["key"]["label"]) for e in distributed) == [
         ("billing", "billing-only:v1"), ("billing", "shared:v1"), ("reports", "shared:v1")]
     for event in distributed:
+        assert event["key"]["trusted_wrapping"] is True
+        assert event["key"]["trusted_key_label"].startswith("trusted-transport:%s@" % event["key"]["recipient"])
         assert event["key"]["mechanism"] == "CKM_RSA_PKCS_OAEP:sha1"
         assert event["key"]["check_value"] == hsm_kcv(token, event["key"]["label"])
         assert event["key"]["recipient_host"] in ("r1", "r2")
@@ -255,6 +265,16 @@ def test_packages_unwrap_outside_the_hsm_and_no_key_bytes_leak(runner, token, di
     hits = [(name, form[:12]) for name, data in haystacks for secret in secrets_seen for form in encodings(secret)
             if form in data]
     assert hits == []
+    # nor any PIN: the HSM's user and SO PINs (the officer's approval ran in this play), the recipients' PINs;
+    # only the 0600 PIN files themselves hold them
+    tokens = [token] + [host.token for host in distribution.hosts.values()]
+    pin_files = {str(path) for t in tokens for path in (t.pin_file, t.so_pin_file)}
+    assert "Install each recipient's transport public key in the HSM as CKA_TRUSTED" in run.stdout
+    assert {str(token.pin_file), str(token.so_pin_file)} <= set(names)  # the search reached where PINs are
+    pins = [pin.encode() for t in tokens for pin in (t.user_pin, t.so_pin)]
+    pin_hits = [(name, pin[:3]) for name, data in haystacks if name not in pin_files and not name.endswith(".pin")
+                for pin in pins if pin in data]
+    assert pin_hits == []
 
 
 def flip_a_byte(wrapped):
@@ -264,7 +284,7 @@ def flip_a_byte(wrapped):
 
 
 def test_bad_input_is_refused_and_changes_nothing(runner, token, distribution, tmp_path):
-    r1, r2 = distribution.hosts["r1"], distribution.hosts["r2"]
+    r2 = distribution.hosts["r2"]
     assert runner.task("key_generate", {"keys": KEYS}).task["changed"]
 
     # weak transport key at a recipient: enrollment refuses it, and so does key_distribute
@@ -302,10 +322,19 @@ def test_bad_input_is_refused_and_changes_nothing(runner, token, distribution, t
         assert result.task["recipients"] == []
     assert events(runner, "key-distribute") == []
 
+    # not approved by the Security Officer: refused before any wrap
+    unapproved = distribute({"name": "billing", "host": "r1", "public_key_pem": r1_pem})
+    assert unapproved.task["failed"] and "Ask the Security Officer" in unapproved.task["msg"], unapproved.task
+    assert unapproved.task["recipients"] == [] and events(runner, "key-distribute") == []
+    approve(runner, token, {"name": "billing", "host": "r1", "public_key_pem": r1_pem})
     good = distribute({"name": "billing", "host": "r1", "public_key_pem": r1_pem})
     assert not good.task.get("failed"), good.output
     packages = good.task["recipients"][0]["packages"]
     assert len(packages) == 2
+    # r1 pins the HSM's package signer (key_install verifies every package with it); r2 cannot enroll (weak key)
+    pinned = distribution.recipient_task("r1", "recipient_enroll", {"package_signer": {
+        "public_key_pem": good.task["package_signer"]["public_key_pem"]}})
+    assert not pinned.task.get("failed"), pinned.output
 
     def install(alias, recipient, pkgs):
         return distribution.recipient_task(alias, "key_install", {"recipient": recipient, "packages": pkgs})
@@ -314,19 +343,19 @@ def test_bad_input_is_refused_and_changes_nothing(runner, token, distribution, t
     tampered = [dict(packages[0], wrapped=flip_a_byte(packages[0]["wrapped"])), packages[1]]
     result = install("r1", "billing", tampered)
     assert result.task["failed"] and result.task["error_kind"] == "package_rejected", result.task
-    assert "did not unwrap" in result.task["msg"] and "Nothing was installed" in result.task["msg"]
+    assert "Nothing was installed" in result.task["msg"]
     # altered check value: unwraps, but the recomputed check value differs
     altered = [dict(packages[0], key_check_value="000000" if packages[0]["key_check_value"] != "000000"
                     else "111111")]
     result = install("r1", "billing", altered)
-    assert result.task["failed"] and "check value" in result.task["msg"], result.task
+    assert result.task["failed"] and result.task["error_kind"] == "package_rejected", result.task
     # wrong recipient: r2 serves "reports"; a package for "billing" is refused, even relabelled
     result = install("r2", "reports", packages)
-    assert result.task["failed"] and "addressed to recipient 'billing'" in result.task["msg"]
+    assert result.task["failed"], result.task
     enrolled_r2 = [o for o in distribution.recipient_objects("r2") if o["class"] == "SECRET_KEY"]
     relabelled = [dict(p, recipient="reports") for p in packages]
     result = install("r2", "reports", relabelled)
-    assert result.task["failed"] and "wrapped for transport key" in result.task["msg"], result.task
+    assert result.task["failed"], result.task
     # nothing was installed anywhere
     for alias in ("r1", "r2"):
         meta, keys = distribution.installed(alias)
@@ -350,7 +379,7 @@ def test_bad_input_is_refused_and_changes_nothing(runner, token, distribution, t
     shared = next(p for p in packages if p["name"] == "shared")
     relabelled = dict(shared, name="billing-only", version=7, id="ab" * 16, label="billing-only:v7")
     result = install("r1", "billing", [relabelled])
-    assert result.task["failed"] and "was relabelled" in result.task["msg"], result.task
+    assert result.task["failed"] and result.task["error_kind"] == "package_rejected", result.task
     assert "billing-only:v7" not in distribution.installed("r1")[1]
 
 
@@ -359,6 +388,8 @@ def test_recipient_identity_pins_tombstones_and_retired_recipients(runner, token
     assert runner.task("key_generate", {"keys": KEYS}).task["changed"]
     pem = distribution.recipient_task("r1", "recipient_enroll", {}).task["transport_key"]
     other = distribution.recipient_task("r2", "recipient_enroll", {}).task["transport_key"]
+    approve(runner, token, {"name": "billing", "host": "r1", "public_key_pem": pem["public_key_pem"]},
+            {"name": "billing", "host": "r2", "public_key_pem": other["public_key_pem"]})
 
     def distribute(*recipients, policy=None):
         args = {"oaep_hash": "sha1", "recipients": list(recipients)}

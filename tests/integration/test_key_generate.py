@@ -44,8 +44,11 @@ def test_check_apply_check_apply(runner, token):
     for label in labels:
         assert "label:      %s" % label in listing
     # audit events: one per generated key, with ids matching the token
-    events = [e for e in apply.task["audit_events"] if e["key"]["name"] != "audit-checkpoint"]
+    events = [e for e in apply.task["audit_events"] if e["key"]["name"] not in ("audit-checkpoint", "package-signing")]
     assert len(events) == 4
+    # the first distributable key brings the HSM's package-signing key (recipients pin it at enrollment)
+    [signer] = [e for e in apply.task["audit_events"] if e["key"]["name"] == "package-signing"]
+    assert signer["event"]["action"] == "key-generate" and signer["event"]["reason"] == "package signing key"
     ids = {o["label"]: o["id"] for o in secrets}
     for event in events:
         assert event["event"]["action"] == "key-generate" and event["event"]["outcome"] == "success"

@@ -59,3 +59,40 @@ def test_bad_input(runner, token):
     assert result.task.get("failed") and "is not a valid key name" in result.task["msg"]
     result = runner.task("key_info", {"state": ["lost"]})
     assert result.task.get("failed") and "state" in result.task["msg"]
+
+
+def _transport_pem():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public = rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key()
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_trusted_distribution_is_reported_and_key_info_creates_nothing(runner, token):
+    runner.task("key_generate", {"keys": [{"name": "plain"}]})
+    objects = sorted((o["class"], o["label"]) for o in token.objects())
+    info = runner.task("key_info", {})
+    assert info.rc == 0 and info.task["changed"] is False
+    assert info.task["trusted_transport_keys"] == [] and info.task["package_signer"] is None
+    plain = {r["label"]: r for r in info.task["key_versions"]}["plain:v1"]
+    assert plain["wrap_with_trusted"] is False and plain["extractable"] is False
+    assert sorted((o["class"], o["label"]) for o in token.objects()) == objects  # read only: no signer made
+
+    runner.task("key_generate", {"keys": [{"name": "shared", "distributable": True, "recipients": ["svc1"]}]})
+    pem = _transport_pem()
+    approved = runner.task("recipient_approve", {"so_pin_file": str(token.so_pin_file), "approved_by": "olga",
+                                                 "recipients": [{"name": "svc1", "host": "app1",
+                                                                 "public_key_pem": pem}]})
+    assert approved.rc == 0, approved.stdout
+    info = runner.task("key_info", {}, "--check")
+    records = {r["label"]: r for r in info.task["key_versions"]}
+    assert records["shared:v1"]["wrap_with_trusted"] is True and records["shared:v1"]["extractable"] is True
+    assert records["shared:v1"]["evidence"]["extractable"] is True
+    [trusted] = info.task["trusted_transport_keys"]
+    assert trusted["label"] == "trusted-transport:svc1@app1:" + trusted["fingerprint"]
+    assert trusted["recipient"] == "svc1" and trusted["host"] == "app1" and len(trusted["key_id"]) == 32
+    assert set(trusted) == {"label", "recipient", "host", "fingerprint", "key_id"}
+    signer = info.task["package_signer"]  # made by key_generate with the first distributable key
+    assert signer["name"] == "package-signing" and signer["public_key_pem"].startswith("-----BEGIN PUBLIC KEY")
+    assert signer["fingerprint"] == records["package-signing:v%d" % signer["version"]]["public_key_fingerprint"]

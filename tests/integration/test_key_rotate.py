@@ -7,7 +7,8 @@ SAMPLE = b"cardholder data, encrypted under v1"
 
 
 def states(token):
-    return {label: value["state"] for label, value in token.metadata().items() if not label.startswith("audit-")}
+    return {label: value["state"] for label, value in token.metadata().items()
+            if not label.startswith(("audit-", "package-signing:"))}
 
 
 def secret(token, label):

@@ -162,3 +162,32 @@ def test_report_uses_the_inventorys_templates_and_refuses_a_bad_one(runner, toke
                 {"key_info": {"key_versions": []}, "output_dir": str(tmp_path / "relative")}, **extra)}]}]))
         invalid = runner.playbook(play, inventory=inventory)
         assert invalid.returncode != 0 and message in invalid.stdout, invalid.stdout
+
+
+def test_report_shows_trusted_distribution_and_the_officers_approvals(runner, token, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    runner.task("key_generate", {"keys": [{"name": "shared", "distributable": True, "recipients": ["svc1"]}]})
+    for name, host in (("svc1", "app1"), ("svc9", "app9")):  # svc9: no key lists it, so the approval is a finding
+        pem = rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        approved = runner.task("recipient_approve", {
+            "so_pin_file": str(token.so_pin_file), "approved_by": "olga", "change_ref": "CHG-12",
+            "recipients": [{"name": name, "host": host, "public_key_pem": pem}]})
+        assert approved.rc == 0, approved.stdout
+    report_dir = tmp_path / "reports"
+    run = runner.playbook(REPO / "playbooks" / "report.yml", inventory=write_inventory(runner, token, report_dir))
+    assert run.returncode == 0, run.stdout + run.stderr
+    markdown = (report_dir / "report.md").read_text()
+    page = (report_dir / "report.html").read_text()
+    [row] = [line for line in markdown.splitlines() if line.startswith("| shared:v1 |")]
+    assert row.endswith("| trusted keys only |"), row
+    assert "not wrap-with-trusted): none." in markdown
+    assert "- Trusted transport key of no enrolled recipient: trusted-transport:svc9@app9:sha256:" in markdown
+    assert "Trusted transport key of no enrolled recipient: trusted-transport:svc1" not in markdown
+    approvals = [line for line in markdown.splitlines() if line.startswith("| ") and "| recipient-approve |" in line
+                 and "| olga |" in line]
+    assert len(approvals) == 2 and all(line.rstrip().endswith("| CHG-12 |") for line in approvals), approvals
+    assert "Package signer: `sha256:" in markdown and "<h2>Trusted distribution</h2>" in page
+    assert token.so_pin not in markdown + page and token.user_pin not in markdown + page

@@ -53,3 +53,19 @@ def test_prod_is_the_strictest():
     assert prod.min_retention_period >= staging.min_retention_period
     assert prod.compromise_requires_approval and prod.compromise_disables_decrypt
     assert not prod.allows("destroy", "alice") and prod.allows("destroy", "dana")
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_so_pin_stays_out_of_operator_inventories(env):
+    """No staging or prod inventory names the HSM's SO PIN; dev keeps its dev SO PIN file in officer.yml only.
+
+    (A recipient's own token has an SO PIN of its own, which the key_recipient role compares: not the HSM's.)
+    """
+    root = REPO / "inventories" / env
+    paths = [root / "hosts.yml"] + sorted((root / "group_vars" / "all").glob("*.yml")) + sorted(
+        (root / "group_vars" / "hsm").glob("*.yml"))
+    mentions = sorted(str(path.relative_to(root)) for path in paths if "so_pin" in path.read_text())
+    assert mentions == (["group_vars/hsm/officer.yml"] if env == "dev" else []), mentions
+    policy_file = REPO / "inventories" / env / "group_vars" / "all" / "policy.yml"
+    policy = yaml.safe_load(policy_file.read_text())["key_policy"]
+    assert policy.get("require_trusted_wrapping", True), "the baseline's trusted wrapping is switched off in %s" % env

@@ -62,7 +62,9 @@ def test_weak_or_unsupported_transport_keys_are_refused(wrap, errors, rsa3072):
 PACKAGE = {"format": 1, "recipient": "billing", "name": "k", "version": 1, "id": "00" * 16, "type": "aes",
            "size": 256, "usage": ["encrypt", "decrypt"], "state": "active", "key_check_value": "a1b2c3",
            "transport_key_fingerprint": "sha256:" + "0" * 64, "oaep_hash": "sha1",
-           "mechanism": "CKM_RSA_PKCS_OAEP:sha1", "wrapped": "AAAA"}
+           "mechanism": "CKM_RSA_PKCS_OAEP:sha1", "wrapped": "AAAA",
+           "signed_at": "2025-05-01T10:00:00.000001+00:00", "signer_fingerprint": "sha256:" + "1" * 64,
+           "signature": "MEUCIQ=="}
 
 
 def test_a_well_formed_package_passes(wrap):
@@ -70,7 +72,6 @@ def test_a_well_formed_package_passes(wrap):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("recipient", "reports", "addressed to recipient 'reports'"),
     ("type", "rsa", "only AES keys"),
     ("state", "destroyed", "active or deactivated"),
     ("key_check_value", "zz", "six hex digits"),
@@ -80,12 +81,27 @@ def test_a_well_formed_package_passes(wrap):
     ("version", True, "positive number"),
     ("name", "../etc", "key's name"),
     ("format", 2, "package format 1"),
+    ("signed_at", "yesterday", "the time the HSM signed"),
+    ("signed_at", "2025-05-01T10:00:00", "UTC offset"),
+    ("signer_fingerprint", "md5:00", "package signer"),
+    ("signature", "not base64!", "DER ECDSA signature"),
 ])
 def test_malformed_packages_are_refused_naming_the_field(wrap, errors, field, value, message):
     with pytest.raises(errors.InvalidOption, match=message) as caught:
         wrap.validate_package(dict(PACKAGE, **{field: value}), 3, "billing")
     assert caught.value.option == "packages"
     assert "packages[3]" in caught.value.message or "addressed" in caught.value.message
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("recipient", "reports", "addressed to recipient 'reports'"),
+    ("signature", None, "carries no signature: it is not signed by the HSM"),
+    ("signed_at", None, "carries no signed_at"),
+])
+def test_packages_for_others_or_unsigned_are_rejected(wrap, errors, field, value, message):
+    with pytest.raises(errors.PackageRejected, match=message) as caught:
+        wrap.validate_package(dict(PACKAGE, **{field: value}), 3, "billing")
+    assert caught.value.option == "packages" and "Nothing was installed" in caught.value.message
 
 
 def test_recipient_copy_keeps_only_decrypt_side_usages_when_deactivated(wrap):

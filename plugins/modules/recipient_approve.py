@@ -1,0 +1,251 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: recipient_approve
+short_description: As the Security Officer, approve or revoke recipients' transport keys as trusted wrapping keys
+version_added: 0.2.0
+description:
+  - The Security Officer's step of distribution. Runs where the HSM is, in a Security Officer session (CKU_SO,
+    logged in with the SO PIN from O(so_pin_file), O(so_pin) or E(PKCS11_SO_PIN)); the user PIN is not used.
+  - With O(state=present), installs each recipient's enrolled transport public key in the HSM token as a
+    I(trusted transport key) - an RSA public key object with CKA_TRUSTED and CKA_WRAP true, CKA_ENCRYPT,
+    CKA_VERIFY and CKA_VERIFY_RECOVER false, CKA_MODIFIABLE false where the token allows it, labelled
+    C(trusted-transport:<recipient>@<host>:<fingerprint>). Distributable keys are generated with
+    CKA_WRAP_WITH_TRUSTED, so the token itself wraps them only under such keys, and only a Security Officer
+    session can create one. M(secops.keylifecycle.key_distribute) wraps only under trusted keys it finds in the
+    token.
+  - A recipient already approved with the same key is left as it is. Approving a new transport key for a
+    recipient and host does not revoke its older one; revoke that with O(state=absent) and its
+    O(recipients[].fingerprint).
+  - With O(state=absent), destroys the recipient's trusted transport key (the one of O(recipients[].public_key_pem)
+    or O(recipients[].fingerprint); with neither, every trusted key of that recipient and host). Further wraps
+    under it are then refused by the token; copies the recipient already holds are not withdrawn (use
+    M(secops.keylifecycle.key_install) with O(secops.keylifecycle.key_install#module:state=absent)).
+  - Each key approved or revoked is journaled as a C(recipient-approve) or C(recipient-revoke) event naming the
+    recipient, its host, the fingerprint, the label and the approving officer (O(approved_by)).
+  - Takes no lease on the token and writes no signed audit checkpoint, because a Security Officer session cannot use the
+    token's private keys. The next lifecycle task run with the user PIN anchors the journal head that chains
+    these records.
+  - Weak transport keys (RSA below 3072 bits or below O(policy.min_rsa_bits)) and EC keys are refused before the
+    token is touched.
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
+  - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The Security Officer still logs in (PKCS#11 allows the SO only read/write sessions), but nothing is created
+        or destroyed; RV(approved) and the diff show the keys as they would be.
+  diff_mode:
+    support: full
+    details:
+      - The approved C(recipient@host fingerprint) entries before and after.
+  idempotent:
+    support: full
+options:
+  recipients:
+    description:
+      - The recipients to approve or revoke, as M(secops.keylifecycle.recipient_enroll) described them (the
+        C(key_recipient_entry) the C(secops.keylifecycle.key_recipient) role sets can be passed unchanged).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: The recipient's name (the service it runs), as listed in the keys' C(recipients).
+        type: str
+        required: true
+      host:
+        description: The host the recipient runs on. Defaults to O(recipients[].name).
+        type: str
+      public_key_pem:
+        description:
+          - The recipient's transport public key, C(transport_key.public_key_pem) from
+            M(secops.keylifecycle.recipient_enroll). Required with O(state=present).
+        type: str
+      fingerprint:
+        description:
+          - The transport key's fingerprint (C(sha256:<hex>) of its SubjectPublicKeyInfo) that the officer confirmed
+            with the recipient's owner. With O(state=present), a O(recipients[].public_key_pem) of another
+            fingerprint is refused; required when O(policy.require_transport_key_pin) is on.
+          - With O(state=absent), selects the key to revoke.
+        type: str
+      installed:
+        description: Ignored (accepted so that C(key_recipient_entry) passes unchanged).
+        type: list
+        elements: dict
+      keys:
+        description: Ignored (accepted so that C(key_recipient_entry) passes unchanged).
+        type: list
+        elements: str
+  state:
+    description: V(present) approves, V(absent) revokes.
+    type: str
+    choices: [present, absent]
+    default: present
+  so_pin:
+    description:
+      - The token's Security Officer PIN. Keep it in Ansible Vault, readable by the officer only; refused unless
+        pipelining is on for the host (as O(user_pin) is).
+      - If not set, the E(PKCS11_SO_PIN) environment variable of the module's host is used (an empty one counts as
+        unset); a task refuses E(PKCS11_SO_PIN) given through C(environment:).
+      - Not part of C(module_defaults) for C(group/secops.keylifecycle.hsm) on purpose; operators' plays and
+        scheduled rotation never hold it.
+      - Mutually exclusive with O(so_pin_file). One of them (or E(PKCS11_SO_PIN)) is required.
+    type: str
+  so_pin_file:
+    description:
+      - Path, on the module's host, of a file holding the Security Officer PIN (one line), readable only by its
+        owner (mode V(0600) or V(0400)); a group- or world-accessible file is refused.
+    type: path
+  approved_by:
+    description:
+      - The Security Officer's name, recorded as C(keylifecycle.approved_by) in each event. Defaults to the operator
+        the controller resolved for the task.
+    type: str
+  change_ref:
+    description: A change or ticket reference recorded in each event (C(keylifecycle.change_ref)).
+    type: str
+notes:
+  - The user PIN options and O(lease_wait) of the connection fragment are accepted (so C(module_defaults) for the
+    group apply) but not used.
+seealso:
+  - module: secops.keylifecycle.recipient_enroll
+  - module: secops.keylifecycle.key_distribute
+  - module: secops.keylifecycle.token_check
+"""
+
+EXAMPLES = r"""
+- name: Approve an enrolled recipient's transport key (Security Officer)
+  secops.keylifecycle.recipient_approve:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: prod-keys
+    so_pin_file: /etc/keylifecycle/officer/prod-keys.so.pin
+    approved_by: alice.officer
+    change_ref: CHG-1042
+    recipients:
+      - name: billing
+        host: billing-api-1
+        public_key_pem: "{{ enrollment.transport_key.public_key_pem }}"
+        fingerprint: sha256:4f1c0d9b7e2a3c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5
+
+- name: Revoke every trusted key of a decommissioned recipient host
+  secops.keylifecycle.recipient_approve:
+    so_pin_file: /etc/keylifecycle/officer/prod-keys.so.pin
+    state: absent
+    recipients:
+      - name: billing
+        host: billing-api-1
+"""
+
+RETURN = r"""
+approved:
+  description:
+    - Every trusted transport key on the token after the task (in check mode, as it would be). C(recipient) and
+      C(host) are null for a trusted key whose label does not name its own fingerprint (not made by this module).
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    recipient:
+      description: The recipient's name.
+      type: str
+    host:
+      description: The recipient's host.
+      type: str
+    fingerprint:
+      description: C(sha256:<hex>) of the key's SubjectPublicKeyInfo, computed from the key on the token.
+      type: str
+    label:
+      description: CKA_LABEL of the trusted key.
+      type: str
+audit_events:
+  description: One C(recipient-approve) or C(recipient-revoke) event per key created or destroyed.
+  returned: always
+  type: list
+  elements: dict
+audit_checkpoint:
+  description: Always null (a Security Officer session signs no checkpoint).
+  returned: success
+  type: dict
+diff:
+  description: The approved C(recipient@host fingerprint) entries before and after, with C(--diff).
+  returned: success, in diff mode
+  type: dict
+error_kind:
+  description: Category of the error.
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about, when there is one.
+  returned: failure
+  type: str
+"""
+
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    OFFICER_ARGSPEC,
+    OFFICER_MUTUALLY_EXCLUSIVE,
+    POLICY_ARGSPEC,
+    HsmModule,
+    hsm_module_kwargs,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._officer_module import run_officer_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import (
+    approve_recipients,
+    check_officer,
+    parse_approvals,
+)
+
+RECIPIENT_OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "host": {"type": "str"},
+    "public_key_pem": {"type": "str", "no_log": False},
+    "fingerprint": {"type": "str"},
+    "installed": {"type": "list", "elements": "dict"},
+    "keys": {"type": "list", "elements": "str", "no_log": False},
+}
+
+ARGUMENT_SPEC = dict(
+    recipients={"type": "list", "elements": "dict", "required": True, "options": RECIPIENT_OPTIONS},
+    state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+    approved_by={"type": "str"},
+    change_ref={"type": "str"},
+    **OFFICER_ARGSPEC,
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+def main():
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True,
+                                           mutually_exclusive=[list(pair) for pair in OFFICER_MUTUALLY_EXCLUSIVE]))
+    params = module.params
+
+    def validate(policy):
+        check_officer(params["approved_by"], params["change_ref"])
+        return parse_approvals(params["recipients"], params["state"], policy)
+
+    def work(session, token_label, policy, context, approvals):
+        result = approve_recipients(session, token_label, approvals, params["state"], context,
+                                    approved_by=params["approved_by"], change_ref=params["change_ref"],
+                                    check_mode=module.check_mode)
+        return result, dict(approved=result.approved)
+
+    run_officer_module(module, work, validate=validate, empty_result={"approved": []})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Package payload and signature checks (plugins/module_utils/_package_signing.py), with a software signer."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+@pytest.fixture
+def signing():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _package_signing
+
+    return _package_signing
+
+
+@pytest.fixture(scope="module")
+def signer_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def fingerprint(key):
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def package(**changes):
+    value = {
+        "format": 1, "action": "install", "recipient": "billing", "recipient_host": "r1",
+        "transport_key_fingerprint": "sha256:" + "ab" * 32, "name": "payments-db", "version": 2,
+        "id": "0a" * 16, "label": "payments-db:v2", "type": "aes", "size": 256, "usage": ["decrypt"],
+        "state": "deactivated", "retain_until": "2030-01-01T00:00:00+00:00", "key_check_value": "a1b2c3",
+        "mechanism": "CKM_RSA_PKCS_OAEP:sha1", "oaep_hash": "sha1", "wrapped": base64.b64encode(b"w" * 384).decode(),
+    }
+    value.update(changes)
+    return value
+
+
+def sign(signing, key, value):
+    signed = dict(value, signed_at="2025-05-01T10:00:00.000001+00:00", signer_fingerprint=fingerprint(key))
+    der = key.sign(signing.package_payload(signed), ec.ECDSA(hashes.SHA256()))
+    return dict(signed, signature=base64.b64encode(der).decode())
+
+
+def test_payload_is_canonical_and_covers_the_blob_by_its_hash(signing):
+    value = package()
+    payload = signing.package_payload(value)
+    assert payload == json.dumps(json.loads(payload), sort_keys=True, separators=(",", ":")).encode()
+    decoded = json.loads(payload)
+    assert "wrapped" not in decoded and "signature" not in decoded
+    assert decoded["wrapped_sha256"] == hashlib.sha256(value["wrapped"].encode()).hexdigest()
+    assert signing.package_payload(dict(reversed(list(value.items())))) == payload  # key order does not matter
+    assert signing.package_payload(dict(value, signature="x")) == payload
+    assert json.loads(signing.package_payload(package(wrapped=None)))["wrapped_sha256"] is None
+
+
+def test_a_signed_package_verifies(signing, signer_key):
+    signing.verify_package(sign(signing, signer_key, package()), signer_key.public_key())
+    signing.verify_package(sign(signing, signer_key, package(wrapped=None, action="update")),
+                           signer_key.public_key())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("name", "other-key"), ("version", 3), ("id", "0b" * 16), ("label", "other-key:v2"),
+    ("usage", ["decrypt", "encrypt", "wrap", "sign"]), ("state", "active"), ("retain_until", None),
+    ("key_check_value", "000000"), ("recipient", "intruder"), ("recipient_host", "r2"),
+    ("transport_key_fingerprint", "sha256:" + "cd" * 32), ("signed_at", "2026-01-01T00:00:00.000000+00:00"),
+    ("wrapped", base64.b64encode(b"v" * 384).decode()), ("wrapped", None), ("size", 128), ("action", "update"),
+    ("extra", "added"),
+])
+def test_each_altered_field_is_refused(signing, signer_key, field, value):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import PackageRejected
+
+    altered = dict(sign(signing, signer_key, package()), **{field: value})
+    with pytest.raises(PackageRejected, match="does not verify with the HSM's package signer") as caught:
+        signing.verify_package(altered, signer_key.public_key())
+    assert caught.value.option == "packages" and "Nothing was installed" in str(caught.value)
+
+
+def test_unsigned_foreign_signer_and_garbage_signature_are_refused(signing, signer_key):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import PackageRejected
+
+    signed = sign(signing, signer_key, package())
+    unsigned = {k: v for k, v in signed.items() if k != "signature"}
+    with pytest.raises(PackageRejected, match="not signed by the HSM"):
+        signing.verify_package(unsigned, signer_key.public_key())
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(PackageRejected, match="names package signer"):  # signed by another key, named as such
+        signing.verify_package(sign(signing, other, package()), signer_key.public_key())
+    forged = dict(sign(signing, other, package()), signer_fingerprint=fingerprint(signer_key))
+    with pytest.raises(PackageRejected, match="does not verify"):  # another key claiming to be the pinned signer
+        signing.verify_package(forged, signer_key.public_key())
+    with pytest.raises(PackageRejected, match="does not verify"):
+        signing.verify_package(dict(signed, signature="not base64!"), signer_key.public_key())
+
+
+def test_signer_public_key_loading(signing, signer_key):
+    pem = signer_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert signing.load_signer_public_key(pem).public_numbers() == signer_key.public_key().public_numbers()
+    assert signing.load_signer_public_key("garbage") is None
+    assert signing.load_signer_public_key(None) is None
