@@ -9,7 +9,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== pytest (unit + integration, real SoftHSM2 tokens)"
 set +e
-python -m pytest tests -q -p no:cacheprovider "$@"
+# Two workers, each running whole test files (--dist loadfile keeps a file's module fixtures in one worker); every
+# test is hermetic (its own tokens, journal, controller state dir, free ports, recipient users unique per worker).
+python -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

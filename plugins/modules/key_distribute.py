@@ -189,7 +189,9 @@ audit_events:
   type: list
   elements: dict
 audit_checkpoint:
-  description: The signed checkpoint of the controller's journal made by this call; null in check mode.
+  description:
+    - The signed checkpoint of the controller's journal made by this call; null in check mode.
+      Its fields are those of RV(secops.keylifecycle.key_generate#module:audit_checkpoint) (docs/audit.md).
   returned: success
   type: dict
 error_kind:

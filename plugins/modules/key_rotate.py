@@ -172,35 +172,10 @@ audit_events:
   elements: dict
 audit_checkpoint:
   description:
-    - The signed checkpoint of the controller's journal made by this call (the intent record's sequence number
-      and hash, signed in the token by the C(audit-checkpoint) key). Null in check mode or without a journal.
+    - The signed checkpoint of the controller's journal made by this call; null in check mode or without a journal.
+      Its fields are those of RV(secops.keylifecycle.key_generate#module:audit_checkpoint) (docs/audit.md).
   returned: success
   type: dict
-  contains:
-    journal_id:
-      description: Journal id.
-      type: str
-    seq:
-      description: Anchored record number.
-      type: int
-    head_hash:
-      description: Anchored record hash.
-      type: str
-    signed_at:
-      description: Signing time (UTC).
-      type: str
-    signature:
-      description: Base64 DER ECDSA signature over the canonical JSON of journal_id, seq, head_hash and signed_at.
-      type: str
-    key_id:
-      description: CKA_ID of the signing key.
-      type: str
-    key_version:
-      description: Version of the signing key.
-      type: int
-    public_key_fingerprint:
-      description: Fingerprint of the signing key.
-      type: str
 error_kind:
   description: Category of the error (for example V(key_not_found), V(login_failed)).
   returned: failure

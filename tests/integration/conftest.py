@@ -172,27 +172,35 @@ class DistributionSetup:
 
     def recipient_task(self, alias, module, args, *flags):
         """Run one module on a recipient host over ssh; return its registered result."""
+        return self.recipient_tasks(alias, module, [args], *flags)[0]
+
+    def recipient_tasks(self, alias, module, args_list, *flags):
+        """Run the module once per entry of ``args_list`` on a recipient host, in one play over one ssh connection
+        (each task's failure is kept, the next still runs); return their registered results in order."""
         host = self.hosts[alias]
         self.runner.count += 1
         out = self.runner.tmp_path / ("recipient-result-%d.json" % self.runner.count)
-        module_args = {"pkcs11_module": "{{ recipient_pkcs11_module }}", "token_label": "{{ recipient_token_label }}",
-                       "user_pin_file": "{{ recipient_user_pin_file }}"}
-        module_args.update(args)
-        play = [{"name": "recipient task", "hosts": alias, "gather_facts": False,
-                 "environment": host.token.env,
-                 "tasks": [
-                     {"name": "module under test", "secops.keylifecycle.%s" % module: module_args,
-                      "register": "under_test", "ignore_errors": True},
-                     {"name": "save result", "ansible.builtin.copy": {"content": "{{ under_test | to_json }}",
-                                                                      "dest": str(out)},
+        tasks = []
+        for index, args in enumerate(args_list):
+            module_args = {"pkcs11_module": "{{ recipient_pkcs11_module }}",
+                           "token_label": "{{ recipient_token_label }}",
+                           "user_pin_file": "{{ recipient_user_pin_file }}"}
+            module_args.update(args)
+            tasks.append({"name": "module under test %d" % index, "secops.keylifecycle.%s" % module: module_args,
+                          "register": "under_test_%d" % index, "ignore_errors": True})
+        results = "[%s]" % ", ".join("under_test_%d" % index for index in range(len(args_list)))
+        tasks.append({"name": "save results", "ansible.builtin.copy": {"content": "{{ %s | to_json }}" % results,
+                                                                       "dest": str(out)},
                       "delegate_to": "localhost", "check_mode": False, "diff": False,
-                      "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}]}]
+                      "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}})
+        play = [{"name": "recipient task", "hosts": alias, "gather_facts": False, "environment": host.token.env,
+                 "tasks": tasks}]
         path = self.runner.tmp_path / ("recipient-play-%d.yml" % self.runner.count)
         path.write_text(yaml.safe_dump(play, sort_keys=False))
         proc = self.runner.playbook(path, *flags, inventory=self.inventory, extra_env=self.env())
         assert out.exists(), "playbook did not reach the save task:\n%s\n%s" % (proc.stdout, proc.stderr)
-        return PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
-                          task=json.loads(out.read_text()))
+        return [PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, task=task)
+                for task in json.loads(out.read_text())]
 
     def recipient_objects(self, alias):
         """Objects on a recipient's token, read by the independent reader (python-pkcs11 only)."""

@@ -89,11 +89,14 @@ def test_forged_packages_are_refused_and_the_recipient_token_is_unchanged(runner
         ("wrapped key swapped", [dict(v2, wrapped=flip(v2["wrapped"]))], "does not verify"),
         ("unsigned", [{k: v for k, v in v2.items() if k != "signature"}], "not signed by the HSM"),
     ]
-    for case, pkgs, message in forged:
-        try:
-            refused("r1", "billing", pkgs, message)
-        except AssertionError as exc:
-            raise AssertionError("%s: %s" % (case, exc)) from None
+    # one play, one task per forged package: each refused, and the token the same after all of them
+    before = snapshot(distribution, "r1")
+    installs = [{"recipient": "billing", "packages": pkgs} for _case, pkgs, _message in forged]
+    results = distribution.recipient_tasks("r1", "key_install", installs)
+    for (case, _pkgs, message), result in zip(forged, results):
+        assert result.task.get("failed") and result.task["error_kind"] == "package_rejected", (case, result.task)
+        assert message in result.task["msg"] and "Nothing was installed" in result.task["msg"], (case, result.task)
+    assert snapshot(distribution, "r1") == before
     # the package for billing given to r2 (service reports), as is or relabelled
     refused("r2", "reports", [v2], "addressed to recipient 'billing'")
     refused("r2", "reports", [dict(v2, recipient="reports")], "does not verify")
