@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    CapabilityMissing,
     InvalidOption,
     KeyNotFound,
     MechanismUnsupported,
@@ -48,7 +49,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signi
     ensure_package_signer,
     signer_record,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_trusted_transport_keys
+from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import (
+    TrustedKeysUnsupported,
+    find_trusted_transport_keys,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     FINGERPRINT_RE,
     PACKAGE_FORMAT,
@@ -297,6 +301,13 @@ def plan_distribution(store, recipients, now, trusted_keys, require_trusted=True
     plans = [plan_recipient(store, recipient, now) for recipient in recipients]
     for plan in plans:
         plan.trusted_key = approved_key(plan.recipient, trusted_keys)
+    if require_trusted and isinstance(trusted_keys, TrustedKeysUnsupported) and any(p.installs() for p in plans):
+        raise CapabilityMissing(
+            "Token %r does not implement CKA_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID): the Security Officer cannot approve "
+            "transport keys on it, so it cannot restrict wrapping to approved recipients, and "
+            "policy.require_trusted_wrapping is on; nothing was wrapped. Use a token with trusted wrapping "
+            "(CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED; docs/distribution.md, \"Tokens without trusted wrapping\")."
+            % store.token_label, option="policy.require_trusted_wrapping")
     check_trusted_wrapping(plans, require_trusted)
     return plans
 

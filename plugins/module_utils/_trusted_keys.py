@@ -125,19 +125,28 @@ def _key_id(public_key):
     return hashlib.sha256(der).digest()[:16]
 
 
+class TrustedKeysUnsupported(list):
+    """The (empty) trusted keys of a token that does not implement CKA_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID).
+
+    A list, so readers (key_info, the report) see no key; ``key_distribute`` tells it apart to name the missing
+    capability when the policy requires trusted wrapping.
+    """
+
+
 def find_trusted_transport_keys(session):
     """Every RSA PUBLIC_KEY with CKA_TRUSTED and CKA_WRAP true on the token, as ``TrustedTransportKey``.
 
     One C_FindObjects; works in a user or a Security Officer session (the keys are public objects). The fingerprint
     is computed from the key; recipient and host come from our label when it names that fingerprint, else None.
-    A token that does not know CKA_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID) holds no trusted key: the list is empty.
+    A token that does not know CKA_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID) holds no trusted key: the list is empty, a
+    ``TrustedKeysUnsupported``.
     """
     template = {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA, Attribute.TRUSTED: True,
                 Attribute.WRAP: True}
     try:
         objects = find_objects(session, template)
     except p11_exc.AttributeTypeInvalid:  # a token without CKA_TRUSTED may refuse the search template itself
-        return []
+        return TrustedKeysUnsupported()
     except p11_exc.PKCS11Error as exc:
         raise translate_pkcs11_error(exc, "C_FindObjects(CKA_TRUSTED)") from None
     keys = []

@@ -155,6 +155,21 @@ def test_a_recipient_without_an_approved_key_is_refused_before_any_wrap(trusted)
     assert "ask the security officer" in text.lower() and "recipient_approve" in text
 
 
+def test_a_token_without_cka_trusted_is_refused_naming_the_capability():
+    """Such a token (the openCryptoki 3.8 soft token) answers the CKA_TRUSTED search with CKR_ATTRIBUTE_TYPE_INVALID:
+    find_trusted_transport_keys gives TrustedKeysUnsupported, and with the policy on nothing is wrapped."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import TrustedKeysUnsupported
+
+    with pytest.raises(_errors().CapabilityMissing) as err:
+        _plan(_store(), [_recipient()], trusted=TrustedKeysUnsupported())
+    assert "CKA_TRUSTED" in str(err.value) and err.value.option == "policy.require_trusted_wrapping"
+    assert err.value.kind == "capability_missing"
+    # policy off (dev only): keys made before trusted wrapping may still go, under the recipient's session key
+    old_style = FakeStore({"db": [FakeVersion("db", 1, "active", _spec(), wrap_with_trusted=False)]})
+    plan = _plan(old_style, [_recipient()], trusted=TrustedKeysUnsupported(), require=False)[0]
+    assert [v.label for v in plan.installs()] == ["db:v1"] and plan.trusted_key is None
+
+
 def test_a_recipient_with_nothing_to_wrap_needs_no_approved_key():
     installed = {("db", 2): {"id": "id-db-2", "key_check_value": "kcv-db-2", "state": "active"},
                  ("db", 1): {"id": "id-db-1", "key_check_value": "kcv-db-1", "state": "active"}}  # an update
