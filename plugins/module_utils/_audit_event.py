@@ -105,6 +105,7 @@ _FIELD_CHECKS = {
     "key.trusted_wrapping": lambda v: isinstance(v, bool),
     "key.trusted_key_label": lambda v: isinstance(v, str) and bool(re.match(r"^[\x20-\x7e]{1,256}\Z", v)),
     "key.package_signer_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    "key.certificate_label": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
     "keylifecycle.warning": lambda v: isinstance(v, str) and bool(re.match(r"^[\x20-\x7e]{1,256}\Z", v)),
     "keylifecycle.phase": lambda v: v in PHASES,
     "keylifecycle.module": lambda v: isinstance(v, str) and bool(re.match(r"^[a-z0-9_.]{1,80}\Z", v)),

@@ -13,6 +13,13 @@ value recomputed by the recipient's token, before any of them is stored. A packa
 that is unsigned or altered (relabelled, usage widened, state changed), meant for
 another recipient, older than the one last applied, that does not unwrap, or whose
 check value differs stops the task with nothing stored.
+
+Signer rollover: when the packages name a signer other than the pinned one and the HSM's
+``package_signer`` record is given, its certificates are followed from the pinned signer
+(``_package_signing.follow_certificates``); the packages are verified with the signer the
+chain reaches, and only once every package has unwrapped and checked is that signer pinned
+in place of the old one (journaled ``package-signer-pin``). ``recipient_enroll`` follows the
+same chain when it is given a signer other than the one pinned.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import version_label
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+    follow_certificates,
     load_signer_public_key,
     verify_package,
 )
@@ -56,6 +64,8 @@ class InstallResult:
     audit_events: list = field(default_factory=list)
     plan: list = field(default_factory=list)
     diff: dict | None = None
+    #: the signer rollover of this task (``previous_fingerprint``, ``fingerprint``), or None
+    rollover: dict | None = None
 
 
 def _section(doc, token_label, state=None):
@@ -139,13 +149,20 @@ def pin_package_signer(store, raw, context, check_mode, result):
     if raw is None:
         return pinned.record() if pinned else None
     public_key, fingerprint = _signer_key(raw)
+    if pinned is not None and pinned.fingerprint != fingerprint and raw.get("certificates"):
+        rollover = _rollover(pinned, raw, fingerprint)
+        result.changed = True
+        result.plan.append({"action": "pin", "label": pinned.label, "fingerprint": fingerprint,
+                            "previous_fingerprint": pinned.fingerprint})
+        return pinned.record() if check_mode else _roll_over(store, rollover, context, result).record()
     if pinned is not None:
         if pinned.fingerprint != fingerprint:
             raise PolicyViolation(
                 "package_signer: this token already pins the HSM's package signer %s, but %s was given: the HSM's "
-                "package-signing key changed (another HSM, or a new key). Nothing was changed. Confirm the new "
-                "signer's fingerprint with the Security Officer, then remove the pinned object %r from token %r "
-                "(pkcs11-tool --delete-object --type pubkey --label %s) and run recipient_enroll again."
+                "package-signing key changed (another HSM, or a new key) and no certificate chain "
+                "(package_signer.certificates) leads to it. Nothing was changed. Confirm the new signer's fingerprint "
+                "with the Security Officer, then remove the pinned object %r from token %r (pkcs11-tool "
+                "--delete-object --type pubkey --label %s) and run recipient_enroll again."
                 % (pinned.fingerprint, fingerprint, pinned.label, store.token_label, pinned.label),
                 option="package_signer")
         result.plan.append({"action": "none", "label": pinned.label, "fingerprint": pinned.fingerprint})
@@ -154,18 +171,58 @@ def pin_package_signer(store, raw, context, check_mode, result):
     result.plan.append({"action": "pin", "label": PACKAGE_SIGNER_LABEL, "fingerprint": fingerprint})
     if check_mode:
         return None
+    return _pin(store, public_key, context, result,
+                "the HSM's package-signing public key pinned in the recipient's token").record()
+
+
+def _pin(store, public_key, context, result, reason):
+    """Pin ``public_key`` (in place of the signer pinned before, if any) and journal ``package-signer-pin``."""
     pinned = store.pin_signer(public_key, os.urandom(16))
     result.audit_events.append(build_event(
         "package-signer-pin", "success", context,
         key={"label": pinned.label, "id": pinned.key_id, "type": "ec", "curve": pinned.curve,
              "token": store.token_label, "state": "active", "public_key_fingerprint": pinned.fingerprint,
              "package_signer_fingerprint": pinned.fingerprint},
-        reason="the HSM's package-signing public key pinned in the recipient's token"))
-    return pinned.record()
+        reason=reason))
+    return pinned
 
 
-def _check_batch(store, raw_packages, recipient):
-    """The batch as a whole: a transport key to unwrap with, a pinned signer, signed packages, each version once."""
+@dataclass(frozen=True)
+class Rollover:
+    """A new signer reached by a verified certificate chain from the pinned one."""
+
+    previous: str
+    fingerprint: str
+    public_key: object
+
+    def record(self):
+        return {"previous_fingerprint": self.previous, "fingerprint": self.fingerprint}
+
+
+def _rollover(pinned, raw, fingerprint):
+    """The ``Rollover`` to the signer ``fingerprint`` certified from the pinned one (PackageRejected if not)."""
+    certified = follow_certificates(pinned.public_key, raw.get("certificates"), fingerprint)
+    return Rollover(previous=pinned.fingerprint, fingerprint=fingerprint, public_key=certified)
+
+
+def _roll_over(store, rollover, context, result):
+    """Pin the rolled-over signer (the chain was verified); journaled with the signer that certified it."""
+    return _pin(store, rollover.public_key, context, result, "rollover certified by %s" % rollover.previous)
+
+
+def _batch_rollover(signer, raw_signer, packages):
+    """The rollover the packages need: they name the HSM's current signer (``raw_signer``), not the pinned one."""
+    if raw_signer is None:
+        return None
+    fingerprint = _signer_key(raw_signer)[1]
+    if fingerprint == signer.fingerprint or all(p["signer_fingerprint"] != fingerprint for p in packages):
+        return None
+    return _rollover(signer, raw_signer, fingerprint)
+
+
+def _check_batch(store, raw_packages, recipient, raw_signer=None):
+    """The batch as a whole: a transport key to unwrap with, a pinned signer (or one certified from it), signed
+    packages, each version once. Returns ``(transport, packages, rollover or None)``."""
     transport = store.transport
     if transport is None:
         raise KeyNotFound("Token %r has no transport key %r: run recipient_enroll on this host first."
@@ -177,15 +234,16 @@ def _check_batch(store, raw_packages, recipient):
             "recipient_enroll on this host with package_signer (the package_signer that key_info returns on the "
             "HSM host), then key_install again." % store.token_label, option="packages")
     packages = [validate_package(raw, index, recipient) for index, raw in enumerate(raw_packages)]
+    rollover = _batch_rollover(signer, raw_signer, packages)
     for index, package in enumerate(packages):
-        verify_package(package, signer.public_key,
+        verify_package(package, rollover.public_key if rollover else signer.public_key,
                        "packages[%d] (%s)" % (index, version_label(package["name"], package["version"])))
     labels = [version_label(p["name"], p["version"]) for p in packages]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise InvalidOption("packages lists %s more than once; pass each version once." % ", ".join(repeated),
                             option="packages")
-    return transport, packages
+    return transport, packages, rollover
 
 
 def _check_package(store, package, index, transport, held_kcv, check_mode):
@@ -235,12 +293,12 @@ def _check_package(store, package, index, transport, held_kcv, check_mode):
     return current, "update" if current.state != package["state"] else "none"
 
 
-def plan_install(store, raw_packages, recipient, check_mode):
-    """Check every package before anything is unwrapped; return [(package, current, action)]."""
-    transport, packages = _check_batch(store, raw_packages, recipient)
+def plan_install(store, raw_packages, recipient, check_mode, raw_signer=None):
+    """Check every package before anything is unwrapped; return ([(package, current, action)], rollover or None)."""
+    transport, packages, rollover = _check_batch(store, raw_packages, recipient, raw_signer)
     held_kcv = {v.doc["key_check_value"]: version_label(v.doc["name"], v.doc["version"]) for v in store.installed()}
     return [(package,) + _check_package(store, package, index, transport, held_kcv, check_mode)
-            for index, package in enumerate(packages)]
+            for index, package in enumerate(packages)], rollover
 
 
 def _unwrap_all(store, steps):
@@ -261,9 +319,12 @@ def _unwrap_all(store, steps):
     return checked
 
 
-def _apply_install(store, steps, checked, context, now, result):
-    """Store the unwrapped versions, then follow the HSM's state changes; one audit event each."""
+def _apply_install(store, steps, checked, context, now, result, rollover=None):
+    """Pin the rolled-over signer, store the unwrapped versions, then follow the HSM's state changes; one audit
+    event each."""
     try:
+        if rollover is not None:
+            _roll_over(store, rollover, context, result)
         for package, current, session_key in checked:
             installed = store.store(package, session_key, now, current=current)
             result.audit_events.append(build_event(
@@ -283,19 +344,22 @@ def _apply_install(store, steps, checked, context, now, result):
         raise
 
 
-def install(store, raw_packages, recipient, context, check_mode, now):
-    """Install the packages' key versions (or apply their state change); all checked before any is stored."""
-    steps = plan_install(store, raw_packages, recipient, check_mode)
-    result = InstallResult()
+def install(store, raw_packages, recipient, context, check_mode, now, raw_signer=None):
+    """Install the packages' key versions (or apply their state change); all checked before any is stored.
+
+    ``raw_signer``: the HSM's ``package_signer`` record (with its certificates), for a signer rollover.
+    """
+    steps, rollover = plan_install(store, raw_packages, recipient, check_mode, raw_signer)
+    result = InstallResult(rollover=rollover.record() if rollover else None)
     result.plan = [{"name": p["name"], "version": p["version"], "id": p["id"], "state": p["state"],
                     "action": action} for p, _current, action in steps]
-    result.changed = any(action != "none" for _p, _c, action in steps)
+    result.changed = rollover is not None or any(action != "none" for _p, _c, action in steps)
     held = _held_labels(store)
     result.diff = {"before": sorted(held),
                    "after": sorted(held | set(version_label(p["name"], p["version"]) for p, _c, _a in steps))}
     if check_mode:
         return result
-    _apply_install(store, steps, _unwrap_all(store, steps), context, now, result)
+    _apply_install(store, steps, _unwrap_all(store, steps), context, now, result, rollover)
     return result
 
 

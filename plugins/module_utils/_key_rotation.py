@@ -25,6 +25,12 @@ CKA_WRAP_WITH_TRUSTED to an existing key, but can take CKA_EXTRACTABLE away), me
 can be wrapped from a sealed version, so a recipient enrolled later receives only
 wrap-with-trusted versions.
 
+Rollover of the package signer: when ``package-signing`` rotates (not for a compromise), the old
+version, still active, signs a certificate of the new one before it is deactivated
+(``_package_signing.certify_successor``); the ``key-rotate`` event names it
+(``certificate_label``). The repair of an interrupted rotation certifies the survivor the same
+way, with the stale active version, before deactivating it.
+
 Order matters for crash safety: after an interruption a key may have two active
 versions (new one made, old one not yet deactivated). Every rotation run repairs
 that first: the newest active version stays, older active ones are deactivated,
@@ -47,7 +53,15 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     utc_now,
     validate_name,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import KEY_METADATA
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+    SIGNER_KEY_NAME,
+    certificate_label,
+    certify_successor,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    KEY_METADATA,
+    SIGNER_CERTIFICATE,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 REASONS = ("scheduled", "manual", "compromise")
@@ -245,16 +259,29 @@ def _undo_generation(store, new):
     metadata = store.objects.document_objects(KEY_METADATA, new.label)
     store.objects.destroy_key_objects(new.label, objects=metadata,
                                       operation="C_DestroyObject for %s (undoing a failed rotation)" % new.label)
+    certificates = store.objects.document_objects(SIGNER_CERTIFICATE, certificate_label(new))
+    store.objects.destroy_key_objects(certificate_label(new), objects=certificates,
+                                      operation="C_DestroyObject for the certificate of %s" % new.label)
     store.discard_half_made(new.name, new.version)
 
 
+def _certify(store, old, new, now, old_state="deactivated"):
+    """The package signer's certificate of ``new`` by ``old`` (still active); its label, or None for other keys and
+    for a compromise (a compromised key vouches for nothing)."""
+    if new.name != SIGNER_KEY_NAME or old_state == "compromised":
+        return None
+    return certify_successor(store, old, new, now)[0]
+
+
 def _rotate_one(store, plan, old_state, context, why, now, policy, approval):
-    """Generate the successor, then retire the current version; if retiring fails, the successor is removed
-    again, so a failed rotation leaves no new version behind (and the next try uses the same number)."""
+    """Generate the successor, (package signer) certify it with the current version, then retire the current
+    version; if certifying or retiring fails, the successor is removed again, so a failed rotation leaves no new
+    version behind (and the next try uses the same number). Returns ``(new, old, certificate label or None)``."""
     _retain_until(plan.current, now)  # refused before anything is generated
     new = store.generate(plan.current.spec, plan.next_version, context.operator, now,
                          require_trusted_wrapping=policy.require_trusted_wrapping)
     try:
+        certificate = _certify(store, plan.current, new, now, old_state)
         old = _retire(store, plan.current, old_state, context.operator, why, now, policy.compromise_disables_decrypt,
                       approval)
     except Exception:
@@ -263,7 +290,7 @@ def _rotate_one(store, plan, old_state, context, why, now, policy, approval):
         except Exception:  # pylint: disable=broad-except
             pass  # the next rotation repairs what is left (a half-made version, or a second active version)
         raise
-    return new, old
+    return new, old, certificate
 
 
 def _compromised_entry(old, previous_state, approval):
@@ -307,15 +334,19 @@ def _repair(store, plan, context, now):
     """Finish what an interrupted run left, before anything else; every repair is audited."""
     events = remove_half_made(store, plan.name, plan.half_made, context, "key-rotate")
     for stale in plan.stale_active:
+        certificate = _certify(store, stale, plan.current, now) if stale is plan.stale_active[-1] else None
         retired = _retire(store, stale, "deactivated", context.operator, "repair", now, False)
-        events.append(_event("repair of an interrupted rotation", context, store.token_label, plan.current, retired))
+        events.append(_event("repair of an interrupted rotation", context, store.token_label, plan.current, retired,
+                             certificate=certificate))
     return events
 
 
-def _event(action_reason, context, token_label, new, old, approval=None):
+def _event(action_reason, context, token_label, new, old, approval=None, certificate=None):
     key = key_section(new, token_label)
     key.update({"previous_version": old.version, "previous_id": old.key_id, "previous_state": old.state,
                 "retain_until": format_time(old.retain_until)})
+    if certificate:
+        key["certificate_label"] = certificate
     return build_event("key-rotate", "success", context, key=key, reason=action_reason, extra=approval)
 
 
@@ -352,8 +383,8 @@ def apply_rotation(store, plans, context, reason, policy, check_mode, approval=N
             if plan.action == "rotate":
                 # a forced rotation of a key that was not due is not a scheduled one, whatever the task said
                 why = "manual" if reason == "scheduled" and not plan.due else reason
-                new, old = _rotate_one(store, plan, old_state, context, why, now, policy, approval)
-                events.append(_event(why, context, store.token_label, new, old, approval))
+                new, old, certificate = _rotate_one(store, plan, old_state, context, why, now, policy, approval)
+                events.append(_event(why, context, store.token_label, new, old, approval, certificate))
                 seal_events, sealed = _seal(store, plan, new, context, now)
                 events.extend(seal_events)
                 if old_state == "compromised":

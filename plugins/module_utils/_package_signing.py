@@ -20,6 +20,16 @@ change that carries no key). A signed package gains ``signed_at`` (UTC, ISO 8601
 microseconds), ``signer_fingerprint`` (``sha256:<hex>`` of the signer's
 SubjectPublicKeyInfo) and ``signature`` (base64 of the DER ECDSA signature), so
 ``openssl dgst -sha256 -verify signer.pem -signature sig.der payload.json`` checks it.
+
+Rollover: a rotation of ``package-signing`` (``_key_rotation``) makes the old version, while
+it is still active, sign a certificate of the new one (``certify_successor``): the canonical
+JSON of ``name``, ``previous_version``, ``previous_fingerprint``, ``version``,
+``fingerprint``, ``public_key_pem`` and ``certified_at``, plus ``signature`` (base64 DER
+ECDSA by the old key over that JSON). It is kept on the token
+(``_token_objects.SIGNER_CERTIFICATE``) and the signer's public record lists every
+certificate, oldest first (``certificates``). A recipient that pinned an older signer follows
+that chain from its pin (``follow_certificates``): each link verified with the key trusted
+before it, to the signer its packages name. A compromise rotation certifies nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import ManagedSigningKey
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    SIGNER_CERTIFICATE,
     canonical_json,
     spki_fingerprint,
 )
@@ -50,6 +61,8 @@ SIGNER_PURPOSE = "package"
 SIGNATURE_FIELDS = ("signed_at", "signer_fingerprint", "signature")
 #: fields left out of the signed payload (the wrapped blob is covered by its hash)
 UNSIGNED_FIELDS = ("signature", "wrapped")
+#: label prefix of a signer certificate on the HSM's token (``package-signer-certificate:<key id of the new version>``)
+CERTIFICATE_PREFIX = "package-signer-certificate"
 
 
 def signed_time(moment):
@@ -80,6 +93,15 @@ def load_signer_public_key(pem):
     return key if isinstance(key, ec.EllipticCurvePublicKey) else None
 
 
+def _signature_valid(public_key, signature, payload):
+    """True when ``signature`` (base64 DER ECDSA) verifies over ``payload`` with ``public_key``."""
+    try:
+        public_key.verify(base64.b64decode(signature, validate=True), payload, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+        return False
+    return True
+
+
 def verify_package(package, signer_public_key, where=None):
     """Refuse (PackageRejected) a package whose signature does not verify with ``signer_public_key``.
 
@@ -99,15 +121,12 @@ def verify_package(package, signer_public_key, where=None):
             "the HSM this recipient was enrolled with. Nothing was installed. If the HSM's signing key really "
             "changed, confirm it with the Security Officer and pin it again (recipient_enroll, package_signer)."
             % (where, package.get("signer_fingerprint"), fingerprint), option="packages")
-    try:
-        signer_public_key.verify(base64.b64decode(signature, validate=True), package_payload(package),
-                                 ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+    if not _signature_valid(signer_public_key, signature, package_payload(package)):
         raise PackageRejected(
             "%s does not verify with the HSM's package signer %s: its metadata (name, version, id, usage, state, "
             "recipient, transport key, check value, ...) or its wrapped key was changed after the HSM signed it. "
             "Nothing was installed. Run key_distribute again and pass its packages unchanged."
-            % (where, fingerprint), option="packages") from None
+            % (where, fingerprint), option="packages")
 
 
 class PackageSigner:
@@ -140,8 +159,8 @@ class PackageSigner:
         return signed
 
     def public_record(self):
-        """``{"name", "key_id", "version", "fingerprint", "public_key_pem"}`` of the active signing version."""
-        return self.key.public_record(self._active())
+        """``{"name", "key_id", "version", "fingerprint", "public_key_pem", "certificates"}`` of the active version."""
+        return dict(self.key.public_record(self._active()), certificates=signer_certificates(self.store))
 
 
 def ensure_package_signer(store, context, events):
@@ -158,6 +177,96 @@ def ensure_package_signer(store, context, events):
 
 def signer_record(store):
     """The public record of the token's active package-signing key, or None (read-only: never generates)."""
+    version = ManagedSigningKey(store, SIGNER_KEY_NAME, SIGNER_PURPOSE).active_version()
+    return PackageSigner(store).public_record() if version is not None else None
+
+
+# ---- rollover: each new signer certified by the one before it -------------------------------------
+
+
+def certificate_label(version):
+    """CKA_LABEL of the certificate of a package-signing ``version`` on the HSM's token."""
+    return "%s:%s" % (CERTIFICATE_PREFIX, version.key_id)
+
+
+def certificate_payload(certificate):
+    """The exact bytes the previous signer signs: canonical JSON of every field but ``signature``."""
+    return canonical_json({k: v for k, v in certificate.items() if k != "signature"})
+
+
+def certify_successor(store, old, new, now):
+    """While ``old`` is still active, it signs a certificate of ``new``, kept on the token (written once).
+
+    Returns ``(label, created)``; a certificate already on the token (an interrupted rotation) is kept.
+    """
+    label = certificate_label(new)
+    if store.objects.newest(SIGNER_CERTIFICATE, label) is not None:
+        return label, False
+    certificate = {"name": SIGNER_KEY_NAME, "previous_version": old.version,
+                   "previous_fingerprint": old.public_key_fingerprint, "version": new.version,
+                   "fingerprint": new.public_key_fingerprint,
+                   "public_key_pem": store.public_key_pem(SIGNER_KEY_NAME, new.version),
+                   "certified_at": signed_time(now)}
     key = ManagedSigningKey(store, SIGNER_KEY_NAME, SIGNER_PURPOSE)
-    version = key.active_version()
-    return key.public_record(version) if version is not None else None
+    certificate["signature"] = key.sign(old, certificate_payload(certificate))
+    store.objects.write(SIGNER_CERTIFICATE, label, certificate)
+    return label, True
+
+
+def signer_certificates(store):
+    """Every signer certificate on the HSM's token, oldest first (by the version certified)."""
+    docs = [store.objects.newest(SIGNER_CERTIFICATE, label).newest
+            for label in store.objects.document_labels(SIGNER_CERTIFICATE)]
+    return sorted(docs, key=lambda doc: (int(doc["version"]), doc["certified_at"]))
+
+
+def _chain_error(message, option):
+    return PackageRejected("%s Nothing was changed on this token. Pass the package_signer (with its certificates) "
+                           "that key_distribute or key_info returns on the HSM host, unchanged; if the HSM's signer "
+                           "really changed without a certificate, confirm it with the Security Officer and pin it "
+                           "again by hand." % message, option=option)
+
+
+def _certified_key(certificate, trusted_key, trusted_fingerprint, where, option):
+    """The public key ``certificate`` certifies, once its link to the trusted key is checked; else PackageRejected."""
+    if not isinstance(certificate, dict) or certificate.get("name") != SIGNER_KEY_NAME:
+        raise _chain_error("%s is not a certificate of the HSM's %r key." % (where, SIGNER_KEY_NAME), option)
+    if certificate.get("previous_fingerprint") != trusted_fingerprint:
+        raise _chain_error("%s certifies a successor of %s, but the signer trusted at that point of the chain is %s: "
+                           "the chain is broken." % (where, certificate.get("previous_fingerprint"),
+                                                     trusted_fingerprint), option)
+    signature = certificate.get("signature")
+    if not isinstance(signature, str) or not _signature_valid(trusted_key, signature,
+                                                              certificate_payload(certificate)):
+        raise _chain_error("%s does not verify with the signer it names as previous (%s): it was forged or altered."
+                           % (where, trusted_fingerprint), option)
+    public_key = load_signer_public_key(certificate.get("public_key_pem"))
+    if public_key is None or spki_fingerprint(public_key) != certificate.get("fingerprint"):
+        raise _chain_error("%s: its public_key_pem is not the EC key of fingerprint %s."
+                           % (where, certificate.get("fingerprint")), option)
+    return public_key
+
+
+def follow_certificates(pinned_key, certificates, target_fingerprint, option="package_signer"):
+    """Walk the certificates from the pinned signer to ``target_fingerprint``; return the target's public key.
+
+    The walk starts at the first certificate whose previous signer is the pinned one (earlier links are older
+    than the pin and are not needed); from there every certificate must follow the one before it and verify
+    with the key trusted so far. Raises PackageRejected when the chain does not start at the pin, is broken,
+    forged, or ends before the target.
+    """
+    trusted_key, trusted = pinned_key, spki_fingerprint(pinned_key)
+    certificates = list(certificates or [])
+    start = next((i for i, c in enumerate(certificates) if isinstance(c, dict)
+                  and c.get("previous_fingerprint") == trusted), None)
+    if start is None:
+        raise _chain_error("The HSM's package signer is now %s, but no certificate in package_signer.certificates "
+                           "starts at the signer this token pinned (%s)." % (target_fingerprint, trusted), option)
+    for index in range(start, len(certificates)):
+        where = "package_signer.certificates[%d]" % index
+        trusted_key = _certified_key(certificates[index], trusted_key, trusted, where, option)
+        trusted = spki_fingerprint(trusted_key)
+        if trusted == target_fingerprint:
+            return trusted_key
+    raise _chain_error("package_signer.certificates lead from the pinned signer to %s, not to %s, the signer the "
+                       "HSM uses now." % (trusted, target_fingerprint), option)

@@ -20,6 +20,9 @@ The HSM's package-signing public key is pinned here too (``recipient_enroll`` op
 only verify (CKA_MODIFIABLE false). ``key_install`` checks every package against it
 before anything is unwrapped, and the metadata of each version keeps the
 ``package_signed_at`` of the last package applied, so an older package is not replayed.
+When the HSM's signer rolls over (a certificate chain from the pinned signer,
+``_package_signing.follow_certificates``) the new signer's object is created and the old
+one destroyed: one pinned signer at a time.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class PinnedSigner:
     fingerprint: str
     #: the token lets it be changed (pinned by something other than recipient_enroll)
     modifiable: bool
+    obj: object = None
 
     def record(self):
         return {"label": self.label, "id": self.key_id, "curve": self.curve, "fingerprint": self.fingerprint}
@@ -232,7 +236,7 @@ class RecipientTokenStore:
         public_key = ec_public_key(obj, curve)
         return PinnedSigner(label=PACKAGE_SIGNER_LABEL, key_id=bytes(obj[Attribute.ID]).hex(), curve=curve.name,
                             public_key=public_key, fingerprint=spki_fingerprint(public_key),
-                            modifiable=bool(obj[Attribute.MODIFIABLE]))
+                            modifiable=bool(obj[Attribute.MODIFIABLE]), obj=obj)
 
     @property
     def package_signer(self):
@@ -240,14 +244,24 @@ class RecipientTokenStore:
         return self._signer
 
     def pin_signer(self, public_key, key_id):
-        """Create the pinned signer object: a token public key that may only verify, never be changed."""
+        """Create the pinned signer object: a token public key that may only verify, never be changed.
+
+        A signer pinned before (a rollover) is destroyed once the new object exists; if that fails, the new object
+        is destroyed again and the old pin stays.
+        """
         der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         template = {**decode_ec_public_key(der), Attribute.TOKEN: True, Attribute.PRIVATE: False,
                     Attribute.MODIFIABLE: False, Attribute.LABEL: PACKAGE_SIGNER_LABEL, Attribute.ID: key_id,
                     Attribute.VERIFY: True, Attribute.VERIFY_RECOVER: False, Attribute.ENCRYPT: False,
                     Attribute.WRAP: False, Attribute.DERIVE: False}
+        previous = [self._signer.obj] if self._signer is not None else []
         with pkcs11_errors("C_CreateObject (package signer)", token_label=self.token_label):
             obj = self.session.create_object(template)
+            try:
+                self.objects.destroy_key_objects(PACKAGE_SIGNER_LABEL, previous, "C_DestroyObject (previous signer)")
+            except Exception:
+                _destroy_quietly(obj)
+                raise
             self.objects.add_key_objects(PACKAGE_SIGNER_LABEL, [obj])
             self._signer = self._find_signer()
         return self._signer

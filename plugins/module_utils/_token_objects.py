@@ -24,6 +24,8 @@ Two sorts of objects are ours, both found by their CKA_LABEL:
     journal; ``seq``, only the latest is kept (older ones are destroyed after the new one is written).
   - ``secops.keylifecycle.lease``: ``lease:lifecycle``, one lifecycle run's claim on the token (``_token_lease``);
     ``revision`` (renewals), kept: each contender writes and destroys only its own objects.
+  - ``secops.keylifecycle.signer-certificate``: ``package-signer-certificate:<key id>``, the certificate of one
+    ``package-signing`` version signed by the version before it (``_package_signing``); written once, kept.
 
   A new kind of document is one more ``DocumentKind`` registered here.
 
@@ -164,6 +166,30 @@ def _decode_lease(label, blob):
 TOKEN_LEASE = register_kind(DocumentKind(
     name="token lease", application="secops.keylifecycle.lease", encode=canonical_json, decode=_decode_lease,
     revision=itemgetter("revision")))
+
+
+#: string fields of a package signer certificate (``_package_signing.certify_successor``); versions are ints
+SIGNER_CERTIFICATE_FIELDS = ("name", "previous_fingerprint", "fingerprint", "public_key_pem", "certified_at",
+                             "signature")
+
+
+def _decode_signer_certificate(label, blob):
+    try:
+        doc = json.loads(bytes(blob).decode("utf-8"))
+        for field in SIGNER_CERTIFICATE_FIELDS:
+            if not isinstance(doc[field], str):
+                raise ValueError("%s is not a string" % field)
+        int(doc["version"])
+        int(doc["previous_version"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise MetadataCorrupt("The package signer certificate %r cannot be read (%s)." % (label, exc)) from None
+    return doc
+
+
+#: a package-signing version's certificate, signed by the previous version while it was still active (a dict)
+SIGNER_CERTIFICATE = register_kind(DocumentKind(
+    name="package signer certificate", application="secops.keylifecycle.signer-certificate", encode=canonical_json,
+    decode=_decode_signer_certificate, revision=lambda _doc: 1))
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,12 @@ package_signer:
   description:
     - Public record of the HSM's package-signing key (C(name), C(key_id), C(version), C(fingerprint),
       C(public_key_pem)), to pin at the recipients (M(secops.keylifecycle.recipient_enroll) option C(package_signer)).
+    - C(certificates), oldest first, is the chain of signer certificates on the token. At each rotation of
+      C(package-signing) the previous version, still active, signed one of the new version (C(name),
+      C(previous_version), C(previous_fingerprint), C(version), C(fingerprint), C(public_key_pem), C(certified_at),
+      C(signature), the base64 DER ECDSA P-256 SHA-256 signature of the canonical JSON of the other fields). Pass
+      the whole record to M(secops.keylifecycle.key_install)'s C(package_signer) so a recipient that pinned an
+      older signer follows the chain.
       Null in check mode when the token has none yet.
   returned: always
   type: dict

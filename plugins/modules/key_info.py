@@ -305,6 +305,12 @@ package_signer:
     public_key_pem:
       description: The public key, PEM (give it to M(secops.keylifecycle.recipient_enroll)'s C(package_signer)).
       type: str
+    certificates:
+      description:
+        - The signer certificates on the token, oldest first; each made at a rotation of C(package-signing) by the
+          previous version (RV(secops.keylifecycle.key_distribute#module:package_signer) describes the fields).
+      type: list
+      elements: dict
 checked_at:
   description: When the token was read (UTC).
   returned: success

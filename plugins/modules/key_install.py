@@ -18,6 +18,13 @@ description:
     was altered, that is addressed to another recipient or transport key, or that was signed before the package
     last applied to the same version (a replay) is refused and nothing is stored. The same package again changes
     nothing.
+  - Signer rollover. When the packages name a signer other than the pinned one (the HSM rotated its
+    C(package-signing) key) and O(package_signer) is the HSM's record with its certificates, the certificates are
+    followed from the pinned signer; each must name the signer trusted before it as previous and verify with it,
+    until the signer the packages name. The packages are verified with that signer; once they have all unwrapped
+    and checked, it replaces the pinned object (journaled C(package-signer-pin), reason
+    C(rollover certified by <previous fingerprint>)). A chain that does not start at the pinned signer, is broken,
+    or does not verify is refused and nothing changes.
   - Each package is then checked (addressed to O(recipient), wrapped under this host's transport key), unwrapped
     by the token with a template built only from its verified metadata (sensitive, not extractable, the usages of
     its state) (C_UnwrapKey, C(CKM_RSA_PKCS_OAEP)) into a session object, and its key
@@ -68,6 +75,13 @@ options:
     description: Versions to withdraw (C(name), C(version), optional C(id)). Required with O(state=absent).
     type: list
     elements: dict
+  package_signer:
+    description:
+      - The HSM's package signer record as M(secops.keylifecycle.key_distribute) returns it
+        (RV(secops.keylifecycle.key_distribute#module:package_signer)), passed unchanged. C(public_key_pem) (required),
+        C(fingerprint) (checked against it) and C(certificates) (oldest first) are read, other fields are ignored.
+      - Only used when the packages name a signer other than the one pinned in this token (a rollover, see above).
+    type: dict
   transport_key_label:
     description: CKA_LABEL of this host's transport key pair (see M(secops.keylifecycle.recipient_enroll)).
     type: str
@@ -110,8 +124,19 @@ installed:
   returned: success
   type: list
   elements: dict
+package_signer:
+  description: The package signer pinned in this token after the task (C(label), C(id), C(curve), C(fingerprint)),
+    or null when none is pinned.
+  returned: success
+  type: dict
+package_signer_rollover:
+  description: The signer rollover of this task (C(previous_fingerprint), C(fingerprint)), also in check mode; null
+    when the pinned signer did not change.
+  returned: success
+  type: dict
 audit_events:
-  description: C(key-install), C(key-update) and C(key-withdraw) events.
+  description: C(key-install), C(key-update) and C(key-withdraw) events, and a C(package-signer-pin) event for a
+    signer rollover.
   returned: always
   type: list
   elements: dict
@@ -144,6 +169,7 @@ ARGUMENT_SPEC = dict(
     packages={"type": "list", "elements": "dict"},
     versions={"type": "list", "elements": "dict"},
     transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
+    package_signer={"type": "dict"},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -166,10 +192,13 @@ def main():
     def work(store, policy, context):
         if params["state"] == "present":
             result = install(store, params["packages"] or [], params["recipient"], context, module.check_mode,
-                             utc_now())
+                             utc_now(), params["package_signer"])
         else:
             result = withdraw(store, params["versions"] or [], context, module.check_mode, utc_now())
-        return result, dict(plan=result.plan, installed=[v.record() for v in store.installed()])
+        signer = store.package_signer
+        return result, dict(plan=result.plan, installed=[v.record() for v in store.installed()],
+                            package_signer=signer.record() if signer else None,
+                            package_signer_rollover=result.rollover)
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"plan": []}, open_store=open_store,
                          anchor=False)

@@ -63,9 +63,12 @@ options:
       - The HSM's package-signing public key, to pin in the recipient's token, as
         RV(secops.keylifecycle.key_info#module:package_signer) of M(secops.keylifecycle.key_info) on the HSM host
         gives it.
-      - Pinned once. Giving the same key again changes nothing; giving another key while one is pinned is refused
-        (the HSM's signer changed; confirm the new fingerprint with the Security Officer, remove the pinned object,
-        then enroll again).
+      - Pinned once. Giving the same key again changes nothing. Giving another key while one is pinned is a
+        rollover, accepted only when O(package_signer.certificates) lead from the pinned signer to the given one,
+        each certificate verified with the signer before it (the HSM's previous signing version certifies the new
+        one at every rotation); the new signer then replaces the pinned object (journaled C(package-signer-pin),
+        reason C(rollover certified by <previous fingerprint>)). Without such a chain it is refused (confirm the
+        new fingerprint with the Security Officer, remove the pinned object, then enroll again).
       - Omitted, nothing is pinned and RV(package_signer) reports what is pinned already.
     type: dict
     suboptions:
@@ -78,6 +81,23 @@ options:
           - Pin. C(sha256:<hex>) of the signer's DER SubjectPublicKeyInfo, as the Security Officer confirmed it.
             Refused when O(package_signer.public_key_pem) has another fingerprint.
         type: str
+      certificates:
+        description:
+          - The HSM's signer certificates, oldest first, as RV(secops.keylifecycle.key_info#module:package_signer)
+            lists them (C(name), C(previous_version), C(previous_fingerprint), C(version), C(fingerprint),
+            C(public_key_pem), C(certified_at), C(signature)). Used only when another signer is pinned.
+        type: list
+        elements: dict
+        default: []
+      name:
+        description: Ignored (part of the HSM's record, so the record can be passed unchanged).
+        type: str
+      key_id:
+        description: Ignored (part of the HSM's record).
+        type: str
+      version:
+        description: Ignored (part of the HSM's record).
+        type: int
 seealso:
   - module: secops.keylifecycle.key_distribute
   - module: secops.keylifecycle.key_install
@@ -157,7 +177,8 @@ installed:
   type: list
   elements: dict
 plan:
-  description: V(generate) or V(none) for the transport key; V(pin) or V(none) for the package signer.
+  description: V(generate) or V(none) for the transport key; V(pin) or V(none) for the package signer (a rollover
+    is V(pin) with C(previous_fingerprint)).
   returned: always
   type: list
   elements: dict
@@ -200,6 +221,10 @@ ARGUMENT_SPEC = dict(
     package_signer={"type": "dict", "options": {
         "public_key_pem": {"type": "str", "required": True, "no_log": False},
         "fingerprint": {"type": "str"},
+        "certificates": {"type": "list", "elements": "dict", "default": []},
+        "name": {"type": "str"},
+        "key_id": {"type": "str", "no_log": False},
+        "version": {"type": "int"},
     }},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,

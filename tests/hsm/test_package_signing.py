@@ -148,3 +148,128 @@ def test_recipient_pins_the_signer_once_and_refuses_another(settings, hsm_token)
             user_pin=hsm_token.pin_file.read_text().strip()) as session:
         [found] = list(session.get_objects({pkcs11.Attribute.LABEL: PACKAGE_SIGNER_LABEL}))
         assert found[pkcs11.Attribute.MODIFIABLE] is False
+
+
+def _rotate_signer(settings, reason="manual"):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import (
+        apply_rotation,
+        plan_rotation,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import SIGNER_KEY_NAME
+    from tests.hsm.test_key_store import _now
+
+    with _open(settings) as session:
+        store = _store(session, settings.token_label)
+        plans = plan_rotation(store, [SIGNER_KEY_NAME], False, True, BASELINE, _now(),
+                              compromise=reason == "compromise")
+        return apply_rotation(store, plans, _context(), reason, BASELINE, check_mode=False)
+
+
+def test_rotation_certifies_the_new_signer_with_the_old_one(settings, hsm_token):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+        certificate_payload,
+        ensure_package_signer,
+        follow_certificates,
+        load_signer_public_key,
+        signer_record,
+    )
+
+    with _open(settings) as session:
+        first = ensure_package_signer(_store(session, settings.token_label), _context(), [])[0].public_record()
+    assert first["certificates"] == []
+    records = [first]
+    for _round in range(2):
+        result = _rotate_signer(settings)
+        [event] = [e for e in result.audit_events if e["event"]["action"] == "key-rotate"]
+        with _open(settings) as session:
+            records.append(signer_record(_store(session, settings.token_label)))
+        assert event["key"]["certificate_label"] == "package-signer-certificate:" + records[-1]["key_id"]
+    second, third = records[1], records[2]
+    assert [c["version"] for c in third["certificates"]] == [2, 3]  # oldest first
+    one, two = third["certificates"]
+    assert one == second["certificates"][0]
+    assert (one["previous_fingerprint"], one["fingerprint"]) == (first["fingerprint"], second["fingerprint"])
+    assert (two["previous_fingerprint"], two["fingerprint"]) == (second["fingerprint"], third["fingerprint"])
+    assert one["public_key_pem"] == second["public_key_pem"] and one["name"] == "package-signing"
+    # each verifies with the old key, outside the token
+    for certificate, old in ((one, first), (two, second)):
+        load_signer_public_key(old["public_key_pem"]).verify(
+            base64.b64decode(certificate["signature"]), certificate_payload(certificate), ec.ECDSA(hashes.SHA256()))
+    # a recipient that pinned v1 reaches v3; one that pinned v2 too
+    pinned = load_signer_public_key(first["public_key_pem"])
+    reached = follow_certificates(pinned, third["certificates"], third["fingerprint"])
+    assert reached.public_numbers() == load_signer_public_key(third["public_key_pem"]).public_numbers()
+    follow_certificates(load_signer_public_key(second["public_key_pem"]), third["certificates"], third["fingerprint"])
+    # stored on the token as append-only documents, one per new version; the old versions can no longer sign
+    documents = [o for o in hsm_token.objects() if o.get("application") == "secops.keylifecycle.signer-certificate"]
+    assert sorted(o["label"] for o in documents) == sorted(
+        "package-signer-certificate:" + r["key_id"] for r in (second, third))
+    states = {label: value["state"] for label, value in hsm_token.metadata().items()}
+    assert states == {"package-signing:v1": "deactivated", "package-signing:v2": "deactivated",
+                      "package-signing:v3": "active"}
+
+
+def test_compromise_rotation_certifies_nothing(settings, hsm_token):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+        ensure_package_signer,
+        signer_record,
+    )
+
+    with _open(settings) as session:
+        ensure_package_signer(_store(session, settings.token_label), _context(), [])
+    result = _rotate_signer(settings, reason="compromise")
+    assert all("certificate_label" not in e["key"] for e in result.audit_events)
+    with _open(settings) as session:
+        record = signer_record(_store(session, settings.token_label))
+    assert record["version"] == 2 and record["certificates"] == []
+
+
+def test_recipient_follows_the_chain_at_enrollment(settings, hsm_token):
+    """The same token plays HSM (rotates its signer) and recipient (pins it, then rolls over)."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import PackageRejected
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import (
+        InstallResult,
+        pin_package_signer,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+        ensure_package_signer,
+        signer_record,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import (
+        PACKAGE_SIGNER_LABEL,
+        RecipientTokenStore,
+    )
+
+    def pin(raw, check_mode=False):
+        with _open(settings) as session:
+            store = RecipientTokenStore(session, settings.token_label, "keylifecycle-transport").load()
+            result = InstallResult()
+            return pin_package_signer(store, raw, _context(), check_mode, result), result
+
+    def pinned_objects():
+        return [o for o in hsm_token.objects() if o["label"] == PACKAGE_SIGNER_LABEL]
+
+    with _open(settings) as session:
+        first = ensure_package_signer(_store(session, settings.token_label), _context(), [])[0].public_record()
+    assert pin(first)[0]["fingerprint"] == first["fingerprint"]
+    _rotate_signer(settings)
+    with _open(settings) as session:
+        second = signer_record(_store(session, settings.token_label))
+    before = pinned_objects()
+    forged = dict(second, certificates=[dict(second["certificates"][0], certified_at="2000-01-01")])
+    with pytest.raises(PackageRejected, match="does not verify"):
+        pin(forged)
+    record, result = pin(second, check_mode=True)
+    assert record["fingerprint"] == first["fingerprint"] and result.changed and result.audit_events == []
+    assert pinned_objects() == before
+    record, result = pin(second)
+    assert record["fingerprint"] == second["fingerprint"] and result.changed
+    [event] = result.audit_events
+    assert event["event"]["action"] == "package-signer-pin"
+    assert event["event"]["reason"] == "rollover certified by %s" % first["fingerprint"]
+    assert len(pinned_objects()) == 1 and pinned_objects() != before
+    assert not pin(second)[1].changed

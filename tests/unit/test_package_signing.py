@@ -104,3 +104,93 @@ def test_signer_public_key_loading(signing, signer_key):
     assert signing.load_signer_public_key(pem).public_numbers() == signer_key.public_key().public_numbers()
     assert signing.load_signer_public_key("garbage") is None
     assert signing.load_signer_public_key(None) is None
+
+
+# ---- signer rollover: the certificate chain a recipient follows from its pinned signer ---------------------------
+
+
+def pem(key):
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def certify(signing, old, new, version, by=None):
+    """A certificate of ``new`` by ``old`` (``by`` signs instead, for a forgery)."""
+    certificate = {"name": "package-signing", "previous_version": version - 1, "previous_fingerprint": fingerprint(old),
+                   "version": version, "fingerprint": fingerprint(new), "public_key_pem": pem(new),
+                   "certified_at": "2030-01-0%dT00:00:00.000000+00:00" % version}
+    signature = (by or old).sign(signing.certificate_payload(certificate), ec.ECDSA(hashes.SHA256()))
+    return dict(certificate, signature=base64.b64encode(signature).decode())
+
+
+@pytest.fixture(scope="module")
+def signers():
+    return [ec.generate_private_key(ec.SECP256R1()) for _index in range(4)]
+
+
+@pytest.fixture
+def chain(signing, signers):
+    one, two, three, _other = signers
+    return [certify(signing, one, two, 2), certify(signing, two, three, 3)]
+
+
+def test_a_good_chain_reaches_the_new_signer(signing, signers, chain):
+    one, two, three, _other = signers
+    reached = signing.follow_certificates(one.public_key(), chain, fingerprint(three))
+    assert reached.public_numbers() == three.public_key().public_numbers()
+    # pinned later: the older link is skipped, not needed
+    assert signing.follow_certificates(two.public_key(), chain, fingerprint(three)).public_numbers() == \
+        three.public_key().public_numbers()
+    # a step short of the end
+    assert signing.follow_certificates(one.public_key(), chain, fingerprint(two)).public_numbers() == \
+        two.public_key().public_numbers()
+
+
+def refused(signing, pinned, certificates, target, message):
+    with pytest.raises(signing.PackageRejected, match=message) as caught:
+        signing.follow_certificates(pinned.public_key(), certificates, target)
+    assert "Nothing was changed" in str(caught.value) and caught.value.option == "package_signer"
+
+
+def test_a_chain_not_starting_at_the_pin_is_refused(signing, signers, chain):
+    one, _two, three, other = signers
+    refused(signing, other, chain, fingerprint(three), "no certificate .* starts at the signer this token pinned")
+    refused(signing, one, [], fingerprint(three), "starts at the signer this token pinned")
+    refused(signing, one, None, fingerprint(three), "starts at the signer this token pinned")
+
+
+def test_a_broken_link_is_refused(signing, signers, chain):
+    one, two, three, other = signers
+    # v2 -> v3 left out: the next certificate names another previous signer
+    broken = [chain[0], certify(signing, other, three, 3)]
+    refused(signing, one, broken, fingerprint(three), "the chain is broken")
+    # the chain ends before the signer the packages name
+    refused(signing, one, chain[:1], fingerprint(three), "not to %s" % fingerprint(three))
+    refused(signing, one, chain, fingerprint(other), "not to %s" % fingerprint(other))
+    assert two  # (the middle signer is only reached through the chain)
+
+
+FORGERIES = ("signed by another key", "key swapped", "fingerprint swapped", "signature garbage",
+             "mismatched key, validly signed", "not a certificate", "other key name")
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_forged_certificate_is_refused(signing, signers, chain, forgery):
+    one, two, three, other = signers
+    mismatched = certify(signing, one, two, 2)
+    mismatched = dict(mismatched, public_key_pem=pem(other))
+    mismatched["signature"] = base64.b64encode(one.sign(signing.certificate_payload(mismatched),
+                                                        ec.ECDSA(hashes.SHA256()))).decode()
+    # (certificates, the signer the packages name, what the refusal says)
+    certificates, target, message = {
+        # an attacker's key certified as the successor of the pinned signer, signed by the attacker
+        "signed by another key": ([certify(signing, one, other, 2, by=other)], other, "does not verify"),
+        # the genuine certificate with the attacker's key or fingerprint put in
+        "key swapped": ([dict(chain[0], public_key_pem=pem(other))], two, "does not verify"),
+        "fingerprint swapped": ([dict(chain[0], fingerprint=fingerprint(other))], other, "does not verify"),
+        "signature garbage": ([dict(chain[0], signature="!!")], two, "does not verify"),
+        "mismatched key, validly signed": ([mismatched], two, "is not the EC key"),
+        "not a certificate": ([chain[0], "package-signing"], three, "is not a certificate"),
+        "other key name": ([dict(chain[0], name="audit-checkpoint")], two, "is not a certificate"),
+    }[forgery]
+    refused(signing, one, certificates, fingerprint(target), message)
