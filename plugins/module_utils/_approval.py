@@ -24,11 +24,12 @@ APPROVAL_REQUIRED_BY = {
 
 
 def validate_approval_options(approved_by, change_ref):
-    """Check the approval options before anything happens (they go into the audit record)."""
-    if approved_by is not None and not PERSON_RE.match(approved_by):
+    """Check the approval options (of an approver, or of the approving Security Officer) before anything happens
+    (they go into the audit record)."""
+    if approved_by is not None and not (isinstance(approved_by, str) and PERSON_RE.match(approved_by)):
         raise InvalidOption("approved_by %r is not a valid person name: letters, digits and . _ @ + - only."
                             % approved_by, option="approved_by")
-    if change_ref is not None and not CHANGE_REF_RE.match(change_ref):
+    if change_ref is not None and not (isinstance(change_ref, str) and CHANGE_REF_RE.match(change_ref)):
         raise InvalidOption("change_ref %r is not a valid change or ticket reference: letters, digits and "
                             ". _ : / # - only, up to 64 characters." % change_ref, option="change_ref")
 

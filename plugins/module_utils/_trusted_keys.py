@@ -26,10 +26,10 @@ the SO cannot sign, the next user task anchors the journal head that chains thes
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     CapabilityMissing,
@@ -39,7 +39,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import translate_pkcs11_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE
-from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import CHANGE_REF_RE, PERSON_RE
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     find_objects,
     rsa_public_key,
@@ -58,11 +57,6 @@ try:
     from pkcs11 import Attribute, KeyType, ObjectClass
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
     p11_exc = Attribute = KeyType = ObjectClass = None
-
-try:
-    from cryptography.hazmat.primitives import serialization
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = None
 
 TRUSTED_TRANSPORT_PREFIX = "trusted-transport"
 #: the longest label written (audit field key.trusted_key_label allows 256 characters)
@@ -121,8 +115,8 @@ class TrustedTransportKey:
 
 
 def _key_id(public_key):
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).digest()[:16]
+    """CKA_ID of a trusted key: the first 16 bytes of its SPKI SHA-256 (the fingerprint's digest)."""
+    return bytes.fromhex(spki_fingerprint(public_key).split(":", 1)[1])[:16]
 
 
 class TrustedKeysUnsupported(list):
@@ -344,16 +338,6 @@ def _event(action, key, token_label, context, approved_by, change_ref):
     return build_event(action, "success", context, key=section, extra=extra)
 
 
-def check_officer(approved_by, change_ref):
-    """Refuse an approved_by or change_ref that an audit record cannot carry."""
-    if approved_by is not None and not (isinstance(approved_by, str) and PERSON_RE.match(approved_by)):
-        raise InvalidOption("approved_by %r must be the officer's name: 1-128 letters, digits and . _ @ + -."
-                            % (approved_by,), option="approved_by")
-    if change_ref is not None and not (isinstance(change_ref, str) and CHANGE_REF_RE.match(change_ref)):
-        raise InvalidOption("change_ref %r must be 1-64 letters, digits and . _ : / # -." % (change_ref,),
-                            option="change_ref")
-
-
 def approve_recipients(so_session, token_label, approvals, state, context, approved_by=None, change_ref=None,
                        check_mode=False):
     """Approve (``present``) or revoke (``absent``) the transport keys of ``approvals`` in one SO session.
@@ -361,7 +345,7 @@ def approve_recipients(so_session, token_label, approvals, state, context, appro
     Returns ``ApprovalResult``: one ``recipient-approve`` / ``recipient-revoke`` event per key created or
     destroyed (officer in keylifecycle.approved_by), the diff of approved keys, and the keys approved afterwards.
     """
-    check_officer(approved_by, change_ref)
+    validate_approval_options(approved_by, change_ref)
     officer = approved_by or context.operator
     before = find_trusted_transport_keys(so_session)
     after = list(before)

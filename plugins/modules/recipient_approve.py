@@ -194,6 +194,7 @@ error_option:
 """
 
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
     OFFICER_ARGSPEC,
@@ -205,7 +206,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._officer_module import run_officer_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import (
     approve_recipients,
-    check_officer,
     parse_approvals,
 )
 
@@ -235,7 +235,7 @@ def main():
     params = module.params
 
     def validate(policy):
-        check_officer(params["approved_by"], params["change_ref"])
+        validate_approval_options(params["approved_by"], params["change_ref"])
         return parse_approvals(params["recipients"], params["state"], policy)
 
     def work(session, token_label, policy, context, approvals):

@@ -193,7 +193,7 @@ def test_parse_approvals_absent_and_duplicates(rsa_3072):
     ("alice officer", None, "approved_by"), ("", None, "approved_by"), (None, "CHG 1", "change_ref")])
 def test_officer_name_and_change_ref_are_checked(approved_by, change_ref, option):
     with pytest.raises(_errors().InvalidOption) as info:
-        _tk().check_officer(approved_by, change_ref)
+        _module("_approval").validate_approval_options(approved_by, change_ref)
     assert info.value.option == option
-    _tk().check_officer("alice.officer@example.com", "CHG-1042")
-    _tk().check_officer(None, None)
+    _module("_approval").validate_approval_options("alice.officer@example.com", "CHG-1042")
+    _module("_approval").validate_approval_options(None, None)
