@@ -6,8 +6,12 @@
    and, for b and c, the same journal, audit state dir and callbacks, so the timed task runs in the steady state
    (signing key on the token, earlier records already shipped):
 
-   a. audit off: a copy of the collection without plugins/action/key_rotate.py and key_generate.py, so no
-      journal is written and the module anchors no checkpoint (checked after every run);
+   a. audit off: a copy of the collection whose plugins/action/key_rotate.py and key_generate.py are replaced by
+      the bench-only bench/audit_off/bench_action.py: it sends the module a fabricated intent that extends the
+      token's pin (a first-pin intent on the fresh token), so the module does all its token-side work (pin check,
+      checkpoint signed in the token, pin written) while no journal is written (checked after every run). A module
+      run without any action plugin is refused now (a lifecycle module changes the token only with a journaled
+      intent), so "audit off" measures the controller's journal and shipping, not the token's checkpoint;
    b. journal only: the collection as built (fail-closed journal and HSM-signed checkpoint);
    c. journal + both stores: as b, with the callback secops.keylifecycle.audit shipping to a real rsyslog (TLS)
       and a real PostgreSQL (TLS) on loopback (tests/servers.py); every journal record is checked to be in
@@ -16,11 +20,10 @@
    After every run the token is checked (N keys, v2 active, v1 deactivated with encrypt off) and, for b and c,
    the journal (a valid chain with the rotation's intent, N key-rotate changes, checkpoint and outcome). Plus an
    in-process breakdown of where the overhead comes from (the action plugin's journal work, and the module's
-   checkpoint anchoring on a token that holds the rotated keys).
+   checkpoint anchoring on a token that holds the rotated keys, which every variant pays).
 
-2. audit_verify throughput on a synthetic but valid journal of ``--records`` records written with the real
-   ``Journal.append``: ``verify_chain`` and ``verify_journal`` in-process, and the ``audit_verify`` module
-   through ansible-playbook on a token.
+2. audit_verify at scale (bench_verify.py): format 2 journals of ``--verify-sizes`` records (default 100,000 and
+   1,000,000), records/s and peak RSS in-process and through ansible-playbook.
 
 Timings are reported, never asserted; the correctness checks are (a failed check stops the run). Internal modes
 ``_token`` and ``_anchor`` run in a child process, because SoftHSM2 reads SOFTHSM2_CONF once per process.
@@ -31,7 +34,6 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
-import hashlib
 import json
 import os
 import shutil
@@ -63,8 +65,10 @@ VARIANTS = ("audit_off", "journal", "stores")
 VARIANT_TITLES = {"audit_off": "a. audit off", "journal": "b. journal only", "stores": "c. journal + both stores"}
 GENERATE_MODULE = "secops.keylifecycle.key_generate"
 ROTATE_MODULE = "secops.keylifecycle.key_rotate"
-# removed from the "audit off" copy: the timed task's action plugin, and the untimed key_generate's
-AUDIT_OFF_REMOVED = ("key_rotate.py", "key_generate.py")
+# replaced in the "audit off" copy by the bench-only action plugin: the timed task's, and the untimed key_generate's
+AUDIT_OFF_REPLACED = ("key_rotate.py", "key_generate.py")
+AUDIT_OFF_ACTION = BENCH / "audit_off" / "bench_action.py"
+AUDIT_OFF_STATE = "audit-off-state.json"  # the bench action's in-memory chain head, between playbooks
 PLAY_TIMED, PLAY_PREPARE = "rotate", "generate"  # file name prefixes of the two playbooks of a run
 BENCH_FILES = ("-task-time.jsonl", "-phases.jsonl")  # the bench callbacks' own files
 
@@ -107,8 +111,10 @@ def token_objects(collections_path, label, pin_file):
         data = objects({Attribute.CLASS: ObjectClass.DATA})
         documents = [json.loads(bytes(obj[Attribute.VALUE])) for obj in data
                      if obj[Attribute.APPLICATION] == METADATA_APPLICATION]
-        checkpoints = [json.loads(bytes(obj[Attribute.VALUE]).decode("ascii")) for obj in session.get_objects(
+        audit_docs = [json.loads(bytes(obj[Attribute.VALUE]).decode("ascii")) for obj in session.get_objects(
             {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: CHECKPOINT_APPLICATION})]
+        # the pin (and legacy per-journal checkpoints) name a journal's head; the key history does not
+        checkpoints = [doc for doc in audit_docs if "journal_id" in doc and "seq" in doc]
         signing_keys = sum(1 for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
                            if obj[Attribute.LABEL].startswith(SIGNING_KEY_NAME + ":"))
     newest = {}  # metadata revisions are append-only: the highest revision of each version counts
@@ -126,31 +132,37 @@ def token_objects(collections_path, label, pin_file):
         "bench_data_objects": len(data),
         "checkpoints": len(checkpoints),
         "checkpoint_seqs": sorted(doc["seq"] for doc in checkpoints),
+        "checkpoint_journals": sorted(doc["journal_id"] for doc in checkpoints),
         "signing_keys": signing_keys,
     }
 
 
 def anchor_cost(collections_path, label, pin_file):
-    """Time the module's checkpoint anchoring (CheckpointSigner.anchor) on this token, twice.
+    """Time the module's journal pin work on this token (audit-off token after its rotation), twice each.
 
-    The first anchor generates the audit-checkpoint signing key pair in the token (as on a fresh token), the
-    second only signs and replaces the stored checkpoint (every later task).
+    ``check``: the pin read and the proof that the intent extends it (JournalPin.check); ``anchor``: the checkpoint
+    signed in the token and the pin rewritten (JournalPin.anchor). Each intent extends the pin by one fabricated
+    record, as the bench-only action plugin does. The signing key is in place (every variant pays this).
     """
     import_collection(collections_path)
+    sys.path.insert(0, str(AUDIT_OFF_ACTION.parent))
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import CheckpointSigner
+    from bench_action import fabricated_intent
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import JournalPin
     from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
     from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 
     settings = ConnectionSettings(pkcs11_module=PKCS11_MODULE, token_label=label, user_pin_file=pin_file)
-    journal_id = str(uuid.uuid4())
     out = {}
     with open_session(settings) as session:
         store, out["store_load"] = timed(TokenKeyStore(session, label).load)
-        signer = CheckpointSigner(session, store)
-        for seq, key in ((1, "anchor_first"), (4, "anchor_next")):
-            context = {"journal_id": journal_id, "intent_seq": seq, "intent_hash": hashlib.sha256(b"%d" % seq).hexdigest()}
-            (checkpoint, version, created), out[key] = timed(signer.anchor, context, getpass.getuser())
+        pin = JournalPin(session, store)
+        for key in ("anchor_first", "anchor_next"):
+            head = pin.pin
+            params = dict(fabricated_intent({"journal_id": head["journal_id"], "seq": head["seq"],
+                                             "hash": head["head_hash"]}), intent_id=str(uuid.uuid4()))
+            _accepted, out[key + "_check"] = timed(pin.check, params, False)
+            (checkpoint, version, created), out[key] = timed(pin.anchor, params, getpass.getuser())
             out[key + "_created_key"] = bool(created and version and checkpoint)
     return out
 
@@ -271,18 +283,18 @@ class Stores:
 # ---- 1. overhead ---------------------------------------------------------------------------------------------
 
 def make_audit_off_copy(collections_path, work):
-    """A copy of the installed collection without the key_rotate (timed) and key_generate (untimed) action
-    plugins, in its own collections path."""
+    """A copy of the installed collection, in its own collections path, whose key_rotate (timed) and key_generate
+    (untimed) action plugins are the bench-only bench/audit_off/bench_action.py (fabricated intents, no journal)."""
     source = collections_path.joinpath(*COLLECTION)
     target_path = work / "collections-audit-off"
     target = target_path.joinpath(*COLLECTION)
-    for name in AUDIT_OFF_REMOVED:
+    for name in AUDIT_OFF_REPLACED:
         if not (source / "plugins" / "action" / name).is_file():
             raise SystemExit("%s has no plugins/action/%s: not the collection this bench expects" % (source, name))
     shutil.rmtree(target_path, ignore_errors=True)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in AUDIT_OFF_REMOVED:
-        (target / "plugins" / "action" / name).unlink()
+    for name in AUDIT_OFF_REPLACED:
+        shutil.copyfile(AUDIT_OFF_ACTION, target / "plugins" / "action" / name)
     return target_path
 
 
@@ -299,21 +311,31 @@ def record_kind(record):
 def check_token(variant, token, n, collections_path):
     """Every key rotated once: v1 deactivated (encrypt off), v2 active; the audit objects only where audited."""
     objects = child(token, "_token", collections_path)
-    audited = variant != "audit_off"
+    # every variant: the token's pin of its journal and one audit-checkpoint key (the module anchors in a too)
     expected = {"bench_keys": n, "bench_versions": {"v1 deactivated": n, "v2 active": n},
                 "bench_secret_keys": 2 * n, "bench_encrypt_on": {"v2": n},
                 "bench_data_objects": 3 * n,  # metadata revisions: v1 twice (append-only), v2 once
-                "checkpoints": int(audited), "signing_keys": int(audited)}
-    found = {key: value for key, value in objects.items() if key != "checkpoint_seqs"}
+                "checkpoints": 1, "signing_keys": 1}
+    found = {key: value for key, value in objects.items() if key not in ("checkpoint_seqs", "checkpoint_journals")}
     if found != expected:
         raise SystemExit("%s: the token holds %s, expected %s" % (variant, found, expected))
     return objects
 
 
-def check_journal(variant, journal, n, verify_chain, checkpoint_seqs):
+class Chain:
+    """A journal checked with audit_verify's verifier (no token), and its records decoded (both formats)."""
+
+    def __init__(self, path, verify_journal_file):
+        report = verify_journal_file(str(path))
+        self.ok, self.first_bad, self.records = report["ok"], report["first_bad"], report["records"]
+        self.journal_id = report["journal_id"]
+        with open(path, encoding="ascii") as handle:
+            self.parsed = [json.loads(line) for line in handle if line.strip()]
+
+
+def check_journal(variant, journal, n, verify_journal_file, checkpoint_seqs):
     """The journal of the untimed key_generate then the timed key_rotate; returns (chain, rotation records)."""
-    lines = journal.read_text(encoding="ascii").splitlines()
-    chain = verify_chain(lines)
+    chain = Chain(journal, verify_journal_file)
     counts = dict(Counter(record_kind(record) for record in chain.parsed))
     expected = {"intent key-generate unknown": 1, "change key-generate success": n + 1,  # + the signing key
                 "outcome key-generate success": 1, "intent key-rotate unknown": 1, "change key-rotate success": n,
@@ -345,7 +367,7 @@ def check_run(variant, root, token, journal, n, collections_path, stores, logs):
     """Check what the run left: keys on the token, journal and checkpoint (or none), records in the stores."""
     import_collection(collections_path)
     # pylint: disable-next=import-outside-toplevel
-    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import verify_chain
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._audit_verification import verify_journal_file
 
     objects = check_token(variant, token, n, collections_path)
     if variant == "audit_off":
@@ -354,9 +376,13 @@ def check_run(variant, root, token, journal, n, collections_path, stores, logs):
                 if not p.name.endswith(BENCH_FILES)]
         if journal.exists() or left:
             raise SystemExit("audit off: a journal or audit state was written: %s" % (left or journal))
+        head = json.loads((root / AUDIT_OFF_STATE).read_text())
+        if objects["checkpoint_journals"] != [head["journal_id"]] or objects["checkpoint_seqs"] != [head["seq"]]:
+            raise SystemExit("audit off: the token's pin %s %s is not the bench action's head %s" % (
+                objects["checkpoint_journals"], objects["checkpoint_seqs"], head))
         return {"journal_records": 0, "journal_total": 0, "token": objects}
 
-    chain, rotation = check_journal(variant, journal, n, verify_chain, objects["checkpoint_seqs"])
+    chain, rotation = check_journal(variant, journal, n, verify_journal_file, objects["checkpoint_seqs"])
     out = {"journal_records": len(rotation), "journal_total": chain.records, "token": objects}
     if variant == "stores":
         for log in logs:
@@ -381,7 +407,8 @@ def overhead_run(variant, root, n, ctx):
     token = Token(root / "token")
     journal = root / "audit-journal.jsonl"
     stores, playbooks, collections = ctx["stores"], ctx["playbooks"], ctx["paths"][variant]
-    options = {"extra_env": stores.callback_env() if variant == "stores" else None,
+    extra_env = {"KL_BENCH_AUDIT_OFF_STATE": str(root / AUDIT_OFF_STATE)} if variant == "audit_off" else None
+    options = {"extra_env": stores.callback_env() if variant == "stores" else extra_env,
                "callbacks": ("secops.keylifecycle.audit",) if variant == "stores" else ()}
     prepare = playbooks.play(root, token, [generate_task(token, n)], collections, journal, name=PLAY_PREPARE,
                              **options)
@@ -481,7 +508,8 @@ def bench_overhead(args, ctx):
     result["per_key_ms"] = {variant: {key: 1000 * result["medians"][variant][key] / n for key in ("total", "task")}
                             for variant in VARIANTS}
     anchors = [run["anchor"] for run in result["runs"]["audit_off"]]
-    result["anchor"] = {key: median_of(anchors, key) for key in ("store_load", "anchor_first", "anchor_next")}
+    result["anchor"] = {key: median_of(anchors, key) for key in (
+        "store_load", "anchor_first", "anchor_next", "anchor_first_check", "anchor_next_check")}
     result["controller_journal_median"] = {
         key: median_of(result["controller_journal"], key)
         for key in ("intent_append", "validate_events", "outcome_append")}
@@ -529,7 +557,8 @@ def report_overhead(result):
     received = [r["received"] for r in result["runs"]["stores"]]
     totals = [r["journal_total"] for r in result["runs"]["stores"]]
     print("Checks: every run left %d keys with v2 active and v1 deactivated (CKA_ENCRYPT off on v1; %d key objects, "
-          "%d metadata objects); a wrote no journal, no audit state, no checkpoint and no signing key; b and c "
+          "%d metadata objects) and the token's pin with one signing key; a wrote no journal and no audit state, "
+          "and its pin is the bench action's fabricated head; b and c "
           "journaled a valid chain whose rotation is intent, %d key-rotate changes (v1 deactivated -> v2 active), "
           "checkpoint, outcome (%d records after the key_generate's %d), with 1 checkpoint on the token anchoring "
           "the rotation's intent; c's stores received every record of the journal: %s" % (
@@ -539,13 +568,12 @@ def report_overhead(result):
     journal, anchor = result["controller_journal_median"], result["anchor"]
     print("Breakdown (in-process, medians): action plugin journal work for %d keys: intent record appended and "
           "fsync'ed %.1f ms, %d module events validated %.1f ms, checkpoint + outcome built and %d records "
-          "appended and fsync'ed %.1f ms; module checkpoint anchoring on a token holding the %d rotated keys: "
-          "with the signing key in place, as in b and c (sign, replace the stored checkpoint) %.1f ms; on a token "
-          "without it (generates the signing key pair first) %.1f ms" % (
+          "appended and fsync'ed %.1f ms; the module's pin work on a token holding the %d rotated keys, paid by "
+          "every variant (a too): check the intent extends the pin %.1f ms, sign the checkpoint and rewrite the pin "
+          "%.1f ms" % (
               n, 1000 * journal["intent_append"], n, 1000 * journal["validate_events"], n + 2,
-              1000 * journal["outcome_append"], n, 1000 * anchor["anchor_next"], 1000 * anchor["anchor_first"]))
-    estimate = journal["intent_append"] + journal["validate_events"] + journal["outcome_append"] + \
-        anchor["anchor_next"]
+              1000 * journal["outcome_append"], n, 1000 * anchor["anchor_next_check"], 1000 * anchor["anchor_next"]))
+    estimate = journal["intent_append"] + journal["validate_events"] + journal["outcome_append"]
     spread = {variant: max(r["task"] for r in runs) - min(r["task"] for r in runs)
               for variant, runs in result["runs"].items()}
     print("Sum of the breakdown: %.2f s = %.1f%% of a's task; measured b - a (task medians) %.2f s; spread (max - "
@@ -557,166 +585,16 @@ def report_overhead(result):
               med["stores"]["finish"] - med["journal"]["finish"]))
 
 
-# ---- 2. audit_verify throughput --------------------------------------------------------------------------------
+# ---- 2. audit_verify at scale: bench_verify.py ------------------------------------------------------------------
 
-class SoftwareSigner:
-    """Signs checkpoints like the token's audit-checkpoint key (ECDSA P-256, SHA-256), with a software key."""
+def bench_verify_sizes(args, ctx):
+    """bench_verify.py's measurement (format 2 journals, in-process and through ansible-playbook)."""
+    # pylint: disable-next=import-outside-toplevel
+    import bench_verify
 
-    def __init__(self):
-        # pylint: disable=import-outside-toplevel
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._algorithm = ec.ECDSA(hashes.SHA256())
-        public = self._key.public_key()
-        self.key_id = os.urandom(16).hex()
-        self.pem = public.public_bytes(serialization.Encoding.PEM,
-                                       serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
-        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.fingerprint = "sha256:" + hashlib.sha256(der).hexdigest()
-
-    def checkpoint(self, record):
-        # pylint: disable-next=import-outside-toplevel
-        from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import checkpoint_payload
-
-        signed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        payload = checkpoint_payload(record.journal_id, record.seq, record.hash, signed_at)
-        return {"journal_id": record.journal_id, "seq": record.seq, "head_hash": record.hash, "signed_at": signed_at,
-                "signature": base64.b64encode(self._key.sign(payload, self._algorithm)).decode("ascii"),
-                "key_id": self.key_id, "key_version": 1, "public_key_fingerprint": self.fingerprint}
-
-
-def build_journal(path, records, batch, token_label):
-    """Write ``records`` records as records // batch tasks of ``batch`` records, as the action plugin does.
-
-    Each task: an intent record (its own append), then ``batch - 3`` key-generate changes, a checkpoint signing
-    the intent (software key) and the outcome (one append). Returns the signer (its public key) and append count.
-    """
-    # pylint: disable=import-outside-toplevel
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext, build_event
-    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal
-
-    signer = SoftwareSigner()
-    journal = Journal(str(path))
-    extra = {"module": GENERATE_MODULE}
-    appends = 0
-    for task in range(records // batch):
-        context = AuditContext(operator=getpass.getuser(), operator_source="controller_os_user",
-                               run_id="bench-run-%d" % task, host="localhost")
-        names = ["synthetic-%07d" % (task * batch + i) for i in range(batch - 3)]
-        intent = journal.append([build_event("key-generate", "unknown", context, phase="intent",
-                                             extra=dict(extra, requested_keys=names))])[0]
-        context.intent_id = intent.record_id
-        events = [build_event("key-generate", "success", context, key=synthetic_key(name, token_label))
-                  for name in names]
-        events.append(build_event("audit-checkpoint", "success", context,
-                                  extra=dict(extra, checkpoint=signer.checkpoint(intent))))
-        events.append(build_event("key-generate", "success", context, phase="outcome",
-                                  extra=dict(extra, changed=True)))
-        journal.append(events)
-        appends += 2
-    return signer, appends
-
-
-def bench_verify(args, ctx):
-    import_collection(ctx["collections"])
-    # pylint: disable=import-outside-toplevel
-    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._audit_verification import verify_journal
-    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal, verify_chain
-
-    records, batch = args.records, args.batch
-    root = args.work_dir / "verify"
-    root.mkdir(parents=True)
-    token = Token(root / "token")
-    path = root / "audit-journal.jsonl"
-    print("audit_verify: building a journal of %d records ..." % records, file=sys.stderr, flush=True)
-    (signer, appends), build = timed(build_journal, path, records, batch, token.label)
-    lines, read = timed(Journal(str(path)).read_lines)
-    if len(lines) != records:
-        raise SystemExit("the synthetic journal has %d lines, expected %d" % (len(lines), records))
-    result = {"records": records, "batch": batch, "tasks": records // batch, "appends": appends,
-              "journal_bytes": path.stat().st_size, "build": build, "read_lines": read,
-              "loadavg_start": os.getloadavg()[0]}
-
-    methods = {
-        "verify_chain": lambda: verify_chain(lines),
-        "verify_journal": lambda: verify_journal(lines, {}, {}),
-        "verify_journal_keys": lambda: verify_journal(lines, {}, {signer.key_id: signer.pem}),
-    }
-    for name, method in methods.items():
-        times = []
-        for _i in range(args.repeat):
-            report, seconds = timed(method)
-            times.append(seconds)
-        result[name] = {"runs": times, "seconds": statistics.median(times)}
-        if name == "verify_chain":
-            if not report.ok or report.records != records:
-                raise SystemExit("verify_chain: the synthetic journal does not verify: %s" % report.first_bad)
-        else:
-            result[name].update(ok=report["ok"], problems=len(report["problems"]),
-                                checkpoints_verified=report["checkpoints_verified"])
-            if report["records"] != records or (name == "verify_journal_keys" and not report["ok"]):
-                raise SystemExit("%s: %s" % (name, report["problems"][:3]))
-
-    def verify_task(journal):
-        return {"name": "audit_verify", "secops.keylifecycle.audit_verify": dict(
-            token.connection(), journal=str(journal), fail_on_error=False)}
-
-    playbooks, collections = ctx["playbooks"], ctx["collections"]
-    missing = root / "no-journal.jsonl"
-    playbooks.play(root / "play-warmup", token, [verify_task(missing)], collections, missing)  # discarded
-    runs, baselines = [], []
-    for i in range(args.repeat):
-        print("audit_verify: module run %d/%d ..." % (i + 1, args.repeat), file=sys.stderr, flush=True)
-        empty = playbooks.play(root / ("play-empty-%d" % i), token, [verify_task(missing)], collections, missing)
-        one = playbooks.play(root / ("play-%d" % i), token, [verify_task(path)], collections, path)
-        if one["result"].get("records") != records or empty["result"].get("records") != 0:
-            raise SystemExit("audit_verify module checked %s and %s records, expected %d and 0" % (
-                one["result"], empty["result"], records))
-        for entry, target in ((one, runs), (empty, baselines)):
-            entry.pop("log")
-            target.append(entry)
-    result["module"] = {"baseline_runs": baselines, "runs": runs, "total": median_of(runs, "total"),
-                        "task": median_of(runs, "task"), "result": runs[0]["result"],
-                        "baseline": {key: median_of(baselines, key) for key in ("total", "task")}}
-    result["module"]["task_net"] = result["module"]["task"] - result["module"]["baseline"]["task"]
-    result["loadavg_end"] = os.getloadavg()[0]
-    return result
-
-
-def report_verify(result):
-    n, module = result["records"], result["module"]
-    print("\n2. audit_verify throughput: synthetic journal of %d records (%.1f MB), %d tasks of %d records "
-          "(intent, %d key changes, checkpoint, outcome) written with Journal.append (%d appends)\n" % (
-              n, result["journal_bytes"] / 1e6, result["tasks"], result["batch"], result["batch"] - 3,
-              result["appends"]))
-    rows = []
-
-    def row(name, seconds, note=""):
-        rows.append((name, "%.3f" % seconds, "%.0f" % (n / seconds) if seconds > 0 else "-", note))
-
-    row("build: Journal.append (build_event + fsync)", result["build"])
-    row("read: Journal.read_lines", result["read_lines"])
-    row("a. verify_chain(lines)", result["verify_chain"]["seconds"], "chain ok")
-    for key, name in (("verify_journal", "b. verify_journal(lines, {}, {})"),
-                      ("verify_journal_keys", "b'. verify_journal(lines, {}, {key: pem})")):
-        entry = result[key]
-        row(name, entry["seconds"], "ok=%s, %d problem(s), %d checkpoint(s) verified" % (
-            entry["ok"], entry["problems"], entry["checkpoints_verified"]))
-    got = module["result"]
-    row("c. audit_verify module: task", module["task"], "ok=%s, %s problem(s), %s checkpoint(s) verified" % (
-        got.get("ok"), got.get("problems"), got.get("checkpoints_verified")))
-    row("c. audit_verify module: task - empty-journal task", module["task_net"],
-        "empty-journal task %.2f s" % module["baseline"]["task"])
-    row("c. audit_verify module: whole ansible-playbook", module["total"],
-        "empty-journal run %.2f s" % module["baseline"]["total"])
-    table(("what", "seconds", "records/s", "result"), rows, left=(0, 3))
-    print("\nMedians of %d runs (build and read: one run). b: without public keys each checkpoint counts as a "
-          "problem (nothing to verify it with); b': with the software key that signed them. c: the token holds no "
-          "audit-checkpoint key, so the module reports the checkpoints as not verifying (fail_on_error: false)."
-          % len(module["runs"]))
-    print("Load average %.2f -> %.2f" % (result["loadavg_start"], result["loadavg_end"]))
+    verify_args = argparse.Namespace(batch=args.batch, repeat=args.repeat, skip_module=False,
+                                     collections_path=ctx["collections"], work_dir=args.work_dir)
+    return bench_verify.run_sizes(verify_args, [int(n) for n in args.verify_sizes.split(",")])
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -737,14 +615,15 @@ def main():
     parser.add_argument("--keys", type=int, default=1000,
                         help="keys generated, then rotated by the timed key_rotate task (default 1000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant / method (median, default 3)")
-    parser.add_argument("--records", type=int, default=100000, help="records of the synthetic journal")
-    parser.add_argument("--batch", type=int, default=1000, help="records per task in the synthetic journal")
+    parser.add_argument("--verify-sizes", default="100000,1000000",
+                        help="records of the synthetic journals audit_verify checks (comma-separated)")
+    parser.add_argument("--batch", type=int, default=1000, help="records per task in the synthetic journals")
     parser.add_argument("--skip-overhead", action="store_true", help="only part 2 (audit_verify throughput)")
     parser.add_argument("--skip-verify", action="store_true", help="only part 1 (overhead)")
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "audit-latest.json")
     args = parser.parse_args()
-    if args.batch < 3 or args.records % args.batch:
-        parser.error("--records must be a multiple of --batch, and --batch at least 3")
+    if args.batch < 4 or any(int(n) % args.batch for n in args.verify_sizes.split(",")):
+        parser.error("--verify-sizes must be multiples of --batch, and --batch at least 4")
     env = environment(args.work_dir)
     collections = args.collections_path.resolve()
     ctx = {"collections": collections, "playbooks": Playbooks(args.work_dir), "stores": None}
@@ -759,10 +638,14 @@ def main():
         finally:
             ctx["stores"].cleanup()
     if not args.skip_verify:
-        output["verify"] = bench_verify(args, ctx)
+        output["verify"] = bench_verify_sizes(args, ctx)
     if "overhead" in output:
         report_overhead(output["overhead"])
     if "verify" in output:
+        # pylint: disable-next=import-outside-toplevel
+        from bench_verify import report as report_verify
+
+        print("\n2. (bench_verify.py)")
         report_verify(output["verify"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(output, indent=2) + "\n")

@@ -52,7 +52,9 @@ class ActionModule(ActionBase):
         events = args["events"]
         if events < 1:
             raise AnsibleActionFail("events must be a positive number of events to list, got %r." % events)
-        journal = Journal(resolve_journal_path(args, task_vars, self._templar))
+        # the journal audit_verify checked (its result is the audit option) is the token's journal
+        audited = args["audit"].get("journal") if isinstance(args["audit"], dict) else None
+        journal = Journal(args.get("journal") or audited or resolve_journal_path(args, task_vars, self._templar))
         lines = journal.read_lines()
         model = build_model(str(args["environment_name"] or "default"), key_info, args["audit"],
                             last_events(lines, events), distribution=distribution_records(lines))

@@ -25,8 +25,10 @@ requirements:
   - psycopg (3) on the controller for the PostgreSQL store
 options:
   state_dir:
-    description: Folder of the controller's audit state (the registry of journals).
-    default: ~/.ansible/secops_keylifecycle
+    description:
+      - Folder of the controller's audit state (the registry of journals, and each token's default journal).
+      - Defaults to C(secops_keylifecycle) under E(ANSIBLE_HOME) (as ansible is configured, else C(~/.ansible)),
+        the same folder the lifecycle action plugins use.
     type: path
     env:
       - name: KEYLIFECYCLE_AUDIT_STATE_DIR
@@ -117,6 +119,8 @@ options:
         key: retry_after
 """
 
+import os
+
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import registered_journals
@@ -159,7 +163,8 @@ class CallbackModule(CallbackBase):
         self._shipper = Shipper(stores, retry_after=self.get_option("retry_after"))
 
     def _journals(self):
-        environ = {"KEYLIFECYCLE_AUDIT_STATE_DIR": self.get_option("state_dir")}
+        given = self.get_option("state_dir")
+        environ = dict(os.environ, KEYLIFECYCLE_AUDIT_STATE_DIR=given) if given else None
         return list(self.get_option("journals") or []) + registered_journals(environ)
 
     def _ship(self, force=False):

@@ -46,4 +46,42 @@ options:
       resolved_operator_source:
         description: With an operator override, where the resolved identity came from.
         type: str
+      journal_proof:
+        description:
+          - That the intent record extends the journal head the token pinned, as the content digests of the records
+            after C(start_seq) up to the intent. The module refuses to change the token without it.
+        type: dict
+        suboptions:
+          start_seq:
+            description: Sequence number of the record the proof starts after (the last record this token anchored).
+            type: int
+          start_hash:
+            description: Hash of that record.
+            type: str
+          digests:
+            description: Content digest of every record after C(start_seq), up to the intent record.
+            type: list
+            elements: str
+      journal_rollover:
+        description:
+          - Sent by M(secops.keylifecycle.audit_rollover) only, when a new journal continues the one the token names.
+        type: dict
+        suboptions:
+          genesis:
+            description: The new journal's first record (its line), which names the journal it continues.
+            type: str
+          previous_proof:
+            description: That the previous journal's head named in the genesis extends the head the token pinned.
+            type: dict
+            suboptions:
+              start_seq:
+                description: Sequence number the proof starts after.
+                type: int
+              start_hash:
+                description: Hash of that record.
+                type: str
+              digests:
+                description: Content digests of the records after C(start_seq).
+                type: list
+                elements: str
 """

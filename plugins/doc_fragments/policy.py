@@ -60,6 +60,11 @@ options:
       compromise_requires_approval:
         description: Compromise rotations only with C(approved_by) naming a second person, different from the operator.
         type: bool
+      journal_rollover_requires_approval:
+        description:
+          - Start a new audit journal for a token (M(secops.keylifecycle.audit_rollover)) only with C(approved_by)
+            naming a second person, different from the operator.
+        type: bool
       require_transport_key_pin:
         description:
           - M(secops.keylifecycle.key_distribute) refuses a recipient whose transport key fingerprint is not pinned
@@ -86,9 +91,9 @@ options:
       authorization:
         description:
           - Who may perform which lifecycle action. Keys are V(generate), V(rotate), V(compromise_rotate),
-            V(destroy) and V(distribute); values are lists of operator names or C(group:<name>) entries (see
-            O(policy.groups)). An action not listed is allowed to nobody once this is set; without it every operator
-            who can open the token may act.
+            V(destroy), V(distribute) and V(journal_rollover); values are lists of operator names or
+            C(group:<name>) entries (see O(policy.groups)). An action not listed is allowed to nobody once this is
+            set; without it every operator who can open the token may act.
           - Checked on the controller, before anything touches the HSM; a refusal is journaled. An approver
             (C(approved_by)) must be authorized for the action too.
         type: dict

@@ -20,6 +20,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
 APPROVAL_REQUIRED_BY = {
     "compromise_rotate": "compromise_requires_approval",
     "destroy": "destroy_requires_approval",
+    "journal_rollover": "journal_rollover_requires_approval",
 }
 
 

@@ -64,6 +64,14 @@ POLICY_ARGSPEC = {
     },
 }
 
+# That the intent extends the journal head the token pinned: the digests of the records after start_seq
+# (plugins/module_utils/_journal_chain.py).
+JOURNAL_PROOF_OPTIONS = {
+    "start_seq": {"type": "int"},
+    "start_hash": {"type": "str"},
+    "digests": {"type": "list", "elements": "str"},
+}
+
 # Filled in on the controller by the collection's action plugins (plugins/plugin_utils/_lifecycle_action.py).
 AUDIT_CONTEXT_ARGSPEC = {
     "audit_context": {
@@ -79,6 +87,11 @@ AUDIT_CONTEXT_ARGSPEC = {
             "intent_hash": {"type": "str"},
             "resolved_operator": {"type": "str"},
             "resolved_operator_source": {"type": "str"},
+            "journal_proof": {"type": "dict", "options": JOURNAL_PROOF_OPTIONS},
+            "journal_rollover": {"type": "dict", "options": {
+                "genesis": {"type": "str"},
+                "previous_proof": {"type": "dict", "options": JOURNAL_PROOF_OPTIONS},
+            }},
         },
     },
 }

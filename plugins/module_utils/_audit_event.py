@@ -47,6 +47,10 @@ ACTIONS = {
     # monitoring (read-only modules, docs/monitoring.md): one record per drift finding, one per token check
     "key-drift": (["configuration"], ["info"]),
     "token-check": (["configuration"], ["info"]),
+    # the journal itself (docs/audit.md): a new journal started for a token that already names one (its genesis
+    # record), and a torn last line cut off before the next append
+    "audit-journal-rollover": (["configuration"], ["change"]),
+    "audit-journal-repair": (["configuration"], ["change"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence. A read-only module's finding is an observation, outside
@@ -59,6 +63,8 @@ _KCV = re.compile(r"^[0-9a-f]{6}\Z")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _TOKEN_LABEL = re.compile(r"^[\x20-\x7e]{0,32}\Z")
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{0,128}\Z")
+#: a file path on the controller (a journal kept aside at a rollover)
+_PATH = re.compile(r"^[\x20-\x7e]{1,1024}\Z")
 UUID_RE = re.compile(r"^[0-9a-f-]{36}\Z")
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 _OUTCOMES = ("success", "failure", "unknown")
@@ -127,6 +133,29 @@ _FIELD_CHECKS = {
     "keylifecycle.checkpoint.key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
     "keylifecycle.checkpoint.key_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.checkpoint.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    # the token the checkpoint was signed on, and (the first checkpoint of a new signing key) the previous key's
+    # co-signature over the same payload
+    "keylifecycle.checkpoint.token_label": lambda v: isinstance(v, str) and bool(_TOKEN_LABEL.match(v)),
+    "keylifecycle.checkpoint.token_serial": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
+    "keylifecycle.checkpoint.previous_key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
+    "keylifecycle.checkpoint.previous_signature": lambda v: isinstance(v, str) and bool(
+        re.match(r"^[A-Za-z0-9+/=]{16,300}\Z", v)),
+    # a journal rollover's genesis record: the journal it continues (id, head seq and hash, where it was archived),
+    # the token's pin of that journal when the rollover started, and why
+    "keylifecycle.previous_journal.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
+    "keylifecycle.previous_journal.head_seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "keylifecycle.previous_journal.head_hash": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
+    "keylifecycle.previous_journal.path": lambda v: isinstance(v, str) and bool(_PATH.match(v)),
+    "keylifecycle.previous_journal.pinned_seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "keylifecycle.previous_journal.pinned_hash": lambda v: isinstance(v, str) and bool(
+        re.match(r"^[0-9a-f]{64}\Z", v)),
+    "keylifecycle.previous_journal.lost": lambda v: isinstance(v, bool),
+    "keylifecycle.superseded_journal.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
+    "keylifecycle.superseded_journal.path": lambda v: isinstance(v, str) and bool(_PATH.match(v)),
+    # a torn tail cut off: where, how long, and the SHA-256 of the bytes removed (never the bytes)
+    "keylifecycle.repair.offset": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "keylifecycle.repair.length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "keylifecycle.repair.sha256": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
     "keylifecycle.drift.kind": lambda v: v in ("usage_enabled", "destroyed_present", "unexplained_object",
                                                "lost_sensitive", "gained_extractable"),
     "keylifecycle.drift.attribute": lambda v: isinstance(v, str) and bool(re.match(r"^CKA_[A-Z_]{1,30}\Z", v)),

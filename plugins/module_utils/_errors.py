@@ -134,3 +134,26 @@ class PackageRejected(KeyLifecycleError):
     """A wrapped key package did not unwrap under this recipient's transport key, or its check value differs."""
 
     kind = "package_rejected"
+
+
+class JournalRefused(KeyLifecycleError):
+    """The token names another journal, or a later head, than the one this task's intent is in (``_checkpoint``).
+
+    ``kind`` is one of ``KINDS``: which tampering or accident was caught; nothing was changed on the token.
+    """
+
+    kind = "journal_refused"
+    #: journal_required: no journaled intent (module run without its action plugin);
+    #: journal_pin_missing: the token has signed checkpoints but names no journal;
+    #: journal_mismatch: the token names another journal (deleted, replaced, diverted) and no valid rollover;
+    #: journal_behind: the journal ends at or before the token's head (truncated, restored from an older copy);
+    #: journal_rewritten: the journal does not extend the token's head (records removed, altered or re-hashed);
+    #: checkpoint_key_replaced: the key that signed the token's head is gone and nothing certifies the current one
+    KINDS = ("journal_required", "journal_pin_missing", "journal_mismatch", "journal_behind", "journal_rewritten",
+             "checkpoint_key_replaced")
+
+    def __init__(self, message, kind, option="audit_context"):
+        if kind not in self.KINDS:
+            raise ValueError("unknown journal refusal %r" % kind)
+        super().__init__(message, option=option)
+        self.kind = kind

@@ -25,11 +25,13 @@ CKA_WRAP_WITH_TRUSTED to an existing key, but can take CKA_EXTRACTABLE away), me
 can be wrapped from a sealed version, so a recipient enrolled later receives only
 wrap-with-trusted versions.
 
-Rollover of the package signer: when ``package-signing`` rotates (not for a compromise), the old
-version, still active, signs a certificate of the new one before it is deactivated
-(``_package_signing.certify_successor``); the ``key-rotate`` event names it
+Rollover of the collection's signing keys: when ``package-signing`` or ``audit-checkpoint`` rotates
+(not for a compromise), the old version, still active, signs a certificate of the new one before it
+is deactivated (``_managed_signing.certify_successor``); the ``key-rotate`` event names it
 (``certificate_label``). The repair of an interrupted rotation certifies the survivor the same
-way, with the stale active version, before deactivating it.
+way, with the stale active version, before deactivating it. A new ``audit-checkpoint`` version's
+public key is added to the token's key history (``_managed_signing.remember_public_keys``), which
+keeps it after the version is destroyed.
 
 Order matters for crash safety: after an interruption a key may have two active
 versions (new one made, old one not yet deactivated). Every rotation run repairs
@@ -53,10 +55,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     utc_now,
     validate_name,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
-    SIGNER_KEY_NAME,
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import (
+    CERTIFICATE_PREFIXES,
     certificate_label,
     certify_successor,
+    remember_public_keys,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     KEY_METADATA,
@@ -259,29 +262,31 @@ def _undo_generation(store, new):
     metadata = store.objects.document_objects(KEY_METADATA, new.label)
     store.objects.destroy_key_objects(new.label, objects=metadata,
                                       operation="C_DestroyObject for %s (undoing a failed rotation)" % new.label)
-    certificates = store.objects.document_objects(SIGNER_CERTIFICATE, certificate_label(new))
-    store.objects.destroy_key_objects(certificate_label(new), objects=certificates,
-                                      operation="C_DestroyObject for the certificate of %s" % new.label)
+    if new.name in CERTIFICATE_PREFIXES:
+        certificates = store.objects.document_objects(SIGNER_CERTIFICATE, certificate_label(new))
+        store.objects.destroy_key_objects(certificate_label(new), objects=certificates,
+                                          operation="C_DestroyObject for the certificate of %s" % new.label)
     store.discard_half_made(new.name, new.version)
 
 
 def _certify(store, old, new, now, old_state="deactivated"):
-    """The package signer's certificate of ``new`` by ``old`` (still active); its label, or None for other keys and
-    for a compromise (a compromised key vouches for nothing)."""
-    if new.name != SIGNER_KEY_NAME or old_state == "compromised":
+    """The certificate of ``new`` by ``old`` (still active) of a collection signing key (package signer, audit
+    checkpoint); its label, or None for other keys and for a compromise (a compromised key vouches for nothing)."""
+    if new.name not in CERTIFICATE_PREFIXES or old_state == "compromised":
         return None
     return certify_successor(store, old, new, now)[0]
 
 
 def _rotate_one(store, plan, old_state, context, why, now, policy, approval):
-    """Generate the successor, (package signer) certify it with the current version, then retire the current
-    version; if certifying or retiring fails, the successor is removed again, so a failed rotation leaves no new
-    version behind (and the next try uses the same number). Returns ``(new, old, certificate label or None)``."""
+    """Generate the successor, (collection signing keys) certify it with the current version, then retire the
+    current version; if certifying or retiring fails, the successor is removed again, so a failed rotation leaves
+    no new version behind (and the next try uses the same number). Returns ``(new, old, certificate label or None)``."""
     _retain_until(plan.current, now)  # refused before anything is generated
     new = store.generate(plan.current.spec, plan.next_version, context.operator, now,
                          require_trusted_wrapping=policy.require_trusted_wrapping)
     try:
         certificate = _certify(store, plan.current, new, now, old_state)
+        remember_public_keys(store, new.name, [new])  # audit-checkpoint: kept after the version is destroyed
         old = _retire(store, plan.current, old_state, context.operator, why, now, policy.compromise_disables_decrypt,
                       approval)
     except Exception:

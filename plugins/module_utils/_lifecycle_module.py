@@ -8,7 +8,10 @@ PRIVATE: not part of the public interface.
 
 Policy, audit context and connection are read the same way for every lifecycle
 module; the work runs in one logged-in session on one enumeration of the token; the
-controller's intent record is anchored by a signed checkpoint in the same session;
+token's pin of its journal is checked first (``_checkpoint.JournalPin.check``: a task
+without a journaled intent that extends the token's head is refused before anything on
+the token changes), and the controller's intent record is anchored by a signed
+checkpoint in the same session after the work;
 a state-changing run holds the token's lease (``_token_lease``) from before the token
 is read until after the checkpoint is written, so runs from several controllers take
 turns; duplicate labels left by older versions are repaired first (``_version_repair``);
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import policy_overrides
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
-from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import anchor_journal
+from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import JournalPin, anchor_journal
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, UnexpectedError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
@@ -30,7 +33,16 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_lease i
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import repair_duplicates
 
 
-def run_lifecycle_module(module, work, validate=None, empty_result=None, open_store=None, anchor=True):
+def _module_name(module, work):
+    """The module's short name (``key_generate``), for messages: from where ``work`` is defined, else its name."""
+    source = str(getattr(work, "__module__", "") or "")
+    if ".plugins.modules." in source:
+        return source.rsplit(".", 1)[-1]
+    return str(getattr(module, "_name", "") or "this module").rsplit(".", 1)[-1]
+
+
+def run_lifecycle_module(module, work, validate=None, empty_result=None, open_store=None, anchor=True,
+                         rollover=False):
     """Run ``work(store, policy, context)`` and exit the module with its result.
 
     ``work`` returns ``(result, output)``: ``result`` has ``changed``, ``audit_events`` and
@@ -38,7 +50,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     checks options before the token is opened. ``empty_result`` are the module's return
     values on failure. ``open_store(session, token_label)`` returns the loaded store
     (default: the key store of an HSM token); ``anchor=False`` for modules that run on a
-    recipient's token, which holds no audit checkpoint key.
+    recipient's token, which holds no audit checkpoint key. ``rollover=True`` (audit_rollover only) lets the
+    intent start a new journal that continues the one the token names.
     """
     require_dependencies(module)
     params = module.params
@@ -53,9 +66,19 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         with lifecycle_lease(settings, module, context) as lease, open_session(settings) as session:
             lease.attach(session)
             prelude = lease.takeover_events(context, module_action(module))
+            journal_pin = None
             try:
                 if open_store is None:
                     store = TokenKeyStore(session, settings.token_label).load()
+                    if anchor:  # before any repair or work: a refused task changes nothing on the token
+                        journal_pin = JournalPin(session, store)
+                        journal_pin.check(params["audit_context"], module.check_mode,
+                                          module_name=_module_name(module, work), allow_rollover=rollover)
+                        if not module.check_mode:  # an empty token's first task pins its journal before any work
+                            _first, version, created = journal_pin.pin_first(params["audit_context"],
+                                                                             context.operator)
+                            if created:
+                                prelude.append(journal_pin.signer.key.generated_event(version, context))
                     if lease.held:
                         store.lease = lease
                         prelude += repair_duplicates(store, context, module_action(module))
@@ -74,7 +97,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
             checkpoint, signing_key_created = None, False
             if anchor:
                 checkpoint, signing_key_created = anchor_journal(session, store, params["audit_context"], context,
-                                                                 result.audit_events)
+                                                                 result.audit_events, pin=journal_pin)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, **(empty_result or {}))
     except Exception as exc:  # pylint: disable=broad-except

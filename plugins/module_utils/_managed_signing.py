@@ -12,23 +12,55 @@ ordinary managed key (EC P-256, sign/verify, CKA_SENSITIVE true, never extractab
 not distributable), generated in the token on first use. A signature is CKM_ECDSA
 over the SHA-256 of the payload, encoded as DER (``openssl dgst -sha256 -verify``
 and ``cryptography``'s ``ECDSA(SHA256())`` check it) and given in base64.
+
+Rollover: when either key rotates (``_key_rotation``, not for a compromise), the old version,
+still active, signs a certificate of the new one (``certify_successor``): the canonical JSON of
+``name``, ``previous_version``, ``previous_fingerprint``, ``version``, ``fingerprint``,
+``public_key_pem`` and ``certified_at``, plus ``signature`` (base64 DER ECDSA by the old key).
+It is kept on the token (``_token_objects.SIGNER_CERTIFICATE``, labelled by ``CERTIFICATE_PREFIXES``).
+
+The public key of every ``audit-checkpoint`` version is also kept in one document
+(``_token_objects.AUDIT_KEY_HISTORY``), written when the version is generated and never shrunk,
+so checkpoints signed by a version destroyed since still verify (``remember_public_keys``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_spec, utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_spec, format_time, utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    AUDIT_KEY_HISTORY,
+    AUDIT_KEY_HISTORY_LABEL,
+    AUDIT_SCHEMA,
+    SIGNER_CERTIFICATE,
+    canonical_json,
+)
 
 try:
     from pkcs11 import Mechanism
     from pkcs11.util.ec import encode_ecdsa_signature
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
     Mechanism = encode_ecdsa_signature = None
+
+CHECKPOINT_KEY_NAME = "audit-checkpoint"
+PACKAGE_KEY_NAME = "package-signing"
+#: the managed signing keys whose versions certify their successors, and the label prefix of the certificates
+CERTIFICATE_PREFIXES = {PACKAGE_KEY_NAME: "package-signer-certificate",
+                        CHECKPOINT_KEY_NAME: "audit-checkpoint-certificate"}
+#: the managed signing keys whose public keys are kept for good (document kind, its label)
+PUBLIC_KEY_HISTORY = {CHECKPOINT_KEY_NAME: (AUDIT_KEY_HISTORY, AUDIT_KEY_HISTORY_LABEL)}
+
+
+def signed_time(moment):
+    """How ``signed_at`` and ``certified_at`` are written: UTC, ISO 8601 with microseconds."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class ManagedSigningKey:
@@ -56,7 +88,9 @@ class ManagedSigningKey:
             return version, False
         existing = self.store.versions(self.name)
         number = existing[-1].version + 1 if existing else 1
-        return self.store.generate(self.spec(), number, operator, now or utc_now()), True
+        version = self.store.generate(self.spec(), number, operator, now or utc_now())
+        remember_public_keys(self.store, self.name, [version])
+        return version, True
 
     def sign(self, version, payload):
         """Base64 of the DER ECDSA signature of SHA-256(``payload``), made inside the token."""
@@ -81,3 +115,82 @@ class ManagedSigningKey:
         """The ``key-generate`` event of a version generated on first use."""
         return build_event("key-generate", "success", context, key=key_section(version, self.store.token_label),
                            reason="%s signing key" % self.purpose)
+
+
+# ---- history: the public key of every version, kept when the version is destroyed -----------------------
+
+
+def key_history(store, name=CHECKPOINT_KEY_NAME):
+    """The kept public keys of ``name``'s versions, by key id (``{}`` when none are kept, or not for this key)."""
+    if name not in PUBLIC_KEY_HISTORY:
+        return {}
+    kind, label = PUBLIC_KEY_HISTORY[name]
+    revisions = store.objects.newest(kind, label)
+    return dict(revisions.newest["keys"]) if revisions is not None else {}
+
+
+def remember_public_keys(store, name, versions):
+    """Add the public key of each of ``versions`` (not destroyed) to ``name``'s history; a no-op for other keys and
+    for versions already kept. Returns whether a new revision was written (one C_CreateObject)."""
+    if name not in PUBLIC_KEY_HISTORY:
+        return False
+    kind, label = PUBLIC_KEY_HISTORY[name]
+    revisions = store.objects.newest(kind, label)
+    doc = revisions.newest if revisions is not None else {"schema": AUDIT_SCHEMA, "revision": 0, "keys": {}}
+    added = {}
+    for version in versions:
+        if version.key_id in doc["keys"] or version.state == "destroyed":
+            continue
+        try:
+            pem = store.public_key_pem(name, version.version)
+        except KeyNotFound:  # its public key object is gone (an anomaly key_info reports): nothing to keep
+            continue
+        added[version.key_id] = {"version": version.version, "fingerprint": version.public_key_fingerprint,
+                                 "public_key_pem": pem, "created_at": format_time(version.created)}
+    if not added:
+        return False
+    store.objects.write(kind, label, {"schema": AUDIT_SCHEMA, "revision": int(doc["revision"]) + 1,
+                                      "keys": dict(doc["keys"], **added)},
+                        operation="C_CreateObject (%s public key history)" % name)
+    return True
+
+
+# ---- rollover: each new version certified by the one before it ------------------------------------------
+
+
+def certificate_label(version):
+    """CKA_LABEL of the certificate of a managed signing ``version`` (``<prefix>:<key id>``)."""
+    return "%s:%s" % (CERTIFICATE_PREFIXES[version.name], version.key_id)
+
+
+def certificate_payload(certificate):
+    """The exact bytes the previous version signs: canonical JSON of every field but ``signature``."""
+    return canonical_json({k: v for k, v in certificate.items() if k != "signature"})
+
+
+def certify_successor(store, old, new, now):
+    """While ``old`` is still active, it signs a certificate of ``new`` (same key), kept on the token (written once).
+
+    Returns ``(label, created)``; a certificate already on the token (an interrupted rotation) is kept.
+    """
+    label = certificate_label(new)
+    if store.objects.newest(SIGNER_CERTIFICATE, label) is not None:
+        return label, False
+    certificate = {"name": new.name, "previous_version": old.version,
+                   "previous_fingerprint": old.public_key_fingerprint, "version": new.version,
+                   "fingerprint": new.public_key_fingerprint,
+                   "public_key_pem": store.public_key_pem(new.name, new.version),
+                   "certified_at": signed_time(now)}
+    certificate["signature"] = ManagedSigningKey(store, new.name, "%s certificate" % new.name).sign(
+        old, certificate_payload(certificate))
+    store.objects.write(SIGNER_CERTIFICATE, label, certificate)
+    return label, True
+
+
+def certificates(store, name):
+    """Every certificate of ``name``'s versions on the token, oldest first (by the version certified)."""
+    docs = [store.objects.newest(SIGNER_CERTIFICATE, label).newest
+            for label in store.objects.document_labels(SIGNER_CERTIFICATE)
+            if label.startswith(CERTIFICATE_PREFIXES[name] + ":")]
+    return sorted((doc for doc in docs if doc.get("name") == name),
+                  key=lambda doc: (int(doc["version"]), doc["certified_at"]))

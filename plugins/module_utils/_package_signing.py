@@ -22,7 +22,7 @@ SubjectPublicKeyInfo) and ``signature`` (base64 of the DER ECDSA signature), so
 ``openssl dgst -sha256 -verify signer.pem -signature sig.der payload.json`` checks it.
 
 Rollover: a rotation of ``package-signing`` (``_key_rotation``) makes the old version, while
-it is still active, sign a certificate of the new one (``certify_successor``): the canonical
+it is still active, sign a certificate of the new one (``_managed_signing.certify_successor``): the canonical
 JSON of ``name``, ``previous_version``, ``previous_fingerprint``, ``version``,
 ``fingerprint``, ``public_key_pem`` and ``certified_at``, plus ``signature`` (base64 DER
 ECDSA by the old key over that JSON). It is kept on the token
@@ -37,16 +37,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from datetime import timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound, PackageRejected
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
-from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import ManagedSigningKey
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
-    SIGNER_CERTIFICATE,
-    canonical_json,
-    spki_fingerprint,
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import (
+    CERTIFICATE_PREFIXES,
+    PACKAGE_KEY_NAME,
+    ManagedSigningKey,
+    certificate_payload,
+    certificates as certificates_of,
+    signed_time,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import canonical_json, spki_fingerprint
 
 try:
     from cryptography.exceptions import InvalidSignature
@@ -55,19 +57,14 @@ try:
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
     InvalidSignature = hashes = serialization = ec = None
 
-SIGNER_KEY_NAME = "package-signing"
+SIGNER_KEY_NAME = PACKAGE_KEY_NAME
 SIGNER_PURPOSE = "package"
 #: fields a signed package carries beyond what key_distribute puts in it
 SIGNATURE_FIELDS = ("signed_at", "signer_fingerprint", "signature")
 #: fields left out of the signed payload (the wrapped blob is covered by its hash)
 UNSIGNED_FIELDS = ("signature", "wrapped")
 #: label prefix of a signer certificate on the HSM's token (``package-signer-certificate:<key id of the new version>``)
-CERTIFICATE_PREFIX = "package-signer-certificate"
-
-
-def signed_time(moment):
-    """How ``signed_at`` is written: UTC, ISO 8601 with microseconds (packages of one run stay ordered)."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+CERTIFICATE_PREFIX = CERTIFICATE_PREFIXES[SIGNER_KEY_NAME]
 
 
 def package_payload(package):
@@ -181,43 +178,12 @@ def signer_record(store):
     return PackageSigner(store).public_record() if version is not None else None
 
 
-# ---- rollover: each new signer certified by the one before it -------------------------------------
-
-
-def certificate_label(version):
-    """CKA_LABEL of the certificate of a package-signing ``version`` on the HSM's token."""
-    return "%s:%s" % (CERTIFICATE_PREFIX, version.key_id)
-
-
-def certificate_payload(certificate):
-    """The exact bytes the previous signer signs: canonical JSON of every field but ``signature``."""
-    return canonical_json({k: v for k, v in certificate.items() if k != "signature"})
-
-
-def certify_successor(store, old, new, now):
-    """While ``old`` is still active, it signs a certificate of ``new``, kept on the token (written once).
-
-    Returns ``(label, created)``; a certificate already on the token (an interrupted rotation) is kept.
-    """
-    label = certificate_label(new)
-    if store.objects.newest(SIGNER_CERTIFICATE, label) is not None:
-        return label, False
-    certificate = {"name": SIGNER_KEY_NAME, "previous_version": old.version,
-                   "previous_fingerprint": old.public_key_fingerprint, "version": new.version,
-                   "fingerprint": new.public_key_fingerprint,
-                   "public_key_pem": store.public_key_pem(SIGNER_KEY_NAME, new.version),
-                   "certified_at": signed_time(now)}
-    key = ManagedSigningKey(store, SIGNER_KEY_NAME, SIGNER_PURPOSE)
-    certificate["signature"] = key.sign(old, certificate_payload(certificate))
-    store.objects.write(SIGNER_CERTIFICATE, label, certificate)
-    return label, True
+# ---- rollover: each new signer certified by the one before it (``_managed_signing.certify_successor``) -----
 
 
 def signer_certificates(store):
-    """Every signer certificate on the HSM's token, oldest first (by the version certified)."""
-    docs = [store.objects.newest(SIGNER_CERTIFICATE, label).newest
-            for label in store.objects.document_labels(SIGNER_CERTIFICATE)]
-    return sorted(docs, key=lambda doc: (int(doc["version"]), doc["certified_at"]))
+    """Every package signer certificate on the HSM's token, oldest first (by the version certified)."""
+    return certificates_of(store, SIGNER_KEY_NAME)
 
 
 def _chain_error(message, option):
@@ -227,10 +193,10 @@ def _chain_error(message, option):
                            "again by hand." % message, option=option)
 
 
-def _certified_key(certificate, trusted_key, trusted_fingerprint, where, option):
+def _certified_key(certificate, trusted_key, trusted_fingerprint, where, option, name=SIGNER_KEY_NAME):
     """The public key ``certificate`` certifies, once its link to the trusted key is checked; else PackageRejected."""
-    if not isinstance(certificate, dict) or certificate.get("name") != SIGNER_KEY_NAME:
-        raise _chain_error("%s is not a certificate of the HSM's %r key." % (where, SIGNER_KEY_NAME), option)
+    if not isinstance(certificate, dict) or certificate.get("name") != name:
+        raise _chain_error("%s is not a certificate of the HSM's %r key." % (where, name), option)
     if certificate.get("previous_fingerprint") != trusted_fingerprint:
         raise _chain_error("%s certifies a successor of %s, but the signer trusted at that point of the chain is %s: "
                            "the chain is broken." % (where, certificate.get("previous_fingerprint"),
@@ -247,13 +213,14 @@ def _certified_key(certificate, trusted_key, trusted_fingerprint, where, option)
     return public_key
 
 
-def follow_certificates(pinned_key, certificates, target_fingerprint, option="package_signer"):
+def follow_certificates(pinned_key, certificates, target_fingerprint, option="package_signer",
+                        name=SIGNER_KEY_NAME):
     """Walk the certificates from the pinned signer to ``target_fingerprint``; return the target's public key.
 
     The walk starts at the first certificate whose previous signer is the pinned one (earlier links are older
     than the pin and are not needed); from there every certificate must follow the one before it and verify
     with the key trusted so far. Raises PackageRejected when the chain does not start at the pin, is broken,
-    forged, or ends before the target.
+    forged, or ends before the target. ``name``: the managed signing key the certificates are of.
     """
     trusted_key, trusted = pinned_key, spki_fingerprint(pinned_key)
     certificates = list(certificates or [])
@@ -264,7 +231,7 @@ def follow_certificates(pinned_key, certificates, target_fingerprint, option="pa
                            "starts at the signer this token pinned (%s)." % (target_fingerprint, trusted), option)
     for index in range(start, len(certificates)):
         where = "package_signer.certificates[%d]" % index
-        trusted_key = _certified_key(certificates[index], trusted_key, trusted, where, option)
+        trusted_key = _certified_key(certificates[index], trusted_key, trusted, where, option, name)
         trusted = spki_fingerprint(trusted_key)
         if trusted == target_fingerprint:
             return trusted_key

@@ -190,7 +190,7 @@ def _switch(option, given):
 
 # The lifecycle actions an authorization policy names. Reading (key_info, reports, audit_verify) is never restricted
 # beyond opening the token.
-AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute")
+AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute", "journal_rollover")
 #: an operator or approver name, as recorded in audit records (user.name, keylifecycle.approved_by)
 PERSON_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
 #: a change or ticket reference (keylifecycle.change_ref)
@@ -299,6 +299,9 @@ SETTINGS = (
             doc="Destroy only with C(approved_by) naming a second person, different from the operator."),
     Setting("compromise_requires_approval", "bool", False, _switch,
             doc="Compromise rotations only with C(approved_by) naming a second person, different from the operator."),
+    Setting("journal_rollover_requires_approval", "bool", False, _switch,
+            doc="Start a new audit journal for a token (M(secops.keylifecycle.audit_rollover)) only with "
+                "C(approved_by) naming a second person, different from the operator."),
     # an environment decision, like authorization: the override is recorded next to the resolved identity
     Setting("allow_operator_override", "bool", False, _switch,
             doc="Whether the variable C(keylifecycle_operator) may name the operator instead of the identity "

@@ -20,14 +20,24 @@ Two sorts of objects are ours, both found by their CKA_LABEL:
   - ``secops.keylifecycle``: ``<name>:v<version>``, a key version's metadata; ``revision``, all kept.
   - ``secops.keylifecycle.recipient``: ``<name>:v<version>``, a version installed on a recipient's token;
     ``revision``, all kept.
-  - ``secops.keylifecycle.audit``: ``audit-checkpoint:<journal id>``, the latest signed checkpoint of a
-    journal; ``seq``, only the latest is kept (older ones are destroyed after the new one is written).
+  - ``secops.keylifecycle.audit``: three kinds share this application, told apart by their label:
+
+    - ``audit-journal-pin``: the token's pin of its journal (``AUDIT_JOURNAL_PIN``, ``_checkpoint``): the one journal
+      the token names, its signed head, its key; ``revision``, only the latest is kept.
+    - ``audit-checkpoint-keys``: the public key of every ``audit-checkpoint`` version ever generated
+      (``AUDIT_KEY_HISTORY``), kept when a version is destroyed; ``revision``, only the latest (which holds all)
+      is kept.
+    - ``audit-checkpoint:<journal id>`` (legacy, ``AUDIT_CHECKPOINT``): the latest signed checkpoint of a journal,
+      written before the pin existed; still read (adoption, ``audit_verify`` of old journals), never written again.
   - ``secops.keylifecycle.lease``: ``lease:lifecycle``, one lifecycle run's claim on the token (``_token_lease``);
     ``revision`` (renewals), kept: each contender writes and destroys only its own objects.
-  - ``secops.keylifecycle.signer-certificate``: ``package-signer-certificate:<key id>``, the certificate of one
-    ``package-signing`` version signed by the version before it (``_package_signing``); written once, kept.
+  - ``secops.keylifecycle.signer-certificate``: ``package-signer-certificate:<key id>`` and
+    ``audit-checkpoint-certificate:<key id>``, the certificate of one ``package-signing`` or ``audit-checkpoint``
+    version signed by the version before it (``_managed_signing.certify_successor``; ``name`` says which key);
+    written once, kept.
 
-  A new kind of document is one more ``DocumentKind`` registered here.
+  A new kind of document is one more ``DocumentKind`` registered here; a kind that shares its application with
+  another is one fixed ``label`` (registered in ``LABELLED_KINDS``).
 
 ``TokenObjects.load()`` enumerates the token once (one C_FindObjects over every
 object) and indexes data documents by (application, label) and key objects by
@@ -86,16 +96,22 @@ class DocumentKind:
     revision: object
     #: False: a new revision replaces the older objects (C_DestroyObject after the C_CreateObject)
     keep_history: bool = True
+    #: the one label of a single-document kind that shares its application with another kind; None otherwise
+    label: str = None
 
 
 DOCUMENT_KINDS = {}
+#: (application, label) -> kind, for the single-document kinds that share an application with another kind
+LABELLED_KINDS = {}
 
 
 def register_kind(kind):
-    """Add a document kind to the registry (one application tag per kind)."""
-    if kind.application in DOCUMENT_KINDS:
-        raise ValueError("document kind %r is registered twice" % kind.application)
-    DOCUMENT_KINDS[kind.application] = kind
+    """Add a document kind to the registry (one application tag per kind, or one fixed label under it)."""
+    registry, key = (DOCUMENT_KINDS, kind.application) if kind.label is None else \
+        (LABELLED_KINDS, (kind.application, kind.label))
+    if key in registry:
+        raise ValueError("document kind %r is registered twice" % (key,))
+    registry[key] = kind
     return kind
 
 
@@ -141,6 +157,64 @@ AUDIT_CHECKPOINT = register_kind(DocumentKind(
     encode=lambda doc: json.dumps(doc, sort_keys=True).encode("ascii"), decode=_decode_checkpoint,
     revision=itemgetter("seq"), keep_history=False))
 
+AUDIT_SCHEMA = 1
+AUDIT_JOURNAL_PIN_LABEL = "audit-journal-pin"
+AUDIT_KEY_HISTORY_LABEL = "audit-checkpoint-keys"
+#: fields of the pin (``_checkpoint.JournalPin``); ``previous_journal`` is null or a dict, the rest below
+_PIN_STRINGS = ("journal_id", "head_hash", "signed_at", "signature", "key_id", "public_key_fingerprint",
+                "token_label", "pinned_since")
+_PIN_INTS = ("revision", "seq", "key_version")
+
+
+def _decode_pin(label, blob):
+    try:
+        doc = json.loads(bytes(blob).decode("utf-8"))
+        if doc.get("schema") != AUDIT_SCHEMA:
+            raise ValueError("unknown schema %r" % doc.get("schema"))
+        for field in _PIN_STRINGS:
+            if not isinstance(doc[field], str):
+                raise ValueError("%s is not a string" % field)
+        for field in _PIN_INTS:
+            if not isinstance(doc[field], int) or isinstance(doc[field], bool):
+                raise ValueError("%s is not a number" % field)
+        previous = doc.get("previous_journal")
+        if previous is not None and not (isinstance(previous, dict) and isinstance(previous.get("journal_id"), str)):
+            raise ValueError("previous_journal is not a journal")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise MetadataCorrupt("The journal pin object %r cannot be read (%s)." % (label, exc)) from None
+    return doc
+
+
+def _decode_key_history(label, blob):
+    try:
+        doc = json.loads(bytes(blob).decode("utf-8"))
+        if doc.get("schema") != AUDIT_SCHEMA:
+            raise ValueError("unknown schema %r" % doc.get("schema"))
+        int(doc["revision"])
+        for key_id, entry in doc["keys"].items():
+            if not isinstance(key_id, str) or not isinstance(entry["public_key_pem"], str) \
+                    or not isinstance(entry["fingerprint"], str):
+                raise ValueError("key %r is not a public key record" % key_id)
+            int(entry["version"])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise MetadataCorrupt("The checkpoint key history object %r cannot be read (%s)." % (label, exc)) from None
+    return doc
+
+
+#: the one journal the token names, with its signed head (a dict; label ``audit-journal-pin``)
+AUDIT_JOURNAL_PIN = register_kind(DocumentKind(
+    name="audit journal pin", application=AUDIT_CHECKPOINT.application, encode=canonical_json, decode=_decode_pin,
+    revision=itemgetter("revision"), keep_history=False, label=AUDIT_JOURNAL_PIN_LABEL))
+#: the public key of every audit-checkpoint version ever generated (a dict; label ``audit-checkpoint-keys``)
+AUDIT_KEY_HISTORY = register_kind(DocumentKind(
+    name="audit checkpoint key history", application=AUDIT_CHECKPOINT.application, encode=canonical_json,
+    decode=_decode_key_history, revision=itemgetter("revision"), keep_history=False, label=AUDIT_KEY_HISTORY_LABEL))
+
+
+def is_legacy_checkpoint_label(label):
+    """Whether a label of the audit application is a legacy per-journal checkpoint (``audit-checkpoint:<id>``)."""
+    return label.startswith("audit-checkpoint:")
+
 
 LEASE_SCHEMA = 1
 
@@ -168,7 +242,7 @@ TOKEN_LEASE = register_kind(DocumentKind(
     revision=itemgetter("revision")))
 
 
-#: string fields of a package signer certificate (``_package_signing.certify_successor``); versions are ints
+#: string fields of a signer certificate (``_managed_signing.certify_successor``); versions are ints
 SIGNER_CERTIFICATE_FIELDS = ("name", "previous_fingerprint", "fingerprint", "public_key_pem", "certified_at",
                              "signature")
 
@@ -182,11 +256,12 @@ def _decode_signer_certificate(label, blob):
         int(doc["version"])
         int(doc["previous_version"])
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The package signer certificate %r cannot be read (%s)." % (label, exc)) from None
+        raise MetadataCorrupt("The signer certificate %r cannot be read (%s)." % (label, exc)) from None
     return doc
 
 
-#: a package-signing version's certificate, signed by the previous version while it was still active (a dict)
+#: a package-signing or audit-checkpoint version's certificate, signed by the previous version while it was still
+#: active (a dict)
 SIGNER_CERTIFICATE = register_kind(DocumentKind(
     name="package signer certificate", application="secops.keylifecycle.signer-certificate", encode=canonical_json,
     decode=_decode_signer_certificate, revision=lambda _doc: 1))

@@ -61,7 +61,9 @@ options:
     description: The registered result of M(secops.keylifecycle.audit_verify) (with C(fail_on_error=false)).
     type: dict
   journal:
-    description: The audit journal to take the last events from. Default, the host's C(keylifecycle_audit_journal).
+    description:
+      - The audit journal to take the last events from.
+      - Default, the journal O(audit) verified (the token's journal), else the host's C(keylifecycle_audit_journal).
     type: path
   output_dir:
     description: Directory on the controller for C(report.md) and C(report.html) (created, mode 0750).

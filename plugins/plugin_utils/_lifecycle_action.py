@@ -214,13 +214,18 @@ class LifecycleActionBase(ActionBase):
         except (TypeError, ValueError, AttributeError):  # options of the wrong type: the module names them
             return []
 
+    def journal_for(self, module_args, task_vars):
+        """The journal this task writes: the host's ``keylifecycle_audit_journal``, else the token's default journal
+        (lifecycle tasks have no journal option)."""
+        token = (module_args.get("pkcs11_module"), module_args.get("token_label"))
+        return Journal(resolve_journal_path({}, task_vars, self._templar, token=token))
+
     def _run_journaled(self, result, module_args, context, task_vars):
-        journal = Journal(resolve_journal_path({}, task_vars, self._templar))  # lifecycle tasks have no journal option
+        journal = self.journal_for(module_args, task_vars)
         controller_context = AuditContext(**context)
         extra = {"module": self._task.resolved_action}
         try:
-            intent = journal.append([build_event(self.AUDIT_ACTION, "unknown", controller_context, phase="intent",
-                                                 extra=dict(extra, requested_keys=self._intent_names(module_args)))])[0]
+            journal, intent = self.write_intent(journal, controller_context, extra, module_args, task_vars)
             register_journal(journal.path)
         except (JournalError, OSError) as exc:
             raise AnsibleActionFail("%s Nothing was changed on the HSM." % exc) from None
@@ -238,7 +243,8 @@ class LifecycleActionBase(ActionBase):
             if not progress["outcome"]:
                 try:
                     journal.append([build_event(self.AUDIT_ACTION, "failure", controller_context, phase="outcome",
-                                                error_kind=kind, extra=dict(extra, changed=progress["changed"]))])
+                                                error_kind=kind, extra=dict(extra, changed=progress["changed"]))],
+                                   context=controller_context, create=False, expect_journal_id=intent.journal_id)
                     message += " The failure is journaled."
                 except (JournalError, OSError, ValueError, TypeError) as journal_exc:
                     message = "%s (and the failure could not be journaled: %s; the intent record %s (seq %d) " \
@@ -255,15 +261,26 @@ class LifecycleActionBase(ActionBase):
             progress["outcome"] = True
             try:
                 journal.append([build_event(self.AUDIT_ACTION, "failure", controller_context, phase="outcome",
-                                            error_kind=kind, extra=dict(extra, changed=False))])
+                                            error_kind=kind, extra=dict(extra, changed=False))],
+                               context=controller_context, create=False, expect_journal_id=intent.journal_id)
             except JournalError as exc:
                 message = "%s (and the refusal could not be journaled: %s)" % (message, exc)
             raise AnsibleActionFail(message, result={"error_kind": kind, "changed": False})
 
-        module_args["audit_context"] = dict(context, intent_id=intent.record_id, journal_id=intent.journal_id,
-                                            intent_seq=intent.seq, intent_hash=intent.hash)
+        module_args["audit_context"] = self.module_audit_context(journal, intent, context, module_args)
         module_result = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
                                              task_vars=task_vars)
+        if module_result.get("error_kind") == "journal_behind" and self._journal_grew(journal, intent):
+            # another controller's task on this token wrote its intent after ours and reached the token first: its
+            # head is pinned now. Prove again, once, up to the journal's end as it is now (a refusal changed nothing).
+            module_args["audit_context"]["journal_proof"] = journal.proof_since(
+                module_args.get("token_label"), journal.tail()[1], cover_seq=intent.seq)
+            module_result = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
+                                                 task_vars=task_vars)
+        journal = self.journal_after_module(journal, module_result)
+        if module_result.get("error_kind") in JOURNAL_REFUSALS:
+            module_result["msg"] = "%s %s" % (module_result.get("msg", ""), _journal_recovery(
+                module_result["error_kind"], journal.path))
         progress["changed"] = bool(module_result.get("changed"))
         events, invalid = [], 0
         for event in module_result.get("audit_events") or ():
@@ -287,7 +304,8 @@ class LifecycleActionBase(ActionBase):
             extra=dict(extra, changed=bool(module_result.get("changed"))))
         progress["outcome"] = True
         try:
-            journal.append(events + [outcome])
+            journal.append(events + [outcome], context=controller_context, create=False,
+                           expect_journal_id=intent.journal_id)
         except JournalError as exc:
             module_result["failed"] = True
             module_result["msg"] = ("%s The module ran (changed=%s) but its outcome is not journaled; the intent "
@@ -299,3 +317,51 @@ class LifecycleActionBase(ActionBase):
             module_result["msg"] = "The module returned %d audit event(s) outside the schema." % invalid
         result.update(module_result)
         return result
+
+    # ---- the journal's side of the token's pin (docs/audit.md, "The token pins its journal") ---------------------
+
+    def write_intent(self, journal, controller_context, extra, module_args, task_vars):
+        """Append the task's intent record (durable before the HSM is touched); return the journal that holds it and
+        the record."""
+        event = build_event(self.AUDIT_ACTION, "unknown", controller_context, phase="intent",
+                            extra=dict(extra, requested_keys=self._intent_names(module_args)))
+        return journal, journal.append([event], context=controller_context)[-1]
+
+    def journal_after_module(self, journal, module_result):
+        """The journal the task's outcome goes to, once the module returned (audit_rollover moves journals here)."""
+        return journal
+
+    @staticmethod
+    def _journal_grew(journal, intent):
+        """Whether records were appended to the journal after ``intent`` (by concurrent tasks)."""
+        try:
+            tail = journal.tail()
+        except (JournalError, OSError):
+            return False
+        return bool(tail) and tail[0] == intent.journal_id and tail[1] > intent.seq
+
+    def module_audit_context(self, journal, intent, context, module_args):
+        """What the module needs to anchor ``intent``: who acts, the intent, and the proof that the intent extends
+        the head the token pinned (the digests of the records since this token's last checkpoint)."""
+        proof = journal.proof_since(module_args.get("token_label"), intent.seq)
+        return dict(context, intent_id=intent.record_id, journal_id=intent.journal_id, intent_seq=intent.seq,
+                    intent_hash=intent.hash, journal_proof=proof)
+
+
+#: error kinds of a module that refused because the journal is not the one the token names (_checkpoint)
+JOURNAL_REFUSALS = ("journal_mismatch", "journal_behind", "journal_rewritten", "journal_pin_missing",
+                    "checkpoint_key_replaced")
+
+
+def _journal_recovery(kind, path):
+    """The controller half of a journal refusal's message: which file, and how to recover."""
+    if kind == "journal_behind":
+        how = ("Restore the complete journal from the log store (audit_verify compare_store shows what is missing) "
+               "to that path")
+    elif kind == "journal_rewritten":
+        how = ("Restore the journal as it was from the log store; audit_verify on this file shows the first record "
+               "that differs")
+    else:
+        how = ("Restore the journal the token names from the log store to that path, or, if it is lost, start a new "
+               "journal with playbooks/audit_rollover.yml (journaled, and approved where the policy says so)")
+    return "The journal this task wrote is %s. %s." % (path, how)

@@ -115,7 +115,8 @@ class JournaledReadAction(PinGuardedAction):
             return result
         if not events:
             return result
-        journal = Journal(resolve_journal_path({}, task_vars, self._templar))
+        token = (self._task.args.get("pkcs11_module"), self._task.args.get("token_label"))
+        journal = Journal(resolve_journal_path({}, task_vars, self._templar, token=token))
         try:
             journal.append(events)
             register_journal(journal.path)

@@ -20,11 +20,18 @@ Both clients verify the server's TLS certificate and name by default, and bound
 every network step by ``timeout`` seconds: a dead or frozen store makes ``deliver``
 fail, it never hangs the run. No message contains a password.
 
-Syslog (RFC 5424 over TLS, RFC 5425 octet-counted framing) has no acknowledgement:
-a record counts as delivered once the TLS layer accepted it. ``deliver`` ends with a
-TLS close and waits (bounded) for the collector to close its side, so the collector
-has read every record before ``deliver`` returns, but it may still lose records it
-had not written yet. PostgreSQL acknowledges with the commit.
+Delivery semantics (docs/audit.md, "Delivery semantics", says the same for operators):
+
+- Syslog (RFC 5424 over TLS, RFC 5425 octet-counted framing) has no application-level
+  acknowledgement: a record counts as delivered once the TLS layer accepted its bytes
+  (``sendall`` returned). ``deliver`` then sends a TLS close and waits (bounded) for the
+  collector to close its side, but it counts the records as delivered whether or not that
+  close completes. Records in flight (in a socket buffer, or read by the collector and not
+  yet written) when the collector or its host dies are lost, and nothing tells the sender.
+- PostgreSQL acknowledges with the commit: ``deliver`` counts a record as delivered only
+  once the transaction holding its INSERT is committed. The PostgreSQL table is therefore
+  the journal's acknowledged copy; ``fetch_records`` reads it back and
+  ``_store_compare.compare_with_store`` compares it with the journal by record id.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ _RFC5424_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6}
 _TABLE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?\Z")
 _CONNINFO_PAIR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)+)")
 _PG_CHUNK = 500  # records per transaction
+_PG_FETCH = 2000  # rows per FETCH when reading the store back
 
 
 class StoreUnavailable(KeyLifecycleError):
@@ -275,8 +283,11 @@ class PostgresStore:
     ``dsn`` is a libpq connection string. If it sets no ``sslmode``, ``sslmode=verify-full`` is used: the
     server certificate must chain to ``sslrootcert`` (a CA file, or ``system``; the libpq default is
     ``~/.postgresql/root.crt``) and name the host. PGSSLMODE is not consulted. The table is created when
-    missing (that needs CREATE on the schema once; afterwards INSERT and SELECT on the table are enough).
-    Records go in transactions of up to 500; a commit is the acknowledgement.
+    missing (that needs CREATE on the schema once; afterwards INSERT and SELECT on the table are enough), with an
+    index on ``(journal_id, seq, record_id)`` for reading a journal back in order.
+    Records go in transactions of up to 500; a commit is the acknowledgement: ``deliver`` counts a record only once
+    the transaction holding its INSERT is committed, so the table is the journal's acknowledged copy.
+    ``fetch_records`` reads one journal's rows back (SELECT only, in a read-only transaction).
     """
 
     def __init__(self, dsn, table="keylifecycle_audit", timeout=5.0):
@@ -327,11 +338,8 @@ class PostgresStore:
             kwargs["application_name"] = "secops-keylifecycle"
         return kwargs
 
-    def deliver(self, records):
-        """Insert ``records`` (duplicates ignored); return how many leading records are committed."""
-        records = list(records)
-        if not records:
-            return 0
+    def _connect(self):
+        """``(psycopg, connection, secrets)``; StoreUnavailable when psycopg is missing or the server unreachable."""
         secrets = [self._params.get("password")]
         try:
             # pylint: disable-next=import-outside-toplevel
@@ -349,6 +357,18 @@ class PostgresStore:
             conn = psycopg.connect(self._dsn, **self._connect_kwargs(params))
         except psycopg.Error as exc:
             raise self._fail("connecting", exc, secrets) from None
+        return psycopg, conn, secrets
+
+    def deliver(self, records):
+        """Insert ``records`` (duplicates ignored); return how many leading records are committed.
+
+        A record counts only once the transaction holding its INSERT is committed (``conn.transaction()`` commits
+        on leaving the block; a failed commit raises and the chunk is not counted).
+        """
+        records = list(records)
+        if not records:
+            return 0
+        psycopg, conn, secrets = self._connect()
         done = 0
         try:
             while done < len(records):
@@ -380,6 +400,8 @@ class PostgresStore:
                         "CREATE TABLE IF NOT EXISTS {} (record_id uuid PRIMARY KEY, journal_id text NOT NULL, "
                         "seq bigint NOT NULL, recorded_at timestamptz NOT NULL, action text, event jsonb NOT NULL, "
                         "line text NOT NULL, hash text NOT NULL, prev_hash text)").format(table))
+                    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (journal_id, seq, record_id)").format(
+                        sql.Identifier(self._index_name()), table))
             cur.executemany(sql.SQL(
                 "INSERT INTO {} (record_id, journal_id, seq, recorded_at, action, event, line, hash, prev_hash) "
                 "VALUES (%s::uuid, %s, %s, %s::timestamptz, %s, %s::jsonb, %s, %s, %s) "
@@ -388,3 +410,97 @@ class PostgresStore:
                   json.dumps(record.event, sort_keys=True), record.line, record.hash, record.prev_hash)
                  for record in chunk])
         self._table_ready = True
+
+    def _index_name(self):
+        return self.table.split(".")[-1][:50] + "_journal_seq"
+
+    def fetch_records(self, journal_id, since_seq=0):
+        """The stored rows of journal ``journal_id`` with ``seq > since_seq``, read back for a comparison.
+
+        Returns a ``StoredRecords`` iterator of ``(record_id, (seq, hash, line))`` pairs in ``(seq, record_id)``
+        order (``dict(...)`` of it is the record_id -> (seq, hash, line) map), streamed through a server-side
+        cursor in batches of 2000 rows, so memory stays flat in the table's size. Close it (or use it as a context
+        manager) when not read to the end. Needs only SELECT on the table; the transaction is read-only.
+        Raises StoreUnavailable (now, or while iterating) when the store cannot be read, or has no such table.
+        """
+        if not isinstance(journal_id, str) or not journal_id:
+            raise InvalidOption("journal_id must name a journal.", option="journal_id")
+        psycopg, conn, secrets = self._connect()
+        sql = psycopg.sql
+        try:
+            conn.read_only = True
+            watchdog = _Watchdog(conn.fileno(), 3 * self.timeout)
+            try:
+                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [self.table]).fetchone()[0]
+                cursor = None
+                if exists:
+                    cursor = conn.cursor(name="keylifecycle_audit_fetch")
+                    cursor.execute(sql.SQL(
+                        "SELECT record_id, seq, hash, line FROM {} WHERE journal_id = %s AND seq > %s "
+                        "ORDER BY seq, record_id").format(sql.Identifier(*self.table.split("."))),
+                        [journal_id, int(since_seq)])
+            except psycopg.Error as exc:
+                raise self._fail("reading", exc, secrets, watchdog) from None
+            finally:
+                watchdog.cancel()
+            if not exists:
+                raise StoreUnavailable("Audit store %s has no table %s: nothing was ever shipped there, or the table "
+                                       "name is wrong (postgresql_table)." % (self.name, self.table), store=self.name)
+        except BaseException:
+            conn.close()
+            raise
+        return StoredRecords(self, psycopg, conn, cursor, secrets)
+
+
+class StoredRecords:
+    """``(record_id, (seq, hash, line))`` pairs of one journal read back from a PostgresStore, fetched in batches.
+
+    The connection is closed at the end of the rows, by ``close()``, or on leaving a ``with`` block.
+    """
+
+    def __init__(self, store, psycopg, conn, cursor, secrets):
+        self._store = store
+        self._psycopg = psycopg
+        self._conn = conn
+        self._cursor = cursor
+        self._secrets = secrets
+        self._rows = []
+        self._next = 0
+        self.read = 0  # rows returned so far
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._next >= len(self._rows):
+            if self._conn is None:
+                raise StopIteration
+            watchdog = _Watchdog(self._conn.fileno(), 3 * self._store.timeout)
+            try:
+                self._rows = self._cursor.fetchmany(_PG_FETCH)
+            except self._psycopg.Error as exc:
+                error = self._store._fail("reading", exc, self._secrets, watchdog)  # pylint: disable=protected-access
+                watchdog.cancel()
+                self.close()
+                raise error from None
+            watchdog.cancel()
+            self._next = 0
+            if not self._rows:
+                self.close()
+                raise StopIteration
+        record_id, seq, record_hash, line = self._rows[self._next]
+        self._next += 1
+        self.read += 1
+        return str(record_id), (seq, record_hash, line)
+
+    def close(self):
+        """Release the connection (idempotent)."""
+        conn, self._conn, self._rows = self._conn, None, []
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

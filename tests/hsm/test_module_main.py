@@ -11,11 +11,25 @@ import json
 
 import pytest
 
+from tests.hsm.journal_intents import MemoryJournal
 from tests.unit.test_module_main import run_main
 
 
 def connection(token, **extra):
     return dict(token.connection(), **extra)
+
+
+@pytest.fixture
+def journal():
+    """The controller's journal: each lifecycle run here carries a real journaled intent, as through its action."""
+    return MemoryJournal()
+
+
+def run_lifecycle(capsys, journal, module, args):
+    """A lifecycle module's main() with the intent the action plugin would journal first; the outcome journaled."""
+    result = run_main(capsys, module, dict(args, audit_context=journal.intent(args["token_label"])))
+    journal.outcome(result)
+    return result
 
 
 def objects_of(settings):
@@ -51,17 +65,19 @@ def test_absent_token_is_token_unavailable(capsys, hsm_token):
     assert "no-such-token" in result["msg"]
 
 
-def test_unknown_key_is_key_not_found(capsys, hsm_token, settings):
+def test_unknown_key_is_key_not_found(capsys, hsm_token, settings, journal):
+    # the token's first task pins its journal before its work, even when the work then fails: pin it first here
+    assert run_lifecycle(capsys, journal, "key_generate", connection(hsm_token, name="k"))["changed"] is True
     before = objects_of(settings)
-    result = run_main(capsys, "key_rotate", connection(hsm_token, name=["ghost"], force=True))
+    result = run_lifecycle(capsys, journal, "key_rotate", connection(hsm_token, name=["ghost"], force=True))
     assert_failed(result, "key_not_found", "name")
     assert objects_of(settings) == before
 
 
-def test_changed_spec_is_key_conflict(capsys, hsm_token, settings):
-    assert run_main(capsys, "key_generate", connection(hsm_token, name="k"))["changed"] is True
+def test_changed_spec_is_key_conflict(capsys, hsm_token, settings, journal):
+    assert run_lifecycle(capsys, journal, "key_generate", connection(hsm_token, name="k"))["changed"] is True
     before = objects_of(settings)
-    result = run_main(capsys, "key_generate", connection(hsm_token, name="k", type="rsa"))
+    result = run_lifecycle(capsys, journal, "key_generate", connection(hsm_token, name="k", type="rsa"))
     assert_failed(result, "key_conflict")
     assert objects_of(settings) == before
 
@@ -82,7 +98,7 @@ def test_unreadable_metadata_is_metadata_corrupt(capsys, hsm_token, settings):
 
 
 @pytest.fixture
-def distributed(capsys, hsm_token, unit_token_root):
+def distributed(capsys, hsm_token, unit_token_root, journal):
     """A distributable key on the HSM token, a recipient token enrolled, and one package for it."""
     from tests.conftest import make_token
 
@@ -92,8 +108,8 @@ def distributed(capsys, hsm_token, unit_token_root):
     from tests.conftest import PKCS11_MODULE
 
     pkcs11.lib(PKCS11_MODULE).reinitialize()
-    generated = run_main(capsys, "key_generate", connection(hsm_token, name="k", distributable=True,
-                                                            recipients=["svc"]))
+    generated = run_lifecycle(capsys, journal, "key_generate", connection(hsm_token, name="k", distributable=True,
+                                                                          recipients=["svc"]))
     assert generated["changed"] is True, generated
     signer = run_main(capsys, "key_info", connection(hsm_token))["package_signer"]
     assert signer is not None  # generated in the HSM with the first distributable key
@@ -108,11 +124,12 @@ def distributed(capsys, hsm_token, unit_token_root):
     return recipient, recipients
 
 
-def test_tampered_package_is_package_rejected(capsys, hsm_token, distributed, unit_token_root):
+def test_tampered_package_is_package_rejected(capsys, hsm_token, distributed, unit_token_root, journal):
     from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings
 
     recipient, recipients = distributed
-    wrapped = run_main(capsys, "key_distribute", connection(hsm_token, recipients=recipients, oaep_hash="sha1"))
+    wrapped = run_lifecycle(capsys, journal, "key_distribute", connection(hsm_token, recipients=recipients,
+                                                                          oaep_hash="sha1"))
     assert not wrapped.get("failed"), wrapped
     package = dict(wrapped["recipients"][0]["packages"][0])
     blob = bytearray(base64.b64decode(package["wrapped"]))
@@ -125,10 +142,11 @@ def test_tampered_package_is_package_rejected(capsys, hsm_token, distributed, un
     assert objects_of(recipient_settings) == before
 
 
-def test_mechanism_the_token_refuses_is_a_token_error(capsys, hsm_token, distributed):
+def test_mechanism_the_token_refuses_is_a_token_error(capsys, hsm_token, distributed, journal):
     """SoftHSM2 2.6.1 refuses RSA-OAEP with SHA-256 (CKR_ARGUMENTS_BAD): named, typed, nothing wrapped."""
     _recipient, recipients = distributed
-    result = run_main(capsys, "key_distribute", connection(hsm_token, recipients=recipients, oaep_hash="sha256"))
+    result = run_lifecycle(capsys, journal, "key_distribute", connection(hsm_token, recipients=recipients,
+                                                                         oaep_hash="sha256"))
     assert result["failed"] is True, result
     assert result["error_kind"] in ("token_operation_failed", "mechanism_unsupported"), result
     assert "C_WrapKey" in result["msg"] or "wrap" in result["msg"].lower(), result["msg"]

@@ -92,8 +92,11 @@ class Runner:
         path.write_text(yaml.safe_dump(play, sort_keys=False))
         proc = self.playbook(path, *flags, extra_env=extra_env)
         assert out.exists(), "playbook did not reach the save task:\n%s\n%s" % (proc.stdout, proc.stderr)
-        return PlayResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr,
-                          task=json.loads(out.read_text()))
+        task = json.loads(out.read_text())
+        # the task under test runs with ignore_errors (so its result is saved): a failure of it leaves the play's
+        # exit code at 0, so rc says 2 then, as ansible-playbook would without ignore_errors
+        rc = proc.returncode or (2 if task.get("failed") else 0)
+        return PlayResult(rc=rc, stdout=proc.stdout, stderr=proc.stderr, task=task)
 
     def journal_records(self):
         """The journal's records, parsed by the test itself (no collection code)."""

@@ -19,7 +19,8 @@ def test_generate_is_journaled_intent_change_outcome(runner, token):
     assert phases == [("key-generate", "intent", "unknown"), ("key-generate", "change", "success"),
                       ("key-generate", "change", "success"), ("key-generate", "change", "success"),
                       ("audit-checkpoint", "change", "success"), ("key-generate", "outcome", "success")]
-    assert records[3]["event"]["key"]["name"] == "audit-checkpoint"  # the signing key, made on first use
+    # the signing key, made on first use: the token's first task pins its journal before its work
+    assert records[1]["event"]["key"]["name"] == "audit-checkpoint"
     checkpoint = records[4]["event"]["keylifecycle"]["checkpoint"]
     assert (checkpoint["seq"], checkpoint["head_hash"]) == (1, records[0]["hash"])
     intent = records[0]
@@ -27,7 +28,7 @@ def test_generate_is_journaled_intent_change_outcome(runner, token):
     for record in records[1:]:
         assert record["event"]["keylifecycle"]["intent_id"] == intent["record_id"]
     ids = {o["label"]: o["id"] for o in token.key_objects() if o["class"] == "SECRET_KEY"}
-    assert {r["event"]["key"]["label"]: r["event"]["key"]["id"] for r in records[1:3]} == ids
+    assert {r["event"]["key"]["label"]: r["event"]["key"]["id"] for r in records[2:4]} == ids
     assert records[-1]["event"]["keylifecycle"]["changed"] is True
     assert independent_check(runner.journal) == 6
     assert token.user_pin not in runner.journal.read_text()
@@ -79,7 +80,7 @@ def test_no_log_task_is_journaled(runner, token, tmp_path):
     assert "censored" in proc.stdout
     records = runner.journal_records()
     assert [r["event"]["keylifecycle"]["phase"] for r in records] == ["intent"] + ["change"] * 3 + ["outcome"]
-    assert records[1]["event"]["key"]["name"] == "quiet"
+    assert records[2]["event"]["key"]["name"] == "quiet"
 
 
 def test_ad_hoc_run_is_journaled(runner, token):
@@ -93,4 +94,4 @@ def test_ad_hoc_run_is_journaled(runner, token):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = runner.journal_records()
     assert [r["event"]["keylifecycle"]["phase"] for r in records] == ["intent"] + ["change"] * 3 + ["outcome"]
-    assert records[1]["event"]["key"]["label"] == "adhoc:v1"
+    assert records[2]["event"]["key"]["label"] == "adhoc:v1"

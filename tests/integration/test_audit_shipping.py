@@ -196,3 +196,51 @@ def test_hung_store_does_not_hang_the_play(shipping, token, rsyslog, postgres):
     noop = write_play(shipping, token, [{"name": "nothing", "ansible.builtin.debug": {"msg": "x"}}], "noop.yml")
     assert shipping.playbook(noop).returncode == 0
     assert_shipped_once(shipping, rsyslog, postgres)
+
+
+def test_audit_verify_compares_the_journal_with_the_acknowledged_copy(shipping, token, rsyslog, postgres):
+    """audit_verify compare_store: the PostgreSQL copy matches; a deleted and an altered row are named by id."""
+    path = write_play(shipping, token, [generate(token, "a"), generate(token, "b")], "two.yml")
+    proc = shipping.playbook(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expected = assert_shipped_once(shipping, rsyslog, postgres)
+    clean = shipping.task("audit_verify", {"compare_store": True, "fail_on_error": False}).task
+    assert clean["ok"] is True, clean["problems"]
+    comparison = clean["store_comparison"]
+    assert comparison["compared"] == len(expected) and comparison["missing_count"] == 0, comparison
+    assert postgres.dsn not in json.dumps(clean)  # the DSN (with its password) is never in the result
+
+    deleted, altered = expected[1], expected[2]
+    postgres.execute("DELETE FROM keylifecycle_audit WHERE record_id = %s", (deleted,))
+    postgres.execute("UPDATE keylifecycle_audit SET line = replace(line, '\"outcome\":\"', '\"outcome\":\"x') "
+                     "WHERE record_id = %s", (altered,))
+    report = shipping.task("audit_verify", {"compare_store": True, "fail_on_error": False}).task
+    assert report["ok"] is False
+    comparison = report["store_comparison"]
+    assert comparison["missing"] == [deleted] and comparison["altered"] == [altered], comparison
+    assert any(deleted in problem and "missing" in problem for problem in report["problems"]), report["problems"]
+
+
+def test_journal_rollover_during_an_outage_still_delivers_both_journals_once(shipping, token, rsyslog, postgres):
+    """Records of the old journal that PostgreSQL had not acknowledged when the journal was rolled over arrive
+    later; syslog, which had them, does not get them twice (the cursors follow the journal kept aside)."""
+    first = write_play(shipping, token, [generate(token, "a")], "first.yml")
+    assert shipping.playbook(first).returncode == 0
+    old_journal_id = shipping.journal_records()[0]["journal_id"]
+    postgres.stop()
+    second = write_play(shipping, token, [generate(token, "b")], "second.yml")
+    assert shipping.playbook(second).returncode == 0
+    old_ids = journal_ids(shipping)
+    rolled = shipping.task("audit_rollover", {"reason": "yearly archive"})
+    assert rolled.rc == 0, rolled.task
+    postgres.start()
+    third = write_play(shipping, token, [generate(token, "c")], "third.yml")
+    assert shipping.playbook(third).returncode == 0
+    new_ids = journal_ids(shipping)
+    new_journal_id = shipping.journal_records()[0]["journal_id"]
+    assert new_journal_id != old_journal_id
+    assert sorted(postgres_ids(postgres, old_journal_id)) == sorted(old_ids)
+    assert sorted(postgres_ids(postgres, new_journal_id)) == sorted(new_ids)
+    rsyslog.wait_for(len(new_ids), contains=new_journal_id)
+    assert sorted(syslog_ids(rsyslog, old_journal_id)) == sorted(old_ids)
+    assert sorted(syslog_ids(rsyslog, new_journal_id)) == sorted(new_ids)

@@ -1,7 +1,8 @@
 """Several controllers on one token: the token lease (docs/concurrency.md) through ansible-playbook.
 
-Each "controller" is an ansible-playbook process with its own HOME, ANSIBLE_HOME, controller state directory
-(so its own controller-side lock) and audit journal: only the lease on the token keeps them apart.
+Each "controller" is an ansible-playbook process with its own HOME, ANSIBLE_HOME and controller state directory
+(so its own controller-side lock): only the lease on the token keeps them apart. They share the token's audit
+journal (a shared file system in practice), because the token names one journal (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ HOLDER = REPO / "tests" / "helpers" / "lease_holder.py"
 
 
 class Controller:
-    """One controller: its own home, Ansible home, state directory, journal and inventory."""
+    """One controller: its own home, Ansible home, state directory and inventory; the token's journal."""
 
     def __init__(self, runner, name):
         self.runner = runner
         self.root = runner.tmp_path / name
         for sub in ("home", "ansible-home", "state", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.journal = self.root / "journal.jsonl"
+        self.journal = runner.journal
         self.inventory = self.root / "inventory.yml"
         self.inventory.write_text(yaml.safe_dump({"hsm": {"hosts": {"test-hsm": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
@@ -77,8 +78,7 @@ def test_two_controllers_rotating_one_due_key_make_one_new_version_ten_times(run
         expected["k:v%d" % (round_number + 1)] = "active"
         assert states == expected, (round_number, outputs)
     # each rotation is journaled once, by the controller whose run made it
-    rotations = [json.loads(line)["event"] for controller in controllers
-                 for line in controller.journal.read_text().splitlines()]
+    rotations = [json.loads(line)["event"] for line in runner.journal.read_text().splitlines()]
     rotations = [e for e in rotations
                  if e["event"]["action"] == "key-rotate" and e["keylifecycle"]["phase"] == "change"]
     assert sorted(e["key"]["version"] for e in rotations) == list(range(2, 12))

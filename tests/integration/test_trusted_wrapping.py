@@ -93,7 +93,10 @@ def test_only_approved_recipients_receive_keys(runner, token):
 
 
 def _make_legacy_key(runner, token, collections_path, name="legacy"):
-    """A distributable key made the way it was before trusted wrapping: no CKA_WRAP_WITH_TRUSTED, metadata false."""
+    """A distributable key made the way it was before trusted wrapping: no CKA_WRAP_WITH_TRUSTED, metadata false.
+
+    The token pins the runner's journal first (a task with no keys), as a token in use before the upgrade would."""
+    assert runner.task("key_generate", {"keys": []}).rc == 0
     code = (
         "import sys\n"
         "sys.path.insert(0, sys.argv[1])\n"

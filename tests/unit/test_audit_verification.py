@@ -74,10 +74,16 @@ def test_a_checkpoint_record_signed_by_another_key_or_over_an_unknown_hash(journ
     journal.append([{"event": {"action": "audit-checkpoint"}, "keylifecycle": {"checkpoint": forged}},
                     {"event": {"action": "audit-checkpoint"}, "keylifecycle": {"checkpoint": wrong_hash}}])
     report = _mods()[1].verify_journal(journal.read_lines(), {}, signer.public_keys)
+    # a key that is not one of the token's: another token's checkpoint, counted, not a problem
     assert report["problems"] == [
-        "checkpoint record seq 3: the signature does not verify with the token's audit-checkpoint key other",
         "checkpoint record seq 4 signed record 2 with a hash the journal does not have"]
-    assert report["checkpoints_verified"] == 0
+    assert report["checkpoints_verified"] == 0 and report["other_token_checkpoints"] == 1
+    # the token's key, but a signature that does not verify
+    bad = dict(wrong_hash, signature=forged["signature"][:-8] + "AAAAAAA=")
+    journal.append([{"event": {"action": "audit-checkpoint"}, "keylifecycle": {"checkpoint": bad}}])
+    report = _mods()[1].verify_journal(journal.read_lines(), {}, signer.public_keys)
+    assert report["problems"][-1] == ("checkpoint record seq 5: the signature does not verify with the token's "
+                                      "audit-checkpoint key k1")
 
 
 def test_truncated_rewritten_and_deleted_journals(journal, signer):

@@ -1,0 +1,157 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: audit_rollover
+short_description: Start a new audit journal for a token, continuing the journal the token names
+version_added: 0.2.0
+description:
+  - The HSM token names one audit journal (its pin, the journal's id and the head the token last anchored). Every
+    lifecycle task refuses to change the token when the journal it would write is not that journal, or does not
+    extend its head. This module is the one explicit way to start a new journal for such a token.
+  - On the controller (this module has an action plugin), the new journal's first record (its genesis) names the
+    journal it continues. When the journal at the path is the one the token names, the genesis carries its id and
+    final head, with the proof that this head extends the one the token pinned, and the old journal is kept next to
+    the new one as C(<name>.<journal id>.jsonl). When that journal is lost, the genesis carries the token's pin and
+    says so (C(lost)); a different journal found at the path is kept as C(<name>.superseded-<journal id>.jsonl).
+  - On the HSM host, the module checks the genesis against the token's pin and then pins the new journal, signing
+    its first checkpoint. The new journal is moved into place only after that; when the module refuses, the old
+    journal stays where it was and the refused attempt is kept in C(<name>.rollover-<journal id>.jsonl).
+  - M(secops.keylifecycle.audit_verify) verifies across the rollover (the previous journal, where it is kept, is
+    verified too and must end at the head the genesis names).
+  - Authorized by O(policy.authorization) (action C(journal_rollover)); where
+    O(policy.journal_rollover_requires_approval) is set, O(approved_by) must name a second person.
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
+  - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is written on the controller or the token; the task reports whether a rollover would happen.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run starts a new journal.
+options:
+  reason:
+    description: Why a new journal is started (recorded in the genesis record), for example that the journal was lost.
+    type: str
+    required: true
+  approved_by:
+    description: The second person who approved the rollover (must not be the operator). Recorded in the audit.
+    type: str
+  change_ref:
+    description: Change or ticket reference of the rollover. Recorded in the audit.
+    type: str
+notes:
+  - The journal is the host's C(keylifecycle_audit_journal), else the token's default journal, the same one the
+    lifecycle tasks on this token write.
+seealso:
+  - module: secops.keylifecycle.audit_verify
+"""
+
+EXAMPLES = r"""
+- name: Start a new journal after the old one was lost (approved by a second custodian)
+  secops.keylifecycle.audit_rollover:
+    pkcs11_module: /usr/lib/softhsm/libsofthsm2.so
+    token_label: kl-prod
+    user_pin_file: /etc/keylifecycle/prod-user.pin
+    reason: journal disk lost, no copy in the log store after record 41872
+    approved_by: bob
+    change_ref: CHG-2291
+"""
+
+RETURN = r"""
+journal:
+  description: Path of the new journal on the controller.
+  returned: success
+  type: str
+journal_id:
+  description: Id of the new journal.
+  returned: success
+  type: str
+previous_journal:
+  description:
+    - The journal the new one continues (journal_id, head_seq, head_hash, path where it is kept, the token's pinned
+      seq and hash, and C(lost) when only the token's pin of it was known), as the genesis record names it.
+  returned: success
+  type: dict
+superseded_journal:
+  description: A journal found at the path that was not the one the token names (journal_id, path where it is kept).
+  returned: when one was found
+  type: dict
+audit_checkpoint:
+  description: The new journal's first signed checkpoint (see M(secops.keylifecycle.key_generate)).
+  returned: success
+  type: dict
+audit_events:
+  description: Events of changes made on the token besides the pin (a checkpoint key generated on first use).
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from dataclasses import dataclass, field
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import (
+    check_approval,
+    validate_approval_options,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    HsmModule,
+    hsm_module_kwargs,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+
+ARGUMENT_SPEC = dict(
+    reason={"type": "str", "required": True},
+    approved_by={"type": "str"},
+    change_ref={"type": "str"},
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+@dataclass
+class RolloverResult:
+    changed: bool
+    audit_events: list = field(default_factory=list)
+
+
+def main():
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    params = module.params
+
+    def validate(policy):
+        validate_approval_options(params["approved_by"], params["change_ref"])
+        reason = params["reason"]
+        if not reason.strip() or len(reason) > 128 or not all(" " <= c <= "~" for c in reason):
+            raise InvalidOption("reason must be printable ASCII text of 1 to 128 characters.", option="reason")
+
+    def work(store, policy, context):
+        # the pin check (run before this, _checkpoint) has accepted the new journal's genesis; the new pin is written
+        # when the run anchors it
+        check_approval(policy, "journal_rollover", params["approved_by"], context.operator)
+        context_params = params["audit_context"] or {}
+        return RolloverResult(changed=True), dict(journal_id=context_params.get("journal_id"))
+
+    run_lifecycle_module(module, work, validate=validate, empty_result={}, rollover=True)
+
+
+if __name__ == "__main__":
+    main()
