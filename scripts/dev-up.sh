@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 ./scripts/softhsm-token.sh .state/dev kl-dev
 ./scripts/softhsm-token.sh .state/dev-app kl-dev-app
+./scripts/dev-policy-signer.sh .state/dev
 export PATH="$PWD/.venv/bin:$PATH"
 ansible-galaxy collection build --force --output-path .state/build . >/dev/null
 ansible-galaxy collection install --force -p .state/collections .state/build/secops-keylifecycle-*.tar.gz >/dev/null

@@ -127,8 +127,7 @@ class ActionModule(LifecycleActionBase):
             kept = None
             if target.exists():
                 aside = state["superseded"] or state["previous"]
-                kept = aside["path"] if aside.get("path") else _kept_path(target.path,
-                                                                           "superseded-%s" % aside["journal_id"])
+                kept = aside.get("path") or _kept_path(target.path, "superseded-%s" % aside["journal_id"])
                 os.replace(target.path, kept)
                 _move_shipping_cursors(target.path, kept)
             os.replace(staging.path, target.path)

@@ -68,7 +68,8 @@ class ActionModule(ActionBase):
                 result["msg"] += ", %d checkpoint(s) of other tokens" % report["other_token_checkpoints"]
             if report["unanchored_records"]:
                 result["msg"] += ", %d record(s) after the last signed checkpoint" % report["unanchored_records"]
-        for key in ("token_pin", "checkpoint_certificates", "token_label", "token_serial", "token_checkpoints"):
+        for key in ("token_pin", "checkpoint_certificates", "token_label", "token_serial", "token_checkpoints",
+                    "policy_signers"):
             if key in token:
                 result.setdefault(key, token[key])
         return result

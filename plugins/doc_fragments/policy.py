@@ -11,6 +11,24 @@ class ModuleDocFragment:
     # tests/unit/test_policy_settings.py checks that it lists exactly those settings, with their types and defaults.
     DOCUMENTATION = r"""
 options:
+  signed_policy:
+    description:
+      - The environment's policy as signed by a policy signer, the Security Officer (the document
+        M(secops.keylifecycle.policy_sign) writes; inventories hold it as C(key_policy_signed)). Keys C(format),
+        C(environment), C(serial), C(not_after), C(policy), C(signer), C(signer_name) and C(signature).
+      - Once the HSM token holds a policy signer (M(secops.keylifecycle.policy_signer), a CKA_TRUSTED public key only
+        a Security Officer session can install), every state-changing lifecycle module verifies this document's
+        ECDSA P-256 signature inside the token, before it changes anything, and refuses the task, journaled, with
+        the token unchanged, when it is missing or malformed (C(policy_unsigned)), signed by another key or altered
+        (C(policy_signature_invalid)), past its C(not_after) (C(policy_expired)), older than the highest serial the
+        token accepted (C(policy_rolled_back)), or when O(policy) differs from its C(policy) (C(policy_mismatch),
+        naming the settings). The task runs with exactly the signed settings. A policy signer the token once held
+        and no longer holds is refused too (C(policy_signer_removed)).
+      - On a token without a policy signer it is not checked and O(policy) applies as given; the compliance report
+        lists such a token as a finding. Modules that act on a recipient's token
+        (M(secops.keylifecycle.key_install), M(secops.keylifecycle.recipient_enroll)) and the Security Officer's
+        modules do not check it.
+    type: dict
   policy:
     description:
       - The environment's key policy. It can only tighten the collection's baseline (AES-256, RSA 3072,

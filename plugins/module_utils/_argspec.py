@@ -6,7 +6,8 @@
 
 PRIVATE: not part of the public interface. The connection options are documented
 by the ``secops.keylifecycle.connection`` doc fragment (keep them in step with this file),
-the policy option by ``secops.keylifecycle.policy`` (declared in ``_policy.SETTINGS``).
+the policy option by ``secops.keylifecycle.policy`` (declared in ``_policy.SETTINGS``), with the signed_policy
+option (``_signed_policy``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ POLICY_ARGSPEC = {
         "default": {},
         "options": policy_argspec(),
     },
+    # The environment's signed policy (plugins/module_utils/_signed_policy.py): free-form here, its shape is checked
+    # by _signed_policy.parse_signed_policy and its signature inside the token by check_policy.
+    "signed_policy": {"type": "dict", "no_log": False},
 }
 
 # That the intent extends the journal head the token pinned: the digests of the records after start_seq

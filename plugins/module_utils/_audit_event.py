@@ -51,6 +51,8 @@ ACTIONS = {
     # record), and a torn last line cut off before the next append
     "audit-journal-rollover": (["configuration"], ["change"]),
     "audit-journal-repair": (["configuration"], ["change"]),
+    # governance (docs/access-control.md, "Signed policy"): the Security Officer installs a policy signer in the HSM
+    "policy-signer-approve": (["configuration", "iam"], ["creation"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence. A read-only module's finding is an observation, outside
@@ -63,6 +65,7 @@ _KCV = re.compile(r"^[0-9a-f]{6}\Z")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _TOKEN_LABEL = re.compile(r"^[\x20-\x7e]{0,32}\Z")
 _PRINTABLE = re.compile(r"^[\x20-\x7e]{0,128}\Z")
+_SIGNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}\Z")
 #: a file path on the controller (a journal kept aside at a rollover)
 _PATH = re.compile(r"^[\x20-\x7e]{1,1024}\Z")
 UUID_RE = re.compile(r"^[0-9a-f-]{36}\Z")
@@ -152,6 +155,17 @@ _FIELD_CHECKS = {
     "keylifecycle.previous_journal.lost": lambda v: isinstance(v, bool),
     "keylifecycle.superseded_journal.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "keylifecycle.superseded_journal.path": lambda v: isinstance(v, str) and bool(_PATH.match(v)),
+    # the policy in force for the task (every intent): the SHA-256 of its canonical JSON (the signed payload when
+    # signed), its serial, signer fingerprint and environment when signed
+    "keylifecycle.policy.sha256": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
+    "keylifecycle.policy.signed": lambda v: isinstance(v, bool),
+    "keylifecycle.policy.serial": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "keylifecycle.policy.signer": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    "keylifecycle.policy.environment": lambda v: isinstance(v, str) and bool(re.match(r"^[A-Za-z0-9._-]{1,64}\Z", v)),
+    # a policy signer the Security Officer installed (policy-signer-approve)
+    "keylifecycle.policy_signer.name": lambda v: isinstance(v, str) and bool(_SIGNER_NAME.match(v)),
+    "keylifecycle.policy_signer.fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
+    "keylifecycle.policy_signer.destroyable": lambda v: isinstance(v, bool),
     # a torn tail cut off: where, how long, and the SHA-256 of the bytes removed (never the bytes)
     "keylifecycle.repair.offset": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
     "keylifecycle.repair.length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,

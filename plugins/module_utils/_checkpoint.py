@@ -71,6 +71,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signi
     follow_certificates,
     load_signer_public_key,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import find_policy_signers
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     AUDIT_CHECKPOINT,
     AUDIT_JOURNAL_PIN,
@@ -185,6 +186,10 @@ class JournalPin:
         self.accepted = None
         #: the journal a rollover continues ({journal_id, head_seq, head_hash})
         self.previous_journal = None
+        #: set by ``_signed_policy.check_policy``: the policy in force (its serial raises the pin's policy_serial)
+        #: and the fingerprints of the token's policy signers (added to the pin's policy_signers)
+        self.policy_in_force = None
+        self.policy_signers = None
 
     # ---- the decision ---------------------------------------------------------------------------------------
 
@@ -429,8 +434,30 @@ class JournalPin:
             doc["previous_journal"] = pin.get("previous_journal") if same_journal else None
         if self.accepted == "adopt" or (same_journal and pin.get("adopted_from_legacy")):
             doc["adopted_from_legacy"] = True
+        doc.update(self._policy_fields())
         self.store.objects.write(AUDIT_JOURNAL_PIN, PIN_LABEL, doc, operation="C_CreateObject (audit journal pin)")
         self.pin = doc
+
+    def _policy_fields(self):
+        """``policy_serial`` (the highest signed policy serial the token accepted) and ``policy_signers`` (every
+        policy signer fingerprint the token ever held), carried over from the old pin, whatever its journal, and
+        raised by this task: they never go down or shrink. Left out while there is nothing to remember (a token
+        without a policy signer keeps the pin it had before signed policies existed)."""
+        pin = self.pin or {}
+        serial = pin.get("policy_serial") or 0
+        in_force = self.policy_in_force or {}
+        if in_force.get("signed"):
+            serial = max(serial, int(in_force["serial"]))
+        signers = self.policy_signers
+        if signers is None:  # not checked by this task (anchored without check_policy): read them here
+            signers = [signer.fingerprint for signer in find_policy_signers(self.session)]
+        signers = sorted(set(pin.get("policy_signers") or ()) | set(signers))
+        fields = {}
+        if serial:
+            fields["policy_serial"] = serial
+        if signers:
+            fields["policy_signers"] = signers
+        return fields
 
 
 def anchor_journal(session, store, audit_params, context, events, pin=None):
@@ -469,4 +496,5 @@ def pin_report(session, store):
             "public_key_fingerprint", "token_label", "token_serial")}
     return {"token_pin": pin, "token_checkpoints": checkpoints, "checkpoint_public_keys": signer.public_keys(),
             "checkpoint_certificates": signer.certificates(), "token_label": store.token_label,
-            "token_serial": token_serial(session)}
+            "token_serial": token_serial(session),
+            "policy_signers": [policy_signer.as_dict() for policy_signer in find_policy_signers(session)]}

@@ -157,3 +157,27 @@ class JournalRefused(KeyLifecycleError):
             raise ValueError("unknown journal refusal %r" % kind)
         super().__init__(message, option=option)
         self.kind = kind
+
+
+class PolicyRefused(KeyLifecycleError):
+    """The task's policy is not the environment's signed policy the token's policy signers vouch for
+    (``_signed_policy.check_policy``).
+
+    ``kind`` is one of ``KINDS``; nothing was changed on the token.
+    """
+
+    kind = "policy_refused"
+    #: policy_signer_removed: a policy signer the token's pin remembers is no longer on the token;
+    #: policy_unsigned: the token holds a policy signer and the task brought no (well-formed) signed_policy;
+    #: policy_signature_invalid: signed by a key that is not one of the token's signers, or altered after signing;
+    #: policy_expired: the signed policy's not_after is past;
+    #: policy_rolled_back: its serial is lower than the highest the token accepted;
+    #: policy_mismatch: the policy option differs from the signed policy
+    KINDS = ("policy_signer_removed", "policy_unsigned", "policy_signature_invalid", "policy_expired",
+             "policy_rolled_back", "policy_mismatch")
+
+    def __init__(self, message, kind, option="signed_policy"):
+        if kind not in self.KINDS:
+            raise ValueError("unknown policy refusal %r" % kind)
+        super().__init__(message, option=option)
+        self.kind = kind

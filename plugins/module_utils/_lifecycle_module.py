@@ -10,8 +10,10 @@ Policy, audit context and connection are read the same way for every lifecycle
 module; the work runs in one logged-in session on one enumeration of the token; the
 token's pin of its journal is checked first (``_checkpoint.JournalPin.check``: a task
 without a journaled intent that extends the token's head is refused before anything on
-the token changes), and the controller's intent record is anchored by a signed
-checkpoint in the same session after the work;
+the token changes), then the environment's signed policy against the token's policy
+signers (``_signed_policy.check_policy``: the module result's ``policy_in_force``), and
+the controller's intent record is anchored by a signed checkpoint in the same session
+after the work;
 a state-changing run holds the token's lease (``_token_lease``) from before the token
 is read until after the checkpoint is written, so runs from several controllers take
 turns; duplicate labels left by older versions are repaired first (``_version_repair``);
@@ -27,8 +29,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, UnexpectedError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import check_policy
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_lease import lifecycle_lease, module_action
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import repair_duplicates
 
@@ -66,7 +70,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         with lifecycle_lease(settings, module, context) as lease, open_session(settings) as session:
             lease.attach(session)
             prelude = lease.takeover_events(context, module_action(module))
-            journal_pin = None
+            journal_pin = policy_in_force = None
             try:
                 if open_store is None:
                     store = TokenKeyStore(session, settings.token_label).load()
@@ -74,6 +78,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                         journal_pin = JournalPin(session, store)
                         journal_pin.check(params["audit_context"], module.check_mode,
                                           module_name=_module_name(module, work), allow_rollover=rollover)
+                        # the signed policy, verified in the token, before the first pin or any repair or work
+                        policy_in_force = check_policy(session, params, journal_pin, utc_now())
                         if not module.check_mode:  # an empty token's first task pins its journal before any work
                             _first, version, created = journal_pin.pin_first(params["audit_context"],
                                                                              context.operator)
@@ -106,6 +112,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         fail_with_error(module, UnexpectedError.wrap(exc, module._name), **(empty_result or {}))
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
                   audit_checkpoint=checkpoint)
+    if policy_in_force is not None:
+        output["policy_in_force"] = policy_in_force
     if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
         output["diff"] = result.diff
     module.exit_json(**output)

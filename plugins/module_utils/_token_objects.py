@@ -122,25 +122,29 @@ def canonical_json(doc):
 RECIPIENT_SCHEMA = 1
 
 
-def _decode_recipient(label, blob):
-    try:
-        doc = json.loads(bytes(blob).decode("utf-8"))
-        if doc.get("schema") != RECIPIENT_SCHEMA or version_label(doc["name"], doc["version"]) != label:
-            raise ValueError("unexpected schema or label")
-        int(doc["revision"])
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The recipient metadata object %r cannot be read (%s)." % (label, exc)) from None
-    return doc
+def json_decoder(what, check, encoding="utf-8"):
+    """A document kind's decoder: the object's value as JSON, checked by ``check(label, doc)`` (which raises
+    ValueError, KeyError or TypeError on anything wrong); an unreadable document is MetadataCorrupt naming ``what``
+    and the label."""
+    def decode(label, blob):
+        try:
+            doc = json.loads(bytes(blob).decode(encoding))
+            check(label, doc)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise MetadataCorrupt("The %s %r cannot be read (%s)." % (what, label, exc)) from None
+        return doc
+    return decode
 
 
-def _decode_checkpoint(label, blob):
-    try:
-        doc = json.loads(bytes(blob).decode("ascii"))
-        int(doc["seq"])
-        doc["journal_id"]  # pylint: disable=pointless-statement
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The audit checkpoint object %r cannot be read (%s)." % (label, exc)) from None
-    return doc
+def _check_recipient(label, doc):
+    if doc.get("schema") != RECIPIENT_SCHEMA or version_label(doc["name"], doc["version"]) != label:
+        raise ValueError("unexpected schema or label")
+    int(doc["revision"])
+
+
+def _check_checkpoint(_label, doc):
+    int(doc["seq"])
+    doc["journal_id"]  # pylint: disable=pointless-statement
 
 
 #: metadata of a managed key version on the HSM (``_keys.KeyVersion``)
@@ -150,11 +154,12 @@ KEY_METADATA = register_kind(DocumentKind(
 #: what a recipient's token holds of one distributed key version (a dict)
 RECIPIENT_METADATA = register_kind(DocumentKind(
     name="recipient metadata", application="secops.keylifecycle.recipient", encode=canonical_json,
-    decode=_decode_recipient, revision=itemgetter("revision")))
+    decode=json_decoder("recipient metadata object", _check_recipient), revision=itemgetter("revision")))
 #: the latest signed checkpoint of one audit journal (a dict)
 AUDIT_CHECKPOINT = register_kind(DocumentKind(
     name="audit checkpoint", application="secops.keylifecycle.audit",
-    encode=lambda doc: json.dumps(doc, sort_keys=True).encode("ascii"), decode=_decode_checkpoint,
+    encode=lambda doc: json.dumps(doc, sort_keys=True).encode("ascii"),
+    decode=json_decoder("audit checkpoint object", _check_checkpoint, encoding="ascii"),
     revision=itemgetter("seq"), keep_history=False))
 
 AUDIT_SCHEMA = 1
@@ -166,49 +171,47 @@ _PIN_STRINGS = ("journal_id", "head_hash", "signed_at", "signature", "key_id", "
 _PIN_INTS = ("revision", "seq", "key_version")
 
 
-def _decode_pin(label, blob):
-    try:
-        doc = json.loads(bytes(blob).decode("utf-8"))
-        if doc.get("schema") != AUDIT_SCHEMA:
-            raise ValueError("unknown schema %r" % doc.get("schema"))
-        for field in _PIN_STRINGS:
-            if not isinstance(doc[field], str):
-                raise ValueError("%s is not a string" % field)
-        for field in _PIN_INTS:
-            if not isinstance(doc[field], int) or isinstance(doc[field], bool):
-                raise ValueError("%s is not a number" % field)
-        previous = doc.get("previous_journal")
-        if previous is not None and not (isinstance(previous, dict) and isinstance(previous.get("journal_id"), str)):
-            raise ValueError("previous_journal is not a journal")
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The journal pin object %r cannot be read (%s)." % (label, exc)) from None
-    return doc
+def _check_pin(_label, doc):
+    if doc.get("schema") != AUDIT_SCHEMA:
+        raise ValueError("unknown schema %r" % doc.get("schema"))
+    for field in _PIN_STRINGS:
+        if not isinstance(doc[field], str):
+            raise ValueError("%s is not a string" % field)
+    for field in _PIN_INTS:
+        if not isinstance(doc[field], int) or isinstance(doc[field], bool):
+            raise ValueError("%s is not a number" % field)
+    previous = doc.get("previous_journal")
+    if previous is not None and not (isinstance(previous, dict) and isinstance(previous.get("journal_id"), str)):
+        raise ValueError("previous_journal is not a journal")
+    serial = doc.get("policy_serial")  # the highest signed policy serial accepted (_signed_policy), optional
+    if serial is not None and (not isinstance(serial, int) or isinstance(serial, bool) or serial < 1):
+        raise ValueError("policy_serial is not a serial")
+    signers = doc.get("policy_signers")  # every policy signer fingerprint the token held, optional
+    if signers is not None and not (isinstance(signers, list) and all(isinstance(item, str) for item in signers)):
+        raise ValueError("policy_signers is not a list of fingerprints")
 
 
-def _decode_key_history(label, blob):
-    try:
-        doc = json.loads(bytes(blob).decode("utf-8"))
-        if doc.get("schema") != AUDIT_SCHEMA:
-            raise ValueError("unknown schema %r" % doc.get("schema"))
-        int(doc["revision"])
-        for key_id, entry in doc["keys"].items():
-            if not isinstance(key_id, str) or not isinstance(entry["public_key_pem"], str) \
-                    or not isinstance(entry["fingerprint"], str):
-                raise ValueError("key %r is not a public key record" % key_id)
-            int(entry["version"])
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The checkpoint key history object %r cannot be read (%s)." % (label, exc)) from None
-    return doc
+def _check_key_history(_label, doc):
+    if doc.get("schema") != AUDIT_SCHEMA:
+        raise ValueError("unknown schema %r" % doc.get("schema"))
+    int(doc["revision"])
+    for key_id, entry in doc["keys"].items():
+        if not isinstance(key_id, str) or not isinstance(entry["public_key_pem"], str) \
+                or not isinstance(entry["fingerprint"], str):
+            raise ValueError("key %r is not a public key record" % key_id)
+        int(entry["version"])
 
 
 #: the one journal the token names, with its signed head (a dict; label ``audit-journal-pin``)
 AUDIT_JOURNAL_PIN = register_kind(DocumentKind(
-    name="audit journal pin", application=AUDIT_CHECKPOINT.application, encode=canonical_json, decode=_decode_pin,
-    revision=itemgetter("revision"), keep_history=False, label=AUDIT_JOURNAL_PIN_LABEL))
+    name="audit journal pin", application=AUDIT_CHECKPOINT.application, encode=canonical_json,
+    decode=json_decoder("journal pin object", _check_pin), revision=itemgetter("revision"), keep_history=False,
+    label=AUDIT_JOURNAL_PIN_LABEL))
 #: the public key of every audit-checkpoint version ever generated (a dict; label ``audit-checkpoint-keys``)
 AUDIT_KEY_HISTORY = register_kind(DocumentKind(
     name="audit checkpoint key history", application=AUDIT_CHECKPOINT.application, encode=canonical_json,
-    decode=_decode_key_history, revision=itemgetter("revision"), keep_history=False, label=AUDIT_KEY_HISTORY_LABEL))
+    decode=json_decoder("checkpoint key history object", _check_key_history), revision=itemgetter("revision"),
+    keep_history=False, label=AUDIT_KEY_HISTORY_LABEL))
 
 
 def is_legacy_checkpoint_label(label):
@@ -219,27 +222,22 @@ def is_legacy_checkpoint_label(label):
 LEASE_SCHEMA = 1
 
 
-def _decode_lease(label, blob):
-    try:
-        doc = json.loads(bytes(blob).decode("utf-8"))
-        if doc.get("schema") != LEASE_SCHEMA:
-            raise ValueError("unknown lease schema %r" % doc.get("schema"))
-        for field in ("holder", "operator", "host", "purpose", "acquired_at", "expires_at"):
-            if not isinstance(doc[field], str):
-                raise ValueError("%s is not a string" % field)
-        int(doc["pid"])
-        int(doc["revision"])
-        datetime.fromisoformat(doc["acquired_at"])
-        datetime.fromisoformat(doc["expires_at"])
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The lease object %r cannot be read (%s)." % (label, exc)) from None
-    return doc
+def _check_lease(_label, doc):
+    if doc.get("schema") != LEASE_SCHEMA:
+        raise ValueError("unknown lease schema %r" % doc.get("schema"))
+    for field in ("holder", "operator", "host", "purpose", "acquired_at", "expires_at"):
+        if not isinstance(doc[field], str):
+            raise ValueError("%s is not a string" % field)
+    int(doc["pid"])
+    int(doc["revision"])
+    datetime.fromisoformat(doc["acquired_at"])
+    datetime.fromisoformat(doc["expires_at"])
 
 
 #: one lifecycle run's lease on the token (a dict: holder, operator, host, pid, acquired_at, expires_at, purpose)
 TOKEN_LEASE = register_kind(DocumentKind(
-    name="token lease", application="secops.keylifecycle.lease", encode=canonical_json, decode=_decode_lease,
-    revision=itemgetter("revision")))
+    name="token lease", application="secops.keylifecycle.lease", encode=canonical_json,
+    decode=json_decoder("lease object", _check_lease), revision=itemgetter("revision")))
 
 
 #: string fields of a signer certificate (``_managed_signing.certify_successor``); versions are ints
@@ -247,24 +245,19 @@ SIGNER_CERTIFICATE_FIELDS = ("name", "previous_fingerprint", "fingerprint", "pub
                              "signature")
 
 
-def _decode_signer_certificate(label, blob):
-    try:
-        doc = json.loads(bytes(blob).decode("utf-8"))
-        for field in SIGNER_CERTIFICATE_FIELDS:
-            if not isinstance(doc[field], str):
-                raise ValueError("%s is not a string" % field)
-        int(doc["version"])
-        int(doc["previous_version"])
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise MetadataCorrupt("The signer certificate %r cannot be read (%s)." % (label, exc)) from None
-    return doc
+def _check_signer_certificate(_label, doc):
+    for field in SIGNER_CERTIFICATE_FIELDS:
+        if not isinstance(doc[field], str):
+            raise ValueError("%s is not a string" % field)
+    int(doc["version"])
+    int(doc["previous_version"])
 
 
 #: a package-signing or audit-checkpoint version's certificate, signed by the previous version while it was still
 #: active (a dict)
 SIGNER_CERTIFICATE = register_kind(DocumentKind(
     name="package signer certificate", application="secops.keylifecycle.signer-certificate", encode=canonical_json,
-    decode=_decode_signer_certificate, revision=lambda _doc: 1))
+    decode=json_decoder("signer certificate", _check_signer_certificate), revision=lambda _doc: 1))
 
 
 @dataclass(frozen=True)

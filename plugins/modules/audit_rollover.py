@@ -101,6 +101,12 @@ audit_events:
   returned: always
   type: list
   elements: dict
+policy_in_force:
+  description:
+    - The environment's policy this call ran with, as the token's policy signers checked it (O(signed_policy)).
+      Its fields are those of RV(secops.keylifecycle.key_generate#module:policy_in_force).
+  returned: success
+  type: dict
 """
 
 from dataclasses import dataclass, field

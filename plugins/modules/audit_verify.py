@@ -242,6 +242,13 @@ token_serial:
   description: Serial number of the token read (empty when the PKCS#11 library does not give one).
   returned: when the token was read
   type: str
+policy_signers:
+  description:
+    - The policy signers the Security Officer installed in the token (name, label, fingerprint, destroyable), as
+      M(secops.keylifecycle.key_info) returns them.
+  returned: when the token was read
+  type: list
+  elements: dict
 interrupted_intents:
   description: Sequence numbers of intent records without an outcome record (interrupted tasks).
   returned: always

@@ -30,6 +30,12 @@ description:
     That list is used, not the journal's C(transport-key-enroll) records, because it is complete whatever the
     journal holds (a journal started after the enrollment, a recipient enrolled from another controller); whether
     the journal holds an enrollment with the key's fingerprint is shown beside each key.
+  - Policy (docs/access-control.md, "Signed policy"). Each listed event shows the policy in force for its task, as
+    the task's intent record states it (C(keylifecycle.policy)) - the serial and signer of a signed policy, or
+    C(unsigned) and the first 12 hex digits of the unsigned policy's SHA-256. Every change of policy between
+    consecutive intents of the journal is a finding under attention (C(policy_change)), and listed with the policy
+    before and after. A token without a policy signer (key_info's C(policy_signers) empty, or absent in a key_info
+    result from before policy signers) is a finding (C(no_policy_signer)) - its policy is whatever each task passes.
   - The HTML page has no external resources (inline CSS and an SVG timeline of key versions), so it can be archived
     as evidence.
   - Both files are rendered from Jinja2 templates. The collection ships them in C(templates/compliance_report/) of
@@ -168,6 +174,13 @@ summary:
     audit_ok:
       description: Whether the audit chain verified.
       type: bool
+    policy_signers:
+      description: Names of the policy signers in the token (empty - a C(no_policy_signer) finding).
+      type: list
+      elements: str
+    policy_changes:
+      description: Number of changes of policy between consecutive intents of the journal (each a finding).
+      type: int
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -107,6 +107,12 @@ audit_checkpoint:
       Its fields are those of RV(secops.keylifecycle.key_generate#module:audit_checkpoint) (docs/audit.md).
   returned: success
   type: dict
+policy_in_force:
+  description:
+    - The environment's policy this call ran with, as the token's policy signers checked it (O(signed_policy)).
+      Its fields are those of RV(secops.keylifecycle.key_generate#module:policy_in_force).
+  returned: success
+  type: dict
 error_kind:
   description: Category of the error (for example V(policy_violation), V(key_not_found)).
   returned: failure

@@ -281,6 +281,40 @@ audit_checkpoint:
     public_key_fingerprint:
       description: Fingerprint of the signing key.
       type: str
+policy_in_force:
+  description:
+    - The environment's policy this call ran with, as the token's policy signers checked it before anything on the
+      token changed (O(signed_policy), docs/access-control.md). The same fields are in the intent record's
+      C(keylifecycle.policy).
+    - On a token without a policy signer, C(signed) is false and only C(sha256) is given (the unsigned O(policy)).
+  returned: success
+  type: dict
+  contains:
+    signed:
+      description: Whether a policy signer on the token verified the policy.
+      type: bool
+    sha256:
+      description:
+        - SHA-256 (hex) of the signed policy's payload (the canonical JSON that was signed); for an unsigned policy,
+          of the canonical JSON of the O(policy) settings given.
+      type: str
+    serial:
+      description: The signed policy's serial (signed policies only).
+      type: int
+    signer:
+      description: Fingerprint (C(sha256:...)) of the policy signer whose key in the token verified it.
+      type: str
+    signer_name:
+      description: That signer's name on the token (C(policy-signer:<name>)).
+      type: str
+    environment:
+      description: The environment named in the signed policy.
+      type: str
+    not_after:
+      description: When the signed policy expires (UTC); after it every lifecycle task is refused.
+      type: str
+  sample: {signed: true, sha256: "5d41...", serial: 3, signer: "sha256:3b1f...", signer_name: dana,
+           environment: prod, not_after: "2027-06-30T00:00:00+00:00"}
 error_kind:
   description: Category of the error (for example V(policy_violation), V(key_conflict), V(login_failed)).
   returned: failure

@@ -20,6 +20,7 @@ description:
     (RV(package_signer)), and for each version whether the token wraps it only under such keys
     (RV(key_versions[].wrap_with_trusted)) and whether it can be wrapped at all now (RV(key_versions[].extractable)).
     Never creates a trusted key or the package-signing key (docs/distribution.md).
+  - Lists the environment's policy signers installed in the token (RV(policy_signers)).
   - Reports anomalies it finds (a key object without metadata, duplicate metadata, metadata without its key).
   - Compares each version's attributes on the token with its recorded state and returns the differences in
     RV(drift) (procedure 4.3.3, docs/monitoring.md) - a usage switched back on (a deactivated version that may encrypt,
@@ -311,6 +312,34 @@ package_signer:
           previous version (RV(secops.keylifecycle.key_distribute#module:package_signer) describes the fields).
       type: list
       elements: dict
+policy_signers:
+  description:
+    - The environment's policy signers the Security Officer installed in the token
+      (M(secops.keylifecycle.policy_signer)), EC P-256 public keys with CKA_TRUSTED and CKA_VERIFY, labelled
+      C(policy-signer:<name>), by fingerprint. Once the list is not empty, every state-changing lifecycle module
+      runs only with a policy one of them signed (O(signed_policy)).
+    - Empty on a token without a policy signer, where the unsigned O(policy) applies; the compliance report lists
+      that as a finding.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The signer's name, from its label.
+      type: str
+    label:
+      description: CKA_LABEL, C(policy-signer:<name>).
+      type: str
+    fingerprint:
+      description: C(sha256:) and the SHA-256 of the key's DER SubjectPublicKeyInfo, computed from the key on the
+        token; a signed policy names its signer by it.
+      type: str
+    destroyable:
+      description:
+        - Whether the token would let the object be deleted. False where the token honours CKA_DESTROYABLE false
+          (SoftHSM2 2.6.1 then refuses C_DestroyObject to the user and to the Security Officer).
+      type: bool
+  sample: [{name: dana, label: "policy-signer:dana", fingerprint: "sha256:3b1f...", destroyable: false}]
 checked_at:
   description: When the token was read (UTC).
   returned: success
@@ -340,6 +369,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store imp
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import STATES, validate_name
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import find_policy_signers
 
 ARGUMENT_SPEC = dict(
     name={"type": "list", "elements": "str"},
@@ -360,6 +390,7 @@ def main():
             store = TokenKeyStore(session, settings.token_label).load()
             report = describe_keys(store, names=names, states=module.params["state"], policy=policy)
             report.update(describe_trust(store))
+            report["policy_signers"] = [signer.as_dict() for signer in find_policy_signers(session)]
     except KeyLifecycleError as exc:
         fail_with_error(module, exc)
     module.exit_json(changed=False, **report)

@@ -10,10 +10,14 @@ The action plugin runs on the controller, in the worker that runs the task, befo
 the module is sent to the HSM host, so it works the same for ``no_log`` tasks and
 for ad-hoc ``ansible`` runs, and does not depend on any callback being loaded:
 
-1. resolve who is acting (``resolve_operator``) and which run this is (``resolve_run_id``);
-2. append an *intent* record to the journal and fsync it; if that fails, the task
-   fails and the module is never run (nothing touches the HSM);
-3. run the module with ``audit_context`` (operator, run id, intent record id);
+1. resolve who is acting (``resolve_operator``) and which run this is (``resolve_run_id``); the AWX job
+   variables count only inside an AWX job run (``awx_job_environment``, docs/access-control.md, "Identity");
+2. append an *intent* record to the journal and fsync it, with the policy the task brings
+   (``policy_record``: keylifecycle.policy); if that fails, the task fails and the module is never run
+   (nothing touches the HSM);
+3. refuse, journaled, an AWX identity outside AWX (``identity_refusal``) or an operator the policy does not
+   authorize (``_authorization_refusal``, against the signed policy when the task brings one); else run the
+   module with ``audit_context`` (operator, run id, intent record id);
 4. append the module's change events and an *outcome* record (success or failure),
    fsync'ed; if that fails the task fails loudly, naming the intent record.
 
@@ -41,6 +45,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import PERSON_RE, load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
+    normalised_policy,
+    parse_signed_policy,
+    policy_digest,
+)
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
     Journal,
     JournalError,
@@ -54,11 +63,81 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard imp
 OPERATOR_OVERRIDE_VARIABLE = "keylifecycle_operator"
 
 
+#: the job variables AWX / Automation Platform passes as extra vars, that name who runs the job and which job it is;
+#: counted only inside a job run (awx_job_environment), refused elsewhere (identity_refusal)
+AWX_IDENTITY_VARIABLES = ("awx_user_name", "tower_user_name", "awx_job_id", "tower_job_id")
+_AWX_USER_VARIABLES = ("awx_user_name", "tower_user_name")
+_AWX_JOB_VARIABLES = ("awx_job_id", "tower_job_id")
+
+
+def awx_job_environment(environ):
+    """What is missing from ``environ`` for it to be the environment of an AWX / Automation Platform job run: a
+    list of short reasons, empty inside such a job (docs/access-control.md, "Identity").
+
+    AWX's job task (``RunJob.build_env``, awx/main/tasks/jobs.py) sets ``JOB_ID`` (the job's number) and ``AWX_HOST``
+    (the controller's URL); ansible-runner, which runs every job, forces ``ANSIBLE_STDOUT_CALLBACK=awx_display`` (the
+    callback that feeds the job's events back to AWX) and sets ``AWX_ISOLATED_DATA_DIR`` (its artifact directory)
+    (``BaseConfig._prepare_env``, ansible_runner/config/_base.py). A run outside AWX has none of them unless its
+    operator sets all four by hand.
+    """
+    missing = []
+    if not str(environ.get("JOB_ID") or "").isdigit():
+        missing.append("JOB_ID (the job's number)")
+    if not environ.get("AWX_HOST"):
+        missing.append("AWX_HOST")
+    if environ.get("ANSIBLE_STDOUT_CALLBACK") != "awx_display":
+        missing.append("ANSIBLE_STDOUT_CALLBACK=awx_display")
+    if not environ.get("AWX_ISOLATED_DATA_DIR"):
+        missing.append("AWX_ISOLATED_DATA_DIR")
+    return missing
+
+
+def _given(task_vars, names):
+    """{name: value as text} of the variables among ``names`` that are set and not empty."""
+    return {name: str(task_vars[name]) for name in names if task_vars.get(name) not in (None, "")}
+
+
+def identity_refusal(task_vars, environ):
+    """``(error kind, message)`` when the task sets an AWX job variable (AWX_IDENTITY_VARIABLES) that does not
+    count here, else None.
+
+    They count only inside an AWX / Automation Platform job run (``awx_job_environment``), where the job's number
+    must be ``JOB_ID`` and the user names must agree. Anywhere else they are an identity typed by whoever runs the
+    play (``-e awx_user_name=alice``), and the task is refused before the HSM is touched.
+    """
+    given = _given(task_vars, AWX_IDENTITY_VARIABLES)
+    if not given:
+        return None
+    named = ", ".join("%s=%s" % item for item in sorted(given.items()))
+    missing = awx_job_environment(environ)
+    if missing:
+        problem = ("this run is not an AWX / Automation Platform job (its environment lacks %s)"
+                   % ", ".join(missing))
+    elif len(set(_given(task_vars, _AWX_JOB_VARIABLES).values()) - {str(environ["JOB_ID"])}):
+        problem = "the job number does not match this job's JOB_ID=%s" % environ["JOB_ID"]
+    elif len(set(_given(task_vars, _AWX_USER_VARIABLES).values())) > 1:
+        problem = "awx_user_name and tower_user_name name different users"
+    else:
+        return None
+    return "identity_not_permitted", (
+        "The variables %s name an AWX job and its user, but %s: they count only inside an AWX / Automation Platform "
+        "job run, which sets them itself. Remove them; outside AWX the operator is resolved from the CI or the "
+        "controller's OS user (docs/access-control.md, \"Identity\"). Nothing was changed on the HSM; the refusal is "
+        "journaled." % (named, problem))
+
+
+def _awx_job(task_vars, environ):
+    """Whether the AWX job variables of the task count: set, and inside the AWX job they name."""
+    return bool(_given(task_vars, AWX_IDENTITY_VARIABLES)) and identity_refusal(task_vars, environ) is None
+
+
 def resolve_operator(task_vars, environ):
-    """Return ``(operator, source)``: automation platform user, else CI actor, else controller OS user."""
-    for var in ("awx_user_name", "tower_user_name"):
-        if task_vars.get(var):
-            return str(task_vars[var]), "awx_job"
+    """Return ``(operator, source)``: automation platform user (inside an AWX job only), else CI actor, else
+    controller OS user."""
+    if _awx_job(task_vars, environ):
+        for var in _AWX_USER_VARIABLES:
+            if task_vars.get(var):
+                return str(task_vars[var]), "awx_job"
     if environ.get("GITHUB_ACTIONS") == "true" and environ.get("GITHUB_ACTOR"):
         return environ["GITHUB_ACTOR"], "github_actions"
     if environ.get("GITLAB_CI") == "true" and environ.get("GITLAB_USER_LOGIN"):
@@ -68,9 +147,10 @@ def resolve_operator(task_vars, environ):
 
 def resolve_run_id(task_vars, environ, task_uuid):
     """An identifier shared by every task of one run."""
-    for var in ("awx_job_id", "tower_job_id"):
-        if task_vars.get(var):
-            return "awx-%s" % task_vars[var]
+    if _awx_job(task_vars, environ):
+        for var in _AWX_JOB_VARIABLES:
+            if task_vars.get(var):
+                return "awx-%s" % task_vars[var]
     if environ.get("GITHUB_ACTIONS") == "true" and environ.get("GITHUB_RUN_ID"):
         return "gha-%s-%s" % (environ["GITHUB_RUN_ID"], environ.get("GITHUB_RUN_ATTEMPT", "1"))
     if environ.get("GITLAB_CI") == "true" and environ.get("CI_JOB_ID"):
@@ -99,6 +179,51 @@ def audit_context(task_vars, environ, task_uuid, override=None):
         context.update(operator=override, operator_source="override", resolved_operator=operator,
                        resolved_operator_source=source)
     return context
+
+
+def _signed_document(module_args):
+    """The task's ``signed_policy`` as a well-formed signed policy document, else None (absent or malformed: the
+    module refuses a malformed one on a token with a policy signer; a token without one runs the ``policy``)."""
+    raw = module_args.get("signed_policy")
+    if raw in (None, "", {}):
+        return None
+    try:
+        return parse_signed_policy(raw)
+    except KeyLifecycleError:
+        return None
+
+
+def authorization_policy(module_args):
+    """The policy settings the controller authorizes the task against: the ``policy`` of the task's signed policy
+    when it gives a well-formed one (the module verifies that very document in the token before it acts, and
+    refuses the task if its ``policy`` option differs), else the ``policy`` option, which is what a token without a
+    policy signer runs with. InvalidOption when ``policy`` is not a dict (refused and journaled before the module is
+    sent)."""
+    overrides = policy_overrides(module_args)
+    document = _signed_document(module_args)
+    if document is not None:
+        return {name: value for name, value in document["policy"].items() if value is not None}
+    return overrides
+
+
+def policy_record(module_args):
+    """``keylifecycle.policy`` of the task's intent record: the policy the task brings.
+
+    A well-formed signed policy: ``{sha256 (of its signed payload), signed: true, serial, signer (fingerprint),
+    environment}``, as presented; the module verifies it in the token before it acts, and a refusal is the task's
+    outcome. Otherwise the unsigned ``policy`` option: ``{sha256 (of its settings' canonical JSON, as the module
+    digests them), signed: false}``. Never raises: whatever the task passed, something is recorded.
+    """
+    document = _signed_document(module_args)
+    if document is not None:
+        return {"sha256": policy_digest(document), "signed": True, "serial": document["serial"],
+                "signer": document["signer"], "environment": document["environment"]}
+    try:
+        settings = normalised_policy(policy_overrides(module_args))
+        return {"sha256": policy_digest(settings), "signed": False}
+    except (KeyLifecycleError, TypeError, ValueError):  # not a dict, or not JSON: the digest of its text
+        return {"sha256": hashlib.sha256(repr(module_args.get("policy")).encode("utf-8")).hexdigest(),
+                "signed": False}
 
 
 @contextmanager
@@ -147,7 +272,7 @@ class LifecycleActionBase(ActionBase):
     def _authorization_refusal(self, module_args, context):
         """A refusal (error kind, message) when the policy does not let this operator act, else None."""
         try:
-            overrides = policy_overrides(module_args)
+            overrides = authorization_policy(module_args)
         except KeyLifecycleError as exc:  # not a dict: refused here, journaled, before the module is sent
             return exc.kind, "%s Nothing was changed on the HSM; the refusal is journaled." % exc
         try:
@@ -194,10 +319,11 @@ class LifecycleActionBase(ActionBase):
         context = audit_context(task_vars, os.environ, self._task._uuid, override)
         module_args = dict(self._task.args)
         if self._task.check_mode:
-            # check mode changes nothing, so authorization is not checked; an unpermitted override still is
-            refusal = self._authorization_refusal(module_args, context)
-            if refusal and refusal[0] == "override_not_permitted":
-                raise AnsibleActionFail(refusal[1])
+            # check mode changes nothing, so authorization is not checked; an identity that does not count and an
+            # unpermitted override still are
+            refusal = identity_refusal(task_vars, os.environ) or self._authorization_refusal(module_args, context)
+            if refusal and refusal[0] in ("identity_not_permitted", "override_not_permitted"):
+                raise AnsibleActionFail(refusal[1], result={"error_kind": refusal[0], "changed": False})
             module_args["audit_context"] = context
             result.update(self._execute_module(module_name=self._task.resolved_action,
                                                module_args=module_args, task_vars=task_vars))
@@ -225,7 +351,8 @@ class LifecycleActionBase(ActionBase):
         controller_context = AuditContext(**context)
         extra = {"module": self._task.resolved_action}
         try:
-            journal, intent = self.write_intent(journal, controller_context, extra, module_args, task_vars)
+            journal, intent = self.write_intent(journal, controller_context,
+                                                dict(extra, policy=policy_record(module_args)), module_args, task_vars)
             register_journal(journal.path)
         except (JournalError, OSError) as exc:
             raise AnsibleActionFail("%s Nothing was changed on the HSM." % exc) from None
@@ -255,7 +382,7 @@ class LifecycleActionBase(ActionBase):
 
     def _run_after_intent(self, journal, intent, result, module_args, context, controller_context, extra, task_vars,
                           progress):
-        refusal = self._authorization_refusal(module_args, context)
+        refusal = identity_refusal(task_vars, os.environ) or self._authorization_refusal(module_args, context)
         if refusal:
             kind, message = refusal
             progress["outcome"] = True

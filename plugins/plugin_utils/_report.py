@@ -66,6 +66,8 @@ _VERSION_FIELDS = ("curve", "size", "key_check_value", "public_key_fingerprint",
                    "extractable")
 # key_info's trusted transport keys (approved by the Security Officer)
 _TRUSTED_KEY_FIELDS = ("label", "recipient", "host", "fingerprint", "key_id")
+# key_info's policy signers (plugins/module_utils/_policy_signers.py, PolicySigner.as_dict)
+_SIGNER_FIELDS = ("name", "label", "fingerprint", "destroyable")
 
 
 class ReportTemplateError(Exception):
@@ -80,17 +82,46 @@ def _time(text):
     return datetime.fromisoformat(text) if text else None
 
 
-def last_events(journal_lines, count):
-    """The newest ``count`` change records of lifecycle actions, newest first (outcome failures included)."""
-    events = []
+def _policy_of(event):
+    """The intent's ``keylifecycle.policy`` as the model holds it (docs/report.md), or None when it has none.
+
+    ``signed``, ``serial``, ``signer`` (fingerprint) and ``signer_short`` (``sha256:`` and its first 16 hex digits),
+    ``environment``, ``sha256`` and ``short`` (its first 12 hex digits); ``signer_name`` is filled in by build_model
+    from key_info's policy_signers (None if not on the token).
+    """
+    policy = (event.get("keylifecycle") or {}).get("policy")
+    if not isinstance(policy, dict) or not isinstance(policy.get("sha256"), str):
+        return None
+    signer = policy.get("signer") if isinstance(policy.get("signer"), str) else None
+    return {"signed": policy.get("signed") is True, "serial": policy.get("serial"), "signer": signer,
+            "signer_short": signer[:23] if signer else None, "signer_name": None,
+            "environment": policy.get("environment"), "sha256": policy["sha256"], "short": policy["sha256"][:12]}
+
+
+def _records(journal_lines):
+    """(record, event) of every parseable journal line, in journal order."""
     for line in journal_lines:
         try:
             record = json.loads(line)
             event = record["event"]
         except (ValueError, KeyError, TypeError):
             continue
+        if isinstance(event, dict):
+            yield record, event
+
+
+def last_events(journal_lines, count):
+    """The newest ``count`` change records of lifecycle actions, newest first (outcome failures included).
+
+    Each carries ``policy``: the policy in force for its task, as its intent record states it (``_policy_of``;
+    None when the intent records none, as before policies were recorded, or is not in these lines).
+    """
+    events, intents = [], {}
+    for record, event in _records(journal_lines):
         phase = event.get("keylifecycle", {}).get("phase")
         action = event.get("event", {}).get("action")
+        if phase == "intent" and record.get("record_id"):
+            intents[record["record_id"]] = _policy_of(event)
         failed = phase == "outcome" and event.get("event", {}).get("outcome") == "failure"
         if action in LIFECYCLE_ACTIONS and (phase == "change" or failed):
             key = event.get("key") or {}
@@ -103,8 +134,48 @@ def last_events(journal_lines, count):
                 "id": key.get("id"), "recipient": key.get("recipient"),
                 "error": (event.get("error") or {}).get("type"),
                 "approved_by": event.get("keylifecycle", {}).get("approved_by"),
+                "policy": intents.get(event.get("keylifecycle", {}).get("intent_id")),
             })
     return list(reversed(events[-count:]))
+
+
+def _describe_policy(policy):
+    """One line naming a policy of the model (``_policy_of``), for a finding's subject."""
+    if policy is None:
+        return "none recorded"
+    if policy["signed"]:
+        signer = policy["signer_short"]
+        signer = "%s (%s)" % (policy["signer_name"], signer) if policy["signer_name"] else signer
+        return "serial %s signed by %s" % (policy["serial"], signer)
+    return "unsigned %s" % policy["short"]
+
+
+def policy_changes(journal_lines):
+    """Every change of the policy in force between consecutive intents of the journal, oldest first."""
+    return policy_history(journal_lines)[0]
+
+
+def policy_history(journal_lines):
+    """``(changes, last)``: every change of the policy in force between consecutive intents of the journal, oldest
+    first, and the policy of the newest intent that records one (None if none does).
+
+    Each change: time, seq, action, operator, source, host of the intent that brought the new policy, ``before``
+    and ``after`` (``_policy_of``). Intents that record no policy (written before policies were recorded) are
+    skipped: the first intent that records one is not a change.
+    """
+    changes, previous = [], None
+    for record, event in _records(journal_lines):
+        lifecycle = event.get("keylifecycle") or {}
+        policy = _policy_of(event) if lifecycle.get("phase") == "intent" else None
+        if policy is None:
+            continue
+        if previous is not None and (policy["sha256"], policy["signed"]) != (previous["sha256"], previous["signed"]):
+            changes.append({"time": event.get("@timestamp"), "seq": record.get("seq"),
+                            "action": event.get("event", {}).get("action"), "operator": _who(event),
+                            "source": event.get("labels", {}).get("operator_source"),
+                            "host": event.get("host", {}).get("name"), "before": previous, "after": policy})
+        previous = policy
+    return changes, previous
 
 
 def _changes(journal_lines, actions):
@@ -134,7 +205,10 @@ def distribution_records(journal_lines):
     - ``untrusted_wraps``: every key-distribute change with ``key.trusted_wrapping`` false (the token wrapped under
       a key the Security Officer did not approve: policy require_trusted_wrapping off), with its warning.
     - ``enrolled_fingerprints``: the transport key fingerprints of the transport-key-enroll changes.
+    - ``policy_changes`` / ``policy_in_force``: every change of the policy in force between consecutive intents,
+      and the newest intent's policy (``policy_history``); here so that compliance_report's one call feeds them.
     """
+    changes, in_force = policy_history(journal_lines)
     officer, seals, untrusted, enrolled = [], [], [], set()
     for record, event in _changes(journal_lines, OFFICER_ACTIONS + ("key-seal", "key-distribute",
                                                                     "transport-key-enroll")):
@@ -158,7 +232,7 @@ def distribution_records(journal_lines):
         elif action == "transport-key-enroll" and key.get("public_key_fingerprint"):
             enrolled.add(key["public_key_fingerprint"])
     return {"officer": officer, "seals": seals, "untrusted_wraps": untrusted,
-            "enrolled_fingerprints": sorted(enrolled)}
+            "enrolled_fingerprints": sorted(enrolled), "policy_changes": changes, "policy_in_force": in_force}
 
 
 def untrusted_versions(versions):
@@ -267,6 +341,37 @@ def timeline(versions, now):
             "end": last.isoformat(timespec="seconds")}
 
 
+def policy_signers(key_info):
+    """key_info's policy signers (trusted keys the Security Officer installed in the token), each with name,
+    label, fingerprint and destroyable (None where key_info left it out). Empty when key_info lists none or
+    predates them."""
+    signers = key_info.get("policy_signers")
+    return [_complete(s, _SIGNER_FIELDS) for s in signers if isinstance(s, dict)] if isinstance(signers, list) else []
+
+
+def _name_signers(policies, signers):
+    """Fill in ``signer_name`` of each policy from the token's signers (by fingerprint)."""
+    names = {s["fingerprint"]: s["name"] for s in signers if s.get("fingerprint")}
+    for policy in policies:
+        if policy is not None:
+            policy["signer_name"] = names.get(policy["signer"])
+
+
+def policy_findings(signers, changes):
+    """The report's governance findings, in the Attention list after the others (the templates word each kind):
+    ``no_policy_signer`` when the token holds no policy signer, one ``policy_change`` per change of policy."""
+    findings = []
+    if not signers:
+        findings.append({"kind": "no_policy_signer", "subject": (
+            "the token holds no policy signer: every task's policy is the one it passes, unsigned, and holds only "
+            "as long as whoever runs the play keeps it (docs/access-control.md, \"Signed policy\")")})
+    for change in changes:
+        findings.append({"kind": "policy_change", "subject": "%s (seq %s, %s by %s): %s -> %s" % (
+            change["time"], change["seq"], change["action"], change["operator"], _describe_policy(change["before"]),
+            _describe_policy(change["after"]))})
+    return findings
+
+
 def build_model(environment, key_info, audit, events, now=None, distribution=None):
     """The report's data model: everything the templates show, nothing about how (docs/report.md).
 
@@ -288,6 +393,11 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
     trusted = trusted_keys(key_info, versions, distribution["enrolled_fingerprints"])
     unbound = [k for k in trusted if not k["enrolled"]]
     untrusted_wraps = distribution["untrusted_wraps"]
+    signers = policy_signers(key_info)
+    changes = distribution.get("policy_changes") or []
+    in_force = distribution.get("policy_in_force")
+    _name_signers([e.get("policy") for e in events] + [c[side] for c in changes for side in ("before", "after")]
+                  + [in_force], signers)
     return {
         "environment": environment,
         "generated_at": now.isoformat(timespec="seconds"),
@@ -312,6 +422,10 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
                   "checkpoints": audit.get("checkpoints_verified"), "problems": problems,
                   "journal": audit.get("journal"), "head": audit.get("head")},
         "events": events,
+        "policy_signers": signers,
+        "policy_changes": changes,
+        "policy_in_force": in_force,
+        "policy_findings": policy_findings(signers, changes),
         "controls": CONTROLS,
         "timeline": timeline(versions, now),
     }
@@ -322,7 +436,9 @@ def summary(model):
             "rotation_overdue": model["overdue"], "retention_expired": model["retention_expired"],
             "compromised": model["compromised"], "anomalies": len(model["anomalies"]), "drift": len(model["drift"]),
             "untrusted_versions": model["untrusted_versions"], "unbound_trusted_keys": model["unbound_trusted_keys"],
-            "untrusted_wraps": len(model["untrusted_wraps"]), "audit_ok": model["audit"]["ok"]}
+            "untrusted_wraps": len(model["untrusted_wraps"]), "audit_ok": model["audit"]["ok"],
+            "policy_signers": [s["name"] for s in model["policy_signers"]],
+            "policy_changes": len(model["policy_changes"])}
 
 
 def default_template(option):

@@ -225,3 +225,39 @@ class DistributionSetup:
 @pytest.fixture
 def distribution(runner, ssh_recipients):
     return DistributionSetup(runner, ssh_recipients)
+
+
+# A stand-in for ansible-runner's awx_display stdout callback (ansible-runner is not installed here), so that
+# ansible-playbook can start with the environment of an AWX job (docs/access-control.md, "Identity").
+AWX_CALLBACK = '''
+DOCUMENTATION = """
+name: awx_display
+type: stdout
+short_description: test stand-in for ansible-runner's awx_display callback
+description: [One line per task result.]
+"""
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "stdout"
+    CALLBACK_NAME = "awx_display"
+
+    def v2_runner_on_ok(self, result):
+        self._display.display("ok: %s" % result._task.get_name())
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._display.display("failed: %s: %s" % (result._task.get_name(), result._result.get("msg")))
+'''
+
+
+@pytest.fixture
+def awx_env(tmp_path):
+    """The environment of AWX job 4242 (as AWX's RunJob.build_env and ansible-runner set it)."""
+    callbacks = tmp_path / "awx-callbacks"
+    callbacks.mkdir()
+    (callbacks / "awx_display.py").write_text(AWX_CALLBACK)
+    return {"JOB_ID": "4242", "INVENTORY_ID": "3", "AWX_HOST": "https://awx.example.org",
+            "ANSIBLE_STDOUT_CALLBACK": "awx_display", "ANSIBLE_CALLBACK_PLUGINS": str(callbacks),
+            "AWX_ISOLATED_DATA_DIR": str(tmp_path / "artifacts" / "4242")}

@@ -17,8 +17,23 @@ POLICY = {
 
 
 def as_operator(name):
-    """Extra vars that make the action plugin see an AWX job launched by ``name``."""
+    """Extra vars that make the action plugin see an AWX job launched by ``name`` (run inside AWX job 4242's
+    environment by ``inside_awx_job``)."""
     return ["-e", "awx_user_name=%s" % name, "-e", "awx_job_id=4242"]
+
+
+@pytest.fixture(autouse=True)
+def inside_awx_job(runner, awx_env):
+    """A task that names an AWX job user runs with the environment of AWX job 4242: outside an AWX job those
+    variables are refused (tests/integration/test_identity.py)."""
+    task = runner.task
+
+    def in_awx(module, args, *flags, extra_env=None, **kwargs):
+        if any(str(flag).startswith(("awx_user_name=", "tower_user_name=")) for flag in flags):
+            extra_env = dict(awx_env, **(extra_env or {}))
+        return task(module, args, *flags, extra_env=extra_env, **kwargs)
+
+    runner.task = in_awx
 
 
 def last_task_records(runner):

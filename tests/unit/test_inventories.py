@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import yaml
 
@@ -10,12 +12,18 @@ from tests.conftest import REPO
 ENVIRONMENTS = sorted(p.name for p in (REPO / "inventories").iterdir() if p.is_dir())
 
 
+SIGNED_POLICY_TEMPLATE = "{{ key_policy_signed.policy }}"
+
+
 def group_vars(env, group):
-    """The variables a host of ``group`` gets from group_vars (all, then the group)."""
+    """The variables a host of ``group`` gets from group_vars (all, then the group); ``key_policy`` taken from the
+    signed copy where the inventory says so (staging and prod)."""
     merged = {}
     for folder in ("all", group):
         for path in sorted((REPO / "inventories" / env / "group_vars" / folder).glob("*.yml")):
             merged.update(yaml.safe_load(path.read_text()) or {})
+    if merged.get("key_policy") == SIGNED_POLICY_TEMPLATE:
+        merged["key_policy"] = merged["key_policy_signed"]["policy"]
     return merged
 
 
@@ -66,6 +74,33 @@ def test_the_so_pin_stays_out_of_operator_inventories(env):
         (root / "group_vars" / "hsm").glob("*.yml"))
     mentions = sorted(str(path.relative_to(root)) for path in paths if "so_pin" in path.read_text())
     assert mentions == (["group_vars/hsm/officer.yml"] if env == "dev" else []), mentions
-    policy_file = REPO / "inventories" / env / "group_vars" / "all" / "policy.yml"
-    policy = yaml.safe_load(policy_file.read_text())["key_policy"]
+    policy = group_vars(env, "all")["key_policy"]
     assert policy.get("require_trusted_wrapping", True), "the baseline's trusted wrapping is switched off in %s" % env
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_staging_and_prod_policies_are_signed_by_their_officer(env):
+    """The inventory loads the signed policy; it verifies with the officer's public key the inventory installs as
+    the token's policy signer, is not expired, and is exactly the policy source the officer edits."""
+    from datetime import datetime, timezone
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
+        normalised_policy,
+        parse_signed_policy,
+        policy_payload,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
+
+    hsm = group_vars(env, "hsm")
+    signed = parse_signed_policy(hsm["key_policy_signed"])
+    assert signed["environment"] == env and signed["serial"] >= 1
+    public_key = serialization.load_pem_public_key(hsm["keylifecycle_policy_signer_public_key"].encode())
+    assert spki_fingerprint(public_key) == signed["signer"]
+    public_key.verify(base64.b64decode(signed["signature"]), policy_payload(signed),
+                      ec.ECDSA(hashes.SHA256()))
+    assert datetime.fromisoformat(signed["not_after"]) > datetime.now(timezone.utc)
+    source = yaml.safe_load((REPO / "inventories" / env / "policy.source.yml").read_text())["key_policy"]
+    assert normalised_policy(source) == signed["policy"]
