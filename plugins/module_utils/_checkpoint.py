@@ -457,6 +457,10 @@ class JournalPin:
             fields["policy_serial"] = serial
         if signers:
             fields["policy_signers"] = signers
+        if in_force.get("sha256"):  # the policy of the last anchored task: the next one's plan shows a change
+            fields["policy"] = {k: in_force[k] for k in ("sha256", "signed", "serial", "signer_name") if k in in_force}
+        elif pin.get("policy"):
+            fields["policy"] = pin["policy"]
         return fields
 
 

@@ -112,8 +112,40 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         fail_with_error(module, UnexpectedError.wrap(exc, module._name), **(empty_result or {}))
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
                   audit_checkpoint=checkpoint)
+    diffs = []
+    if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
+        diffs = list(result.diff) if isinstance(result.diff, (list, tuple)) else [result.diff]
     if policy_in_force is not None:
         output["policy_in_force"] = policy_in_force
-    if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
-        output["diff"] = result.diff
+        change = policy_change(journal_pin, policy_in_force)
+        if change:
+            output["policy_change"] = change
+            if module._diff:
+                diffs.append(policy_change_diff(change))
+    if diffs:
+        output["diff"] = diffs if len(diffs) > 1 else diffs[0]
     module.exit_json(**output)
+
+
+def _describe_policy(record):
+    if record.get("signed"):
+        return "signed policy serial %s (%s), sha256 %s" % (record.get("serial"), record.get("signer_name") or "?",
+                                                            record["sha256"])
+    return "unsigned policy, sha256 %s" % record["sha256"]
+
+
+def policy_change(journal_pin, in_force):
+    """``{"from", "to"}`` when the policy this task brings differs from the one the token's last anchored task ran
+    under (the pin's ``policy``), else None: ``--check --diff`` shows a change of policy before it takes effect."""
+    previous = ((journal_pin.pin if journal_pin is not None else None) or {}).get("policy")
+    if not previous or previous.get("sha256") == in_force.get("sha256"):
+        return None
+    keep = ("sha256", "signed", "serial", "signer_name")
+    return {"from": {k: previous[k] for k in keep if k in previous},
+            "to": {k: in_force[k] for k in keep if k in in_force}}
+
+
+def policy_change_diff(change):
+    """The change of policy as one entry of the task's diff."""
+    return {"before_header": "policy in force on the token", "after_header": "policy this task brings",
+            "before": _describe_policy(change["from"]) + "\n", "after": _describe_policy(change["to"]) + "\n"}

@@ -189,6 +189,9 @@ def _check_pin(_label, doc):
     signers = doc.get("policy_signers")  # every policy signer fingerprint the token held, optional
     if signers is not None and not (isinstance(signers, list) and all(isinstance(item, str) for item in signers)):
         raise ValueError("policy_signers is not a list of fingerprints")
+    policy = doc.get("policy")  # the policy of the last anchored task (sha256, signed, serial), optional
+    if policy is not None and not (isinstance(policy, dict) and isinstance(policy.get("sha256"), str)):
+        raise ValueError("policy is not a policy record")
 
 
 def _check_key_history(_label, doc):

@@ -101,6 +101,12 @@ audit_events:
   returned: always
   type: list
   elements: dict
+policy_change:
+  description:
+    - The change of policy since the token's last anchored task, as
+      RV(secops.keylifecycle.key_generate#module:policy_change).
+  returned: when the policy changed
+  type: dict
 policy_in_force:
   description:
     - The environment's policy this call ran with, as the token's policy signers checked it (O(signed_policy)).

@@ -200,6 +200,12 @@ audit_checkpoint:
       Its fields are those of RV(secops.keylifecycle.key_generate#module:audit_checkpoint) (docs/audit.md).
   returned: success
   type: dict
+policy_change:
+  description:
+    - The change of policy since the token's last anchored task, as
+      RV(secops.keylifecycle.key_generate#module:policy_change).
+  returned: when the policy changed
+  type: dict
 policy_in_force:
   description:
     - The environment's policy this call ran with, as the token's policy signers checked it (O(signed_policy)).

@@ -281,6 +281,14 @@ audit_checkpoint:
     public_key_fingerprint:
       description: Fingerprint of the signing key.
       type: str
+policy_change:
+  description:
+    - When the policy this call brings differs from the one the token's last anchored task ran under, the two
+      (C(from), C(to)), each with C(sha256), C(signed) and, for a signed policy, C(serial) and C(signer_name).
+      With C(--diff) the change is also a line of the task's diff, so C(--check --diff) shows a change of policy
+      before it takes effect.
+  returned: when the policy changed
+  type: dict
 policy_in_force:
   description:
     - The environment's policy this call ran with, as the token's policy signers checked it before anything on the

@@ -149,3 +149,22 @@ def test_policy_sign_output_is_accepted_and_the_report_shows_the_signer(runner, 
     info = runner.task("key_info", {"name": []}).task
     assert [s["name"] for s in info["policy_signers"]] == ["dana"]
     assert info["policy_signers"][0]["destroyable"] is False
+
+
+def test_check_diff_shows_a_change_of_policy_before_it_takes_effect(runner, token, signed_token):
+    first = sign(signed_token, POLICY, 1)
+    assert runner.task("key_generate", {"name": "k2", "policy": POLICY, "signed_policy": first}).rc == 0
+    tighter = dict(POLICY, max_rotation_period="60d")
+    second = sign(signed_token, tighter, 2)
+    before = token.objects()
+    planned = runner.task("key_generate", {"name": "k2", "policy": tighter, "signed_policy": second}, "--check",
+                          "--diff")
+    assert planned.rc == 0, planned.task
+    change = planned.task["policy_change"]
+    assert (change["from"]["serial"], change["to"]["serial"]) == (1, 2), change
+    assert "policy this task brings" in planned.stdout and "signed policy serial 2" in planned.stdout
+    assert token.objects() == before
+    # once a task ran under the new policy, the same policy is no change
+    assert runner.task("key_generate", {"name": "k2", "policy": tighter, "signed_policy": second}).rc == 0
+    again = runner.task("key_generate", {"name": "k2", "policy": tighter, "signed_policy": second}, "--check")
+    assert "policy_change" not in again.task
