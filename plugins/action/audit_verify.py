@@ -13,7 +13,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.modules.audit_verify import ARGUMENT_SPEC
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._audit_verification import verify_journal_file
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal, resolve_journal_path
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
+    Journal,
+    resolve_journal_path,
+    task_token,
+)
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import check_pin_exposure
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._store_compare import compare_journal_with_store
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._stores import PostgresStore, StoreUnavailable
@@ -37,7 +41,7 @@ class ActionModule(ActionBase):
                           % params["since_seq"])
             return result
         store = self._store(params) if params["compare_store"] else None
-        journal = Journal(resolve_journal_path(params, task_vars, self._templar, token=self._token_identity()))
+        journal = Journal(resolve_journal_path(params, task_vars, self._templar, token=task_token(self._task.args)))
 
         module_args = {k: v for k, v in self._task.args.items() if k not in ARGUMENT_SPEC}
         token = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
@@ -115,8 +119,3 @@ class ActionModule(ActionBase):
             report["problems"].append("the PostgreSQL store %s (the acknowledged copy) differs from the journal: %s"
                                       % (store.name, "; ".join(parts)))
             report["ok"] = False
-
-    def _token_identity(self):
-        """``(pkcs11_module, token_label)`` of the token read: its default journal, resolved exactly as the lifecycle
-        tasks resolve the journal they write (``_lifecycle_action.journal_for``)."""
-        return (self._task.args.get("pkcs11_module"), self._task.args.get("token_label"))

@@ -27,10 +27,12 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signer
     find_policy_signers,
     load_signer_public_key,
     refuse_user_session,
-    signer_key_id,
     signer_template,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    spki_fingerprint,
+    trusted_key_id,
+)
 
 try:
     from pkcs11 import exceptions as p11_exc
@@ -83,7 +85,7 @@ def _view(signers):
 
 def _event(request, destroyable, token_label, context, approved_by, change_ref):
     key = {"label": request.label, "type": "ec", "curve": "P-256", "public_key_fingerprint": request.fingerprint,
-           "id": signer_key_id(request.public_key).hex(), "token": token_label}
+           "id": trusted_key_id(request.public_key).hex(), "token": token_label}
     extra = {"approved_by": approved_by,
              "policy_signer": {"name": request.name, "fingerprint": request.fingerprint, "destroyable": destroyable}}
     if change_ref:

@@ -32,6 +32,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     ec_public_key,
     find_objects,
     spki_fingerprint,
+    trusted_key_id,
 )
 
 try:
@@ -61,10 +62,6 @@ class PolicySigner:
     def as_dict(self):
         return {"name": self.name, "label": self.label, "fingerprint": self.fingerprint,
                 "destroyable": self.destroyable}
-
-
-def signer_key_id(public_key):
-    return bytes.fromhex(spki_fingerprint(public_key).split(":", 1)[1])[:16]
 
 
 def find_policy_signers(session):
@@ -129,7 +126,7 @@ def signer_template(name, public_key, destroyable=False):
         Attribute.MODIFIABLE: False,
         Attribute.EC_PARAMS: P256.ec_params(),
         Attribute.EC_POINT: b"\x04" + _der_length(len(point)) + point,
-        Attribute.ID: signer_key_id(public_key),
+        Attribute.ID: trusted_key_id(public_key),
         Attribute.LABEL: POLICY_SIGNER_PREFIX + name,
     }
     if not destroyable:

@@ -573,6 +573,12 @@ def spki_fingerprint(public_key):
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def trusted_key_id(public_key):
+    """CKA_ID of a public key the Security Officer makes trusted (a recipient's transport key, a policy signer): the
+    first 16 bytes of its SPKI SHA-256 (the fingerprint's digest)."""
+    return bytes.fromhex(spki_fingerprint(public_key).split(":", 1)[1])[:16]
+
+
 def public_key_pem(public_key):
     return public_key.public_bytes(serialization.Encoding.PEM,
                                    serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")

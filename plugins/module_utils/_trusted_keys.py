@@ -43,6 +43,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     find_objects,
     rsa_public_key,
     spki_fingerprint,
+    trusted_key_id,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     FINGERPRINT_RE,
@@ -114,11 +115,6 @@ class TrustedTransportKey:
                 "label": self.label}
 
 
-def _key_id(public_key):
-    """CKA_ID of a trusted key: the first 16 bytes of its SPKI SHA-256 (the fingerprint's digest)."""
-    return bytes.fromhex(spki_fingerprint(public_key).split(":", 1)[1])[:16]
-
-
 class TrustedKeysUnsupported(list):
     """The (empty) trusted keys of a token that does not implement CKA_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID).
 
@@ -176,7 +172,7 @@ def _trusted_template(public_key, label, modifiable):
         Attribute.VERIFY_RECOVER: False,
         Attribute.MODULUS: modulus,
         Attribute.PUBLIC_EXPONENT: exponent,
-        Attribute.ID: _key_id(public_key),
+        Attribute.ID: trusted_key_id(public_key),
         Attribute.LABEL: label,
     }
     if not modifiable:
@@ -216,7 +212,7 @@ def approve_transport_key(so_session, recipient, host, public_key, min_rsa_bits=
     except p11_exc.PKCS11Error:
         is_modifiable = True
     return TrustedTransportKey(label=label, recipient=recipient, host=host, fingerprint=fingerprint,
-                               key_id=_key_id(public_key).hex(), obj=obj, modifiable=is_modifiable)
+                               key_id=trusted_key_id(public_key).hex(), obj=obj, modifiable=is_modifiable)
 
 
 def _approval_refused(exc, label):
@@ -372,7 +368,7 @@ def _apply(so_session, token_label, approvals, state, context, officer, change_r
             if check_mode:
                 key = TrustedTransportKey(label=label, recipient=approval.recipient, host=approval.host,
                                           fingerprint=approval.fingerprint,
-                                          key_id=_key_id(approval.public_key).hex(), obj=None, modifiable=False)
+                                          key_id=trusted_key_id(approval.public_key).hex(), obj=None, modifiable=False)
             else:
                 key = approve_transport_key(so_session, approval.recipient, approval.host, approval.public_key,
                                             existing=after)

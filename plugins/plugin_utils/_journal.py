@@ -558,6 +558,12 @@ def legacy_journal_path(environ=None):
 JOURNAL_VARIABLE = "keylifecycle_audit_journal"
 
 
+def task_token(args):
+    """``(pkcs11_module, token_label)`` as a task's arguments name its token: the key of its default journal (and
+    of the controller-side lock). An option the host's environment supplies (PKCS11_MODULE) is not seen here."""
+    return args.get("pkcs11_module"), args.get("token_label")
+
+
 def resolve_journal_path(args, task_vars, templar, token=None, environ=None):
     """The journal a task uses: its ``journal`` option, else the host's ``keylifecycle_audit_journal``, else the
     token's default journal (``token`` = ``(pkcs11_module, token_label)``); without a token, the legacy shared

@@ -56,6 +56,7 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal impor
     register_journal,
     resolve_journal_path,
     state_dir,
+    task_token,
 )
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import check_pin_exposure
 
@@ -330,7 +331,7 @@ class LifecycleActionBase(ActionBase):
             return result
 
         host = context["host"] if self.TOKEN_IS_PER_HOST else None
-        with token_lock(module_args.get("pkcs11_module"), module_args.get("token_label"), host=host):
+        with token_lock(*task_token(module_args), host=host):
             return self._run_journaled(result, module_args, context, task_vars)
 
     def _intent_names(self, module_args):
@@ -343,8 +344,7 @@ class LifecycleActionBase(ActionBase):
     def journal_for(self, module_args, task_vars):
         """The journal this task writes: the host's ``keylifecycle_audit_journal``, else the token's default journal
         (lifecycle tasks have no journal option)."""
-        token = (module_args.get("pkcs11_module"), module_args.get("token_label"))
-        return Journal(resolve_journal_path({}, task_vars, self._templar, token=token))
+        return Journal(resolve_journal_path({}, task_vars, self._templar, token=task_token(module_args)))
 
     def _run_journaled(self, result, module_args, context, task_vars):
         journal = self.journal_for(module_args, task_vars)

@@ -35,6 +35,7 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal impor
     JournalError,
     register_journal,
     resolve_journal_path,
+    task_token,
 )
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import audit_context
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._pin_guard import PinGuardedAction
@@ -115,8 +116,7 @@ class JournaledReadAction(PinGuardedAction):
             return result
         if not events:
             return result
-        token = (self._task.args.get("pkcs11_module"), self._task.args.get("token_label"))
-        journal = Journal(resolve_journal_path({}, task_vars, self._templar, token=token))
+        journal = Journal(resolve_journal_path({}, task_vars, self._templar, token=task_token(self._task.args)))
         try:
             journal.append(events)
             register_journal(journal.path)
