@@ -118,4 +118,33 @@ options:
       groups:
         description: Groups of operator names used by O(policy.authorization) as C(group:<name>).
         type: dict
+      approvers:
+        description:
+          - The people whose signed approvals count, each with the PEM of their EC P-256 public key (a dict from
+            name to PEM). The key an approver signs with in M(secops.keylifecycle.approval_sign); the name is the
+            one audit records give as C(approved_by).
+          - Part of the signed policy, so only the Security Officer who signs it can add or remove an approver.
+        type: dict
+      approvals_required:
+        description:
+          - How many signed approvals (M) each high-risk lifecycle action needs (a dict from action to M). Actions are
+            V(destroy), V(compromise_rotate), V(retire) and V(journal_rollover); at most the number of
+            O(policy.approvers).
+          - Where M is set, the task must bring C(approvals) from M different approvers other than the operator,
+            each over this action, token, the key versions the task acts on and its C(change_ref), unexpired and
+            never used before on the token; C(approved_by) is then refused. Checked on the HSM host before the
+            token changes; a refusal is journaled.
+        type: dict
+      security_officers:
+        description:
+          - The people who hold the Security Officer role. One of them executing V(destroy), V(compromise_rotate)
+            or V(retire) is break-glass, which needs at least two signed approvals from other people and is
+            flagged in every record and the compliance report.
+        type: list
+        elements: str
+      approval_max_validity:
+        description:
+          - Longest time from now an approval's C(not_after) may lie (baseline V(7d)); a longer-lived approval is
+            refused. Nonces of accepted approvals are kept on the token until their approval expires.
+        type: str
 """

@@ -68,6 +68,15 @@ POLICY_ARGSPEC = {
     "signed_policy": {"type": "dict", "no_log": False},
 }
 
+# The approval options of the high-risk actions (destroy, compromise rotation, retire, journal rollover), documented
+# once in doc_fragments/approvals.py and checked by _approvals.ApprovalGate: signed approvals (approval_sign
+# documents; free-form here, their shape is checked by _approvals.parse_approval), or the legacy asserted approver.
+APPROVALS_ARGSPEC = {
+    "approvals": {"type": "list", "elements": "raw", "no_log": False},
+    "approved_by": {"type": "str"},
+    "change_ref": {"type": "str"},
+}
+
 # That the intent extends the journal head the token pinned: the digests of the records after start_seq
 # (plugins/module_utils/_journal_chain.py).
 JOURNAL_PROOF_OPTIONS = {

@@ -74,6 +74,16 @@ _OUTCOMES = ("success", "failure", "unknown")
 _KEY_TYPES = ("aes", "rsa", "ec")
 _CURVES = ("P-256", "P-384", "P-521")
 
+
+def _is_approval(entry):
+    """One accepted signed approval as events record it (``_approvals.ApprovalOutcome``)."""
+    return (isinstance(entry, dict) and set(entry) == {"name", "fingerprint", "nonce", "not_after"}
+            and isinstance(entry["name"], str) and bool(PERSON_RE.match(entry["name"]))
+            and isinstance(entry["fingerprint"], str) and bool(_FINGERPRINT.match(entry["fingerprint"]))
+            and isinstance(entry["nonce"], str) and bool(re.match(r"^[0-9a-f]{32,64}\Z", entry["nonce"]))
+            and isinstance(entry["not_after"], str) and entry["not_after"].endswith("+00:00"))
+
+
 # Every field an event may carry, with its check. Dotted names are ECS paths.
 _FIELD_CHECKS = {
     "@timestamp": lambda v: isinstance(v, str) and v.endswith("+00:00"),
@@ -125,7 +135,12 @@ _FIELD_CHECKS = {
     "keylifecycle.resolved_operator.name": lambda v: isinstance(v, str) and bool(PERSON_RE.match(v)),
     "keylifecycle.resolved_operator.source": lambda v: isinstance(v, str) and bool(_RUN_ID.match(v)),
     "keylifecycle.verified_absent": lambda v: isinstance(v, bool),
-    "keylifecycle.approved_by": lambda v: isinstance(v, str) and bool(PERSON_RE.match(v)),
+    # the approver: one asserted name (legacy approved_by), or the names the signed policy gives the approvers whose
+    # signed approvals were accepted (_approvals), with their key fingerprints and nonces
+    "keylifecycle.approved_by": lambda v: (isinstance(v, str) and bool(PERSON_RE.match(v))) or (
+        isinstance(v, list) and bool(v) and all(isinstance(i, str) and PERSON_RE.match(i) for i in v)),
+    "keylifecycle.approvals": lambda v: isinstance(v, list) and bool(v) and all(_is_approval(i) for i in v),
+    "keylifecycle.break_glass": lambda v: v is True,
     "keylifecycle.change_ref": lambda v: isinstance(v, str) and bool(CHANGE_REF_RE.match(v)),
     "keylifecycle.checkpoint.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "keylifecycle.checkpoint.seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,

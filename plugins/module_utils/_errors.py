@@ -136,6 +136,30 @@ class PackageRejected(KeyLifecycleError):
     kind = "package_rejected"
 
 
+class ApprovalRefused(KeyLifecycleError):
+    """The signed approvals a high-risk action brought do not meet the signed policy (``_approvals``).
+
+    ``kind`` is one of ``KINDS``; nothing was changed on the token.
+    """
+
+    kind = "approval_refused"
+    #: approval_missing: fewer valid approvals than the policy requires (M of N, or two for a break-glass);
+    #: approval_invalid: malformed, not signed by the approver key the policy lists, or altered after signing;
+    #: approval_unknown_approver: signed by a key that is not among the policy's approvers;
+    #: approval_expired: its not_after is past, or further ahead than policy.approval_max_validity;
+    #: approval_replayed: its nonce was already used on this token (or twice in one task);
+    #: approval_mismatch: it approves another action, token, key, version or change;
+    #: approval_self: signed by the operator running the task
+    KINDS = ("approval_missing", "approval_invalid", "approval_unknown_approver", "approval_expired",
+             "approval_replayed", "approval_mismatch", "approval_self")
+
+    def __init__(self, message, kind, option="approvals"):
+        if kind not in self.KINDS:
+            raise ValueError("unknown approval refusal %r" % kind)
+        super().__init__(message, option=option)
+        self.kind = kind
+
+
 class JournalRefused(KeyLifecycleError):
     """The token names another journal, or a later head, than the one this task's intent is in (``_checkpoint``).
 

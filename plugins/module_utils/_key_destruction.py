@@ -7,8 +7,9 @@
 PRIVATE: not part of the public interface.
 
 Only a deactivated or compromised version whose ``retain_until`` has passed can be
-destroyed, and, where the policy asks for it, only with the key's opt-in and a
-second person's approval. The key objects go through C_DestroyObject, then the
+destroyed, and, where the policy asks for it, only with the key's opt-in and the
+approvals the policy requires (``_approvals.ApprovalGate``, checked by the module
+between the plan and its application). The key objects go through C_DestroyObject, then the
 token is searched again by CKA_ID and CKA_LABEL to confirm nothing is left; only
 then does the metadata become a tombstone (state ``destroyed``, no key material;
 id, check value and transitions kept for the record). An interruption between the
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import check_approval
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
@@ -67,7 +67,7 @@ def _refusal(version, policy, now):
     return None
 
 
-def plan_destruction(store, name, version_number, all_expired, policy, approved_by, operator, now):
+def plan_destruction(store, name, version_number, all_expired, policy, now):
     """Which versions are destroyed. A named version that may not be destroyed refuses the whole call."""
     if all_expired:
         candidates = [v for key in store.names() for v in store.versions(key) if v.state in RETIRED_STATES]
@@ -75,8 +75,6 @@ def plan_destruction(store, name, version_number, all_expired, policy, approved_
         for version in candidates:
             why = _refusal(version, policy, now)
             plans.append(PlannedDestruction(version, "blocked" if why else "destroy", why or ""))
-        if any(p.action == "destroy" for p in plans):
-            check_approval(policy, "destroy", approved_by, operator)
         return plans
     validate_name(name)
     if version_number is None:
@@ -92,8 +90,19 @@ def plan_destruction(store, name, version_number, all_expired, policy, approved_
     if why:
         raise PolicyViolation("Refusing to destroy, nothing was changed: %s." % why,
                               option="retain_until" if "retain_until" in why else "name")
-    check_approval(policy, "destroy", approved_by, operator)
     return [PlannedDestruction(version, "destroy")]
+
+
+def destruction_targets(plans):
+    """The (name, version) pairs the plan destroys: what the approvals must cover."""
+    return [(plan.version.name, plan.version.version) for plan in plans if plan.action == "destroy"]
+
+
+def _destroyed_because(approved_by, break_glass):
+    if not approved_by:
+        return "retention expired"
+    names = ", ".join(approved_by) if isinstance(approved_by, (list, tuple)) else approved_by
+    return "%sapproved by %s" % ("break-glass, " if break_glass else "", names)
 
 
 @dataclass
@@ -104,8 +113,12 @@ class DestructionResult:
     audit_events: list
 
 
-def apply_destruction(store, plans, context, approved_by, change_ref, check_mode):
+def apply_destruction(store, plans, context, approval, check_mode):
+    """Destroy the planned versions; ``approval`` is the ``ApprovalOutcome`` the module's gate accepted (its fields
+    go into every event and the tombstone's transition)."""
     now = utc_now()
+    approved_by = approval.approved_by
+    extra_fields = approval.event_fields()
     destroyed, events = [], []
     try:
         for plan in plans:
@@ -121,13 +134,10 @@ def apply_destruction(store, plans, context, approved_by, change_ref, check_mode
             tombstone = replace(version, state="destroyed", revision=version.revision + 1,
                                 transitions=version.transitions + (Transition(
                                     state="destroyed", at=now, by=context.operator,
-                                    reason="approved by %s" % approved_by if approved_by else "retention expired"),))
+                                    reason=_destroyed_because(approved_by, approval.break_glass),
+                                    approved_by=approved_by, change_ref=approval.change_ref),))
             tombstone = store.update_metadata(version, tombstone)
-            extra = {"verified_absent": True}
-            if approved_by:
-                extra["approved_by"] = approved_by
-            if change_ref:
-                extra["change_ref"] = change_ref
+            extra = dict(extra_fields, verified_absent=True)
             events.append(build_event("key-destroy", "success", context,
                                       key=key_section(tombstone, store.token_label), extra=extra))
             destroyed.append({"name": version.name, "version": version.version, "id": version.key_id,

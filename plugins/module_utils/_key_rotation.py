@@ -211,6 +211,25 @@ def plan_compromise(store, name, numbers, policy, now, retire=False):
                            seal=versions_to_seal(versions.values()) if action == "rotate" else ())
 
 
+def approval_action(compromise, retire):
+    """The action a rotation's approvals are for (``_approvals``): a compromise, a retirement, or None (a scheduled
+    or manual rotation needs no approval)."""
+    if compromise:
+        return "compromise_rotate"
+    return "retire" if retire else None
+
+
+def rotation_targets(plans, compromise):
+    """The (name, version) pairs the approvals must cover: the versions a compromise marks (the active one where it
+    is rotated or retired, and the retired ones it marks), or the active versions a retirement retires."""
+    targets = []
+    for plan in plans:
+        if plan.action in ("rotate", "retire") and plan.current is not None and (compromise or plan.action == "retire"):
+            targets.append((plan.name, plan.current.version))
+        targets.extend((version.name, version.version) for version in plan.compromise)
+    return targets
+
+
 @dataclass
 class RotationResult:
     changed: bool

@@ -220,6 +220,75 @@ def _authorization(option, given):
     return entries
 
 
+#: the lifecycle actions a signed policy can bind to signed approvals, M of N (policy.approvals_required, _approvals)
+APPROVAL_ACTIONS = ("destroy", "compromise_rotate", "retire", "journal_rollover")
+#: most approvers a policy lists (every approval is checked on the HSM host)
+MAX_APPROVERS = 32
+
+
+def _approvers(option, given):
+    """policy.approvers: approver name -> PEM of their EC P-256 public key (the keys approval_sign signs with)."""
+    where = "policy.%s" % option
+    if not isinstance(given, dict):
+        raise InvalidOption("%s must map an approver's name to the PEM of their EC P-256 public key." % where,
+                            option=where)
+    if len(given) > MAX_APPROVERS:
+        raise InvalidOption("%s lists %d approvers; at most %d." % (where, len(given), MAX_APPROVERS), option=where)
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    approvers, seen = {}, {}
+    for name, pem in given.items():
+        if not isinstance(name, str) or not PERSON_RE.match(name):
+            raise InvalidOption("%s names %r, which is not a person's name (letters, digits and . _ @ + -)."
+                                % (where, name), option=where)
+        try:
+            key = serialization.load_pem_public_key(str(pem).strip().encode("ascii"))
+        except (ValueError, TypeError, UnicodeError):
+            raise InvalidOption("%s.%s is not a PEM public key." % (where, name), option=where) from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise InvalidOption("%s.%s must be an EC P-256 public key: approvals are ECDSA P-256 / SHA-256."
+                                % (where, name), option=where)
+        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if der in seen:
+            raise InvalidOption("%s gives %s and %s the same key: each approver needs a key of their own."
+                                % (where, seen[der], name), option=where)
+        seen[der] = name
+        approvers[name] = str(pem).strip() + "\n"
+    return approvers
+
+
+def _approvals_required(option, given):
+    """policy.approvals_required: lifecycle action -> M, the number of signed approvals it needs."""
+    where = "policy.%s" % option
+    if not isinstance(given, dict):
+        raise InvalidOption("%s must map a lifecycle action (%s) to a number of approvals."
+                            % (where, ", ".join(APPROVAL_ACTIONS)), option=where)
+    unknown = sorted(str(action) for action in set(given) - set(APPROVAL_ACTIONS))
+    if unknown:
+        raise InvalidOption("%s names unknown action(s) %s; the actions are %s."
+                            % (where, ", ".join(unknown), ", ".join(APPROVAL_ACTIONS)), option=where)
+    required = {}
+    for action, count in given.items():
+        try:
+            count = int(count)
+        except (TypeError, ValueError):
+            count = -1
+        if isinstance(given[action], bool) or count < 0 or count > MAX_APPROVERS:
+            raise InvalidOption("%s.%s must be a number of approvals from 0 to %d, got %r."
+                                % (where, action, MAX_APPROVERS, given[action]), option=where)
+        required[action] = count
+    return required
+
+
+def _persons(option, given):
+    where = "policy.%s" % option
+    if not isinstance(given, (list, tuple)) or not all(isinstance(p, str) and PERSON_RE.match(p) for p in given):
+        raise InvalidOption("%s must be a list of person names (letters, digits and . _ @ + -)." % where,
+                            option=where)
+    return tuple(given)
+
+
 def _groups(option, given):
     if not isinstance(given, dict) or not all(isinstance(m, (list, tuple)) for m in given.values()):
         raise InvalidOption("policy.groups must map a group name to a list of operator names.", option="policy.groups")
@@ -317,6 +386,15 @@ SETTINGS = (
             doc="Who may perform which lifecycle action."),
     Setting("groups", "dict", {}, _groups, show=_lists_by_key,
             doc="Groups of operator names used by O(policy.authorization) as C(group:<name>)."),
+    # signed approvals, M of N (_approvals): an environment decision of the Security Officer, who signs the policy
+    Setting("approvers", "dict", {}, _approvers, show=dict,
+            doc="The people whose signed approvals count, each with the PEM of their EC P-256 public key"),
+    Setting("approvals_required", "dict", {}, _approvals_required, show=dict,
+            doc="How many signed approvals (M) each high-risk lifecycle action needs"),
+    Setting("security_officers", "list", (), _persons, elements="str", show=list, no_log=False,
+            doc="The people who hold the Security Officer role."),
+    Setting("approval_max_validity", "str", 7 * 86400, _duration, tighten=_at_most_baseline, show=format_duration,
+            doc="Longest time from now an approval's C(not_after) may lie (baseline V(7d))"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -371,6 +449,13 @@ def _given_settings(overrides):
 
 
 def _check_consistent(policy):
+    short = sorted(action for action, count in policy.approvals_required.items() if count > len(policy.approvers))
+    if short:
+        raise InvalidOption(
+            "policy.approvals_required asks for more approvals than policy.approvers lists (%d): %s. List enough "
+            "approvers, or lower the number." % (len(policy.approvers), ", ".join(
+                "%s needs %d" % (action, policy.approvals_required[action]) for action in short)),
+            option="policy.approvals_required")
     if policy.default_retention_period < policy.min_retention_period:
         raise InvalidOption(
             "policy.default_retention_period (%s) is shorter than policy.min_retention_period (%s)."

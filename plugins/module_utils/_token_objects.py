@@ -263,6 +263,28 @@ SIGNER_CERTIFICATE = register_kind(DocumentKind(
     decode=json_decoder("signer certificate", _check_signer_certificate), revision=lambda _doc: 1))
 
 
+APPROVAL_SCHEMA = 1
+APPROVAL_NONCES_LABEL = "approval-nonces"
+
+
+def _check_approval_nonces(_label, doc):
+    if doc.get("schema") != APPROVAL_SCHEMA:
+        raise ValueError("unknown approval nonces schema %r" % doc.get("schema"))
+    if not isinstance(doc["revision"], int) or isinstance(doc["revision"], bool):
+        raise ValueError("revision is not a number")
+    if not isinstance(doc["used"], dict) or not all(
+            isinstance(nonce, str) and isinstance(not_after, str) for nonce, not_after in doc["used"].items()):
+        raise ValueError("used is not a map of nonces to not_after times")
+
+
+#: the nonces of the signed approvals this token accepted and whose approval has not expired (``_approvals``):
+#: a dict {schema, revision, used: {nonce: not_after}}, one document, label ``approval-nonces``
+APPROVAL_NONCES = register_kind(DocumentKind(
+    name="approval nonces", application="secops.keylifecycle.approvals", encode=canonical_json,
+    decode=json_decoder("approval nonces object", _check_approval_nonces), revision=itemgetter("revision"),
+    keep_history=False))
+
+
 @dataclass(frozen=True)
 class Revisions:
     """The newest revision of a document and whether another object carries the same revision."""

@@ -23,13 +23,16 @@ description:
     journal stays where it was and the refused attempt is kept in C(<name>.rollover-<journal id>.jsonl).
   - M(secops.keylifecycle.audit_verify) verifies across the rollover (the previous journal, where it is kept, is
     verified too and must end at the head the genesis names).
-  - Authorized by O(policy.authorization) (action C(journal_rollover)); where
-    O(policy.journal_rollover_requires_approval) is set, O(approved_by) must name a second person.
+  - Authorized by O(policy.authorization) (action C(journal_rollover)); where the signed policy sets
+    O(policy.approvals_required) for C(journal_rollover), the rollover needs that many signed approvals (O(approvals),
+    action C(journal_rollover), no keys); else, where O(policy.journal_rollover_requires_approval) is set,
+    O(approved_by) must name a second person.
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
+  - secops.keylifecycle.approvals
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
@@ -49,12 +52,6 @@ options:
     description: Why a new journal is started (recorded in the genesis record), for example that the journal was lost.
     type: str
     required: true
-  approved_by:
-    description: The second person who approved the rollover (must not be the operator). Recorded in the audit.
-    type: str
-  change_ref:
-    description: Change or ticket reference of the rollover. Recorded in the audit.
-    type: str
 notes:
   - The journal is the host's C(keylifecycle_audit_journal), else the token's default journal, the same one the
     lifecycle tasks on this token write.
@@ -96,8 +93,16 @@ audit_checkpoint:
   description: The new journal's first signed checkpoint (see M(secops.keylifecycle.key_generate)).
   returned: success
   type: dict
+approvals:
+  description:
+    - The approvals the rollover needed and was given (O(policy.approvals_required), C(journal_rollover)), as
+      RV(secops.keylifecycle.key_destroy#module:approvals).
+  returned: success
+  type: dict
 audit_events:
-  description: Events of changes made on the token besides the pin (a checkpoint key generated on first use).
+  description:
+    - Events of changes made on the token besides the pin (a checkpoint key generated on first use), and, with signed
+      approvals, one C(audit-journal-rollover) event naming the approvers and their key fingerprints.
   returned: always
   type: list
   elements: dict
@@ -117,23 +122,23 @@ policy_in_force:
 
 from dataclasses import dataclass, field
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import (
-    check_approval,
-    validate_approval_options,
-)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalGate
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    APPROVALS_ARGSPEC,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     HsmModule,
     hsm_module_kwargs,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 
 ARGUMENT_SPEC = dict(
     reason={"type": "str", "required": True},
-    approved_by={"type": "str"},
-    change_ref={"type": "str"},
+    **APPROVALS_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -158,9 +163,15 @@ def main():
     def work(store, policy, context):
         # the pin check (run before this, _checkpoint) has accepted the new journal's genesis; the new pin is written
         # when the run anchors it
-        check_approval(policy, "journal_rollover", params["approved_by"], context.operator)
+        gate = ApprovalGate(policy, "journal_rollover", params, context, store.token_label, utc_now())
+        approval = gate.check(store, [], module.check_mode)
+        events = []
+        if approval.accepted:  # the signed approvals, journaled with their approvers' key fingerprints
+            events.append(build_event("audit-journal-rollover", "success", context, reason=params["reason"],
+                                      extra=approval.event_fields()))
         context_params = params["audit_context"] or {}
-        return RolloverResult(changed=True), dict(journal_id=context_params.get("journal_id"))
+        return RolloverResult(changed=True, audit_events=events), dict(journal_id=context_params.get("journal_id"),
+                                                                       approvals=approval.as_dict())
 
     run_lifecycle_module(module, work, validate=validate, empty_result={}, rollover=True)
 

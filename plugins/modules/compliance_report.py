@@ -181,6 +181,11 @@ summary:
     policy_changes:
       description: Number of changes of policy between consecutive intents of the journal (each a finding).
       type: int
+    break_glass:
+      description:
+        - Number of journal records of break-glass actions (a Security Officer executed a destroy, compromise or
+          retire; each a finding).
+      type: int
 """
 
 from ansible.module_utils.basic import AnsibleModule

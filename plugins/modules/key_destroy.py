@@ -15,7 +15,9 @@ description:
     version, or one still inside its retention period, is refused with a message naming C(retain_until), and nothing
     is changed.
   - Where the policy asks for it, the key must have been generated with C(destroy_allowed=true)
-    (O(policy.destroy_requires_opt_in)) and a second person, different from the operator, must approve
+    (O(policy.destroy_requires_opt_in)), and the destruction needs M signed approvals of other people
+    (O(approvals), O(policy.approvals_required), checked on the HSM host before anything is destroyed; a Security
+    Officer executing it is break-glass and needs two), or, without signed approvals, a second person's name
     (O(approved_by), O(policy.destroy_requires_approval)).
   - The key objects go through the token's C_DestroyObject; the token is then searched again by CKA_ID and CKA_LABEL
     to confirm nothing is left, and only then the version's metadata becomes a tombstone (state C(destroyed), no key
@@ -27,6 +29,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
+  - secops.keylifecycle.approvals
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
@@ -54,22 +57,29 @@ options:
         not allow (no opt-in) are listed as V(blocked) in RV(plan) and left alone.
     type: bool
     default: false
-  approved_by:
-    description: The second person who approved the destruction (must not be the operator). Recorded in the audit.
-    type: str
-  change_ref:
-    description: Change or ticket reference of the approval, recorded in the audit.
-    type: str
 seealso:
   - module: secops.keylifecycle.key_rotate
   - module: secops.keylifecycle.key_info
 """
 
 EXAMPLES = r"""
-- name: Destroy every version whose retention has expired (prod policy needs an approver)
+- name: Destroy one version with the two signed approvals the prod policy requires (approval_sign wrote them)
   secops.keylifecycle.key_destroy:
     pkcs11_module: /opt/vendor/lib/libpkcs11.so
     token_label: prod-keys
+    user_pin: "{{ vault_hsm_user_pin }}"
+    name: payments-db
+    version: 1
+    change_ref: CHG-2041
+    approvals: "{{ lookup('ansible.builtin.file', 'approvals/dana.json', 'approvals/erin.json', wantlist=True)
+                   | map('from_json') | list }}"
+    policy: "{{ key_policy_signed.policy }}"
+    signed_policy: "{{ key_policy_signed }}"
+
+- name: Destroy every version whose retention has expired (an unsigned policy naming a second person)
+  secops.keylifecycle.key_destroy:
+    pkcs11_module: /opt/vendor/lib/libpkcs11.so
+    token_label: dev-keys
     user_pin: "{{ vault_hsm_user_pin }}"
     all_expired: true
     approved_by: bob
@@ -96,8 +106,25 @@ plan:
   returned: always
   type: list
   elements: dict
+approvals:
+  description:
+    - The approvals this call needed and was given (O(approvals)).
+    - C(required) is M (two at least for a break-glass), C(break_glass) whether a Security Officer executed it,
+      C(accepted) the approvals that verified (approver C(name) from the policy, key C(fingerprint), C(nonce),
+      C(not_after)), C(missing) how many more are needed (only ever above 0 in check mode), and C(request) what the
+      approvers sign for this call (C(action), C(token), C(keys), C(change_ref)), as
+      M(secops.keylifecycle.approval_sign) takes it.
+  returned: success
+  type: dict
+  sample: {required: 2, break_glass: false, missing: 0,
+           accepted: [{name: dana, fingerprint: "sha256:3f1c...", nonce: 9b2e4f0c6a1d8e7f5a3b2c1d0e9f8a7b,
+                       not_after: "2027-03-02T12:00:00+00:00"}],
+           request: {action: destroy, token: prod-keys, keys: [{name: payments-db, version: 1}],
+                     change_ref: CHG-2041}}
 audit_events:
-  description: One C(key-destroy) event per destroyed version (key id, version, time, approver, verification).
+  description:
+    - One C(key-destroy) event per destroyed version (key id, version, time, approvers with their key fingerprints
+      and nonces, break-glass, verification).
   returned: always
   type: list
   elements: dict
@@ -131,14 +158,17 @@ error_option:
 
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalGate
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     HsmModule,
+    APPROVALS_ARGSPEC,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destruction import (
     apply_destruction,
+    destruction_targets,
     plan_destruction,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
@@ -148,8 +178,7 @@ ARGUMENT_SPEC = dict(
     name={"type": "str"},
     version={"type": "int"},
     all_expired={"type": "bool", "default": False},
-    approved_by={"type": "str"},
-    change_ref={"type": "str"},
+    **APPROVALS_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -169,11 +198,12 @@ def main():
         validate_approval_options(params["approved_by"], params["change_ref"])
 
     def work(store, policy, context):
-        plans = plan_destruction(store, params["name"], params["version"], params["all_expired"], policy,
-                                 params["approved_by"], context.operator, utc_now())
-        result = apply_destruction(store, plans, context, params["approved_by"], params["change_ref"],
-                                   module.check_mode)
-        return result, dict(destroyed=result.destroyed, plan=result.plan)
+        now = utc_now()
+        plans = plan_destruction(store, params["name"], params["version"], params["all_expired"], policy, now)
+        gate = ApprovalGate(policy, "destroy", params, context, store.token_label, now)
+        approval = gate.check(store, destruction_targets(plans), module.check_mode)
+        result = apply_destruction(store, plans, context, approval, module.check_mode)
+        return result, dict(destroyed=result.destroyed, plan=result.plan, approvals=approval.as_dict())
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"plan": [], "destroyed": []})
 

@@ -19,7 +19,12 @@ description:
     O(policy.max_rotation_period). O(force=true) rotates regardless.
   - O(reason=compromise) marks the previous version C(compromised) instead; with
     O(policy.compromise_disables_decrypt=true) it also loses decrypt and unwrap. A compromise always acts on the
-    named keys, due or not (it needs no O(force)); dual control (O(policy.compromise_requires_approval)) applies.
+    named keys, due or not (it needs no O(force)). Dual control applies, as the M signed approvals that
+    O(policy.approvals_required) sets for C(compromise_rotate), over the versions it marks (O(approvals)), or,
+    without signed approvals, as O(policy.compromise_requires_approval).
+  - O(retire=true) without a compromise needs the signed approvals O(policy.approvals_required) sets for
+    C(retire), over the active versions it retires. A Security Officer executing a compromise or a retirement is break-glass (two
+    approvals at least).
   - With O(version), a compromise names the versions to mark, any that is not destroyed. The active one among them
     is rotated as above (a successor is generated, unless O(retire=true)); a deactivated one, the usual case of a
     leak found months after its rotation, is only marked C(compromised), with no new version and its retention
@@ -44,6 +49,7 @@ author:
 extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
+  - secops.keylifecycle.approvals
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
@@ -97,15 +103,6 @@ options:
         anything changes. The active version among them is rotated (or retired with O(retire=true)).
     type: list
     elements: int
-  approved_by:
-    description:
-      - The second person who approved a compromise rotation (required where O(policy.compromise_requires_approval)
-        is set). Must not be the operator, and must be authorized for C(compromise_rotate) when
-        O(policy.authorization) is set. Recorded in the audit events.
-    type: str
-  change_ref:
-    description: Change or ticket reference of the approval, recorded in the audit events.
-    type: str
 seealso:
   - module: secops.keylifecycle.key_generate
   - module: secops.keylifecycle.key_info
@@ -134,6 +131,17 @@ EXAMPLES = r"""
     reason: compromise
     approved_by: security-officer
     change_ref: INC-2041
+
+- name: The same where the signed policy requires two signed approvals (approval_sign, action compromise_rotate)
+  secops.keylifecycle.key_rotate:
+    name: payments-db
+    version: 3
+    reason: compromise
+    change_ref: INC-2041
+    approvals: "{{ lookup('ansible.builtin.file', 'approvals/dana.json', 'approvals/erin.json', wantlist=True)
+                   | map('from_json') | list }}"
+    policy: "{{ key_policy_signed.policy }}"
+    signed_policy: "{{ key_policy_signed }}"
 """
 
 RETURN = r"""
@@ -157,6 +165,13 @@ compromised:
   sample: [{name: payments-db, version: 3, id: 6f1c0d5e9a7b4c3d2e1f0a9b8c7d6e5f, previous_state: deactivated,
             at: "2027-02-26T23:00:00+00:00", by: alice, reason: compromise, approved_by: security-officer,
             change_ref: INC-2041, retain_until: "2027-05-27T23:00:00+00:00"}]
+approvals:
+  description:
+    - For a compromise or a retirement, the approvals it needed and was given, as
+      RV(secops.keylifecycle.key_destroy#module:approvals) (C(approved_by) in RV(compromised) is then the list of
+      approvers' names).
+  returned: with O(reason=compromise) or O(retire=true)
+  type: dict
 plan:
   description:
     - Per key, V(rotate), V(repair), V(retire), V(compromise) (versions marked compromised, no new version) or
@@ -199,12 +214,11 @@ error_option:
 """
 
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import (
-    check_approval,
-    validate_approval_options,
-)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalGate
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     HsmModule,
+    APPROVALS_ARGSPEC,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
@@ -212,7 +226,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import (
     REASONS,
     apply_rotation,
+    approval_action,
     plan_rotation,
+    rotation_targets,
     validate_versions,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
@@ -225,8 +241,7 @@ ARGUMENT_SPEC = dict(
     reason={"type": "str", "choices": list(REASONS), "default": "scheduled"},
     retire={"type": "bool", "default": False},
     version={"type": "list", "elements": "int"},
-    approved_by={"type": "str"},
-    change_ref={"type": "str"},
+    **APPROVALS_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -241,20 +256,28 @@ def main():
         supports_check_mode=True,
     ))
     params = module.params
-    approval = {k: params[k] for k in ("approved_by", "change_ref") if params[k]}
 
     def validate(policy):
         validate_approval_options(params["approved_by"], params["change_ref"])
         validate_versions(params["version"], params["name"], params["reason"])
 
     def work(store, policy, context):
-        if params["reason"] == "compromise":
-            check_approval(policy, "compromise_rotate", params["approved_by"], context.operator)
-        plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, utc_now(),
-                              retire=params["retire"], compromise=params["reason"] == "compromise",
-                              versions=params["version"])
-        result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, approval)
-        return result, dict(rotated=result.rotated, plan=result.plan, compromised=result.compromised)
+        now = utc_now()
+        compromise = params["reason"] == "compromise"
+        plans = plan_rotation(store, params["name"] or [], params["all_due"], params["force"], policy, now,
+                              retire=params["retire"], compromise=compromise, versions=params["version"])
+        action = approval_action(compromise, params["retire"])
+        approval = None
+        if action:
+            gate = ApprovalGate(policy, action, params, context, store.token_label, now)
+            approval = gate.check(store, rotation_targets(plans, compromise), module.check_mode)
+        recorded = approval.event_fields() if approval else {
+            name: params[name] for name in ("approved_by", "change_ref") if params[name]}
+        result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, recorded)
+        output = dict(rotated=result.rotated, plan=result.plan, compromised=result.compromised)
+        if approval:
+            output["approvals"] = approval.as_dict()
+        return result, output
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"plan": [], "rotated": [], "compromised": []})
 

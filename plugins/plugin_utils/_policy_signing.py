@@ -210,7 +210,7 @@ def read_existing(dest):
 
 def _check_p256(key, option):
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise InvalidOption("%s must hold an EC P-256 private key: policy signatures are ECDSA P-256 / SHA-256."
+        raise InvalidOption("%s must hold an EC P-256 private key: signatures are ECDSA P-256 / SHA-256."
                             % option, option=option)
 
 
@@ -238,7 +238,7 @@ class PemSigner:
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise PolicyViolation(
-                "private_key_path %s has mode %04o: the policy signer's private key must be readable only by its "
+                "private_key_path %s has mode %04o: the signing key must be readable only by its "
                 "owner. Fix it with: chmod 600 %s" % (self.path, mode, self.path), option="private_key_path")
         try:
             with open(self.path, "rb") as handle:
@@ -255,7 +255,7 @@ class PemSigner:
                                 option="private_key_path") from None
         else:
             raise PolicyViolation(
-                "private_key_path %s is not encrypted: the policy signer's private key must be protected by a "
+                "private_key_path %s is not encrypted: the signing key must be protected by a "
                 "passphrase. Encrypt it (openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.enc.pem), "
                 "destroy the clear copy, and give the passphrase as private_key_passphrase." % self.path,
                 option="private_key_path")
@@ -270,11 +270,14 @@ class PemSigner:
         _check_p256(key, "private_key_path")
         return key
 
-    def sign(self, make_document):
-        """Sign the document ``make_document(signer_fingerprint)`` returns; returns it with its signature."""
+    def sign(self, make_document, payload=policy_payload):
+        """Sign the document ``make_document(signer_fingerprint)`` returns; returns it with its signature.
+
+        ``payload`` turns the document into the signed bytes (``policy_payload``; ``_approvals.approval_payload``
+        for approval_sign)."""
         key = self._load()
         doc = make_document(_fingerprint(key.public_key()))
-        signature = key.sign(policy_payload(doc), ec.ECDSA(hashes.SHA256()))
+        signature = key.sign(payload(doc), ec.ECDSA(hashes.SHA256()))
         doc["signature"] = base64.b64encode(signature).decode("ascii")
         return doc, key.public_key()
 
@@ -288,7 +291,7 @@ class TokenSigner:
     user_pin_file: str
     key_label: str
 
-    def sign(self, make_document):
+    def sign(self, make_document, payload=policy_payload):
         from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import (
             ConnectionSettings,
             open_session,
@@ -299,7 +302,7 @@ class TokenSigner:
             from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
             from pkcs11 import exceptions as p11_exc
         except ImportError:
-            raise KeyLifecycleError("policy_sign with pkcs11_module needs the Python package python-pkcs11 on the "
+            raise KeyLifecycleError("Signing with pkcs11_module needs the Python package python-pkcs11 on the "
                                     "controller (pip install python-pkcs11).") from None
         from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
             TOKEN_CURVES,
@@ -321,7 +324,7 @@ class TokenSigner:
                                         % (self.token_label, len(private), self.key_label), option="key_label")
                 private = private[0]
                 if curve_of(private) is not TOKEN_CURVES["P-256"]:
-                    raise InvalidOption("key_label %r is not an EC P-256 key: policy signatures are ECDSA P-256 / "
+                    raise InvalidOption("key_label %r is not an EC P-256 key: signatures are ECDSA P-256 / "
                                         "SHA-256." % self.key_label, option="key_label")
                 key_id = bytes(private[Attribute.ID] or b"")
                 template = {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC}
@@ -329,12 +332,12 @@ class TokenSigner:
                 public = find_objects(session, template)
                 if len(public) != 1:
                     raise KeyNotFound("Token %r holds %s public key object for the private key %r (same CKA_ID, "
-                                      "else same label): policy_sign needs exactly one, to name the signer's "
+                                      "else same label): signing needs exactly one, to name the signer's "
                                       "fingerprint." % (self.token_label, len(public) or "no", self.key_label),
                                       option="key_label")
                 public_key = ec_public_key(public[0], "P-256")
                 doc = make_document(_fingerprint(public_key))
-                raw = private.sign(hashlib.sha256(policy_payload(doc)).digest(), mechanism=Mechanism.ECDSA)
+                raw = private.sign(hashlib.sha256(payload(doc)).digest(), mechanism=Mechanism.ECDSA)
             except p11_exc.PKCS11Error as exc:
                 raise translate_pkcs11_error(exc, "signing with %r" % self.key_label,
                                              token_label=self.token_label) from None

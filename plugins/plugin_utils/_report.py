@@ -38,12 +38,16 @@ CONTROLS = [
      "the HSM", "recipient_approve, key_distribute, key_install", "SOC 2 CC6.1", "HIPAA 164.312(e)(2)(ii)"),
     ("Destroy after retention, verified gone, dual control in prod", "key_destroy", "SOC 2 CC6.1, CC6.8",
      "HIPAA 164.312(a)(2)(iv)"),
+    ("Destroy, compromise, retire and journal rollover need M signed approvals from the policy's approvers, checked "
+     "in the HSM host before the token changes; a Security Officer executing one is break-glass (two others approve, "
+     "flagged)", "approvals, approval_sign", "SOC 2 CC6.1, CC6.8", "HIPAA 164.312(a)(2)(iv)"),
     ("Authorize per action; name the operator", "policy.authorization", "SOC 2 CC6.1", "HIPAA 164.312(a)(2)(iv)"),
     ("Tamper-evident audit trail, HSM-anchored", "journal, audit_verify", "SOC 2 CC6.8", "HIPAA 164.312(b)"),
 ]
 LIFECYCLE_ACTIONS = ("key-generate", "key-rotate", "key-destroy", "key-distribute", "key-install", "key-withdraw",
                      "key-update", "transport-key-enroll", "recipient-approve", "recipient-revoke", "key-seal",
                      "package-signer-pin")
+ROLLOVER_ACTION = "audit-journal-rollover"
 # The Security Officer's approvals and revocations of recipients' transport keys (docs/distribution.md).
 OFFICER_ACTIONS = ("recipient-approve", "recipient-revoke")
 
@@ -98,6 +102,36 @@ def _policy_of(event):
             "environment": policy.get("environment"), "sha256": policy["sha256"], "short": policy["sha256"][:12]}
 
 
+def _names(value):
+    """``approved_by`` as the report shows it: the approvers' names (a list, where signed approvals were used) joined
+    with ", ", or the one name of a legacy unsigned approval; None when there is none."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(name) for name in value if isinstance(name, str) and name) or None
+    return value if isinstance(value, str) and value else None
+
+
+def _approvers(approvals):
+    """``keylifecycle.approvals`` of a record as the model holds them: ``name``, ``fingerprint`` (``sha256:`` and 64
+    hex digits), ``short`` (its first 12 hex digits after ``sha256:``), ``nonce`` and ``not_after``. Entries that
+    are not dicts are left out; an empty list when the record has none."""
+    rows = []
+    for entry in approvals if isinstance(approvals, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        fingerprint = entry.get("fingerprint") if isinstance(entry.get("fingerprint"), str) else None
+        rows.append({"name": entry.get("name") if isinstance(entry.get("name"), str) else None,
+                     "fingerprint": fingerprint,
+                     "short": fingerprint[7:19] if fingerprint and fingerprint.startswith("sha256:") else None,
+                     "nonce": entry.get("nonce"), "not_after": entry.get("not_after")})
+    return rows
+
+
+def describe_approvers(approvers):
+    """The approvers of a record in one line: ``dana (3f2a9c41d0b7), erin (...)``; ``none`` when there is none."""
+    return ", ".join("%s (%s)" % (a["name"], a["short"]) if a["short"] else str(a["name"])
+                     for a in approvers) or "none"
+
+
 def _records(journal_lines):
     """(record, event) of every parseable journal line, in journal order."""
     for line in journal_lines:
@@ -133,7 +167,10 @@ def last_events(journal_lines, count):
                 or ", ".join(event.get("keylifecycle", {}).get("requested_keys") or []),
                 "id": key.get("id"), "recipient": key.get("recipient"),
                 "error": (event.get("error") or {}).get("type"),
-                "approved_by": event.get("keylifecycle", {}).get("approved_by"),
+                "approved_by": _names(event.get("keylifecycle", {}).get("approved_by")),
+                "approvers": _approvers(event.get("keylifecycle", {}).get("approvals")),
+                "break_glass": event.get("keylifecycle", {}).get("break_glass") is True,
+                "change_ref": event.get("keylifecycle", {}).get("change_ref"),
                 "policy": intents.get(event.get("keylifecycle", {}).get("intent_id")),
             })
     return list(reversed(events[-count:]))
@@ -207,8 +244,11 @@ def distribution_records(journal_lines):
     - ``enrolled_fingerprints``: the transport key fingerprints of the transport-key-enroll changes.
     - ``policy_changes`` / ``policy_in_force``: every change of the policy in force between consecutive intents,
       and the newest intent's policy (``policy_history``); here so that compliance_report's one call feeds them.
+    - ``approved_actions`` / ``break_glass``: the records of actions taken under signed approvals, and of those a
+      Security Officer executed as break-glass (``approval_records``); here for the same reason.
     """
     changes, in_force = policy_history(journal_lines)
+    approved, break_glass = approval_records(journal_lines)
     officer, seals, untrusted, enrolled = [], [], [], set()
     for record, event in _changes(journal_lines, OFFICER_ACTIONS + ("key-seal", "key-distribute",
                                                                     "transport-key-enroll")):
@@ -220,7 +260,7 @@ def distribution_records(journal_lines):
                                 host=key.get("recipient_host"),
                                 fingerprint=key.get("transport_key_fingerprint") or key.get("public_key_fingerprint"),
                                 label=key.get("trusted_key_label") or key.get("label"),
-                                officer=lifecycle.get("approved_by") or _who(event)))
+                                officer=_names(lifecycle.get("approved_by")) or _who(event)))
         elif action == "key-seal":
             seals.append(dict(common, label=key.get("label"), id=key.get("id"),
                               reason=event["event"].get("reason")))
@@ -232,7 +272,55 @@ def distribution_records(journal_lines):
         elif action == "transport-key-enroll" and key.get("public_key_fingerprint"):
             enrolled.add(key["public_key_fingerprint"])
     return {"officer": officer, "seals": seals, "untrusted_wraps": untrusted,
-            "enrolled_fingerprints": sorted(enrolled), "policy_changes": changes, "policy_in_force": in_force}
+            "enrolled_fingerprints": sorted(enrolled), "policy_changes": changes, "policy_in_force": in_force,
+            "approved_actions": approved, "break_glass": break_glass}
+
+
+def approval_records(journal_lines):
+    """``(approved, break_glass)``: the records of actions taken under signed approvals, and those a Security Officer
+    executed as break-glass, oldest first (docs/report.md, docs/access-control.md).
+
+    Change records, and failure outcomes, that carry ``keylifecycle.approvals`` (destroy, compromise, retire, journal
+    rollover under a signed policy that asks for approvals) or ``keylifecycle.break_glass`` true are ``approved``;
+    those with ``break_glass`` are in ``break_glass`` too. Each: time, seq, action, reason, outcome, key, operator,
+    source, host, change_ref, approved_by (names joined), approvers (``_approvers``), break_glass. ``key`` is the
+    version's label, else the keys the task asked about (a failure), else None (a journal rollover).
+    """
+    approved, break_glass = [], []
+    for record, event in _records(journal_lines):
+        lifecycle = event.get("keylifecycle")
+        if not isinstance(lifecycle, dict):
+            continue
+        happened = event.get("event") if isinstance(event.get("event"), dict) else {}
+        phase, outcome = lifecycle.get("phase"), happened.get("outcome")
+        if not (phase == "change" or (phase == "outcome" and outcome == "failure")):
+            continue
+        approvers, flagged = _approvers(lifecycle.get("approvals")), lifecycle.get("break_glass") is True
+        if not approvers and not flagged:
+            continue
+        key = event.get("key") if isinstance(event.get("key"), dict) else {}
+        row = {"time": event.get("@timestamp"), "seq": record.get("seq"), "action": happened.get("action"),
+               "reason": happened.get("reason"), "outcome": outcome,
+               "key": key.get("label") or ", ".join(str(k) for k in lifecycle.get("requested_keys") or []) or None,
+               "operator": _who(event), "source": (event.get("labels") or {}).get("operator_source"),
+               "host": (event.get("host") or {}).get("name"), "change_ref": lifecycle.get("change_ref"),
+               "approved_by": _names(lifecycle.get("approved_by")), "approvers": approvers, "break_glass": flagged}
+        approved.append(row)
+        if flagged:
+            break_glass.append(row)
+    return approved, break_glass
+
+
+def break_glass_findings(rows):
+    """One ``break_glass`` finding per record of a break-glass action (``approval_records``): who, what, when, the
+    approvers."""
+    def what(row):
+        return row["key"] or ("the journal" if row["action"] == ROLLOVER_ACTION else "(no key recorded)")
+
+    return [{"kind": "break_glass", "subject": "%s %s %s%s at %s (seq %s%s), approved by %s" % (
+        r["operator"], r["action"], what(r), " (%s)" % r["reason"] if r["reason"] else "", r["time"], r["seq"],
+        ", change %s" % r["change_ref"] if r["change_ref"] else "", describe_approvers(r["approvers"]))}
+        for r in rows]
 
 
 def untrusted_versions(versions):
@@ -272,7 +360,7 @@ def _complete(record, fields):
 
 
 def _attention(overdue, expired, compromised, anomalies, problems, drift=(), untrusted=(), unbound=(),
-               untrusted_wraps=()):
+               untrusted_wraps=(), break_glass=()):
     """What needs attention, in the order the report lists it; the templates word each kind."""
     return ([{"kind": "rotation_overdue", "subject": k} for k in overdue] +
             [{"kind": "retention_expired", "subject": v} for v in expired] +
@@ -283,14 +371,16 @@ def _attention(overdue, expired, compromised, anomalies, problems, drift=(), unt
             [{"kind": "untrusted_wrap", "subject": "%s to %s at %s%s" % (
                 w["label"], w["recipient"], w["time"], ": %s" % w["warning"] if w["warning"] else "")}
              for w in untrusted_wraps] +
+            break_glass_findings(break_glass) +
             [{"kind": "anomaly", "subject": "%s: %s" % (a["label"], a["problem"])} for a in anomalies] +
             [{"kind": "drift", "subject": d["detail"] or "%s: %s" % (d["label"], d["kind"])} for d in drift] +
             [{"kind": "audit_problem", "subject": p} for p in problems])
 
 
 def _marking(transition):
-    """approved_by, change_ref and reason of a compromise transition (None where the record has none)."""
-    return {"reason": transition.get("reason"), "approved_by": transition.get("approved_by"),
+    """approved_by (names joined with ", "), change_ref and reason of a compromise transition (None where the record
+    has none)."""
+    return {"reason": transition.get("reason"), "approved_by": _names(transition.get("approved_by")),
             "change_ref": transition.get("change_ref")}
 
 
@@ -396,6 +486,8 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
     signers = policy_signers(key_info)
     changes = distribution.get("policy_changes") or []
     in_force = distribution.get("policy_in_force")
+    approved = distribution.get("approved_actions") or []
+    break_glass = distribution.get("break_glass") or []
     _name_signers([e.get("policy") for e in events] + [c[side] for c in changes for side in ("before", "after")]
                   + [in_force], signers)
     return {
@@ -410,7 +502,7 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
         "anomalies": anomalies,
         "drift": drift,
         "attention": _attention(overdue, expired, compromised, anomalies, problems, drift=drift, untrusted=untrusted,
-                                unbound=unbound, untrusted_wraps=untrusted_wraps),
+                                unbound=unbound, untrusted_wraps=untrusted_wraps, break_glass=break_glass),
         "untrusted_versions": untrusted,
         "trusted_keys": trusted,
         "unbound_trusted_keys": [k["label"] for k in unbound],
@@ -426,6 +518,8 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
         "policy_changes": changes,
         "policy_in_force": in_force,
         "policy_findings": policy_findings(signers, changes),
+        "approved_actions": approved,
+        "break_glass_actions": break_glass,
         "controls": CONTROLS,
         "timeline": timeline(versions, now),
     }
@@ -438,7 +532,7 @@ def summary(model):
             "untrusted_versions": model["untrusted_versions"], "unbound_trusted_keys": model["unbound_trusted_keys"],
             "untrusted_wraps": len(model["untrusted_wraps"]), "audit_ok": model["audit"]["ok"],
             "policy_signers": [s["name"] for s in model["policy_signers"]],
-            "policy_changes": len(model["policy_changes"])}
+            "policy_changes": len(model["policy_changes"]), "break_glass": len(model["break_glass_actions"])}
 
 
 def default_template(option):

@@ -50,10 +50,12 @@ def main():
             plans = plan_rotation(store, [key], False, True, BASELINE, utc_now())
             apply_rotation(store, plans, context, "scheduled", BASELINE, check_mode=False)
         else:
+            from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalOutcome
             from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destruction import (
                 apply_destruction, plan_destruction)
-            plans = plan_destruction(store, None, None, True, BASELINE, None, "crash-test", utc_now())
-            apply_destruction(store, plans, context, None, None, check_mode=False)
+            plans = plan_destruction(store, None, None, True, BASELINE, utc_now())
+            apply_destruction(store, plans, context, ApprovalOutcome(required=0, break_glass=False),
+                              check_mode=False)
     sys.stdout.write("finished without stopping\n")
 
 

@@ -331,6 +331,7 @@ def test_rollover_refused_when_it_does_not_continue_the_pin(capsys, hsm_token, s
 
 def _destroy_version(settings, name, number):
     """key_destroy's logic on a version whose retention has passed (the destruction rules of the module)."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalOutcome
     from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
     from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destruction import (
         apply_destruction,
@@ -342,8 +343,10 @@ def _destroy_version(settings, name, number):
     with _open(settings) as session:
         store = _store(session, settings.token_label)
         later = utc_now() + timedelta(days=400 * 100)
-        plans = plan_destruction(store, name, number, False, load_policy({}), "bob", "alice", later)
-        apply_destruction(store, plans, AuditContext("alice", "test", "run"), "bob", "CHG-1", False)
+        plans = plan_destruction(store, name, number, False, load_policy({}), later)
+        apply_destruction(store, plans, AuditContext("alice", "test", "run"),
+                          ApprovalOutcome(required=0, break_glass=False, legacy_approved_by="bob", change_ref="CHG-1"),
+                          False)
 
 
 def test_checkpoint_key_rotation_keeps_old_checkpoints_verifiable(capsys, hsm_token, settings):

@@ -48,7 +48,11 @@ def test_policy_and_keys_load(env):
     if env != "dev":
         # staging and prod: PINs from Vault with pipelining, authorization and approval switched on, no override
         assert "vault_" in hsm["hsm_user_pin"] and hsm["ansible_pipelining"] is True
-        assert policy.authorization and policy.destroy_requires_approval and not policy.allow_operator_override
+        assert policy.authorization and not policy.allow_operator_override
+        # high-risk actions need signed approvals from approvers the signed policy lists (M of N)
+        for action in ("destroy", "compromise_rotate", "retire", "journal_rollover"):
+            assert policy.approvals_required.get(action, 0) >= 1, (env, action)
+        assert set(policy.security_officers) == {"dana", "erin"} and set(policy.approvers) >= {"dana", "erin"}
         assert policy.require_transport_key_pin
         assert hsm["key_distribution_oaep_hash"] == "sha256"
 
@@ -59,8 +63,30 @@ def test_prod_is_the_strictest():
     staging, prod = (load_policy(group_vars(env, "hsm")["key_policy"]) for env in ("staging", "prod"))
     assert prod.max_rotation_period <= staging.max_rotation_period
     assert prod.min_retention_period >= staging.min_retention_period
-    assert prod.compromise_requires_approval and prod.compromise_disables_decrypt
-    assert not prod.allows("destroy", "alice") and prod.allows("destroy", "dana")
+    assert prod.compromise_disables_decrypt
+    assert all(prod.approvals_required[action] >= staging.approvals_required[action] >= 1
+               for action in ("destroy", "compromise_rotate", "retire", "journal_rollover"))
+    assert prod.approvals_required["destroy"] == 2 and prod.approval_max_validity <= staging.approval_max_validity
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_engineering_executes_and_officers_approve(env):
+    """Procedure section 8: Security Engineering executes, the Security Officer oversees. The custodians and the
+    rotation service account execute; an officer may execute a destroy or compromise only as break-glass (listed in
+    security_officers, so two approvals from other people are required); a break-glass is always possible: at least
+    two approvers besides each officer."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+    policy = load_policy(group_vars(env, "hsm")["key_policy"])
+    for custodian in policy.groups["custodians"]:
+        assert all(policy.allows(action, custodian) for action in (
+            "generate", "rotate", "compromise_rotate", "destroy", "distribute", "journal_rollover"))
+    assert policy.allows("rotate", "svc-keyrotation") and not policy.allows("destroy", "svc-keyrotation")
+    assert not any(policy.allows(action, officer) for officer in policy.security_officers
+                   for action in ("generate", "rotate", "distribute", "journal_rollover"))
+    for officer in policy.security_officers:
+        assert len(set(policy.approvers) - {officer}) >= 2, officer
+    assert "svc-keyrotation" not in policy.approvers  # a scheduled job holds no approver key
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

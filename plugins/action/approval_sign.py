@@ -1,0 +1,122 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import verify_signature
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.modules.approval_sign import (
+    ARGUMENT_SPEC,
+    MUTUALLY_EXCLUSIVE,
+    REQUIRED_BY,
+    REQUIRED_ONE_OF,
+    REQUIRED_TOGETHER,
+)
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._approval_signing import (
+    approver_in_policy,
+    build_request,
+    check_approver_name,
+    planned_text,
+    read_existing,
+    request_text,
+    same_request,
+    sign_approval,
+)
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner, TokenSigner
+
+display = Display()
+
+#: an approval holds no secret: the operator reads it with lookup('file')
+DEST_MODE = 0o644
+
+
+class ActionModule(ActionBase):
+    """Signs one approval request on the controller (plugin_utils/_approval_signing.py); writes ``dest`` if given.
+
+    The options are validated with the module's ARGUMENT_SPEC (declared once, in modules/approval_sign.py).
+    Nothing is journaled and no HSM token of the environment is touched: the approval is checked, its nonce
+    consumed and journaled when a lifecycle task brings it to the token it names.
+    """
+
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run, naming the task's action
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        _validation, args = self.validate_argument_spec(
+            argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE, required_one_of=REQUIRED_ONE_OF,
+            required_together=REQUIRED_TOGETHER, required_by=REQUIRED_BY)
+        dest = os.path.abspath(os.path.expanduser(str(args["dest"]))) if args.get("dest") else None
+        check_mode = bool(self._task.check_mode)
+        try:
+            name = args["approver_name"]
+            check_approver_name(name)
+            expected = approver_in_policy(args["signed_policy"], name) if args.get("signed_policy") else None
+            request = build_request(args["action"], args["token"], args.get("keys"), args["change_ref"],
+                                    args.get("not_after"), args.get("nonce"),
+                                    max_validity=expected.max_validity if expected else None)
+            if dest and not os.path.isdir(os.path.dirname(dest)):
+                raise InvalidOption("dest %s: its directory does not exist." % dest, option="dest")
+            text = request_text(name, request)
+            display.display("approval_sign: %s" % text)  # the request in words, before anything is signed
+            before = _read_text(dest) if dest else None
+            existing = read_existing(dest) if dest else None
+            signed = None
+            if not check_mode:
+                signed = sign_approval(request, name, _signer(args), expected=expected, existing=existing)
+        except KeyLifecycleError as exc:
+            failure = {"error_kind": exc.kind, "changed": False}
+            if exc.option:
+                failure["error_option"] = exc.option
+            raise AnsibleActionFail(str(exc), result=failure) from None
+        result.update(request=request, request_text=text)
+        if dest:
+            result["dest"] = dest
+        if signed is None:  # check mode: nothing signed; the file would change unless it holds this very request
+            kept = same_request(existing, request, name) and (expected is None or (
+                existing["approver"] == expected.fingerprint and verify_signature(expected.public_key, existing)))
+            after = before if kept else planned_text(
+                request, name, expected.fingerprint if expected else None)
+            changed = bool(dest) and after != before
+        else:
+            result["approval"] = signed.approval
+            after = signed.text
+            changed = bool(dest) and (not signed.unchanged or before != signed.text)
+            display.display("approval_sign: signed by %s (%s)%s" % (
+                name, signed.approval["approver"], ", written to %s" % dest if changed else ""))
+        result["changed"] = changed
+        if dest and self._task.diff:
+            result["diff"] = {"before": before or "", "after": after, "before_header": dest, "after_header": dest}
+        if changed and not check_mode:
+            try:
+                write_atomically(dest, signed.text, mode=DEST_MODE, durable=True)
+                os.chmod(dest, DEST_MODE)  # the umask applied at creation
+            except OSError as exc:
+                raise AnsibleActionFail("dest %s could not be written (%s)." % (dest, exc.strerror or exc),
+                                        result={"error_kind": "error", "error_option": "dest", "changed": False}) \
+                    from None
+        return result
+
+
+def _signer(args):
+    if args.get("pkcs11_module"):
+        return TokenSigner(str(args["pkcs11_module"]), str(args["token_label"]),
+                           os.path.expanduser(str(args["user_pin_file"])), str(args["key_label"]))
+    return PemSigner(os.path.expanduser(str(args["private_key_path"])), args["private_key_passphrase"])
+
+
+def _read_text(path):
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeError):
+        return None

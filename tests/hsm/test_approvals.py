@@ -1,0 +1,258 @@
+"""Signed approvals, M of N, on a real SoftHSM2 token (design 14b, ``_approvals``).
+
+The token holds a policy signer (installed in a Security Officer session); the signed policy lists approvers (EC
+P-256 keys made here with ``cryptography``) and how many approvals compromise rotation and retire need. Lifecycle
+modules' main() run in this process with the intent the action plugin would journal first (operator ``alice``).
+Every refusal leaves every object on the token, and its journal pin, as they were. Destruction (which needs an
+expired retention, so the test clock of ansible-playbook runs) is proven in tests/integration/test_signed_approvals.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.hsm.journal_intents import MemoryJournal
+from tests.hsm.test_journal_pin import pin_of
+from tests.hsm.test_module_main import objects_of
+from tests.hsm.test_signed_policy import Signer, install, run
+
+
+class Approver:
+    """An approver's private key (software, for the test), their name and fingerprint."""
+
+    def __init__(self, name):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
+
+        self.name = name
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.fingerprint = spki_fingerprint(self.key.public_key())
+        self.pem = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+    def approve(self, token, action, keys, change_ref="CHG-1", valid=timedelta(hours=4), nonce=None, **changes):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from ansible_collections.secops.keylifecycle.plugins.module_utils import _approvals
+
+        not_after = (datetime.now(timezone.utc).replace(microsecond=0) + valid).isoformat()
+        request = _approvals.make_request(action, token, [{"name": n, "version": v} for n, v in keys], change_ref,
+                                          not_after, nonce or secrets.token_hex(16))
+        doc = {"format": 1, "request": request, "approver": self.fingerprint, "approver_name": self.name}
+        doc.update(changes)
+        signature = self.key.sign(_approvals.approval_payload(doc), ec.ECDSA(hashes.SHA256()))
+        doc["signature"] = base64.b64encode(signature).decode("ascii")
+        return doc
+
+
+@pytest.fixture
+def journal():
+    return MemoryJournal()
+
+
+@pytest.fixture
+def people():
+    return {name: Approver(name) for name in ("alice", "erin", "frank", "mallory")}
+
+
+@pytest.fixture
+def signed(hsm_token, people):
+    """Install the policy signer; return a function that signs a policy listing the approvers (not mallory)."""
+    dana = Signer("dana")
+    install(hsm_token, dana)
+    serial = [0]
+
+    def sign(**settings):
+        serial[0] += 1
+        policy = {"approvers": {name: people[name].pem for name in ("alice", "erin", "frank")},
+                  "approvals_required": {"compromise_rotate": 2, "retire": 1}}
+        policy.update(settings)
+        return dana.sign(policy=policy, serial=serial[0])
+
+    return sign
+
+
+def _key(capsys, token, journal, policy):
+    result = run(capsys, token, journal, signed=policy, name="payments", type="aes", size=256)
+    assert not result.get("failed") and result["changed"], result
+    return result
+
+
+def _compromise(capsys, token, journal, policy, approvals, check_mode=False, **extra):
+    args = dict(module="key_rotate", signed=policy, name=["payments"], version=[1], reason="compromise",
+                change_ref="CHG-1", approvals=approvals, check_mode=check_mode)
+    args.update(extra)
+    return run(capsys, token, journal, **args)
+
+
+def _refused(capsys, token, settings, journal, policy, approvals, kind, option="approvals", **extra):
+    before, pin = objects_of(settings), pin_of(settings)
+    result = _compromise(capsys, token, journal, policy, approvals, **extra)
+    assert result.get("failed") is True, result
+    assert (result["error_kind"], result["error_option"]) == (kind, option), result
+    assert result["changed"] is False and result["audit_events"] == [], result
+    assert "Traceback" not in result["msg"]
+    assert objects_of(settings) == before and pin_of(settings) == pin
+    return result["msg"]
+
+
+def _nonces(settings):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+        APPROVAL_NONCES,
+        APPROVAL_NONCES_LABEL,
+    )
+
+    with open_session(settings, rw=False) as session:
+        store = TokenKeyStore(session, settings.token_label).load()
+        revisions = store.objects.newest(APPROVAL_NONCES, APPROVAL_NONCES_LABEL)
+        return dict(revisions.newest["used"]) if revisions else {}
+
+
+def test_compromise_needs_m_signed_approvals(capsys, hsm_token, settings, journal, people, signed):
+    policy = signed()
+    _key(capsys, hsm_token, journal, policy)
+    label = hsm_token.label
+    # approvals may cover more versions than one task acts on: these two also cover v2, the successor
+    erin = people["erin"].approve(label, "compromise_rotate", [("payments", 1), ("payments", 2)])
+    frank = people["frank"].approve(label, "compromise_rotate", [("payments", 1), ("payments", 2)])
+    msg = _refused(capsys, hsm_token, settings, journal, policy, [erin], "approval_missing")
+    assert "requires 2 approvals" in msg and "has 1 valid (erin)" in msg and "payments v1" in msg, msg
+    # the same approver twice counts once
+    _refused(capsys, hsm_token, settings, journal, policy, [erin, dict(erin)], "approval_replayed")
+    again = people["erin"].approve(label, "compromise_rotate", [("payments", 1)])
+    _refused(capsys, hsm_token, settings, journal, policy, [erin, again], "approval_missing")
+    assert _nonces(settings) == {}
+
+    done = _compromise(capsys, hsm_token, journal, policy, [frank, erin])
+    assert not done.get("failed") and done["changed"], done
+    approvals = done["approvals"]
+    assert (approvals["required"], approvals["missing"], approvals["break_glass"]) == (2, 0, False)
+    assert [(a["name"], a["fingerprint"]) for a in approvals["accepted"]] == [
+        ("erin", people["erin"].fingerprint), ("frank", people["frank"].fingerprint)]
+    marked = [e for e in done["audit_events"] if e["event"]["action"] == "key-rotate"]
+    assert marked and all(e["keylifecycle"]["approved_by"] == ["erin", "frank"] for e in marked)
+    assert all({a["fingerprint"] for a in e["keylifecycle"]["approvals"]}
+               == {people["erin"].fingerprint, people["frank"].fingerprint} for e in marked)
+    assert done["compromised"][0]["approved_by"] == ["erin", "frank"]
+    assert set(_nonces(settings)) == {erin["request"]["nonce"], frank["request"]["nonce"]}
+
+    # each approval is good for one task: the same documents again (they cover v2) are refused, token unchanged
+    msg = _refused(capsys, hsm_token, settings, journal, policy, [erin, frank], "approval_replayed",
+                   version=[2])
+    assert "already used on token" in msg
+
+
+def test_approval_refusals(capsys, hsm_token, settings, journal, people, signed):
+    policy = signed()
+    _key(capsys, hsm_token, journal, policy)
+    label = hsm_token.label
+    frank = people["frank"].approve(label, "compromise_rotate", [("payments", 1)])
+
+    def refused(doc, kind, option="approvals", **extra):
+        return _refused(capsys, hsm_token, settings, journal, policy, [doc, frank], kind, option=option, **extra)
+
+    erin = people["erin"]
+    assert "does not cover payments v1" in refused(
+        erin.approve(label, "compromise_rotate", [("payments", 2)]), "approval_mismatch")
+    assert "not compromise rotate" in refused(erin.approve(label, "retire", [("payments", 1)]), "approval_mismatch")
+    assert "not token" in refused(erin.approve("other-token", "compromise_rotate", [("payments", 1)]),
+                                  "approval_mismatch")
+    assert "not change_ref CHG-1" in refused(
+        erin.approve(label, "compromise_rotate", [("payments", 1)], change_ref="CHG-2"), "approval_mismatch")
+    assert "the operator running this task" in refused(
+        people["alice"].approve(label, "compromise_rotate", [("payments", 1)]), "approval_self")
+    assert "expired at" in refused(
+        erin.approve(label, "compromise_rotate", [("payments", 1)], valid=timedelta(seconds=-5)), "approval_expired")
+    assert "approval_max_validity" in refused(
+        erin.approve(label, "compromise_rotate", [("payments", 1)], valid=timedelta(days=8)), "approval_expired")
+    assert "not an approver of the signed policy" in refused(
+        people["mallory"].approve(label, "compromise_rotate", [("payments", 1)]), "approval_unknown_approver")
+    # mallory signs with her key but claims to be erin: the fingerprint decides
+    forged = people["mallory"].approve(label, "compromise_rotate", [("payments", 1)], approver=erin.fingerprint)
+    assert "does not verify" in refused(forged, "approval_invalid")
+    altered = erin.approve(label, "compromise_rotate", [("payments", 1)])
+    altered["request"] = dict(altered["request"], change_ref="CHG-1", keys=[{"name": "payments", "version": 1}],
+                              not_after=(datetime.now(timezone.utc) + timedelta(hours=5)).replace(
+                                  microsecond=0).isoformat())
+    assert "does not verify" in refused(altered, "approval_invalid")
+    assert "not a valid approval" in refused({"format": 1, "request": {}}, "approval_invalid")
+    # signed approvals replace the asserted name, and name the change they approve
+    refused(erin.approve(label, "compromise_rotate", [("payments", 1)]), "invalid_option", option="approved_by",
+            approved_by="erin")
+    refused(erin.approve(label, "compromise_rotate", [("payments", 1)]), "invalid_option", option="change_ref",
+            change_ref=None)
+    assert _nonces(settings) == {}
+
+
+def test_check_mode_lists_missing_approvals_and_changes_nothing(capsys, hsm_token, settings, journal, signed):
+    policy = signed()
+    _key(capsys, hsm_token, journal, policy)
+    before, pin = objects_of(settings), pin_of(settings)
+    checked = _compromise(capsys, hsm_token, journal, policy, [], check_mode=True)
+    assert not checked.get("failed"), checked
+    assert checked["approvals"]["missing"] == 2 and checked["approvals"]["request"] == {
+        "action": "compromise_rotate", "token": hsm_token.label, "keys": [{"name": "payments", "version": 1}],
+        "change_ref": "CHG-1"}
+    assert objects_of(settings) == before and pin_of(settings) == pin
+
+
+def test_break_glass_officer_needs_two_others(capsys, hsm_token, settings, journal, people, signed):
+    # alice, who runs these tasks, is a Security Officer: retiring (M = 1) is break-glass and needs two
+    policy = signed(security_officers=["alice"])
+    _key(capsys, hsm_token, journal, policy)
+    label = hsm_token.label
+    erin = people["erin"].approve(label, "retire", [("payments", 1)])
+    frank = people["frank"].approve(label, "retire", [("payments", 1)])
+
+    def retire(approvals):
+        return run(capsys, hsm_token, journal, module="key_rotate", signed=policy, name=["payments"], retire=True,
+                   change_ref="CHG-1", approvals=approvals)
+
+    before = objects_of(settings)
+    one = retire([erin])
+    assert one.get("failed") and one["error_kind"] == "approval_missing", one
+    assert "break-glass" in one["msg"] and "2 approvals from other people" in one["msg"]
+    assert objects_of(settings) == before
+    done = retire([erin, frank])
+    assert not done.get("failed") and done["approvals"]["break_glass"] is True, done
+    event = [e for e in done["audit_events"] if e["event"]["action"] == "key-rotate"][0]
+    assert event["keylifecycle"]["break_glass"] is True and event["keylifecycle"]["approved_by"] == ["erin", "frank"]
+
+
+def test_scheduled_rotation_needs_no_approval(capsys, hsm_token, journal, signed):
+    policy = signed()
+    _key(capsys, hsm_token, journal, policy)
+    rotated = run(capsys, hsm_token, journal, module="key_rotate", signed=policy, name=["payments"], force=True)
+    assert not rotated.get("failed") and rotated["changed"] and "approvals" not in rotated, rotated
+
+
+def test_nonce_store_on_token(capsys, hsm_token, settings, journal, people, signed):
+    """Nonces are written to the token before the work and forgotten once their approval has expired."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _approvals
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+
+    policy = signed()
+    _key(capsys, hsm_token, journal, policy)
+    label = hsm_token.label
+    approvals = [people[n].approve(label, "compromise_rotate", [("payments", 1)]) for n in ("erin", "frank")]
+    assert not _compromise(capsys, hsm_token, journal, policy, approvals).get("failed")
+    used = _nonces(settings)
+    assert set(used) == {a["request"]["nonce"] for a in approvals}
+    # a later acceptance, once those approvals expired, forgets their nonces (bounded store)
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    fresh = [{"name": "erin", "fingerprint": people["erin"].fingerprint, "nonce": "ab" * 16,
+              "not_after": (later + timedelta(hours=1)).replace(microsecond=0).isoformat()}]
+    with open_session(settings) as session:
+        store = TokenKeyStore(session, settings.token_label).load()
+        _approvals._consume_nonces(store, _approvals._used_nonces(store), fresh, later)
+    assert _nonces(settings) == {"ab" * 16: fresh[0]["not_after"]}

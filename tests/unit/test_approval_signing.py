@@ -1,0 +1,310 @@
+"""approval_sign's signing logic (plugin_utils/_approval_signing.py): pure, no token, no ansible-playbook.
+
+The approvals it makes are read back with the lead's format module (``_approvals.parse_approval``,
+``verify_signature``) and checked independently with cryptography over the bytes the design states.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+
+PASSPHRASE = "approver passphrase 2041"
+NONCE = "0123456789abcdef0123456789abcdef"
+NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+KEYS = [{"name": "payments-dek", "version": 1}]
+
+
+def _module(name):
+    import importlib
+
+    return importlib.import_module("ansible_collections.secops.keylifecycle.plugins." + name)
+
+
+def _signing():
+    return _module("plugin_utils._approval_signing")
+
+
+def _approvals():
+    return _module("module_utils._approvals")
+
+
+def _errors():
+    return _module("module_utils._errors")
+
+
+@pytest.fixture(scope="module")
+def dana_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="module")
+def erin_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_file(tmp_path, key, passphrase=PASSPHRASE, mode=0o600, name="approver.pem"):
+    from cryptography.hazmat.primitives import serialization
+
+    encryption = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
+                  else serialization.NoEncryption())
+    path = tmp_path / name
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    path.chmod(mode)
+    return path
+
+
+def _signer(tmp_path, key, **kwargs):
+    """A PemSigner over a key file written with ``kwargs`` (passphrase, mode, name), given the passphrase."""
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner
+
+    return PemSigner(str(_key_file(tmp_path, key, **kwargs)), PASSPHRASE)
+
+
+def _public_pem(key):
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _fingerprint(key):
+    from cryptography.hazmat.primitives import serialization
+
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def _request(**overrides):
+    args = dict(action="destroy", token="prod-hsm", keys=KEYS, change_ref="CHG-2041", not_after="24h", nonce=NONCE,
+                now=NOW)
+    args.update(overrides)
+    return _signing().build_request(**args)
+
+
+def _refused(option, call, *args, **kwargs):
+    with pytest.raises(_errors().KeyLifecycleError) as caught:
+        call(*args, **kwargs)
+    assert caught.value.option == option, (caught.value.option, caught.value.message)
+    assert option in caught.value.message, caught.value.message
+    return caught.value
+
+
+def _signed_policy(tmp_path, signer_key, approvers, **settings):
+    """A signed policy as policy_sign makes it (the approver side reads only its shape and settings)."""
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner, sign_policy
+
+    policy = dict(settings, approvers={name: _public_pem(key) for name, key in approvers.items()})
+    signer = PemSigner(str(_key_file(tmp_path, signer_key, name="policy-signer.pem")), PASSPHRASE)
+    return sign_policy(policy, "prod", 7, "2099-01-01T00:00:00+00:00", "dana.officer", signer).signed_policy
+
+
+def test_the_approval_parses_and_verifies(tmp_path, dana_key):
+    request = _request(keys=[{"name": "z-kek", "version": 2}, {"name": "payments-dek", "version": 1},
+                             {"name": "payments-dek", "version": 1}])
+    # canonical: sorted, unique; not_after 24h after NOW, in UTC
+    assert request == {"action": "destroy", "token": "prod-hsm", "change_ref": "CHG-2041", "nonce": NONCE,
+                       "not_after": "2027-03-02T12:00:00+00:00",
+                       "keys": [{"name": "payments-dek", "version": 1}, {"name": "z-kek", "version": 2}]}
+    signed = _signing().sign_approval(request, "dana", _signer(tmp_path, dana_key))
+    doc = signed.approval
+    assert signed.unchanged is False
+    assert set(doc) == {"format", "request", "approver", "approver_name", "signature"}
+    assert doc["format"] == 1 and doc["request"] == request and doc["approver_name"] == "dana"
+    assert doc["approver"] == _fingerprint(dana_key)
+    approvals = _approvals()
+    assert approvals.parse_approval(doc) == doc
+    assert approvals.parse_approval(signed.text) == doc  # the file's JSON is the same document
+    assert json.loads(signed.text) == doc
+    assert approvals.verify_signature(dana_key.public_key(), doc)
+
+    # independently: ECDSA P-256 / SHA-256 over the canonical JSON of approver, format and request
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    payload = json.dumps({"approver": doc["approver"], "format": 1, "request": request}, sort_keys=True,
+                         separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    dana_key.public_key().verify(base64.b64decode(doc["signature"]), payload, ec.ECDSA(hashes.SHA256()))
+
+    # altered after signing: no longer verifies; approver_name is not signed
+    altered = json.loads(json.dumps(doc))
+    altered["request"]["keys"][0]["version"] = 3
+    assert not approvals.verify_signature(dana_key.public_key(), altered)
+    assert approvals.verify_signature(dana_key.public_key(), dict(doc, approver_name="someone"))
+    assert PASSPHRASE not in signed.text
+
+
+def test_the_request_in_words_and_the_defaults():
+    signing = _signing()
+    request = _request(nonce=None, not_after=None)
+    assert re.match(r"^[0-9a-f]{32}\Z", request["nonce"])
+    assert request["nonce"] != _request(nonce=None)["nonce"]
+    assert request["not_after"] == "2027-03-02T12:00:00+00:00"  # default 24h
+    text = signing.request_text("dana", _request())
+    assert text == ("dana approves: DESTROY (cryptographic erasure, irreversible) of payments-dek v1 on token "
+                    "'prod-hsm', change CHG-2041, valid until 2027-03-02T12:00:00+00:00, nonce " + NONCE)
+    assert _request(not_after="2027-03-01T16:00:00+02:00")["not_after"] == "2027-03-01T14:00:00+00:00"
+    assert _request(not_after="2027-03-03T00:00:00Z")["not_after"] == "2027-03-03T00:00:00+00:00"
+    assert _request(not_after="2d")["not_after"] == "2027-03-03T12:00:00+00:00"
+    rollover = _request(action="journal_rollover", keys=None)
+    assert rollover["keys"] == []
+    assert "start a NEW AUDIT JOURNAL for no key (the token itself)" in signing.request_text("erin", rollover)
+
+
+@pytest.mark.parametrize("overrides, option", [
+    ({"action": "delete"}, "action"),
+    ({"action": "policy"}, "action"),
+    ({"token": ""}, "token"),
+    ({"token": "x" * 33}, "token"),
+    ({"change_ref": "CHG 2041; rm"}, "change_ref"),
+    ({"change_ref": None}, "change_ref"),
+    ({"keys": None}, "keys"),
+    ({"keys": []}, "keys"),
+    ({"keys": [{"name": "payments-dek"}]}, "keys"),
+    ({"keys": [{"name": "payments-dek", "version": 0}]}, "keys"),
+    ({"keys": [{"name": "payments dek/1", "version": 1}]}, "keys"),
+    ({"keys": [{"name": "payments-dek", "version": 1, "id": "x"}]}, "keys"),
+    ({"keys": "payments-dek"}, "keys"),
+    ({"not_after": "2027-02-28T00:00:00+00:00"}, "not_after"),
+    ({"not_after": "2027-03-01T12:00:00+00:00"}, "not_after"),
+    ({"not_after": "2027-03-05T00:00:00"}, "not_after"),
+    ({"not_after": "8d"}, "not_after"),
+    ({"not_after": "tomorrow"}, "not_after"),
+    ({"nonce": "XYZ"}, "nonce"),
+    ({"nonce": "ABCDEF0123456789ABCDEF0123456789"}, "nonce"),
+    ({"nonce": "abc"}, "nonce"),
+])
+def test_bad_options_are_refused_naming_the_option(overrides, option):
+    _refused(option, _request, **overrides)
+
+
+def test_a_past_not_after_is_refused_in_the_approvers_words():
+    error = _refused("not_after", _request, not_after="2027-02-28T00:00:00+00:00")
+    assert "not in the future" in error.message and "approval" in error.message and "policy" not in error.message
+    error = _refused("not_after", _request, not_after="8d")
+    assert "policy.approval_max_validity (7d)" in error.message
+
+
+@pytest.mark.parametrize("name", ["", "dana smith", "dana/officer", "x" * 129, None])
+def test_a_bad_approver_name_is_refused(tmp_path, dana_key, name):
+    _refused("approver_name", _signing().sign_approval, _request(), name, _signer(tmp_path, dana_key))
+
+
+def test_the_approvers_key_file_is_checked(tmp_path, dana_key):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signing = _signing()
+    request = _request()
+    clear = _signer(tmp_path, dana_key, passphrase=None, name="clear.pem")
+    error = _refused("private_key_path", signing.sign_approval, request, "dana", clear)
+    assert "not encrypted" in error.message
+    loose = _signer(tmp_path, dana_key, mode=0o644, name="loose.pem")
+    error = _refused("private_key_path", signing.sign_approval, request, "dana", loose)
+    assert "0644" in error.message and "chmod 600" in error.message
+    readable = _signer(tmp_path, dana_key, mode=0o640, name="group.pem")
+    _refused("private_key_path", signing.sign_approval, request, "dana", readable)
+    wrong = _signer(tmp_path, dana_key, name="wrong.pem")
+    wrong.passphrase = "not the passphrase"
+    _refused("private_key_passphrase", signing.sign_approval, request, "dana", wrong)
+    p384 = _signer(tmp_path, ec.generate_private_key(ec.SECP384R1()), name="p384.pem")
+    error = _refused("private_key_path", signing.sign_approval, request, "dana", p384)
+    assert "signatures are ECDSA P-256 / SHA-256" in error.message and "policy signatures" not in error.message
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner
+
+    _refused("private_key_path", signing.sign_approval, request, "dana",
+             PemSigner(str(tmp_path / "absent.pem"), PASSPHRASE))
+
+
+def test_the_signed_policy_catches_a_wrong_key_or_name(tmp_path, dana_key, erin_key):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signing = _signing()
+    policy = _signed_policy(tmp_path, ec.generate_private_key(ec.SECP256R1()), {"dana": dana_key, "erin": erin_key},
+                            approvals_required={"destroy": 2}, approval_max_validity="2d")
+    expected = signing.approver_in_policy(policy, "dana")
+    assert expected.fingerprint == _fingerprint(dana_key) and expected.max_validity == 2 * 86400
+    assert expected.environment == "prod" and expected.serial == 7
+
+    # signed with dana's key: fine; with erin's key as dana: refused before it signs
+    signed = signing.sign_approval(_request(), "dana", _signer(tmp_path, dana_key), expected=expected)
+    assert signed.approval["approver"] == expected.fingerprint
+    error = _refused("private_key_path", signing.sign_approval, _request(), "dana",
+                     _signer(tmp_path, erin_key, name="erin.pem"), expected=expected)
+    assert _fingerprint(erin_key) in error.message and expected.fingerprint in error.message
+
+    # a name the policy does not list
+    error = _refused("approver_name", signing.approver_in_policy, policy, "mallory")
+    assert "dana, erin" in error.message
+    # the policy's approval_max_validity bounds not_after
+    error = _refused("not_after", _request, not_after="3d", max_validity=expected.max_validity)
+    assert "(2d)" in error.message
+    assert _request(not_after="36h", max_validity=expected.max_validity)["not_after"] == "2027-03-03T00:00:00+00:00"
+    # not a signed policy at all
+    _refused("signed_policy", signing.approver_in_policy, {"policy": {}}, "dana")
+    _refused("signed_policy", signing.approver_in_policy, dict(policy, policy={"min_rsa_bits": 1024}), "dana")
+
+
+def test_an_existing_approval_for_the_same_request_is_kept(tmp_path, dana_key, erin_key):
+    signing = _signing()
+    signer = _signer(tmp_path, dana_key)
+    request = _request(not_after="2027-03-02T00:00:00+00:00")
+    first = signing.sign_approval(request, "dana", signer)
+    dest = tmp_path / "dana.json"
+    dest.write_text(first.text)
+    existing = signing.read_existing(str(dest))
+    assert existing == first.approval
+
+    again = signing.sign_approval(request, "dana", signer, existing=existing)
+    assert again.unchanged is True and again.approval == first.approval and again.text == first.text
+    # another nonce, another name, another key, or an altered file: signed anew
+    other = signing.sign_approval(_request(not_after="2027-03-02T00:00:00+00:00", nonce="ab" * 16), "dana", signer,
+                                  existing=existing)
+    assert other.unchanged is False and other.approval["request"]["nonce"] == "ab" * 16
+    assert signing.sign_approval(request, "dana.o", signer, existing=existing).unchanged is False
+    assert signing.sign_approval(request, "dana", _signer(tmp_path, erin_key, name="e.pem"),
+                                 existing=existing).unchanged is False
+    forged = dict(existing, signature=other.approval["signature"])
+    assert signing.sign_approval(request, "dana", signer, existing=forged).unchanged is False
+    # check mode's view: same request in the file, and the would-be file without a signature
+    assert signing.same_request(existing, request, "dana") and not signing.same_request(None, request, "dana")
+    planned = json.loads(signing.planned_text(request, "dana"))
+    assert planned["request"] == request and planned["signature"].startswith("<")
+    (tmp_path / "junk.json").write_text("{not json")
+    assert signing.read_existing(str(tmp_path / "junk.json")) is None
+    assert signing.read_existing(str(tmp_path / "absent.json")) is None
+
+
+def test_module_docs_match_the_argument_spec():
+    from ansible_collections.secops.keylifecycle.plugins.modules import approval_sign
+
+    documented = yaml.safe_load(approval_sign.DOCUMENTATION)
+    assert set(documented["attributes"]) >= {"check_mode", "diff_mode", "idempotent"}
+    yaml.safe_load(approval_sign.EXAMPLES)
+    returned = yaml.safe_load(approval_sign.RETURN)
+    assert {"approval", "request", "request_text", "dest"} <= set(returned)
+    options = documented["options"]
+    assert set(options) == set(approval_sign.ARGUMENT_SPEC)
+    for name, spec in approval_sign.ARGUMENT_SPEC.items():
+        assert options[name]["type"] == spec["type"], name
+        assert bool(options[name].get("required")) == bool(spec.get("required")), name
+        assert options[name].get("default") == spec.get("default"), name
+        assert options[name].get("choices") == spec.get("choices"), name
+    assert options["keys"]["suboptions"].keys() == approval_sign.ARGUMENT_SPEC["keys"]["options"].keys()
+    assert approval_sign.ARGUMENT_SPEC["private_key_passphrase"]["no_log"] is True
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import APPROVAL_ACTIONS
+
+    assert tuple(approval_sign.ARGUMENT_SPEC["action"]["choices"]) == APPROVAL_ACTIONS
+
+
+def test_no_secret_in_a_signer_repr(tmp_path, dana_key):
+    assert PASSPHRASE not in repr(_signer(tmp_path, dana_key))
