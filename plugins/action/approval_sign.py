@@ -25,12 +25,13 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._approval_sign
     check_approver_name,
     planned_text,
     read_existing,
+    read_new_policy,
     request_text,
     same_request,
     sign_approval,
 )
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner, TokenSigner
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text, write_atomically
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import signer_from_options
 
 display = Display()
 
@@ -61,24 +62,27 @@ class ActionModule(ActionBase):
             name = args["approver_name"]
             check_approver_name(name)
             expected = approver_in_policy(args["signed_policy"], name) if args.get("signed_policy") else None
-            request = build_request(args["action"], args["token"], args.get("keys"), args["change_ref"],
+            new_policy = read_new_policy(args.get("new_policy"), args["action"], in_force=args.get("signed_policy"))
+            request = build_request(args["action"], args.get("token"), args.get("keys"), args["change_ref"],
                                     args.get("not_after"), args.get("nonce"),
-                                    max_validity=expected.max_validity if expected else None)
+                                    max_validity=expected.max_validity if expected else None, new_policy=new_policy)
             if dest and not os.path.isdir(os.path.dirname(dest)):
                 raise InvalidOption("dest %s: its directory does not exist." % dest, option="dest")
-            text = request_text(name, request)
+            text = request_text(name, request, new_policy)
             display.display("approval_sign: %s" % text)  # the request in words, before anything is signed
-            before = _read_text(dest) if dest else None
+            before = read_text(dest) if dest else None
             existing = read_existing(dest) if dest else None
             signed = None
             if not check_mode:
-                signed = sign_approval(request, name, _signer(args), expected=expected, existing=existing)
+                signed = sign_approval(request, name, signer_from_options(args), expected=expected, existing=existing)
         except KeyLifecycleError as exc:
             failure = {"error_kind": exc.kind, "changed": False}
             if exc.option:
                 failure["error_option"] = exc.option
             raise AnsibleActionFail(str(exc), result=failure) from None
         result.update(request=request, request_text=text)
+        if new_policy is not None:
+            result["new_policy"] = new_policy.as_dict()
         if dest:
             result["dest"] = dest
         if signed is None:  # check mode: nothing signed; the file would change unless it holds this very request
@@ -105,18 +109,3 @@ class ActionModule(ActionBase):
                                         result={"error_kind": "error", "error_option": "dest", "changed": False}) \
                     from None
         return result
-
-
-def _signer(args):
-    if args.get("pkcs11_module"):
-        return TokenSigner(str(args["pkcs11_module"]), str(args["token_label"]),
-                           os.path.expanduser(str(args["user_pin_file"])), str(args["key_label"]))
-    return PemSigner(os.path.expanduser(str(args["private_key_path"])), args["private_key_passphrase"])
-
-
-def _read_text(path):
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeError):
-        return None

@@ -18,10 +18,9 @@ from ansible_collections.secops.keylifecycle.plugins.modules.policy_sign import 
     REQUIRED_ONE_OF,
     REQUIRED_TOGETHER,
 )
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text, write_atomically
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import (
-    PemSigner,
-    TokenSigner,
+    signer_from_options,
     read_existing,
     sign_policy,
 )
@@ -51,16 +50,13 @@ class ActionModule(ActionBase):
             required_together=REQUIRED_TOGETHER, required_by=REQUIRED_BY)
         dest = os.path.abspath(os.path.expanduser(str(args["dest"])))
         try:
-            if args.get("pkcs11_module"):
-                signer = TokenSigner(str(args["pkcs11_module"]), str(args["token_label"]),
-                                     os.path.expanduser(str(args["user_pin_file"])), str(args["key_label"]))
-            else:
-                signer = PemSigner(os.path.expanduser(str(args["private_key_path"])), args["private_key_passphrase"])
+            signer = signer_from_options(args)
             if not os.path.isdir(os.path.dirname(dest)):
                 raise InvalidOption("dest %s: its directory does not exist." % dest, option="dest")
-            before = _read_text(dest)
+            before = read_text(dest)
             signed = sign_policy(args["policy"], args["environment"], args["serial"], args["not_after"],
-                                 args["signer_name"], signer, existing=read_existing(dest))
+                                 args["signer_name"], signer, existing=read_existing(dest),
+                                 approvals=args.get("approvals"), in_force_policy=args.get("in_force_policy"))
         except KeyLifecycleError as exc:
             failure = {"error_kind": exc.kind, "changed": False}
             if exc.option:
@@ -83,11 +79,3 @@ class ActionModule(ActionBase):
                                         result={"error_kind": "error", "error_option": "dest", "changed": False}) \
                     from None
         return result
-
-
-def _read_text(path):
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeError):
-        return None

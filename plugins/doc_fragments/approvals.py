@@ -22,8 +22,9 @@ options:
         the token has not seen, and not be signed by the operator; the same approver counts once. A refusal
         (C(approval_missing), C(approval_invalid), C(approval_unknown_approver), C(approval_expired),
         C(approval_replayed), C(approval_mismatch), C(approval_self)) changes nothing and is journaled.
-      - The nonces of an accepted task are written to the token before its work starts (one C(approval-nonces)
-        document), so an approval is good for one task.
+      - The nonces of an accepted task are written to the token before its work starts, one C(approval-nonce:<nonce>)
+        object each, public, with CKA_MODIFIABLE and CKA_DESTROYABLE false, so neither a user nor a Security Officer
+        session can remove them; an approval is good for one task.
       - In check mode missing approvals are not a refusal; RV(approvals) says how many are missing and the request
         to sign.
     type: list

@@ -25,8 +25,13 @@ signer vouched for (``_signed_policy.check_policy``), so the operator can neithe
 Each approval must verify with the key of an approver the policy lists, approve this action on this token for
 every key version the task acts on and this ``change_ref``, be unexpired (and not valid for longer than
 ``policy.approval_max_validity``), carry a nonce this token has not seen, and not be signed by the operator.
-The nonces of an accepted task are written to the token (``APPROVAL_NONCES``) before the work starts, and are
-forgotten once their approval has expired (it is refused as expired from then on).
+The nonces of an accepted task are written to the token before the work starts, one ``APPROVAL_NONCE`` record each:
+a public object that neither a user nor a Security Officer session can change or delete, so an approval is good for
+one task whoever holds a PIN (and the officer's own actions, in a Security Officer session, use the same records).
+
+What an approval approves depends on its action (``SUBJECTS_BY_ACTION``): key versions, recipients' transport keys
+(recipient_approve, recipient_revoke, checked by ``_trusted_keys`` in the officer's session), or a new signed policy
+(policy_change, checked by ``_signed_policy`` against the approvers of the policy in force).
 
 A Security Officer executing a high-risk action (``BREAK_GLASS_ACTIONS``) with the user PIN is break-glass: it
 needs at least two approvals from other people, whatever M is, and every record of it says ``break_glass``.
@@ -35,7 +40,6 @@ needs at least two approvals from other people, whatever M is, and every record 
 from __future__ import annotations
 
 import base64
-import binascii
 import copy
 import hashlib
 import re
@@ -53,10 +57,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     CHANGE_REF_RE,
     format_duration,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import canonical_bytes
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
+    canonical_bytes,
+    check_signature_text,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
-    APPROVAL_NONCES,
-    APPROVAL_NONCES_LABEL,
+    APPROVAL_NONCE,
+    APPROVAL_NONCE_PREFIX,
     APPROVAL_SCHEMA,
     spki_fingerprint,
 )
@@ -72,6 +79,8 @@ FORMAT = 1
 #: the high-risk actions a Security Officer may execute only as break-glass (two approvals from other people)
 BREAK_GLASS_ACTIONS = ("destroy", "compromise_rotate", "retire")
 BREAK_GLASS_APPROVALS = 2
+#: the actions a Security Officer executes with the SO PIN (recipient_approve); approved_by names that officer there
+OFFICER_ACTIONS = ("recipient_approve", "recipient_revoke")
 REQUEST_FIELDS = ("action", "change_ref", "keys", "nonce", "not_after", "token")
 FIELDS = ("format", "request", "approver", "approver_name", "signature")
 SIGNED_FIELDS = ("approver", "format", "request")
@@ -80,8 +89,6 @@ FINGERPRINT_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 TOKEN_RE = re.compile(r"^[\x20-\x7e]{1,32}\Z")
 APPROVER_NAME_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")  # a person, as _policy.PERSON_RE
 UTC_SUFFIX = "+00:00"
-#: a DER ECDSA P-256 signature is at most 72 bytes
-MAX_SIGNATURE_CHARS = 256
 #: at most this many approvals in one task (M is at most the number of approvers)
 MAX_APPROVALS = 32
 
@@ -102,24 +109,69 @@ def parse_time(text, option):
                             option=option.split(".")[0].split("[")[0]) from None
 
 
-def canonical_keys(keys, option="keys"):
-    """The key versions of a request: a list of ``{"name", "version"}``, sorted and unique."""
-    top = option.split(".")[0].split("[")[0]
-    if not isinstance(keys, (list, tuple)):
-        raise InvalidOption("%s must be a list of key versions ({name, version})." % option, option=top)
-    seen = set()
-    for index, entry in enumerate(keys):
-        where = "%s[%d]" % (option, index)
-        if not isinstance(entry, dict) or set(entry) != {"name", "version"}:
-            raise InvalidOption("%s must be a key version with exactly name and version, got %r." % (where, entry),
-                                option=top)
+#: what a request's ``keys`` may name, per action: key versions, recipients' transport keys, or a new policy
+SUBJECTS_BY_ACTION = {
+    "destroy": "key", "compromise_rotate": "key", "retire": "key", "journal_rollover": None,
+    "recipient_approve": "recipient", "recipient_revoke": "recipient", "policy_change": "policy",
+}
+_SUBJECT_FIELDS = {"key": {"name", "version"}, "recipient": {"recipient", "fingerprint"}, "policy": {"policy"}}
+_SUBJECT_WORDS = {"key": "key versions ({name, version})", "recipient": "recipients' transport keys "
+                  "({recipient, fingerprint})", "policy": "the new policy ({policy: the SHA-256 of its payload})"}
+POLICY_DIGEST_RE = re.compile(r"^[0-9a-f]{64}\Z")
+#: the token of a policy_change request: a policy is the environment's, every token of it sees the change once
+ANY_TOKEN = "*"
+
+
+def _subject_kind(entry):
+    for kind, fields in _SUBJECT_FIELDS.items():
+        if isinstance(entry, dict) and set(entry) == fields:
+            return kind
+    return None
+
+
+def _check_subject(kind, entry, where, top):
+    if kind == "key":
         if not isinstance(entry["name"], str) or not NAME_RE.match(entry["name"]):
             raise InvalidOption("%s.name %r is not a key name." % (where, entry["name"]), option=top)
         if not _is_int(entry["version"]) or entry["version"] < 1:
             raise InvalidOption("%s.version %r is not a version number (1 or more)." % (where, entry["version"]),
                                 option=top)
-        seen.add((entry["name"], entry["version"]))
-    return [{"name": name, "version": version} for name, version in sorted(seen)]
+    elif kind == "recipient":
+        if not isinstance(entry["recipient"], str) or not NAME_RE.match(entry["recipient"]):
+            raise InvalidOption("%s.recipient %r is not a recipient name." % (where, entry["recipient"]), option=top)
+        if not isinstance(entry["fingerprint"], str) or not FINGERPRINT_RE.match(entry["fingerprint"]):
+            raise InvalidOption("%s.fingerprint %r is not sha256: and 64 hex digits." % (where, entry["fingerprint"]),
+                                option=top)
+    elif not isinstance(entry["policy"], str) or not POLICY_DIGEST_RE.match(entry["policy"]):
+        raise InvalidOption("%s.policy %r is not the 64 hex digits of a signed policy's SHA-256."
+                            % (where, entry["policy"]), option=top)
+
+
+def canonical_keys(keys, option="keys", action=None):
+    """What a request approves: key versions ``{"name", "version"}``, recipients' transport keys
+    ``{"recipient", "fingerprint"}`` or a new policy ``{"policy"}`` (which one ``action`` takes, when given);
+    sorted and unique."""
+    top = option.split(".")[0].split("[")[0]
+    wanted = SUBJECTS_BY_ACTION.get(action, "key") if action else None
+    if not isinstance(keys, (list, tuple)):
+        raise InvalidOption("%s must be a list of %s." % (option, _SUBJECT_WORDS[wanted or "key"]), option=top)
+    seen = {}
+    for index, entry in enumerate(keys):
+        where = "%s[%d]" % (option, index)
+        kind = _subject_kind(entry)
+        if kind is None or (action and kind != wanted):
+            if action and wanted is None:
+                expected = "nothing: %s names no key" % action
+            elif wanted:
+                expected = "one of %s for %s" % (_SUBJECT_WORDS[wanted], action or "this request")
+            else:
+                expected = "a key version, a recipient's transport key or a policy"
+            raise InvalidOption("%s must be %s, got %r." % (where, expected, entry), option=top)
+        _check_subject(kind, entry, where, top)
+        seen[canonical_bytes(entry)] = dict(entry)
+    if action == "policy_change" and len(seen) != 1:
+        raise InvalidOption("%s must name exactly one policy for policy_change." % option, option=top)
+    return [seen[name] for name in sorted(seen)]
 
 
 def make_request(action, token, keys, change_ref, not_after, nonce, option="request"):
@@ -128,7 +180,7 @@ def make_request(action, token, keys, change_ref, not_after, nonce, option="requ
     if action not in APPROVAL_ACTIONS:
         raise InvalidOption("%s.action %r is not an action that takes approvals (%s)."
                             % (option, action, ", ".join(APPROVAL_ACTIONS)), option=top)
-    if not isinstance(token, str) or not TOKEN_RE.match(token):
+    if not isinstance(token, str) or not TOKEN_RE.match(token) or (token == ANY_TOKEN and action != "policy_change"):
         raise InvalidOption("%s.token %r is not a token label (1 to 32 printable characters)." % (option, token),
                             option=top)
     if not isinstance(change_ref, str) or not CHANGE_REF_RE.match(change_ref):
@@ -138,7 +190,7 @@ def make_request(action, token, keys, change_ref, not_after, nonce, option="requ
     if not isinstance(nonce, str) or not NONCE_RE.match(nonce):
         raise InvalidOption("%s.nonce must be 32 to 64 lowercase hex digits (a random number used once)."
                             % option, option=top)
-    return {"action": action, "token": token, "keys": canonical_keys(keys, option + ".keys"),
+    return {"action": action, "token": token, "keys": canonical_keys(keys, option + ".keys", action),
             "change_ref": change_ref, "not_after": not_after, "nonce": nonce}
 
 
@@ -151,10 +203,19 @@ def request_sha256(request):
     return hashlib.sha256(canonical_bytes(request)).hexdigest()
 
 
+def describe_subject(entry):
+    kind = _subject_kind(entry)
+    if kind == "recipient":
+        return "recipient %s's transport key %s" % (entry["recipient"], entry["fingerprint"])
+    if kind == "policy":
+        return "the signed policy of SHA-256 %s" % entry["policy"]
+    return "%s v%d" % (entry["name"], entry["version"])
+
+
 def describe_keys(keys):
     if not keys:
         return "no key (the token itself)"
-    return ", ".join("%s v%d" % (entry["name"], entry["version"]) for entry in keys)
+    return ", ".join(describe_subject(entry) for entry in keys)
 
 
 _ACTION_WORDS = {
@@ -162,13 +223,17 @@ _ACTION_WORDS = {
     "compromise_rotate": "mark COMPROMISED (and rotate where active)",
     "retire": "RETIRE without successor",
     "journal_rollover": "start a NEW AUDIT JOURNAL for",
+    "recipient_approve": "APPROVE as a trusted recipient (keys may be wrapped to it)",
+    "recipient_revoke": "REVOKE as a trusted recipient",
+    "policy_change": "put in force",
 }
 
 
 def describe_request(request):
     """The request in words, as ``approval_sign`` prints it before signing and refusals quote it."""
-    return ("%s %s on token %r, change %s, valid until %s, nonce %s"
-            % (_ACTION_WORDS[request["action"]], describe_keys(request["keys"]), request["token"],
+    token = "every token of the environment" if request["token"] == ANY_TOKEN else "token %r" % request["token"]
+    return ("%s %s on %s, change %s, valid until %s, nonce %s"
+            % (_ACTION_WORDS[request["action"]], describe_keys(request["keys"]), token,
                request["change_ref"], request["not_after"], request["nonce"]))
 
 
@@ -212,15 +277,9 @@ def parse_approval(raw, option="approvals"):
     name = raw.get("approver_name") or ""
     if not isinstance(name, str) or (name and not APPROVER_NAME_RE.match(name)):
         raise bad("approver_name %r is not a person's name" % (name,))
-    signature = raw["signature"]
-    if not isinstance(signature, str) or not signature or len(signature) > MAX_SIGNATURE_CHARS:
-        raise bad("signature must be the base64 text of a DER ECDSA signature")
-    try:
-        base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad("signature is not base64") from None
+    check_signature_text(raw["signature"], bad)
     return {"format": FORMAT, "request": copy.deepcopy(canonical), "approver": raw["approver"],
-            "approver_name": name, "signature": signature}
+            "approver_name": name, "signature": raw["signature"]}
 
 
 def approver_keys(policy):
@@ -293,6 +352,8 @@ class ApprovalGate:
         self.change_ref = params.get("change_ref")
         self.operator = context.operator
         self.operators = {name for name in (context.operator, context.resolved_operator) if name}
+        if action in OFFICER_ACTIONS and self.approved_by:  # the officer who approves with the SO PIN
+            self.operators.add(self.approved_by)
         self.token_label = token_label
         self.now = now
         officers = set(policy.security_officers or ())
@@ -315,9 +376,8 @@ class ApprovalGate:
         With no target (nothing to do) nothing is required. In check mode fewer approvals than required is not a
         refusal: the outcome says how many are missing and which request to sign.
         """
-        targets = sorted(set(targets))
-        request = {"action": self.action, "token": self.token_label,
-                   "keys": [{"name": name, "version": version} for name, version in targets],
+        targets = canonical_keys([_as_subject(target) for target in targets], "targets")
+        request = {"action": self.action, "token": self.token_label, "keys": targets,
                    "change_ref": self.change_ref}
         if self.action != "journal_rollover" and not targets:
             return ApprovalOutcome(required=0, break_glass=False, legacy_approved_by=self.approved_by,
@@ -327,7 +387,7 @@ class ApprovalGate:
                 check_approval(self.policy, self.action, self.approved_by, self.operator)
             return ApprovalOutcome(required=0, break_glass=False, request=request,
                                    legacy_approved_by=self.approved_by, change_ref=self.change_ref)
-        if self.approved_by:
+        if self.approved_by and self.action not in OFFICER_ACTIONS:  # there approved_by names the acting officer
             raise InvalidOption(
                 "approved_by is not used where the environment's signed policy binds %s to signed approvals "
                 "(policy.approvals_required.%s = %d%s): pass the approvers' documents from "
@@ -335,7 +395,7 @@ class ApprovalGate:
                 % (self.action.replace("_", " "), self.action, (self.policy.approvals_required or {}).get(
                     self.action, 0), ", break-glass: %d" % self.required if self.break_glass else ""),
                 option="approved_by")
-        if not self.change_ref:
+        if not self.change_ref and self.action != "policy_change":  # a policy change names its change in the request
             raise InvalidOption("change_ref is required: the approvals of %s name the change they approve, and the "
                                 "task must name the same one." % self.action.replace("_", " "), option="change_ref")
         outcome = ApprovalOutcome(required=self.required, break_glass=self.break_glass, request=request,
@@ -344,7 +404,8 @@ class ApprovalGate:
             raise InvalidOption("approvals lists %d documents; at most %d are read."
                                 % (len(self.approvals), MAX_APPROVALS), option="approvals")
         keys = approver_keys(self.policy)
-        used = _used_nonces(store)
+        objects = getattr(store, "objects", store)  # a key store, or the TokenObjects of a Security Officer session
+        used = used_nonces(objects)
         seen_approvers, seen_nonces = set(), set()
         for index, raw in enumerate(self.approvals):
             accepted = self._check_one(index, raw, keys, targets, used, seen_nonces)
@@ -356,7 +417,7 @@ class ApprovalGate:
         if len(outcome.accepted) < self.required and not check_mode:
             raise self._missing(outcome, keys)
         if not check_mode and outcome.accepted:
-            _consume_nonces(store, used, outcome.accepted, self.now)
+            consume_nonces(objects, self.action, outcome.accepted, self.now)
         return outcome
 
     def _missing(self, outcome, keys):
@@ -420,29 +481,32 @@ class ApprovalGate:
         what = "%s by %s approves %s" % (where, name, describe_request(request))
         if request["action"] != self.action:
             raise self._refuse("approval_mismatch", "%s, not %s." % (what, self.action.replace("_", " ")))
-        if request["token"] != self.token_label:
+        if request["token"] != self.token_label and not (self.action == "policy_change" and request["token"] == ANY_TOKEN):
             raise self._refuse("approval_mismatch", "%s, not token %r." % (what, self.token_label))
-        if request["change_ref"] != self.change_ref:
+        if self.change_ref is not None and request["change_ref"] != self.change_ref:
             raise self._refuse("approval_mismatch", "%s, not change_ref %s." % (what, self.change_ref))
-        approved = {(entry["name"], entry["version"]) for entry in request["keys"]}
-        outside = [target for target in targets if target not in approved]
+        approved = {canonical_bytes(entry) for entry in request["keys"]}
+        outside = [target for target in targets if canonical_bytes(target) not in approved]
         if outside:
             raise self._refuse("approval_mismatch", "%s; it does not cover %s, which this task acts on." % (
-                what, describe_keys([{"name": n, "version": v} for n, v in outside])))
+                what, describe_keys(outside)))
 
 
-def _used_nonces(store):
-    revisions = store.objects.newest(APPROVAL_NONCES, APPROVAL_NONCES_LABEL)
-    return dict(revisions.newest["used"]) if revisions is not None else {}
+def _as_subject(target):
+    """A gate target: a (name, version) pair of a key version, or a subject dict as requests hold them."""
+    if isinstance(target, tuple):
+        return {"name": target[0], "version": target[1]}
+    return target
 
 
-def _consume_nonces(store, used, accepted, now):
-    """Write the accepted approvals' nonces to the token (one new revision); forget those of expired approvals."""
-    revisions = store.objects.newest(APPROVAL_NONCES, APPROVAL_NONCES_LABEL)
-    revision = revisions.newest["revision"] + 1 if revisions is not None else 1
-    kept = {nonce: not_after for nonce, not_after in used.items()
-            if parse_time(not_after, "approval nonce") >= now}
-    kept.update({entry["nonce"]: entry["not_after"] for entry in accepted})
-    store.objects.write(APPROVAL_NONCES, APPROVAL_NONCES_LABEL,
-                        {"schema": APPROVAL_SCHEMA, "revision": revision, "used": kept},
-                        operation="C_CreateObject (approval nonces)")
+def used_nonces(objects):
+    """The nonces of the approvals this token accepted (``APPROVAL_NONCE`` records of the enumeration)."""
+    return {label[len(APPROVAL_NONCE_PREFIX):] for label in objects.document_labels(APPROVAL_NONCE)}
+
+
+def consume_nonces(objects, action, accepted, now):
+    """Record the accepted approvals' nonces on the token: one immutable public object each, before the work."""
+    for entry in accepted:
+        objects.write(APPROVAL_NONCE, APPROVAL_NONCE_PREFIX + entry["nonce"], {
+            "schema": APPROVAL_SCHEMA, "nonce": entry["nonce"], "action": action, "approver": entry["fingerprint"],
+            "not_after": entry["not_after"], "used_at": format_time(now)}, operation="C_CreateObject (approval nonce)")

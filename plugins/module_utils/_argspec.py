@@ -68,6 +68,23 @@ POLICY_ARGSPEC = {
     "signed_policy": {"type": "dict", "no_log": False},
 }
 
+# The signer's own key on the controller (policy_sign, approval_sign; doc_fragments/signing_key.py): a
+# passphrase-protected PEM, or a private key object in the signer's own PKCS#11 token (plugin_utils/_policy_signing.py).
+SIGNING_KEY_ARGSPEC = {
+    "private_key_path": {"type": "path"},
+    "private_key_passphrase": {"type": "str", "no_log": True},
+    "pkcs11_module": {"type": "path"},
+    "token_label": {"type": "str", "no_log": False},
+    "user_pin_file": {"type": "path"},
+    "key_label": {"type": "str", "no_log": False},
+}
+SIGNING_KEY_RULES = {
+    "mutually_exclusive": [["private_key_path", "pkcs11_module"]],
+    "required_one_of": [["private_key_path", "pkcs11_module"]],
+    "required_together": [["private_key_path", "private_key_passphrase"]],
+    "required_by": {"pkcs11_module": ["token_label", "user_pin_file", "key_label"]},
+}
+
 # The approval options of the high-risk actions (destroy, compromise rotation, retire, journal rollover), documented
 # once in doc_fragments/approvals.py and checked by _approvals.ApprovalGate: signed approvals (approval_sign
 # documents; free-form here, their shape is checked by _approvals.parse_approval), or the legacy asserted approver.

@@ -53,6 +53,9 @@ ACTIONS = {
     "audit-journal-repair": (["configuration"], ["change"]),
     # governance (docs/access-control.md, "Signed policy"): the Security Officer installs a policy signer in the HSM
     "policy-signer-approve": (["configuration", "iam"], ["creation"]),
+    # a signed policy put in force on the token (recorded there), with the approvals of the change where the policy
+    # in force asked for them
+    "policy-accept": (["configuration"], ["change"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence. A read-only module's finding is an observation, outside

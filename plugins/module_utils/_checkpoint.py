@@ -190,6 +190,8 @@ class JournalPin:
         #: and the fingerprints of the token's policy signers (added to the pin's policy_signers)
         self.policy_in_force = None
         self.policy_signers = None
+        #: the new signed policy this task brings, recorded on the token after the work (``_signed_policy``)
+        self.policy_acceptance = None
 
     # ---- the decision ---------------------------------------------------------------------------------------
 

@@ -79,7 +79,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                         journal_pin.check(params["audit_context"], module.check_mode,
                                           module_name=_module_name(module, work), allow_rollover=rollover)
                         # the signed policy, verified in the token, before the first pin or any repair or work
-                        policy_in_force = check_policy(session, params, journal_pin, utc_now())
+                        policy_in_force = check_policy(session, params, journal_pin, utc_now(), context=context,
+                                                       objects=store.objects, check_mode=module.check_mode)
                         if not module.check_mode:  # an empty token's first task pins its journal before any work
                             _first, version, created = journal_pin.pin_first(params["audit_context"],
                                                                              context.operator)
@@ -99,6 +100,10 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                 raise
             if prelude:  # a takeover or a repair changed the token, whatever the work did
                 result.audit_events[:0] = prelude
+                result.changed = True
+            acceptance = getattr(journal_pin, "policy_acceptance", None)
+            if acceptance is not None and not module.check_mode:  # a new signed policy, recorded once the work is done
+                result.audit_events.append(acceptance.record(store.objects, context, utc_now()))
                 result.changed = True
             checkpoint, signing_key_created = None, False
             if anchor:

@@ -22,16 +22,25 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, UnexpectedError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import OfficerSettings, open_so_session
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import verify_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import TokenObjects
 
 
-def run_officer_module(module, work, validate=None, empty_result=None):
+def run_officer_module(module, work, validate=None, empty_result=None, signed_policy=False):
     """Run ``work(session, token_label, policy, context, checked)`` in an SO session and exit with its result.
 
     ``validate(policy)`` checks options before the token is opened and returns ``checked`` (passed to ``work``).
     ``work`` returns ``(result, output)``: ``result`` has ``changed``, ``audit_events`` and ``diff``;
     ``output`` holds the module's own return values. ``empty_result`` are its return values on failure.
+
+    ``signed_policy=True`` (recipient_approve): the task's policy is checked against the token's policy signers
+    first, as in every lifecycle module (``_signed_policy.verify_policy``; the signed policies the token recorded,
+    public objects, are the floor, since this session cannot read the journal pin), ``work`` gets the TokenObjects of
+    the session as keyword ``objects`` (for the approvals' nonces), and a new signed policy is recorded after the
+    work.
     """
     require_dependencies(module)
     params = module.params
@@ -41,7 +50,18 @@ def run_officer_module(module, work, validate=None, empty_result=None):
         context = AuditContext.from_params(params["audit_context"])
         officer = OfficerSettings.from_params(params)
         with open_so_session(officer) as session:
-            result, output = work(session, officer.token_label, policy, context, checked)
+            policy_in_force = acceptance = None
+            extra = {}
+            if signed_policy:
+                objects = extra["objects"] = TokenObjects(session, officer.token_label).load()
+                policy_in_force, acceptance = verify_policy(session, params, None, utc_now(), context=context,
+                                                            objects=objects, check_mode=module.check_mode)
+            result, output = work(session, officer.token_label, policy, context, checked, **extra)
+            if acceptance is not None and not module.check_mode:
+                result.audit_events.append(acceptance.record(extra["objects"], context, utc_now()))
+                result.changed = True
+            if policy_in_force is not None:
+                output = dict(output, policy_in_force=policy_in_force)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, **(empty_result or {}))
     except Exception as exc:  # pylint: disable=broad-except

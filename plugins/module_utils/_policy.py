@@ -221,7 +221,8 @@ def _authorization(option, given):
 
 
 #: the lifecycle actions a signed policy can bind to signed approvals, M of N (policy.approvals_required, _approvals)
-APPROVAL_ACTIONS = ("destroy", "compromise_rotate", "retire", "journal_rollover")
+APPROVAL_ACTIONS = ("destroy", "compromise_rotate", "retire", "journal_rollover", "recipient_approve",
+                    "recipient_revoke", "policy_change")
 #: most approvers a policy lists (every approval is checked on the HSM host)
 MAX_APPROVERS = 32
 

@@ -34,15 +34,26 @@ import copy
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import POLICY_ARGSPEC, policy_overrides
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyRefused
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    APPROVAL_SCHEMA,
+    SIGNED_POLICY_PREFIX,
+    SIGNED_POLICY_RECORD,
+)
 
 FORMAT = 1
 #: the fields of a signed policy; SIGNED_FIELDS are those the signature covers
-FIELDS = ("format", "environment", "serial", "not_after", "policy", "signer", "signer_name", "signature")
+FIELDS = ("format", "environment", "serial", "not_after", "policy", "signer", "signer_name", "signature", "approvals")
+#: fields a signed policy may leave out: signer_name (a label), approvals (the signed approvals of this policy as a
+#: change of the policy in force, ``_approvals``; not covered by the policy signer's signature)
+OPTIONAL_FIELDS = ("signer_name", "approvals")
+#: at most this many approvals ride with a policy
+MAX_POLICY_APPROVALS = 32
 SIGNED_FIELDS = ("environment", "format", "not_after", "policy", "serial", "signer")
 ENVIRONMENT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 SIGNER_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -55,6 +66,16 @@ MAX_SIGNATURE_CHARS = 256
 def canonical_bytes(doc):
     """Canonical JSON: sorted keys, separators (",", ":"), ASCII only (no NaN or infinity: not JSON)."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def check_signature_text(signature, bad):
+    """Refuse (``raise bad(why)``) what cannot be the base64 text of a DER ECDSA P-256 signature."""
+    if not isinstance(signature, str) or not signature or len(signature) > MAX_SIGNATURE_CHARS:
+        raise bad("signature must be the base64 text of a DER ECDSA signature")
+    try:
+        base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad("signature is not base64") from None
 
 
 def policy_payload(doc):
@@ -102,7 +123,7 @@ def parse_signed_policy(raw, option="signed_policy"):
     unknown = sorted(str(name) for name in set(raw) - set(FIELDS))
     if unknown:
         raise bad("unknown field(s) %s" % ", ".join(unknown))
-    missing = [name for name in FIELDS if name not in raw and name != "signer_name"]
+    missing = [name for name in FIELDS if name not in raw and name not in OPTIONAL_FIELDS]
     if missing:
         raise bad("missing field(s) %s" % ", ".join(missing))
     if raw["format"] != FORMAT or not _is_int(raw["format"]):
@@ -122,17 +143,15 @@ def parse_signed_policy(raw, option="signed_policy"):
         signer_name = ""
     if not isinstance(signer_name, str) or (signer_name and not SIGNER_NAME_RE.match(signer_name)):
         raise bad("signer_name %r is not a signer name" % (signer_name,))
-    signature = raw["signature"]
-    if not isinstance(signature, str) or not signature or len(signature) > MAX_SIGNATURE_CHARS:
-        raise bad("signature must be the base64 text of a DER ECDSA signature")
-    try:
-        base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad("signature is not base64") from None
+    check_signature_text(raw["signature"], bad)
     try:
         canonical_bytes(raw["policy"])
     except (TypeError, ValueError) as exc:
         raise bad("policy cannot be written as JSON (%s)" % exc) from None
+    approvals = raw.get("approvals")
+    if approvals is not None and not (isinstance(approvals, list) and len(approvals) <= MAX_POLICY_APPROVALS
+                                      and all(isinstance(item, (dict, str)) for item in approvals)):
+        raise bad("approvals must be a list of at most %d approval documents" % MAX_POLICY_APPROVALS)
     doc = {name: copy.deepcopy(raw[name]) for name in FIELDS if name in raw}
     doc["signer_name"] = signer_name
     return doc
@@ -191,7 +210,75 @@ def _names(signers):
     return ", ".join("%s (%s)" % (signer.name, signer.fingerprint) for signer in signers)
 
 
-def check_policy(session, params, journal_pin, now):
+@dataclass
+class PolicyAcceptance:
+    """A signed policy the token has not recorded yet: written (``record``) once the task succeeded."""
+
+    doc: dict
+    sha256: str
+    approval: object = None  # the _approvals.ApprovalOutcome of the change, where the policy in force required one
+
+    def record(self, objects, context, now):
+        """Write the signed policy record (immutable) and the approvals' nonces; return the ``policy-accept`` event."""
+        from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import consume_nonces
+        from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
+
+        if self.approval is not None and self.approval.accepted:
+            consume_nonces(objects, "policy_change", self.approval.accepted, now)
+        objects.write(SIGNED_POLICY_RECORD, "%s%d" % (SIGNED_POLICY_PREFIX, self.doc["serial"]), {
+            "schema": APPROVAL_SCHEMA, "serial": self.doc["serial"], "sha256": self.sha256,
+            "accepted_at": format_time(now), "document": self.doc}, operation="C_CreateObject (signed policy record)")
+        extra = {"policy": {"sha256": self.sha256, "signed": True, "serial": self.doc["serial"],
+                            "signer": self.doc["signer"], "environment": self.doc["environment"]}}
+        if self.approval is not None:
+            extra.update(self.approval.event_fields())
+        return build_event("policy-accept", "success", context, reason="signed policy serial %d put in force"
+                           % self.doc["serial"], extra=extra)
+
+
+def policy_records(objects):
+    """The signed policies the token recorded, by serial (``SIGNED_POLICY_RECORD``, immutable public objects)."""
+    records = {}
+    for label in objects.document_labels(SIGNED_POLICY_RECORD):
+        revisions = objects.newest(SIGNED_POLICY_RECORD, label)
+        if revisions is not None:
+            records[revisions.newest["serial"]] = revisions.newest
+    return records
+
+
+def _check_change(doc, digest, records, token, context, objects, now, check_mode):
+    """A policy other than the one the token recorded last: refuse a reused serial, check the approvals the policy in
+    force requires for a change (``approvals_required.policy_change``, its approvers); the PolicyAcceptance to record,
+    or None when this very policy is the one in force."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalGate
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+    same_serial = records.get(doc["serial"])
+    if same_serial is not None:
+        if same_serial["sha256"] == digest:
+            return None
+        raise _refuse("policy_rolled_back", (
+            "signed_policy (environment %r, serial %d) is not the policy token %r accepted with that serial (sha256 "
+            "%s): a serial is used once. Have the Security Officer sign the changed policy with a higher serial."
+            % (doc["environment"], doc["serial"], token, same_serial["sha256"])))
+    approval = None
+    if records:
+        in_force = records[max(records)]
+        previous = load_policy(in_force["document"]["policy"])
+        gate = ApprovalGate(previous, "policy_change", {"approvals": doc.get("approvals") or []}, context, token,
+                            now)
+        if gate.signed:
+            approval = gate.check(objects, [{"policy": digest}], check_mode)
+    return PolicyAcceptance(doc=doc, sha256=digest, approval=approval)
+
+
+def check_policy(session, params, journal_pin, now, context=None, objects=None, check_mode=False):
+    """The policy in force for a lifecycle task on the HSM token (``verify_policy`` with the token's journal pin);
+    the policy to record once the task succeeded is left on ``journal_pin.policy_acceptance``."""
+    return verify_policy(session, params, journal_pin, now, context, objects, check_mode)[0]
+
+
+def verify_policy(session, params, journal_pin, now, context=None, objects=None, check_mode=False):
     """Check the task's policy against the policy signers in the token (before anything changes the token).
 
     ``params``: the module's parameters (``policy``, ``signed_policy``, ``token_label``); ``journal_pin``: the
@@ -202,6 +289,12 @@ def check_policy(session, params, journal_pin, now):
     ``{"signed": True, "sha256", "serial", "signer", "signer_name", "environment", "not_after"}``; also kept on
     ``journal_pin.policy_in_force`` (and the token's signer fingerprints on ``journal_pin.policy_signers``) for the
     pin. Raises PolicyRefused (kinds ``PolicyRefused.KINDS``) otherwise.
+
+    ``objects`` (the TokenObjects of the session) holds the signed policies the token recorded: the highest serial is
+    the floor (with the pin's), and a policy other than the last recorded one is a change that the approvers of
+    the policy in force must approve where it says so (ApprovalRefused). Returns ``(policy in force, acceptance)``:
+    the PolicyAcceptance to ``record`` once the task succeeded, or None. ``journal_pin`` is None in a Security
+    Officer session, which cannot read the (private) pin: the recorded policies are its floor.
     """
     from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import (
         find_policy_signers,
@@ -226,7 +319,8 @@ def check_policy(session, params, journal_pin, now):
         in_force = unsigned_in_force(params)
         if journal_pin is not None:
             journal_pin.policy_in_force = in_force
-        return in_force
+            journal_pin.policy_acceptance = None
+        return in_force, None
 
     raw = params.get("signed_policy")
     how = ("Sign the policy with secops.keylifecycle.policy_sign and pass it as signed_policy (the inventory's "
@@ -260,7 +354,9 @@ def check_policy(session, params, journal_pin, now):
         raise _refuse("policy_expired", (
             "%s, signed by %s, expired at %s (it is now %s). Have the Security Officer sign the policy again with "
             "a later not_after." % (described, signer.name, doc["not_after"], format_time(now))))
-    accepted = pin.get("policy_serial")
+    records = policy_records(objects) if objects is not None else {}
+    floor = list(records) + ([pin["policy_serial"]] if _is_int(pin.get("policy_serial")) else [])
+    accepted = max(floor) if floor else None
     if _is_int(accepted) and doc["serial"] < accepted:
         raise _refuse("policy_rolled_back", (
             "%s is older than the policy token %r already accepted (serial %d): an earlier policy was brought "
@@ -274,8 +370,15 @@ def check_policy(session, params, journal_pin, now):
             "settings (policy: \"{{ key_policy_signed.policy }}\"); a change of policy must be signed by the "
             "Security Officer (secops.keylifecycle.policy_sign)."
             % (described, signer.name, ", ".join(differences))), option="policy")
-    in_force = {"signed": True, "sha256": policy_digest(doc), "serial": doc["serial"], "signer": signer.fingerprint,
+    digest = policy_digest(doc)
+    acceptance = None
+    if objects is not None:
+        acceptance = _check_change(doc, digest, records, token, context, objects, now, check_mode)
+    in_force = {"signed": True, "sha256": digest, "serial": doc["serial"], "signer": signer.fingerprint,
                 "signer_name": signer.name, "environment": doc["environment"], "not_after": doc["not_after"]}
+    if acceptance is not None and acceptance.approval is not None:
+        in_force["approvals"] = acceptance.approval.as_dict()
     if journal_pin is not None:
         journal_pin.policy_in_force = in_force
-    return in_force
+        journal_pin.policy_acceptance = acceptance
+    return in_force, acceptance

@@ -98,6 +98,9 @@ class DocumentKind:
     keep_history: bool = True
     #: the one label of a single-document kind that shares its application with another kind; None otherwise
     label: str = None
+    #: a record no session may change or delete once written: a public object (read by user and Security Officer
+    #: sessions alike) with CKA_MODIFIABLE and CKA_DESTROYABLE false, one per label (keep_history)
+    immutable: bool = False
 
 
 DOCUMENT_KINDS = {}
@@ -264,25 +267,40 @@ SIGNER_CERTIFICATE = register_kind(DocumentKind(
 
 
 APPROVAL_SCHEMA = 1
-APPROVAL_NONCES_LABEL = "approval-nonces"
+APPROVAL_NONCE_PREFIX = "approval-nonce:"
+SIGNED_POLICY_PREFIX = "signed-policy:"
 
 
-def _check_approval_nonces(_label, doc):
-    if doc.get("schema") != APPROVAL_SCHEMA:
-        raise ValueError("unknown approval nonces schema %r" % doc.get("schema"))
-    if not isinstance(doc["revision"], int) or isinstance(doc["revision"], bool):
-        raise ValueError("revision is not a number")
-    if not isinstance(doc["used"], dict) or not all(
-            isinstance(nonce, str) and isinstance(not_after, str) for nonce, not_after in doc["used"].items()):
-        raise ValueError("used is not a map of nonces to not_after times")
+def _check_approval_nonce(label, doc):
+    if doc.get("schema") != APPROVAL_SCHEMA or label != APPROVAL_NONCE_PREFIX + doc["nonce"]:
+        raise ValueError("not an approval nonce record")
+    for field in ("action", "approver", "not_after", "used_at"):
+        if not isinstance(doc[field], str):
+            raise ValueError("%s is not a string" % field)
 
 
-#: the nonces of the signed approvals this token accepted and whose approval has not expired (``_approvals``):
-#: a dict {schema, revision, used: {nonce: not_after}}, one document, label ``approval-nonces``
-APPROVAL_NONCES = register_kind(DocumentKind(
-    name="approval nonces", application="secops.keylifecycle.approvals", encode=canonical_json,
-    decode=json_decoder("approval nonces object", _check_approval_nonces), revision=itemgetter("revision"),
-    keep_history=False))
+#: one used nonce of a signed approval (``_approvals``): label ``approval-nonce:<nonce>``, a dict {schema, nonce,
+#: action, approver (fingerprint), not_after, used_at}; immutable, so an approval is good for one task for as long as
+#: the token lives, whoever holds a PIN
+APPROVAL_NONCE = register_kind(DocumentKind(
+    name="approval nonce", application="secops.keylifecycle.approval-nonce", encode=canonical_json,
+    decode=json_decoder("approval nonce object", _check_approval_nonce), revision=lambda _doc: 1, immutable=True))
+
+
+def _check_signed_policy_record(label, doc):
+    if doc.get("schema") != APPROVAL_SCHEMA or label != "%s%d" % (SIGNED_POLICY_PREFIX, int(doc["serial"])):
+        raise ValueError("not a signed policy record")
+    if not isinstance(doc["document"], dict) or not isinstance(doc["sha256"], str):
+        raise ValueError("document is not a signed policy")
+
+
+#: each signed policy the token accepted (``_signed_policy``): label ``signed-policy:<serial>``, a dict {schema,
+#: serial, sha256, accepted_at, document}; immutable: the highest serial is the floor no policy may go below, and its
+#: document the policy in force, whose approvers decide the next change of policy
+SIGNED_POLICY_RECORD = register_kind(DocumentKind(
+    name="signed policy record", application="secops.keylifecycle.signed-policy", encode=canonical_json,
+    decode=json_decoder("signed policy record", _check_signed_policy_record), revision=itemgetter("serial"),
+    immutable=True))
 
 
 @dataclass(frozen=True)
@@ -313,6 +331,15 @@ def find_objects(session, template):
             if attempt == FIND_ATTEMPTS - 1:
                 raise
     return []
+
+
+def create_undeletable(session, template):
+    """C_CreateObject with CKA_DESTROYABLE false; a token that does not know the attribute (PKCS#11 before 2.40)
+    gets the object without it."""
+    try:
+        return session.create_object({**template, Attribute.DESTROYABLE: False})
+    except p11_exc.AttributeTypeInvalid:
+        return session.create_object(template)
 
 
 def key_classes():
@@ -436,12 +463,16 @@ class TokenObjects:
     def write(self, kind, label, doc, operation=None):
         """Store ``doc`` as a new revision (one C_CreateObject); earlier ones stay unless the kind keeps none."""
         older = self._objects(label, kind.application)
+        template = {
+            Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: not kind.immutable,
+            Attribute.MODIFIABLE: not kind.immutable, Attribute.LABEL: label, Attribute.APPLICATION: kind.application,
+            Attribute.VALUE: kind.encode(doc),
+        }
         with pkcs11_errors(operation or "C_CreateObject (%s %s)" % (kind.name, label), token_label=self.token_label):
-            obj = self.session.create_object({
-                Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
-                Attribute.MODIFIABLE: True, Attribute.LABEL: label, Attribute.APPLICATION: kind.application,
-                Attribute.VALUE: kind.encode(doc),
-            })
+            if kind.immutable:
+                obj = create_undeletable(self.session, template)
+            else:
+                obj = self.session.create_object(template)
             if not kind.keep_history:
                 for old in older:
                     old.destroy()

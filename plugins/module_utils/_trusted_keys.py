@@ -261,6 +261,7 @@ class ApprovalResult:
     audit_events: list
     diff: dict
     approved: list
+    approval: object = None  # the _approvals.ApprovalOutcome of the signed approvals, where the policy requires them
 
 
 def parse_approvals(raw_recipients, state, policy):
@@ -323,7 +324,7 @@ def _diff_view(keys):
     return {"approved": sorted("%s %s" % (key.name or key.label, key.fingerprint) for key in keys)}
 
 
-def _event(action, key, token_label, context, approved_by, change_ref):
+def _event(action, key, token_label, context, approved_by, change_ref, approval=None):
     section = {"recipient": key.recipient, "recipient_host": key.host, "transport_key_fingerprint": key.fingerprint,
                "trusted_key_label": key.label, "id": key.key_id, "type": "rsa", "token": token_label}
     if len(key.label) <= _EVENT_LABEL_MAX:
@@ -331,11 +332,13 @@ def _event(action, key, token_label, context, approved_by, change_ref):
     extra = {"approved_by": approved_by}
     if change_ref:
         extra["change_ref"] = change_ref
+    if approval is not None and approval.accepted:  # the signed approvals of the other people (approved_by: officer)
+        extra["approvals"] = [dict(entry) for entry in approval.accepted]
     return build_event(action, "success", context, key=section, extra=extra)
 
 
 def approve_recipients(so_session, token_label, approvals, state, context, approved_by=None, change_ref=None,
-                       check_mode=False):
+                       check_mode=False, gate=None):
     """Approve (``present``) or revoke (``absent``) the transport keys of ``approvals`` in one SO session.
 
     Returns ``ApprovalResult``: one ``recipient-approve`` / ``recipient-revoke`` event per key created or
@@ -346,8 +349,17 @@ def approve_recipients(so_session, token_label, approvals, state, context, appro
     before = find_trusted_transport_keys(so_session)
     after = list(before)
     events = []
+    outcome = None
+    if gate is not None:  # (ApprovalGate, TokenObjects): signed approvals cover every key approved or revoked here
+        approval_gate, objects = gate
+        planned = list(before)
+        _apply(so_session, token_label, approvals, state, context, officer, change_ref, True, planned, [])
+        changed_keys = [key for key in planned if key not in before] + [key for key in before if key not in planned]
+        outcome = approval_gate.check(objects, [{"recipient": key.recipient, "fingerprint": key.fingerprint}
+                                                for key in changed_keys], check_mode)
     try:
-        _apply(so_session, token_label, approvals, state, context, officer, change_ref, check_mode, after, events)
+        _apply(so_session, token_label, approvals, state, context, officer, change_ref, check_mode, after, events,
+               outcome)
     except KeyLifecycleError as exc:  # the keys approved or revoked before the failure are journaled all the same
         if events:
             exc.audit_events = events + list(getattr(exc, "audit_events", ()))
@@ -356,10 +368,12 @@ def approve_recipients(so_session, token_label, approvals, state, context, appro
     changed = _diff_view(before) != _diff_view(after) or len(before) != len(after)
     approved = sorted((key.record() for key in after), key=lambda r: (r["label"], r["fingerprint"]))
     return ApprovalResult(changed=changed, audit_events=events,
-                          diff={"before": _diff_view(before), "after": _diff_view(after)}, approved=approved)
+                          diff={"before": _diff_view(before), "after": _diff_view(after)}, approved=approved,
+                          approval=outcome)
 
 
-def _apply(so_session, token_label, approvals, state, context, officer, change_ref, check_mode, after, events):
+def _apply(so_session, token_label, approvals, state, context, officer, change_ref, check_mode, after, events,
+           outcome=None):
     for approval in approvals:
         if state == "present":
             label = trusted_transport_label(approval.recipient, approval.host, approval.fingerprint)
@@ -372,7 +386,7 @@ def _apply(so_session, token_label, approvals, state, context, officer, change_r
             else:
                 key = approve_transport_key(so_session, approval.recipient, approval.host, approval.public_key,
                                             existing=after)
-                events.append(_event("recipient-approve", key, token_label, context, officer, change_ref))
+                events.append(_event("recipient-approve", key, token_label, context, officer, change_ref, outcome))
             after.append(key)
         else:
             matching = [key for key in after if key.recipient == approval.recipient and key.host == approval.host
@@ -380,5 +394,6 @@ def _apply(so_session, token_label, approvals, state, context, officer, change_r
             for key in matching:
                 if not check_mode:
                     revoke_transport_key(so_session, key)
-                    events.append(_event("recipient-revoke", key, token_label, context, officer, change_ref))
+                    events.append(_event("recipient-revoke", key, token_label, context, officer, change_ref,
+                                         outcome))
                 after.remove(key)

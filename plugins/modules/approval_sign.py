@@ -7,19 +7,27 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: approval_sign
-short_description: As an approver, sign an approval of one high-risk lifecycle action on the controller
+short_description: As an approver, sign an approval of one high-risk action or policy change on the controller
 version_added: 0.2.0
 description:
   - The approver's step of signed approvals, M of N (docs/access-control.md, "Signed approvals"). Runs on the
     controller (action plugin); nothing is sent to a managed host, the HSM token the request is about is not
     touched and nothing is journaled. The approval takes effect, and is journaled, when the operator passes it in
-    the C(approvals) option of M(secops.keylifecycle.key_destroy), M(secops.keylifecycle.key_rotate) or
-    M(secops.keylifecycle.audit_rollover), which check it on the HSM host against the signed policy.
+    the C(approvals) option of M(secops.keylifecycle.key_destroy), M(secops.keylifecycle.key_rotate),
+    M(secops.keylifecycle.audit_rollover) or the recipient modules, which check it on the HSM host against the
+    signed policy; an approval of a policy change (O(action=policy_change)) rides in the new signed policy itself
+    (M(secops.keylifecycle.policy_sign) O(secops.keylifecycle.policy_sign#module:approvals)).
+  - "What is approved depends on O(action): key versions (V(destroy), V(compromise_rotate), V(retire)), nothing
+    (V(journal_rollover), the token itself), recipients' transport keys (V(recipient_approve),
+    V(recipient_revoke)), or one new signed policy (V(policy_change), on every token of the environment by
+    default)."
   - "Builds the request C({action, token, keys, change_ref, not_after, nonce}) from the options and shows it in
     words before it signs, for example: dana approves: DESTROY (cryptographic erasure, irreversible) of
     payments-dek v1 on token 'prod-hsm', change CHG-2041, valid until 2027-03-02T12:00:00+00:00, nonce 5f0c...
-    It then signs it with the approver's EC P-256 private key (ECDSA P-256 / SHA-256), checks the signature with
-    the approver's public key, returns the approval, and writes it to O(dest) when given."
+    For a policy change the words also give the new policy's environment, serial, signer and the settings it
+    changes from the policy in force. It then signs it with the approver's EC P-256 private key (ECDSA P-256 /
+    SHA-256), checks the signature with the approver's public key, returns the approval, and writes it to O(dest)
+    when given."
   - 'The approval is C({format, request, approver, approver_name, signature}): C(approver) is C(sha256:) and the
     SHA-256 of the approver public key (SubjectPublicKeyInfo); the signature covers the canonical JSON (sorted keys,
     no blanks, ASCII) of C(approver), C(format) and C(request). C(approver_name) is not signed: the name that counts
@@ -29,12 +37,14 @@ description:
     O(user_pin_file), O(key_label)), which signs inside that token (C_Sign, CKM_ECDSA), exactly as
     M(secops.keylifecycle.policy_sign) takes the policy signer's key.
   - Each approval is good for one task (its nonce is remembered by the token once used), on the one token, action,
-    key versions and change it names, until O(not_after).
+    key versions and change it names, until O(not_after). A policy change approved for every token (O(token=*))
+    is good once on each token of the environment.
   - Holds names, the request, a fingerprint and the signature only; never the passphrase, a PIN or key material.
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.signing_key
 attributes:
   check_mode:
     support: full
@@ -58,28 +68,54 @@ options:
     description: The lifecycle action approved.
     type: str
     required: true
-    choices: [destroy, compromise_rotate, retire, journal_rollover]
+    choices: [destroy, compromise_rotate, retire, journal_rollover, recipient_approve, recipient_revoke,
+      policy_change]
   token:
     description:
       - Label of the HSM token the action runs on (the environment's token, for example V(prod-hsm)); not the
         approver's own token (O(token_label)).
+      - Required, except for O(action=policy_change), where it defaults to V(*) - every token of the environment
+        (each token accepts the approval once). Give a label to approve the new policy on that token only.
     type: str
-    required: true
   keys:
     description:
-      - The key versions the action may act on; the task that uses the approval must act on none other.
-      - Required unless O(action=journal_rollover).
+      - What the action may act on; the task that uses the approval must act on nothing else. Each entry is one of
+        a key version C({name, version}) for V(destroy), V(compromise_rotate) and V(retire); a recipient's
+        transport key C({recipient, fingerprint}) for V(recipient_approve) and V(recipient_revoke); the new policy
+        C({policy}) for V(policy_change). None for V(journal_rollover). Another shape is refused.
+      - Required, except for V(journal_rollover), and for V(policy_change) with O(new_policy) (which then names
+        the policy; if O(keys) is given too it must name the same).
     type: list
     elements: dict
     suboptions:
       name:
-        description: The key's name.
+        description: A key's name (with O(keys[].version)).
         type: str
-        required: true
       version:
-        description: The key version, 1 or more.
+        description: The key version, 1 or more (with O(keys[].name)).
         type: int
-        required: true
+      recipient:
+        description: A recipient's name (with O(keys[].fingerprint)).
+        type: str
+      fingerprint:
+        description:
+          - The recipient's transport public key, C(sha256:) and the 64 hex digits of the SHA-256 of its
+            SubjectPublicKeyInfo (with O(keys[].recipient)).
+        type: str
+      policy:
+        description:
+          - The SHA-256 (64 hex digits) of the new signed policy's payload, as M(secops.keylifecycle.policy_sign)
+            returns it (its C(sha256)); simpler, give O(new_policy).
+        type: str
+  new_policy:
+    description:
+      - Only with O(action=policy_change) - the NEW signed policy document the change puts in force, as
+        M(secops.keylifecycle.policy_sign) wrote it (the C(key_policy_signed) variable of its O(dest) file). The
+        request then approves its SHA-256, and the words shown before signing give its environment, serial,
+        signer and the settings that differ from O(signed_policy).
+      - With O(signed_policy) it must be for the same environment and not have a lower serial. Its signature is
+        checked on the HSM host, not here.
+    type: dict
   change_ref:
     description:
       - The change or ticket the action is done under (letters, digits and C(.), C(_), C(:), C(/), C(#), C(-), up to
@@ -106,39 +142,11 @@ options:
         C(. _ @ + -), up to 128 characters).
     type: str
     required: true
-  private_key_path:
-    description:
-      - Path, on the controller, of the approver's EC P-256 private key, PEM, encrypted with a passphrase (PKCS#8
-        C(-----BEGIN ENCRYPTED PRIVATE KEY-----)). Refused when it is not encrypted, or when its mode lets its group
-        or others access it (use V(0600) or V(0400)).
-      - Mutually exclusive with O(pkcs11_module); one of them is required.
-    type: path
-  private_key_passphrase:
-    description: The passphrase of O(private_key_path). Keep it in Ansible Vault or prompt for it.
-    type: str
-  pkcs11_module:
-    description:
-      - Path, on the controller, of the PKCS#11 library of the approver's own token, which holds the approver's
-        private key. Its environment (for SoftHSM2, E(SOFTHSM2_CONF)) is the controller's.
-      - With it, O(token_label), O(user_pin_file) and O(key_label) are required.
-    type: path
-  token_label:
-    description: Label of the approver's own token (not the HSM token of O(token)).
-    type: str
-  user_pin_file:
-    description:
-      - Path, on the controller, of a file holding the user PIN of the approver's own token (one line), readable
-        only by its owner (mode V(0600) or V(0400)).
-    type: path
-  key_label:
-    description:
-      - CKA_LABEL of the approver's EC P-256 private key object in their own token. Its public key object (same
-        CKA_ID, else same label) must be on the token too, as it names the approver's fingerprint.
-    type: str
   signed_policy:
     description:
-      - The environment's signed policy (the C(key_policy_signed) variable M(secops.keylifecycle.policy_sign)
-        writes). When given, the approval is refused unless O(approver_name) is listed in its C(policy.approvers)
+      - The environment's signed policy IN FORCE (the C(key_policy_signed) variable M(secops.keylifecycle.policy_sign)
+        writes); for O(action=policy_change) that is the current policy, whose approvers approve the change, not
+        O(new_policy). When given, the approval is refused unless O(approver_name) is listed in its C(policy.approvers)
         and the signing key is the key listed there, and O(not_after) is checked against its
         C(policy.approval_max_validity). This catches a wrong key before the approval travels; the policy's own
         signature is checked on the HSM host, not here.
@@ -150,7 +158,8 @@ options:
     type: path
 notes:
   - Run it on the approver's own workstation (C(hosts=localhost)); the private key never leaves it.
-  - The operator passes the approvals to the lifecycle task's C(approvals) option (see the last example).
+  - The operator passes the approvals to the lifecycle task's C(approvals) option (see the destroy example); the
+    policy signer embeds policy change approvals in the new policy (see the three-step example).
 seealso:
   - module: secops.keylifecycle.policy_sign
   - module: secops.keylifecycle.key_destroy
@@ -196,6 +205,48 @@ EXAMPLES = r"""
     private_key_passphrase: "{{ approver_passphrase }}"
   check_mode: true
 
+- name: Approve trusting recipient partner-bank's transport key on prod-hsm
+  secops.keylifecycle.approval_sign:
+    action: recipient_approve
+    token: prod-hsm
+    keys:
+      - recipient: partner-bank
+        fingerprint: sha256:4f2a9c0d1e8b7a6f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7
+    change_ref: CHG-2150
+    approver_name: dana
+    private_key_path: ~/.keylifecycle/approver.enc.pem
+    private_key_passphrase: "{{ approver_passphrase }}"
+    signed_policy: "{{ key_policy_signed }}"
+    dest: approvals/dana-partner-bank.json
+
+# A change of policy in three steps. 1. The policy signer signs the new policy (serial 5) to a new file:
+- name: Sign the new prod policy
+  secops.keylifecycle.policy_sign:
+    environment: prod
+    serial: 5
+    not_after: "2027-12-31T00:00:00+00:00"
+    signer_name: prod-officer
+    private_key_path: ~/.keylifecycle/policy-signer.enc.pem
+    private_key_passphrase: "{{ policy_signer_passphrase }}"
+    policy: "{{ lookup('ansible.builtin.file', 'prod-policy.yml') | from_yaml }}"
+    dest: proposed/policy.yml
+
+# 2. Each approver of the policy IN FORCE approves it; the words name what it changes (token defaults to *)
+- name: Approve putting the new prod policy in force
+  secops.keylifecycle.approval_sign:
+    action: policy_change
+    new_policy: "{{ (lookup('ansible.builtin.file', 'proposed/policy.yml') | from_yaml).key_policy_signed }}"
+    signed_policy: "{{ key_policy_signed }}"
+    change_ref: CHG-2200
+    not_after: 3d
+    approver_name: erin
+    private_key_path: ~/.keylifecycle/approver.enc.pem
+    private_key_passphrase: "{{ approver_passphrase }}"
+    dest: approvals/erin-policy.json
+
+# 3. The policy signer runs policy_sign again with the same options plus the approvals: the same signature,
+#    the approvals embedded (see policy_sign), and the file goes to inventories/prod/group_vars/all/policy.yml.
+
 # The operator's side: the approvals collected from dana and erin, passed to the task they approve
 - name: Destroy payments-dek v1 with two signed approvals
   secops.keylifecycle.key_destroy:
@@ -228,7 +279,7 @@ approval:
       description: Base64 of the DER ECDSA P-256 / SHA-256 signature.
       type: str
 request:
-  description: The request (signed, or to be signed in check mode), canonical - key versions sorted and unique.
+  description: The request (signed, or to be signed in check mode), canonical - its keys sorted and unique.
   returned: success
   type: dict
   contains:
@@ -236,10 +287,12 @@ request:
       description: O(action).
       type: str
     token:
-      description: O(token).
+      description: O(token); V(*) (every token of the environment) for a policy change without O(token).
       type: str
     keys:
-      description: The key versions, each C({name, version}); empty for a journal rollover without O(keys).
+      description:
+        - What is approved - key versions C({name, version}), recipients' transport keys C({recipient,
+          fingerprint}) or the new policy C({policy}); empty for a journal rollover.
       type: list
       elements: dict
     change_ref:
@@ -257,6 +310,27 @@ request_text:
   type: str
   sample: "dana approves: DESTROY (cryptographic erasure, irreversible) of payments-dek v1 on token 'prod-hsm',
     change CHG-2041, valid until 2027-03-02T12:00:00+00:00, nonce 5f0c..."
+new_policy:
+  description: The new policy a policy change approves, as the words before signing describe it.
+  returned: success, when O(new_policy) is given
+  type: dict
+  contains:
+    sha256:
+      description: SHA-256 (hex) of the new signed policy's payload; the request's C(keys[0].policy).
+      type: str
+    environment:
+      description: The new policy's environment.
+      type: str
+    serial:
+      description: The new policy's serial.
+      type: int
+    signer_name:
+      description: The new policy's signer name (a label; the HSM host checks the signer's key).
+      type: str
+    changes:
+      description: The settings that differ from O(signed_policy)'s policy; null when O(signed_policy) is not given.
+      type: list
+      elements: str
 dest:
   description: O(dest) as an absolute path, the file written (or that would be written in check mode).
   returned: success, when O(dest) is given
@@ -273,33 +347,35 @@ error_option:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import SIGNING_KEY_ARGSPEC, SIGNING_KEY_RULES
+
 # The one declaration of the options: the action plugin, which does the work on the controller, validates the
 # task's arguments with it (ActionBase.validate_argument_spec); this stub only refuses to run on a target.
 ARGUMENT_SPEC = dict(
     action={"type": "str", "required": True,
-            "choices": ["destroy", "compromise_rotate", "retire", "journal_rollover"]},
-    token={"type": "str", "required": True, "no_log": False},
+            "choices": ["destroy", "compromise_rotate", "retire", "journal_rollover", "recipient_approve",
+                        "recipient_revoke", "policy_change"]},
+    token={"type": "str", "no_log": False},  # required except for policy_change (default *): _approval_signing
     keys={"type": "list", "elements": "dict", "no_log": False, "options": {
-        "name": {"type": "str", "required": True},
-        "version": {"type": "int", "required": True},
+        "name": {"type": "str"},
+        "version": {"type": "int"},
+        "recipient": {"type": "str"},
+        "fingerprint": {"type": "str", "no_log": False},
+        "policy": {"type": "str", "no_log": False},
     }},
+    new_policy={"type": "dict"},
     change_ref={"type": "str", "required": True},
     not_after={"type": "str", "default": "24h"},
     nonce={"type": "str"},
     approver_name={"type": "str", "required": True},
-    private_key_path={"type": "path"},
-    private_key_passphrase={"type": "str", "no_log": True},
-    pkcs11_module={"type": "path"},
-    token_label={"type": "str", "no_log": False},
-    user_pin_file={"type": "path"},
-    key_label={"type": "str", "no_log": False},
+    **SIGNING_KEY_ARGSPEC,
     signed_policy={"type": "dict"},
     dest={"type": "path"},
 )
-MUTUALLY_EXCLUSIVE = [["private_key_path", "pkcs11_module"]]
-REQUIRED_ONE_OF = [["private_key_path", "pkcs11_module"]]
-REQUIRED_TOGETHER = [["private_key_path", "private_key_passphrase"]]
-REQUIRED_BY = {"pkcs11_module": ["token_label", "user_pin_file", "key_label"]}
+MUTUALLY_EXCLUSIVE = SIGNING_KEY_RULES["mutually_exclusive"]
+REQUIRED_ONE_OF = SIGNING_KEY_RULES["required_one_of"]
+REQUIRED_TOGETHER = SIGNING_KEY_RULES["required_together"]
+REQUIRED_BY = SIGNING_KEY_RULES["required_by"]
 
 
 def main():

@@ -34,11 +34,22 @@ description:
     atomically, mode V(0644); it holds no secret.
   - The policy in words (each setting with its baseline, serial, not_after, signer) is shown before the file is
     written and returned as RV(summary).
+  - "A new policy can carry the signed approvals of its coming into force (O(approvals)): the documents
+    M(secops.keylifecycle.approval_sign) writes for O(secops.keylifecycle.approval_sign#module:action=policy_change)
+    with O(secops.keylifecycle.approval_sign#module:new_policy) set to this document. They are written under
+    C(key_policy_signed.approvals), are not covered by the signer's signature, and are checked on the HSM host:
+    when a task brings a policy other than the one in force on a token, M approvers of the policy IN FORCE
+    (C(policy.approvals_required.policy_change)) must have approved it."
+  - "The workflow of a policy change: 1. the policy signer signs the new policy; 2. each approver runs
+    M(secops.keylifecycle.approval_sign) with C(new_policy) = the file's C(key_policy_signed); 3. the policy
+    signer runs this module again with the same options plus O(approvals) - the payload is the same, so the
+    existing signature is kept and only the approvals are added."
   - Holds names, settings, fingerprints and the signature only; never the passphrase, a PIN or key material.
 author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
   - secops.keylifecycle.attributes
+  - secops.keylifecycle.signing_key
 attributes:
   check_mode:
     support: full
@@ -52,8 +63,9 @@ attributes:
   idempotent:
     support: partial
     details:
-      - When O(dest) already holds a valid signature by the same signer over the same document, it is kept
-        (C(changed=false)); ECDSA signatures differ at each signing, so the file is not rewritten.
+      - When O(dest) already holds a valid signature by the same signer over the same document, its signature is
+        kept (ECDSA signatures differ at each signing); with the same O(approvals) too, the file is not rewritten
+        (C(changed=false)). Other O(approvals) (or none) rewrite the file with the same signature.
       - With O(not_after) given as a duration, the document changes at every run (its expiry moves), so the file is
         signed and written again.
 options:
@@ -87,35 +99,24 @@ options:
         up to 63 characters). A label for people; the signer that counts is the key's fingerprint.
     type: str
     required: true
-  private_key_path:
+  approvals:
     description:
-      - Path, on the controller, of the signer's EC P-256 private key, PEM, encrypted with a passphrase (PKCS#8
-        C(-----BEGIN ENCRYPTED PRIVATE KEY-----)). Refused when it is not encrypted, or when its mode lets its group
-        or others access it (use V(0600) or V(0400)).
-      - Mutually exclusive with O(pkcs11_module); one of them is required.
-    type: path
-  private_key_passphrase:
-    description: The passphrase of O(private_key_path). Keep it in Ansible Vault or prompt for it.
-    type: str
-  pkcs11_module:
+      - The approvals of this policy change, each an approval document of M(secops.keylifecycle.approval_sign) (a
+        dict, or its JSON text), of action V(policy_change), whose keys name exactly this document's SHA-256
+        (RV(sha256)). Anything else is refused, naming the approval.
+      - Written under C(key_policy_signed.approvals), sorted by approver fingerprint; the same nonce is kept once.
+        Without O(approvals) the document carries none (a file that held some is rewritten without them).
+      - Without O(in_force_policy) only their shape and what they approve are checked here; the HSM host checks
+        their signatures against the approvers of the policy in force on its token.
+    type: list
+    elements: raw
+  in_force_policy:
     description:
-      - Path, on the controller, of the PKCS#11 library of the officer's own token, which holds the signer's private
-        key. Its environment (for SoftHSM2, E(SOFTHSM2_CONF)) is the controller's.
-      - With it, O(token_label), O(user_pin_file) and O(key_label) are required.
-    type: path
-  token_label:
-    description: Label of the officer's own token.
-    type: str
-  user_pin_file:
-    description:
-      - Path, on the controller, of a file holding the user PIN of the officer's own token (one line), readable only
-        by its owner (mode V(0600) or V(0400)).
-    type: path
-  key_label:
-    description:
-      - CKA_LABEL of the signer's EC P-256 private key object in the officer's token. Its public key object (same
-        CKA_ID, else same label) must be on the token too, as it names the signer's fingerprint.
-    type: str
+      - The signed policy in force on the environment's tokens (its C(key_policy_signed)), whose approvers approve
+        the change. When given, each approval must be signed by an approver it lists (C(policy.approvers)) and
+        verify with that key, it must be for the same environment, and RV(summary) says how many approvers of how
+        many required (C(policy.approvals_required.policy_change)) approved. Its own signature is not checked here.
+    type: dict
   dest:
     description:
       - The YAML file to write on the controller, usually C(inventories/<environment>/group_vars/all/policy.yml).
@@ -127,6 +128,7 @@ notes:
   - The signed policy takes effect on a token once a lifecycle task brings it and the token holds its signer.
 seealso:
   - module: secops.keylifecycle.policy_signer
+  - module: secops.keylifecycle.approval_sign
 """
 
 EXAMPLES = r"""
@@ -157,6 +159,42 @@ EXAMPLES = r"""
     policy: "{{ lookup('ansible.builtin.file', 'staging-policy.yml') | from_yaml }}"
     dest: inventories/staging/group_vars/all/policy.yml
   check_mode: true
+
+# A change of policy in three steps. 1. Sign the new policy (serial 5) to a file of its own.
+- name: Sign the new prod policy
+  secops.keylifecycle.policy_sign:
+    environment: prod
+    serial: 5
+    not_after: "2027-12-31T00:00:00+00:00"
+    signer_name: dana.officer
+    private_key_path: ~/.keylifecycle/policy-signer.enc.pem
+    private_key_passphrase: "{{ policy_signer_passphrase }}"
+    policy:
+      min_rsa_bits: 4096
+      max_rotation_period: 90d
+      approvals_required: {destroy: 2, policy_change: 2}
+    dest: proposed/policy.yml
+
+# 2. Each approver of the policy in force runs secops.keylifecycle.approval_sign with action policy_change,
+#    new_policy the proposed file's key_policy_signed and signed_policy the policy in force (see approval_sign).
+
+# 3. The same task again, plus the approvals (JSON text or dicts): the same signature, the approvals embedded.
+- name: Embed the approvals of the new prod policy
+  secops.keylifecycle.policy_sign:
+    environment: prod
+    serial: 5
+    not_after: "2027-12-31T00:00:00+00:00"
+    signer_name: dana.officer
+    private_key_path: ~/.keylifecycle/policy-signer.enc.pem
+    private_key_passphrase: "{{ policy_signer_passphrase }}"
+    policy:
+      min_rsa_bits: 4096
+      max_rotation_period: 90d
+      approvals_required: {destroy: 2, policy_change: 2}
+    approvals: "{{ lookup('ansible.builtin.file', 'approvals/erin-policy.json', 'approvals/frank-policy.json',
+      wantlist=True) }}"
+    in_force_policy: "{{ key_policy_signed }}"
+    dest: proposed/policy.yml
 """
 
 RETURN = r"""
@@ -189,6 +227,10 @@ signed_policy:
     signature:
       description: Base64 of the DER ECDSA P-256 / SHA-256 signature.
       type: str
+    approvals:
+      description: The approvals of this policy change (O(approvals)), checked and sorted; absent without them.
+      type: list
+      elements: dict
 sha256:
   description: SHA-256 (hex) of the signed payload; the lifecycle modules' records name the policy in force by it.
   returned: success
@@ -198,8 +240,8 @@ dest:
   returned: success
   type: str
 summary:
-  description: The policy in words, shown before the file is written - environment, serial, not_after, signer, and
-    each setting with its baseline value.
+  description: The policy in words, shown before the file is written - environment, serial, not_after, signer,
+    each setting with its baseline value, and each approval embedded (approver, change, validity, nonce).
   returned: success
   type: list
   elements: str
@@ -215,6 +257,8 @@ error_option:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import SIGNING_KEY_ARGSPEC, SIGNING_KEY_RULES
+
 # The one declaration of the options: the action plugin, which does the work on the controller, validates the
 # task's arguments with it (ActionBase.validate_argument_spec); this stub only refuses to run on a target.
 ARGUMENT_SPEC = dict(
@@ -223,18 +267,15 @@ ARGUMENT_SPEC = dict(
     serial={"type": "int", "required": True},
     not_after={"type": "str", "required": True},
     signer_name={"type": "str", "required": True},
-    private_key_path={"type": "path"},
-    private_key_passphrase={"type": "str", "no_log": True},
-    pkcs11_module={"type": "path"},
-    token_label={"type": "str", "no_log": False},
-    user_pin_file={"type": "path"},
-    key_label={"type": "str", "no_log": False},
+    **SIGNING_KEY_ARGSPEC,
+    approvals={"type": "list", "elements": "raw"},
+    in_force_policy={"type": "dict"},
     dest={"type": "path", "required": True},
 )
-MUTUALLY_EXCLUSIVE = [["private_key_path", "pkcs11_module"]]
-REQUIRED_ONE_OF = [["private_key_path", "pkcs11_module"]]
-REQUIRED_TOGETHER = [["private_key_path", "private_key_passphrase"]]
-REQUIRED_BY = {"pkcs11_module": ["token_label", "user_pin_file", "key_label"]}
+MUTUALLY_EXCLUSIVE = SIGNING_KEY_RULES["mutually_exclusive"]
+REQUIRED_ONE_OF = SIGNING_KEY_RULES["required_one_of"]
+REQUIRED_TOGETHER = SIGNING_KEY_RULES["required_together"]
+REQUIRED_BY = SIGNING_KEY_RULES["required_by"]
 
 
 def main():

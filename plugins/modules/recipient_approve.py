@@ -115,8 +115,23 @@ options:
         the controller resolved for the task.
     type: str
   change_ref:
-    description: A change or ticket reference recorded in each event (C(keylifecycle.change_ref)).
+    description:
+      - A change or ticket reference recorded in each event (C(keylifecycle.change_ref)). Required with signed
+        approvals, and equal to the C(change_ref) they approve.
     type: str
+  approvals:
+    description:
+      - Signed approvals of other people (documents of M(secops.keylifecycle.approval_sign), action
+        C(recipient_approve) or, with O(state=absent), C(recipient_revoke), each naming the recipients and transport
+        key fingerprints it approves), where the signed policy sets O(policy.approvals_required) for that action.
+      - Checked in this Security Officer session before the token changes, as the lifecycle modules check theirs
+        (approver key from O(policy.approvers), signature, action, token, every transport key approved or revoked,
+        change, expiry, a nonce never used on the token); the officer's own approval (the operator, or
+        O(approved_by)) does not count. Their nonces are recorded on the token as public objects nobody can delete.
+      - Once the token holds a policy signer this module checks O(signed_policy) like every lifecycle module (in this
+        session the signed policies the token recorded are the floor for its serial).
+    type: list
+    elements: raw
 notes:
   - The user PIN options and O(lease_wait) of the connection fragment are accepted (so C(module_defaults) for the
     group apply) but not used.
@@ -150,6 +165,17 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+approvals:
+  description:
+    - The signed approvals this call needed and was given, as RV(secops.keylifecycle.key_destroy#module:approvals)
+      (C(request.keys) are the recipients and transport key fingerprints to approve).
+  returned: success
+  type: dict
+policy_in_force:
+  description:
+    - The environment's policy this call ran with, as RV(secops.keylifecycle.key_generate#module:policy_in_force).
+  returned: success
+  type: dict
 approved:
   description:
     - Every trusted transport key on the token after the task (in check mode, as it would be). C(recipient) and
@@ -197,12 +223,15 @@ error_option:
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
+    APPROVALS_ARGSPEC,
     OFFICER_ARGSPEC,
     OFFICER_MUTUALLY_EXCLUSIVE,
     POLICY_ARGSPEC,
     HsmModule,
     hsm_module_kwargs,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalGate
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._officer_module import run_officer_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import (
     approve_recipients,
@@ -221,8 +250,7 @@ RECIPIENT_OPTIONS = {
 ARGUMENT_SPEC = dict(
     recipients={"type": "list", "elements": "dict", "required": True, "options": RECIPIENT_OPTIONS},
     state={"type": "str", "choices": ["present", "absent"], "default": "present"},
-    approved_by={"type": "str"},
-    change_ref={"type": "str"},
+    **APPROVALS_ARGSPEC,
     **OFFICER_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
@@ -238,13 +266,18 @@ def main():
         validate_approval_options(params["approved_by"], params["change_ref"])
         return parse_approvals(params["recipients"], params["state"], policy)
 
-    def work(session, token_label, policy, context, approvals):
+    def work(session, token_label, policy, context, approvals, objects):
+        action = "recipient_approve" if params["state"] == "present" else "recipient_revoke"
+        gate = ApprovalGate(policy, action, params, context, token_label, utc_now())
         result = approve_recipients(session, token_label, approvals, params["state"], context,
                                     approved_by=params["approved_by"], change_ref=params["change_ref"],
-                                    check_mode=module.check_mode)
-        return result, dict(approved=result.approved)
+                                    check_mode=module.check_mode, gate=(gate, objects))
+        output = dict(approved=result.approved)
+        if result.approval is not None:
+            output["approvals"] = result.approval.as_dict()
+        return result, output
 
-    run_officer_module(module, work, validate=validate, empty_result={"approved": []})
+    run_officer_module(module, work, validate=validate, empty_result={"approved": []}, signed_policy=True)
 
 
 if __name__ == "__main__":

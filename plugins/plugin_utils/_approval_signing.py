@@ -14,6 +14,12 @@ token: the two key backends of policy_sign (``_policy_signing.PemSigner`` / ``To
 approval is returned or written, so the ``approver`` fingerprint in the document is the key that signed it.
 Nothing here touches the HSM token the request is about, and nothing is journaled: the approval takes effect, and
 is journaled, when a lifecycle task brings it to that token (``_approvals.ApprovalGate``).
+
+What a request approves depends on its action (``_approvals.canonical_keys``): key versions, recipients' transport
+keys, nothing (a journal rollover), or one new signed policy (``policy_change``: the SHA-256 of its payload, on
+every token of the environment by default). For a policy change the approver gives the new document
+(``new_policy``) and the policy in force (``signed_policy``, whose approvers decide); the words before signing say
+what the new policy changes (``read_new_policy``, ``request_text``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import (
+    ANY_TOKEN,
     APPROVER_NAME_RE,
     FORMAT,
     NONCE_RE,
@@ -31,6 +38,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals imp
     approval_payload,
     canonical_keys,
     describe_request,
+    describe_subject,
     make_request,
     parse_approval,
     verify_signature,
@@ -47,7 +55,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     format_duration,
     load_policy,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import parse_signed_policy
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
+    parse_signed_policy,
+    policy_differences,
+    policy_digest,
+)
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import (
     require_crypto,
     resolve_not_after,
@@ -103,23 +115,119 @@ def resolve_validity(value, now, max_validity):
     return not_after
 
 
-def build_request(action, token, keys, change_ref, not_after, nonce, now=None, max_validity=None):
+#: what ``keys`` lists for each action, in the words of the error that asks for it
+_KEYS_WANTED = {
+    "destroy": "each key version the task acts on ({name, version})",
+    "compromise_rotate": "each key version the task acts on ({name, version})",
+    "retire": "each key version the task acts on ({name, version})",
+    "recipient_approve": "each recipient's transport key ({recipient, fingerprint: sha256:<hex of its SPKI>})",
+    "recipient_revoke": "each recipient's transport key ({recipient, fingerprint: sha256:<hex of its SPKI>})",
+    "policy_change": "the new policy: give new_policy (the signed document), or keys [{policy: <its sha256>}]",
+}
+
+
+def _given_keys(keys):
+    """``keys`` as the task gives them, without the suboptions left unset (AnsibleModule fills them with None)."""
+    if keys is None:
+        return []
+    if not isinstance(keys, (list, tuple)):
+        return keys  # canonical_keys says what is wrong with it
+    return [{name: value for name, value in entry.items() if value is not None} if isinstance(entry, dict)
+            else entry for entry in keys]
+
+
+@dataclass
+class NewPolicy:
+    """The new signed policy a policy_change approval puts in force (option ``new_policy``)."""
+
+    sha256: str  # _signed_policy.policy_digest: what the request's keys name
+    environment: str
+    serial: int
+    signer_name: str
+    changes: list  # settings that differ from the policy in force; None when that policy is not given
+
+    def as_dict(self):
+        return {"sha256": self.sha256, "environment": self.environment, "serial": self.serial,
+                "signer_name": self.signer_name, "changes": self.changes}
+
+    def words(self):
+        if self.changes is None:
+            changes = "changes not compared: no signed_policy in force given"
+        else:
+            changes = "changes: %s" % (", ".join(self.changes) or "none")
+        signer = self.signer_name or "an unnamed signer"
+        return "environment %s, serial %d, signed by %s; %s" % (self.environment, self.serial, signer, changes)
+
+
+def read_new_policy(new_policy, action, in_force=None):
+    """The new policy of a policy_change (option ``new_policy``, as policy_sign wrote it), or None when not given.
+
+    ``in_force``: the signed policy in force (option ``signed_policy``), when given: the new policy must be for
+    the same environment and not have a lower serial (a token refuses a rolled-back policy), and the settings that
+    differ are named. The new policy's signature is not checked here (the HSM host checks it against its signer).
+    """
+    if new_policy is None:
+        return None
+    if action != "policy_change":
+        raise InvalidOption("new_policy is only for action policy_change (the approval of a new signed policy), "
+                            "not %s." % action, option="new_policy")
+    doc = parse_signed_policy(new_policy, option="new_policy")
+    try:
+        load_policy(doc["policy"])
+    except KeyLifecycleError as exc:
+        raise InvalidOption("new_policy holds a policy the lifecycle modules would refuse: %s" % exc.message,
+                            option="new_policy") from None
+    changes = None
+    if in_force is not None:
+        current = parse_signed_policy(in_force, option="signed_policy")
+        if current["environment"] != doc["environment"]:
+            raise InvalidOption("new_policy is the policy of environment %s, but signed_policy (the policy in "
+                                "force, whose approvers approve the change) is that of environment %s."
+                                % (doc["environment"], current["environment"]), option="new_policy")
+        if doc["serial"] < current["serial"]:
+            raise InvalidOption("new_policy has serial %d, lower than the policy in force (serial %d): every token "
+                                "refuses a rolled-back policy. Ask the policy signer for a policy with a higher "
+                                "serial." % (doc["serial"], current["serial"]), option="new_policy")
+        changes = policy_differences(doc["policy"], current["policy"])
+    return NewPolicy(sha256=policy_digest(doc), environment=doc["environment"], serial=doc["serial"],
+                     signer_name=doc.get("signer_name") or "", changes=changes)
+
+
+def build_request(action, token, keys, change_ref, not_after, nonce, now=None, max_validity=None, new_policy=None):
     """The canonical approval request (``_approvals.make_request``) from approval_sign's options; InvalidOption
-    naming the option on bad input. ``max_validity``: the policy's approval_max_validity (default the baseline)."""
+    naming the option on bad input. ``max_validity``: the policy's approval_max_validity (default the baseline).
+    ``new_policy``: the NewPolicy of a policy_change (``read_new_policy``); it names what ``keys`` approves.
+    ``token`` may be None for policy_change: every token of the environment (``_approvals.ANY_TOKEN``)."""
     now = now or utc_now()
     if action not in APPROVAL_ACTIONS:
         raise InvalidOption("action %r is not an action that takes approvals; the actions are %s."
                             % (action, ", ".join(APPROVAL_ACTIONS)), option="action")
+    if token is None and action == "policy_change":
+        token = ANY_TOKEN
+    if token is None:
+        raise InvalidOption("token is required for %s: give the label of the HSM token the action runs on."
+                            % action, option="token")
+    if token == ANY_TOKEN and action != "policy_change":
+        raise InvalidOption("token %r (every token of the environment) is only for policy_change: give the label of "
+                            "the HSM token the %s runs on." % (ANY_TOKEN, action.replace("_", " ")), option="token")
     if not isinstance(token, str) or not TOKEN_RE.match(token):
+        every = ", or %r for every token of the environment" % ANY_TOKEN if action == "policy_change" else ""
         raise InvalidOption("token %r is not a token label (1 to 32 printable characters): give the label of the "
-                            "HSM token the action runs on." % (token,), option="token")
+                            "HSM token the action runs on%s." % (token, every), option="token")
     if not isinstance(change_ref, str) or not CHANGE_REF_RE.match(change_ref):
         raise InvalidOption("change_ref %r is not a change or ticket reference (letters, digits and . _ : / # -, up "
                             "to 64 characters)." % (change_ref,), option="change_ref")
-    keys = canonical_keys(keys if keys is not None else [], "keys")
-    if not keys and action != "journal_rollover":
-        raise InvalidOption("keys is required for %s: list each key version the task acts on ({name, version})."
-                            % action, option="keys")
+    given = _given_keys(keys)
+    if new_policy is not None:
+        wanted = [{"policy": new_policy.sha256}]
+        if given and canonical_keys(given, "keys", action) != wanted:
+            raise InvalidOption("keys %s do not name new_policy, whose SHA-256 is %s: leave keys out (new_policy "
+                                "names the policy approved) or give keys [{policy: %s}]."
+                                % (given, new_policy.sha256, new_policy.sha256), option="keys")
+        given = wanted
+    if not given and action != "journal_rollover":
+        raise InvalidOption("keys is required for %s: list %s." % (action, _KEYS_WANTED[action]), option="keys")
+    keys = canonical_keys(given, "keys", action)
     if max_validity is None:
         max_validity = BASELINE.approval_max_validity
     not_after = resolve_validity(not_after, now, max_validity)
@@ -127,9 +235,14 @@ def build_request(action, token, keys, change_ref, not_after, nonce, now=None, m
     return make_request(action, token, keys, change_ref, not_after, nonce, option="request")
 
 
-def request_text(approver_name, request):
-    """The request in words, as the approver is about to sign it."""
-    return "%s approves: %s" % (approver_name, describe_request(request))
+def request_text(approver_name, request, new_policy=None):
+    """The request in words, as the approver is about to sign it; for a policy change with ``new_policy`` (a
+    NewPolicy) also the new policy's environment, serial, signer and the settings it changes."""
+    text = describe_request(request)
+    if new_policy is not None:
+        subject = describe_subject({"policy": new_policy.sha256})
+        text = text.replace(subject, "%s (%s)" % (subject, new_policy.words()), 1)
+    return "%s approves: %s" % (approver_name, text)
 
 
 # ---- the signed policy's view of the approver ----------------------------------------------------------------

@@ -26,3 +26,12 @@ def write_atomically(path, text, mode=0o666, durable=False):
             handle.flush()
             os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def read_text(path):
+    """The text of ``path``, or None where it cannot be read as UTF-8 (absent, unreadable, binary)."""
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeError):
+        return None

@@ -11,6 +11,12 @@ The signer's private key is either a passphrase-protected PEM (PKCS#8, EC P-256)
 EC P-256 private key object in the officer's own PKCS#11 token (C_Sign, CKM_ECDSA over SHA-256, in that token).
 Either way the signature is checked with the signer's public key before anything is written, so the ``signer``
 fingerprint in the document is the key that signed it.
+
+A new policy can carry the signed approvals of its coming into force (``approvals``: approval_sign documents of
+action ``policy_change`` naming this document's ``policy_digest``), not covered by the signer's signature. The
+workflow: the officer signs; the approvers of the policy in force run approval_sign with ``new_policy`` = the file's
+``key_policy_signed``; the officer runs policy_sign again with the same options plus ``approvals``: the same
+payload, so the existing signature is kept and only the approvals are added (``embedded_approvals``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,15 @@ from datetime import datetime, timedelta, timezone
 
 import yaml
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import (
+    MAX_APPROVALS,
+    approver_keys,
+    parse_approval,
+    parse_time,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import (
+    verify_signature as verify_approval,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     KeyLifecycleError,
@@ -177,6 +192,10 @@ class _IndentedDumper(yaml.SafeDumper):
 
 def render_file(doc, digest):
     """The YAML file policy_sign writes: a header comment, ``key_policy_signed`` and ``key_policy``."""
+    approvals = doc.get("approvals") or []
+    approved = ["# approvals of this policy change (not covered by the signature): %s"
+                % ", ".join("%s (%s)" % (item.get("approver_name") or "unnamed", item["approver"])
+                            for item in approvals)] if approvals else []
     header = [
         "---",
         "# The signed policy of environment %s, written by secops.keylifecycle.policy_sign." % doc["environment"],
@@ -185,7 +204,7 @@ def render_file(doc, digest):
         "# policy sha256 %s" % digest,
         "# Do not edit: any change breaks the signature, and lifecycle tasks on a token with a policy signer then",
         "# refuse to act. To change the policy, sign it again with a higher serial.",
-    ]
+    ] + approved
     body = yaml.dump({DOCUMENT_VARIABLE: doc}, Dumper=_IndentedDumper, sort_keys=False, default_flow_style=False,
                      allow_unicode=False, width=1000)
     return "\n".join(header) + "\n" + body + '%s: "{{ %s.policy }}"\n' % (POLICY_VARIABLE, DOCUMENT_VARIABLE)
@@ -348,9 +367,105 @@ class TokenSigner:
         return doc, public_key
 
 
+def signer_from_options(args):
+    """The signer a task's signing-key options name (``_argspec.SIGNING_KEY_ARGSPEC``, checked by its rules)."""
+    if args.get("pkcs11_module"):
+        return TokenSigner(str(args["pkcs11_module"]), str(args["token_label"]),
+                           os.path.expanduser(str(args["user_pin_file"])), str(args["key_label"]))
+    return PemSigner(os.path.expanduser(str(args["private_key_path"])), args["private_key_passphrase"])
+
+
 def _fingerprint(public_key):
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+# ---- the approvals of a policy change ------------------------------------------------------------------------
+
+def _in_force(in_force_policy, doc):
+    """``(parsed in-force document, its Policy)``; InvalidOption naming in_force_policy."""
+    current = parse_signed_policy(in_force_policy, option="in_force_policy")
+    try:
+        policy = load_policy(current["policy"])
+    except KeyLifecycleError as exc:
+        raise InvalidOption("in_force_policy holds a policy the lifecycle modules would refuse: %s" % exc.message,
+                            option="in_force_policy") from None
+    if current["environment"] != doc["environment"]:
+        raise InvalidOption("in_force_policy is the policy of environment %s, not %s: give the policy in force on "
+                            "this environment's tokens, whose approvers approve the change."
+                            % (current["environment"], doc["environment"]), option="in_force_policy")
+    return current, policy
+
+
+def embedded_approvals(raw_approvals, doc, in_force_policy=None):
+    """The ``approvals`` a new signed policy ``doc`` carries: each an approval of action ``policy_change`` whose
+    keys are exactly ``[{"policy": policy_digest(doc)}]``; with ``in_force_policy`` (the signed policy in force)
+    also signed by one of its approvers (``policy.approvers``) and verified. Sorted by approver fingerprint (then
+    nonce), the same nonce kept once. The HSM host checks them again against the policy in force on its token."""
+    raw_approvals = raw_approvals or []
+    if not isinstance(raw_approvals, (list, tuple)):
+        raise InvalidOption("approvals must be a list of approval documents written by "
+                            "secops.keylifecycle.approval_sign.", option="approvals")
+    if len(raw_approvals) > MAX_APPROVALS:
+        raise InvalidOption("approvals lists %d documents; a policy carries at most %d."
+                            % (len(raw_approvals), MAX_APPROVALS), option="approvals")
+    digest = policy_digest(doc)
+    keys = None
+    if in_force_policy is not None:
+        current, policy = _in_force(in_force_policy, doc)
+        keys = approver_keys(policy)
+    by_nonce = {}
+    for index, raw in enumerate(raw_approvals):
+        where = "approvals[%d]" % index
+        approval = json.loads(json.dumps(parse_approval(raw, where)))  # plain types: task args are str subclasses
+        request = approval["request"]
+        who = approval["approver_name"] or approval["approver"]
+        if request["action"] != "policy_change":
+            raise InvalidOption("%s by %s approves %s, not a policy change: only approvals of action policy_change "
+                                "ride with a signed policy." % (where, who, request["action"]), option="approvals")
+        if request["keys"] != [{"policy": digest}]:
+            raise InvalidOption("%s by %s approves the policy of SHA-256 %s, not this document (SHA-256 %s): the "
+                                "approver must sign approval_sign with new_policy set to this very document."
+                                % (where, who, ", ".join(str(entry.get("policy", entry)) for entry in request["keys"]),
+                                   digest), option="approvals")
+        if keys is not None:
+            known = keys.get(approval["approver"])
+            if known is None:
+                raise InvalidOption("%s is signed by %s (%s), which is not an approver of in_force_policy (environment "
+                                    "%s, serial %d; policy.approvers lists %s)."
+                                    % (where, approval["approver"], who, current["environment"], current["serial"],
+                                       ", ".join(sorted(name for name, _key in keys.values())) or "nobody"),
+                                    option="approvals")
+            if not verify_approval(known[1], approval):
+                raise InvalidOption("The signature of %s (approver %s, %s) does not verify: it was altered after it "
+                                    "was signed." % (where, known[0], approval["approver"]), option="approvals")
+        by_nonce.setdefault(request["nonce"], approval)
+    return sorted(by_nonce.values(), key=lambda item: (item["approver"], item["request"]["nonce"]))
+
+
+def approval_lines(approvals, in_force_policy=None, now=None):
+    """The approvals a policy carries, in words (part of the summary)."""
+    now = now or utc_now()
+    lines = []
+    names = {}
+    required = None
+    if in_force_policy is not None:
+        current = parse_signed_policy(in_force_policy, option="in_force_policy")
+        policy = load_policy(current["policy"])
+        names = {fingerprint: name for fingerprint, (name, _key) in approver_keys(policy).items()}
+        required = (policy.approvals_required or {}).get("policy_change", 0)
+    for approval in approvals:
+        request = approval["request"]
+        expired = parse_time(request["not_after"], "approvals.request.not_after") < now
+        lines.append("Approval of this policy change by %s (%s), change %s, token %s, valid until %s%s, nonce %s."
+                     % (names.get(approval["approver"], approval["approver_name"] or "an unnamed approver"),
+                        approval["approver"], request["change_ref"], request["token"], request["not_after"],
+                        " (EXPIRED: the HSM host refuses it)" if expired else "", request["nonce"]))
+    if required is not None:
+        approvers = len({approval["approver"] for approval in approvals})
+        lines.append("%d approver(s) of %d required by the policy in force (serial %d, policy.approvals_required."
+                     "policy_change)." % (approvers, required, current["serial"]))
+    return lines
 
 
 # ---- the whole step ------------------------------------------------------------------------------------------
@@ -364,12 +479,14 @@ class SigningResult:
     unchanged: bool
 
 
-def sign_policy(raw_policy, environment, serial, not_after, signer_name, signer, existing=None, now=None):
+def sign_policy(raw_policy, environment, serial, not_after, signer_name, signer, existing=None, now=None,
+                approvals=None, in_force_policy=None):
     """Check the options, sign, check the signature; returns a SigningResult (nothing written here).
 
     ``existing``: the signed document already at ``dest`` (``read_existing``). When it signs the very same payload
-    and its signature verifies with this signer's key, it is kept (``unchanged``): ECDSA signatures differ at each
-    signing, so a re-run would otherwise always rewrite the file.
+    and its signature verifies with this signer's key, its signature is kept: ECDSA signatures differ at each
+    signing, so a re-run would otherwise always rewrite the file. It is ``unchanged`` when its approvals are
+    the same too. ``approvals``/``in_force_policy``: the policy_change approvals to embed (``embedded_approvals``).
     """
     require_crypto()
     check_document_options(environment, serial, signer_name)
@@ -384,10 +501,16 @@ def sign_policy(raw_policy, environment, serial, not_after, signer_name, signer,
         raise InvalidOption("The signature the key made does not verify with its public key: the private and "
                             "public key objects of key_label %r do not belong together."
                             % getattr(signer, "key_label", ""), option="key_label")
+    embedded = embedded_approvals(approvals, doc, in_force_policy)
     unchanged = False
     if existing is not None and policy_payload(existing) == policy_payload(doc) \
             and existing.get("signer_name") == doc["signer_name"] and verify_signature(public_key, existing):
-        doc, unchanged = existing, True
+        doc = dict(doc, signature=existing["signature"])
+        unchanged = (existing.get("approvals") or []) == embedded
+    doc.pop("approvals", None)
+    if embedded:
+        doc["approvals"] = embedded
     digest = policy_digest(doc)
-    return SigningResult(signed_policy=doc, sha256=digest, summary=summary_lines(doc, digest),
-                         text=render_file(doc, digest), unchanged=unchanged)
+    summary = summary_lines(doc, digest) + approval_lines(embedded, in_force_policy, now)
+    return SigningResult(signed_policy=doc, sha256=digest, summary=summary, text=render_file(doc, digest),
+                         unchanged=unchanged)

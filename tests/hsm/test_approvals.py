@@ -36,15 +36,16 @@ class Approver:
         self.pem = self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
-    def approve(self, token, action, keys, change_ref="CHG-1", valid=timedelta(hours=4), nonce=None, **changes):
+    def approve(self, token, action, keys, change_ref="CHG-1", valid=timedelta(hours=4), nonce=None, keys_override=None,
+                **changes):
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from ansible_collections.secops.keylifecycle.plugins.module_utils import _approvals
 
         not_after = (datetime.now(timezone.utc).replace(microsecond=0) + valid).isoformat()
-        request = _approvals.make_request(action, token, [{"name": n, "version": v} for n, v in keys], change_ref,
-                                          not_after, nonce or secrets.token_hex(16))
+        subjects = keys_override or [{"name": n, "version": v} for n, v in keys]
+        request = _approvals.make_request(action, token, subjects, change_ref, not_after, nonce or secrets.token_hex(16))
         doc = {"format": 1, "request": request, "approver": self.fingerprint, "approver_name": self.name}
         doc.update(changes)
         signature = self.key.sign(_approvals.approval_payload(doc), ec.ECDSA(hashes.SHA256()))
@@ -104,17 +105,16 @@ def _refused(capsys, token, settings, journal, policy, approvals, kind, option="
 
 
 def _nonces(settings):
+    """The nonce records on the token, read with python-pkcs11 directly: {nonce: (private, modifiable, destroyable)}."""
+    from pkcs11 import Attribute, ObjectClass
+
     from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
-        APPROVAL_NONCES,
-        APPROVAL_NONCES_LABEL,
-    )
 
     with open_session(settings, rw=False) as session:
-        store = TokenKeyStore(session, settings.token_label).load()
-        revisions = store.objects.newest(APPROVAL_NONCES, APPROVAL_NONCES_LABEL)
-        return dict(revisions.newest["used"]) if revisions else {}
+        found = session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                     Attribute.APPLICATION: "secops.keylifecycle.approval-nonce"})
+        return {str(o[Attribute.LABEL]).split(":", 1)[1]: (
+            o[Attribute.PRIVATE], o[Attribute.MODIFIABLE], o[Attribute.DESTROYABLE]) for o in found}
 
 
 def test_compromise_needs_m_signed_approvals(capsys, hsm_token, settings, journal, people, signed):
@@ -133,7 +133,7 @@ def test_compromise_needs_m_signed_approvals(capsys, hsm_token, settings, journa
     assert _nonces(settings) == {}
 
     done = _compromise(capsys, hsm_token, journal, policy, [frank, erin])
-    assert not done.get("failed") and done["changed"], done
+    assert not done.get("failed") and done["changed"], done["msg"]
     approvals = done["approvals"]
     assert (approvals["required"], approvals["missing"], approvals["break_glass"]) == (2, 0, False)
     assert [(a["name"], a["fingerprint"]) for a in approvals["accepted"]] == [
@@ -236,23 +236,127 @@ def test_scheduled_rotation_needs_no_approval(capsys, hsm_token, journal, signed
 
 
 def test_nonce_store_on_token(capsys, hsm_token, settings, journal, people, signed):
-    """Nonces are written to the token before the work and forgotten once their approval has expired."""
-    from ansible_collections.secops.keylifecycle.plugins.module_utils import _approvals
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+    """Nonces are written to the token before the work, as public records nobody can change or delete."""
+    from pkcs11 import Attribute, ObjectClass, UserType
+    from pkcs11 import exceptions as p11_exc
+
+    from tests.conftest import PKCS11_MODULE
 
     policy = signed()
     _key(capsys, hsm_token, journal, policy)
     label = hsm_token.label
     approvals = [people[n].approve(label, "compromise_rotate", [("payments", 1)]) for n in ("erin", "frank")]
     assert not _compromise(capsys, hsm_token, journal, policy, approvals).get("failed")
-    used = _nonces(settings)
-    assert set(used) == {a["request"]["nonce"] for a in approvals}
-    # a later acceptance, once those approvals expired, forgets their nonces (bounded store)
-    later = datetime.now(timezone.utc) + timedelta(days=1)
-    fresh = [{"name": "erin", "fingerprint": people["erin"].fingerprint, "nonce": "ab" * 16,
-              "not_after": (later + timedelta(hours=1)).replace(microsecond=0).isoformat()}]
-    with open_session(settings) as session:
-        store = TokenKeyStore(session, settings.token_label).load()
-        _approvals._consume_nonces(store, _approvals._used_nonces(store), fresh, later)
-    assert _nonces(settings) == {"ab" * 16: fresh[0]["not_after"]}
+    assert _nonces(settings) == {a["request"]["nonce"]: (False, False, False) for a in approvals}
+    # neither the user PIN nor the SO PIN removes or rewrites them
+    import pkcs11
+
+    token = pkcs11.lib(PKCS11_MODULE).get_token(token_label=label)
+    for login in ({"user_pin": hsm_token.user_pin}, {"so_pin": hsm_token.so_pin, "user_type": UserType.SO}):
+        with token.open(rw=True, **login) as session:
+            for record in session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                               Attribute.APPLICATION: "secops.keylifecycle.approval-nonce"}):
+                with pytest.raises(p11_exc.PKCS11Error):
+                    record.destroy()
+                with pytest.raises(p11_exc.PKCS11Error):
+                    record[Attribute.VALUE] = b"{}"
+    assert len(_nonces(settings)) == 2
+
+
+def test_a_new_policy_needs_the_approvals_the_policy_in_force_requires(
+        capsys, hsm_token, settings, journal, people, signed):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import policy_digest
+
+    label = hsm_token.label
+    first = signed(approvals_required={"policy_change": 2})
+    _key(capsys, hsm_token, journal, first)  # the first signed policy on the token: recorded, nothing to approve
+    # the officer alone signs a looser policy: no approvals of the change
+    looser = signed(approvals_required={"policy_change": 0}, max_rotation_period="30d")
+    before, pin = objects_of(settings), pin_of(settings)
+    result = run(capsys, hsm_token, journal, signed=looser, name="other")
+    assert result.get("failed") and result["error_kind"] == "approval_missing", result
+    assert "requires 2 approvals for policy change" in result["msg"], result["msg"]
+    assert objects_of(settings) == before and pin_of(settings) == pin
+
+    def approval(name, digest=None, token="*"):
+        return people[name].approve(token, "policy_change", [], keys_override=[{"policy": digest
+                                                                                or policy_digest(looser)}])
+
+    # approvals of another policy, or by someone the policy IN FORCE does not list (the new one cannot add them)
+    wrong = dict(looser, approvals=[approval("erin", digest="0" * 64), approval("frank")])
+    assert run(capsys, hsm_token, journal, signed=wrong, name="other")["error_kind"] == "approval_mismatch"
+    crew = dict(looser, approvals=[approval("mallory"), approval("frank")])
+    assert run(capsys, hsm_token, journal, signed=crew, name="other")["error_kind"] == "approval_unknown_approver"
+    assert objects_of(settings) == before
+
+    approved = dict(looser, approvals=[approval("erin"), approval("frank", token=label)])
+    done = run(capsys, hsm_token, journal, signed=approved, name="other")
+    assert not done.get("failed") and done["policy_in_force"]["serial"] == 2, done
+    assert done["policy_in_force"]["approvals"]["accepted"][0]["name"] == "erin"
+    accept = [e for e in done["audit_events"] if e["event"]["action"] == "policy-accept"]
+    assert len(accept) == 1 and accept[0]["keylifecycle"]["approved_by"] == ["erin", "frank"]
+    assert accept[0]["keylifecycle"]["policy"]["serial"] == 2
+    assert len(_nonces(settings)) == 2
+    # in force now: the same document again needs nothing more, and its approvals are not checked again
+    again = run(capsys, hsm_token, journal, signed=looser, name="third")
+    assert not again.get("failed") and not [e for e in again["audit_events"]
+                                            if e["event"]["action"] == "policy-accept"], again
+    # the policy now in force requires no approval of a change: the next one goes through on the signature alone
+    assert not run(capsys, hsm_token, journal, signed=signed(), name="fourth").get("failed")
+
+
+def test_recipient_approval_needs_signed_approvals(capsys, hsm_token, settings, journal, people, signed):
+    """recipient_approve (SO session): M approvals of other people over the recipient and its key fingerprint."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
+    from tests.hsm.test_module_main import connection
+    from tests.unit.test_module_main import run_main
+
+    policy = signed(approvals_required={"recipient_approve": 2})
+    _key(capsys, hsm_token, journal, policy)
+    transport = rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key()
+    pem = transport.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    fingerprint = spki_fingerprint(transport)
+    subject = [{"recipient": "billing", "fingerprint": fingerprint}]
+
+    def approve(approvals, **extra):
+        args = dict(so_pin_file=str(hsm_token.so_pin_file), user_pin_file=None,
+                    recipients=[{"name": "billing", "host": "billing-1", "public_key_pem": pem}],
+                    policy=policy["policy"], signed_policy=policy, change_ref="CHG-1", approvals=approvals,
+                    approved_by="alice", audit_context=journal.intent(hsm_token.label, action="recipient-approve"))
+        args.update(extra)
+        return run_main(capsys, "recipient_approve", connection(hsm_token, **args))
+
+    label = hsm_token.label
+    before = objects_of(settings)
+    # the officer (alice, who approves with the SO PIN) cannot count her own approval; frank alone is not two
+    own = approve([people["alice"].approve(label, "recipient_approve", [], keys_override=subject),
+                   people["frank"].approve(label, "recipient_approve", [], keys_override=subject)])
+    assert own.get("failed") and own["error_kind"] == "approval_self", own
+    one = approve([people["frank"].approve(label, "recipient_approve", [], keys_override=subject)])
+    assert one.get("failed") and one["error_kind"] == "approval_missing", one
+    other = [{"recipient": "billing", "fingerprint": "sha256:" + "0" * 64}]
+    wrong = approve([people[n].approve(label, "recipient_approve", [], keys_override=other) for n in ("erin", "frank")])
+    assert wrong.get("failed") and wrong["error_kind"] == "approval_mismatch", wrong
+    unsigned = approve([], signed_policy=None, policy={})
+    assert unsigned.get("failed") and unsigned["error_kind"] == "policy_unsigned", unsigned
+    assert objects_of(settings) == before
+
+    approvals = [people[n].approve(label, "recipient_approve", [], keys_override=subject) for n in ("erin", "frank")]
+    done = approve(approvals)
+    assert not done.get("failed") and done["changed"], done
+    accepted = [a["name"] for a in done["approvals"]["accepted"]]
+    assert done["approvals"]["required"] == 2 and accepted == ["erin", "frank"]
+    event = [e for e in done["audit_events"] if e["event"]["action"] == "recipient-approve"][0]
+    expected = {people["erin"].fingerprint, people["frank"].fingerprint}
+    assert {a["fingerprint"] for a in event["keylifecycle"]["approvals"]} == expected
+    assert set(_nonces(settings)) == {a["request"]["nonce"] for a in approvals}
+    # revoking needs its own approvals (policy.approvals_required.recipient_revoke), of the same key
+    policy = signed(approvals_required={"recipient_approve": 2, "recipient_revoke": 1})
+    revoke = {"state": "absent", "policy": policy["policy"], "signed_policy": policy}
+    reused = approve([people["erin"].approve(label, "recipient_approve", [], keys_override=subject)], **revoke)
+    assert reused.get("failed") and reused["error_kind"] == "approval_mismatch", reused
+    revoked = approve([people["erin"].approve(label, "recipient_revoke", [], keys_override=subject)], **revoke)
+    assert not revoked.get("failed") and revoked["changed"] and revoked["approved"] == [], revoked

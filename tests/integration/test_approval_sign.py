@@ -37,21 +37,24 @@ def assert_verifies(doc, public_key):
     public_key.verify(base64.b64decode(doc["signature"]), payload, ec.ECDSA(hashes.SHA256()))
 
 
-def signed_policy(tmp_path, approvers):
+def signed_policy(tmp_path, approvers, serial=5, **settings):
     """The environment's signed policy listing ``approvers`` (name -> key), as policy_sign makes it."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner, sign_policy
 
-    key_path = write_pem(tmp_path / "policy-signer.pem", ec.generate_private_key(ec.SECP256R1()), PASSPHRASE)
-    policy = {"approvers": {name: public_pem(key.public_key()) for name, key in approvers.items()},
-              "approvals_required": {"destroy": 2}, "security_officers": sorted(approvers)}
-    return sign_policy(policy, "prod", 5, "2099-01-01T00:00:00+00:00", "dana.officer",
+    key_path = write_pem(tmp_path / ("policy-signer-%d.pem" % serial), ec.generate_private_key(ec.SECP256R1()),
+                         PASSPHRASE)
+    policy = dict({"approvers": {name: public_pem(key.public_key()) for name, key in approvers.items()},
+                   "approvals_required": {"destroy": 2}, "security_officers": sorted(approvers)}, **settings)
+    return sign_policy(policy, "prod", serial, "2099-01-01T00:00:00+00:00", "dana.officer",
                        PemSigner(str(key_path), PASSPHRASE)).signed_policy
 
 
 def test_approval_sign_with_a_pem(runner, tmp_path, source_collection):
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import policy_digest
 
     dana, erin = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     dana_pem = write_pem(tmp_path / "dana.enc.pem", dana, PASSPHRASE)
@@ -62,14 +65,27 @@ def test_approval_sign_with_a_pem(runner, tmp_path, source_collection):
     args = {"action": "destroy", "token": "prod-hsm", "keys": KEYS, "change_ref": "CHG-2041", "not_after": "2d",
             "approver_name": "dana", "private_key_path": str(dana_pem), "private_key_passphrase": PASSPHRASE,
             "signed_policy": signed_policy(tmp_path, {"dana": dana, "erin": erin}), "dest": str(dest)}
+    # a change of policy (serial 6 tightens max_rotation_period), approved on every token; a recipient approval
+    new_policy = signed_policy(tmp_path, {"dana": dana, "erin": erin}, serial=6, max_rotation_period="90d",
+                               approvals_required={"destroy": 2, "policy_change": 2})
+    common = {name: args[name] for name in ("approver_name", "private_key_path", "private_key_passphrase",
+                                            "signed_policy")}
+    change_args = dict(common, action="policy_change", new_policy=new_policy, change_ref="CHG-2200",
+                       dest=str(tmp_path / "approvals" / "dana-policy.json"))
+    recipient = {"recipient": "partner-bank", "fingerprint": "sha256:" + "4f" * 32}
+    recipient_args = dict(common, action="recipient_approve", token="prod-hsm", keys=[recipient],
+                          change_ref="CHG-2150")
     tasks = [("checked", dict(args), {"check_mode": True, "diff": True}),
              ("signed", dict(args), {"diff": True}),
-             ("wrong", dict(args, private_key_path=str(erin_pem), dest=str(wrong_dest)), {})]
+             ("wrong", dict(args, private_key_path=str(erin_pem), dest=str(wrong_dest)), {}),
+             ("change", change_args, {}),
+             ("recipient", recipient_args, {})]
     play = [{"name": "approver", "hosts": "hsm", "gather_facts": False, "tasks": [
         dict({"name": name, "secops.keylifecycle.approval_sign": task_args, "register": name,
               "ignore_errors": True}, **flags) for name, task_args, flags in tasks] + [
         {"name": "save", "ansible.builtin.copy": {
-            "content": "{{ {'checked': checked, 'signed': signed, 'wrong': wrong} | to_json }}",
+            "content": "{{ {'checked': checked, 'signed': signed, 'wrong': wrong, 'change': change, "
+                       "'recipient': recipient} | to_json }}",
             "dest": str(tmp_path / "results.json")}, "check_mode": False, "diff": False}]}]
     (tmp_path / "approve.yml").write_text(yaml.safe_dump(play, sort_keys=False))
     run = runner.playbook(tmp_path / "approve.yml")
@@ -103,6 +119,31 @@ def test_approval_sign_with_a_pem(runner, tmp_path, source_collection):
     assert "not dana's approver key" in wrong["msg"] and fingerprint(dana.public_key()) in wrong["msg"]
     assert not wrong_dest.exists()
     assert PASSPHRASE not in run.stdout + run.stderr and PASSPHRASE not in dest.read_text()
+
+    # the policy change: the new policy's digest, on every token; the words say what it changes
+    change = results["change"]
+    assert not change.get("failed"), change
+    digest = policy_digest(new_policy)
+    assert change["request"]["keys"] == [{"policy": digest}] and change["request"]["token"] == "*"
+    assert change["request"]["action"] == "policy_change" and change["request"]["change_ref"] == "CHG-2200"
+    assert change["request_text"].startswith(
+        "dana approves: put in force the signed policy of SHA-256 %s (environment prod, serial 6, signed by "
+        "dana.officer; changes: approvals_required, max_rotation_period) on every token of the environment, "
+        "change CHG-2200" % digest), change["request_text"]
+    assert ("approval_sign: " + change["request_text"]) in run.stdout
+    assert change["new_policy"]["changes"] == ["approvals_required", "max_rotation_period"]
+    doc = json.loads((tmp_path / "approvals" / "dana-policy.json").read_text())
+    assert doc == change["approval"]
+    assert_verifies(doc, dana.public_key())
+
+    # the recipient approval names the recipient and its transport key's fingerprint
+    approved = results["recipient"]
+    assert not approved.get("failed"), approved
+    assert approved["changed"] is False and "dest" not in approved  # returned only
+    assert approved["request"]["keys"] == [recipient] and approved["request"]["token"] == "prod-hsm"
+    assert "partner-bank" in approved["request_text"] and recipient["fingerprint"] in approved["request_text"]
+    assert approved["request_text"].startswith("dana approves: APPROVE as a trusted recipient")
+    assert_verifies(approved["approval"], dana.public_key())
 
 
 def test_approval_sign_with_the_approvers_own_token(runner, tmp_path, source_collection):

@@ -281,6 +281,36 @@ def test_policy_sign_with_a_passphrase_protected_pem(runner, signer_key, tmp_pat
     assert refused.task["failed"] is True and refused.task["error_option"] == "not_after", refused.task
     assert dest.read_text() == text
 
+    # the approvals of this policy as a change of the policy in force, embedded by a run with the same options:
+    # the same signature, the approvals in the file (one given as a dict, one as the JSON text approval_sign wrote)
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils import _approval_signing as approving
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner, sign_policy
+
+    approvers = {name: ec.generate_private_key(ec.SECP256R1()) for name in ("erin", "frank")}
+    in_force = sign_policy({"approvers": {name: public_pem(key.public_key()) for name, key in approvers.items()},
+                            "approvals_required": {"policy_change": 2}}, "prod", 2, NOT_AFTER, "dana",
+                           PemSigner(str(key_path), PASSPHRASE)).signed_policy
+    approvals = []
+    for name, key in sorted(approvers.items()):
+        request = approving.build_request("policy_change", None, None, "CHG-2200", "1d", None,
+                                          new_policy=approving.read_new_policy(doc, "policy_change", in_force))
+        signer = PemSigner(str(write_pem(tmp_path / ("%s.pem" % name), key)), PASSPHRASE)
+        approvals.append(approving.sign_approval(request, name, signer).approval)
+    embedded = runner.task("policy_sign", dict(args, approvals=[approvals[0], json.dumps(approvals[1])],
+                                               in_force_policy=in_force), connection=False)
+    assert not embedded.task.get("failed"), embedded.task
+    assert embedded.task["changed"] is True and embedded.task["sha256"] == signed.task["sha256"]
+    with_approvals = yaml.safe_load(dest.read_text())["key_policy_signed"]
+    assert with_approvals["signature"] == doc["signature"]  # kept: the payload is the same
+    assert {key: value for key, value in with_approvals.items() if key != "approvals"} == doc
+    assert with_approvals["approvals"] == sorted(approvals, key=lambda item: item["approver"])
+    assert_verifies(with_approvals, signer_key.public_key())
+    summary = "\n".join(embedded.task["summary"])
+    assert "Approval of this policy change by erin" in summary and "by frank" in summary
+    assert "2 approver(s) of 2 required by the policy in force (serial 2" in summary
+
 
 def test_policy_sign_with_the_officers_own_token(runner, token, tmp_path, source_collection):
     officer = make_token(tmp_path / "officer", "officer")

@@ -21,13 +21,18 @@ from tests.integration.test_signed_policy import _fingerprint, _signer, sign
 
 
 def approve(key, name, token, action, keys, not_after, change_ref="CHG-7", nonce=None):
-    """An approval document as approval_sign writes it, signed with ``key``."""
+    """An approval document as approval_sign writes it, signed with ``key``, of key versions ``keys``."""
+    return approve_subjects(key, name, token, action, [{"name": n, "version": v} for n, v in sorted(keys)], not_after,
+                            change_ref, nonce)
+
+
+def approve_subjects(key, name, token, action, subjects, not_after, change_ref="CHG-7", nonce=None):
+    """An approval of ``subjects`` (key versions, recipients' transport keys or a policy), signed with ``key``."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     request = {"action": action, "token": token, "change_ref": change_ref, "not_after": not_after,
-               "nonce": nonce or secrets.token_hex(16),
-               "keys": [{"name": n, "version": v} for n, v in sorted(keys)]}
+               "nonce": nonce or secrets.token_hex(16), "keys": subjects}
     doc = {"format": 1, "request": request, "approver": _fingerprint(key)}
     payload = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     doc.update(approver_name=name, signature=base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode())
@@ -184,3 +189,40 @@ def test_check_mode_lists_missing_approvals(runner, token, people):
     assert checked["approvals"]["missing"] == 2 and checked["approvals"]["request"] == {
         "action": "destroy", "token": token.label, "keys": [{"name": "k", "version": 1}], "change_ref": "CHG-7"}
     assert token.objects() == before
+
+
+def test_a_new_policy_needs_the_approvals_of_the_policy_in_force(runner, token, people):
+    """The officer alone cannot change the policy where the policy in force says so: the approvers it lists must
+    approve the new document (its SHA-256), and they ride with it (``approvals``, outside the officer's signature)."""
+    import hashlib
+
+    first = people.policy(approvals_required={"destroy": 2, "policy_change": 2})
+    looser = people.policy(approvals_required={"destroy": 1})
+    payload = json.dumps({k: looser[k] for k in ("environment", "format", "not_after", "policy", "serial", "signer")},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    digest = hashlib.sha256(payload).hexdigest()
+    not_after = (runner.clock.now() + timedelta(hours=6)).replace(microsecond=0).isoformat()
+
+    def policy_approval(name):
+        key = people.keys[name][0]
+        return approve_subjects(key, name, "*", "policy_change", [{"policy": digest}], not_after)
+
+    before = token.objects()
+    results = play(runner, [
+        ("key_generate", {"keys": [{"name": "k2", "type": "aes", "size": 256}], "policy": first["policy"],
+                          "signed_policy": first}, {}),
+        ("key_generate", {"keys": [{"name": "k3", "type": "aes", "size": 256}], "policy": looser["policy"],
+                          "signed_policy": looser}, {}),
+        ("key_generate", {"keys": [{"name": "k3", "type": "aes", "size": 256}], "policy": looser["policy"],
+                          "signed_policy": dict(looser, approvals=[policy_approval("dana"),
+                                                                   policy_approval("erin")])}, {}),
+    ])
+    assert not results[0].get("failed"), results[0]
+    assert_refused(results[1], "approval_missing")
+    assert "policy change" in results[1]["msg"]
+    assert not results[2].get("failed") and results[2]["policy_in_force"]["serial"] == looser["serial"], results[2]
+    accepted = [r["event"] for r in runner.journal_records() if r["event"]["event"]["action"] == "policy-accept"]
+    assert [a["keylifecycle"]["policy"]["serial"] for a in accepted] == [first["serial"], looser["serial"]]
+    assert accepted[-1]["keylifecycle"]["approved_by"] == ["dana", "erin"]
+    recorded = {o["label"] for o in token.objects()} - {o["label"] for o in before}
+    assert {"signed-policy:%d" % first["serial"], "signed-policy:%d" % looser["serial"]} <= recorded, recorded

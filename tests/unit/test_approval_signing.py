@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 import pytest
 import yaml
 
+from tests.unit.test_policy_signing import documented_options
+
 PASSPHRASE = "approver passphrase 2041"
 NONCE = "0123456789abcdef0123456789abcdef"
 NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -292,7 +294,7 @@ def test_module_docs_match_the_argument_spec():
     yaml.safe_load(approval_sign.EXAMPLES)
     returned = yaml.safe_load(approval_sign.RETURN)
     assert {"approval", "request", "request_text", "dest"} <= set(returned)
-    options = documented["options"]
+    options = documented_options(approval_sign)
     assert set(options) == set(approval_sign.ARGUMENT_SPEC)
     for name, spec in approval_sign.ARGUMENT_SPEC.items():
         assert options[name]["type"] == spec["type"], name
@@ -308,3 +310,110 @@ def test_module_docs_match_the_argument_spec():
 
 def test_no_secret_in_a_signer_repr(tmp_path, dana_key):
     assert PASSPHRASE not in repr(_signer(tmp_path, dana_key))
+
+
+# ---- increment C: recipients and policy changes ----------------------------------------------------------------
+
+FINGERPRINT = "sha256:" + "4f" * 32
+
+
+def _new_policy(tmp_path, approvers, serial=8, environment="prod", **settings):
+    """A signed policy (the NEW one of a policy change), signed by another officer key; approvers as in force."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import PemSigner, sign_policy
+
+    policy = dict(settings, approvers={name: _public_pem(key) for name, key in approvers.items()})
+    signer = PemSigner(str(_key_file(tmp_path, ec.generate_private_key(ec.SECP256R1()), name="new-signer.pem")),
+                       PASSPHRASE)
+    return sign_policy(policy, environment, serial, "2099-01-01T00:00:00+00:00", "prod-officer",
+                       signer).signed_policy
+
+
+def test_a_recipient_approval_names_recipient_and_fingerprint(tmp_path, dana_key):
+    signing = _signing()
+    # as the module passes them: every suboption, those not given None
+    keys = [{"name": None, "version": None, "recipient": "partner-bank", "fingerprint": FINGERPRINT, "policy": None},
+            {"name": None, "version": None, "recipient": "acme", "fingerprint": "sha256:" + "0a" * 32,
+             "policy": None}]
+    request = _request(action="recipient_approve", keys=keys)
+    assert request["keys"] == [{"recipient": "acme", "fingerprint": "sha256:" + "0a" * 32},
+                               {"recipient": "partner-bank", "fingerprint": FINGERPRINT}]
+    assert request["token"] == "prod-hsm"
+    text = signing.request_text("dana", request)
+    assert text.startswith("dana approves: APPROVE as a trusted recipient")
+    assert "partner-bank" in text and FINGERPRINT in text and "'prod-hsm'" in text
+    revoke = _request(action="recipient_revoke", keys=keys[1:])
+    assert "REVOKE" in signing.request_text("dana", revoke) and "acme" in signing.request_text("dana", revoke)
+    signed = signing.sign_approval(request, "dana", _signer(tmp_path, dana_key))
+    assert _approvals().parse_approval(signed.approval) == signed.approval
+    assert _approvals().verify_signature(dana_key.public_key(), signed.approval)
+    # a recipient action needs a token and recipients; a key version is not a recipient
+    error = _refused("token", _request, action="recipient_approve", keys=keys, token=None)
+    assert "required for recipient_approve" in error.message
+    error = _refused("keys", _request, action="recipient_revoke", keys=None)
+    assert "recipient, fingerprint" in error.message
+    _refused("keys", _request, action="recipient_approve", keys=KEYS)
+    _refused("keys", _request, action="recipient_approve", keys=[{"recipient": "acme", "fingerprint": "md5:ab"}])
+    _refused("keys", _request, action="destroy", keys=[{"recipient": "acme", "fingerprint": FINGERPRINT}])
+    _refused("token", _request, action="recipient_approve", keys=keys, token="*")
+
+
+def test_a_policy_change_approves_the_new_policys_digest_on_every_token(tmp_path, dana_key, erin_key):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import policy_digest
+
+    signing = _signing()
+    approvers = {"dana": dana_key, "erin": erin_key}
+    in_force = _signed_policy(tmp_path, ec.generate_private_key(ec.SECP256R1()), approvers,
+                              approvals_required={"destroy": 2, "policy_change": 2})
+    new = _new_policy(tmp_path, approvers, approvals_required={"destroy": 2, "policy_change": 2},
+                      max_rotation_period="90d", min_rsa_bits=4096)
+    digest = policy_digest(new)
+
+    described = signing.read_new_policy(new, "policy_change", in_force=in_force)
+    assert described.as_dict() == {"sha256": digest, "environment": "prod", "serial": 8,
+                                   "signer_name": "prod-officer", "changes": ["max_rotation_period", "min_rsa_bits"]}
+    request = _request(action="policy_change", keys=None, token=None, new_policy=described)
+    assert request["keys"] == [{"policy": digest}] and request["token"] == "*"
+    text = signing.request_text("dana", request, described)
+    assert text == ("dana approves: put in force the signed policy of SHA-256 %s (environment prod, serial 8, signed "
+                    "by prod-officer; changes: max_rotation_period, min_rsa_bits) on every token of the environment, "
+                    "change CHG-2041, valid until 2027-03-02T12:00:00+00:00, nonce %s" % (digest, NONCE))
+    # without the policy in force the changes are not compared; keys naming the same digest are fine
+    alone = signing.read_new_policy(new, "policy_change")
+    assert alone.changes is None and "changes not compared" in signing.request_text("dana", request, alone)
+    same = _request(action="policy_change", keys=[{"policy": digest, "name": None, "version": None}], token=None,
+                    new_policy=alone)
+    assert same == request
+    # one token only, when the approver says so
+    assert _request(action="policy_change", keys=None, token="prod-hsm", new_policy=alone)["token"] == "prod-hsm"
+    # keys alone (the digest policy_sign returned), without new_policy
+    assert _request(action="policy_change", keys=[{"policy": digest}], token=None)["keys"] == [{"policy": digest}]
+
+    # signed by dana, the approver the policy in force lists; parses and verifies as the HSM host reads it
+    expected = signing.approver_in_policy(in_force, "dana")
+    signed = signing.sign_approval(request, "dana", _signer(tmp_path, dana_key), expected=expected)
+    assert _approvals().parse_approval(signed.approval)["request"] == request
+    assert _approvals().verify_signature(dana_key.public_key(), signed.approval)
+
+    # refused, naming the option
+    error = _refused("keys", _request, action="policy_change", keys=[{"policy": "ab" * 32}], token=None,
+                     new_policy=alone)
+    assert digest in error.message
+    error = _refused("keys", _request, action="policy_change", keys=None, token=None)
+    assert "new_policy" in error.message
+    _refused("keys", _request, action="policy_change", keys=[{"policy": digest}, {"policy": "ab" * 32}], token=None)
+    _refused("keys", _request, action="policy_change", keys=KEYS, token=None)
+    _refused("token", _request, action="destroy", token=None)
+    error = _refused("new_policy", signing.read_new_policy, new, "destroy")
+    assert "only for action policy_change" in error.message
+    other_env = _new_policy(tmp_path, approvers, environment="staging")
+    error = _refused("new_policy", signing.read_new_policy, other_env, "policy_change", in_force=in_force)
+    assert "environment staging" in error.message and "environment prod" in error.message
+    older = _new_policy(tmp_path, approvers, serial=6)
+    error = _refused("new_policy", signing.read_new_policy, older, "policy_change", in_force=in_force)
+    assert "serial 6" in error.message and "serial 7" in error.message
+    _refused("new_policy", signing.read_new_policy, {"policy": {}}, "policy_change")
+    _refused("new_policy", signing.read_new_policy, dict(new, policy={"min_rsa_bits": 1024}), "policy_change")

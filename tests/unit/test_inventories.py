@@ -50,7 +50,8 @@ def test_policy_and_keys_load(env):
         assert "vault_" in hsm["hsm_user_pin"] and hsm["ansible_pipelining"] is True
         assert policy.authorization and not policy.allow_operator_override
         # high-risk actions need signed approvals from approvers the signed policy lists (M of N)
-        for action in ("destroy", "compromise_rotate", "retire", "journal_rollover"):
+        for action in ("destroy", "compromise_rotate", "retire", "journal_rollover", "recipient_approve",
+                       "recipient_revoke", "policy_change"):
             assert policy.approvals_required.get(action, 0) >= 1, (env, action)
         assert set(policy.security_officers) == {"dana", "erin"} and set(policy.approvers) >= {"dana", "erin"}
         assert policy.require_transport_key_pin

@@ -226,6 +226,15 @@ def test_the_event_is_in_the_schema(p256):
     json.dumps(event)
 
 
+def documented_options(module):
+    """The module's options as ansible-doc shows them: its own and those of the signing_key doc fragment."""
+    from ansible_collections.secops.keylifecycle.plugins.doc_fragments.signing_key import ModuleDocFragment
+
+    documented = yaml.safe_load(module.DOCUMENTATION)
+    assert "secops.keylifecycle.signing_key" in documented["extends_documentation_fragment"]
+    return dict(yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"], **documented["options"])
+
+
 def test_module_docs_match_the_argument_specs():
     from ansible_collections.secops.keylifecycle.plugins.modules import policy_sign, policy_signer
 
@@ -234,12 +243,13 @@ def test_module_docs_match_the_argument_specs():
         assert set(documented["attributes"]) >= {"check_mode", "diff_mode"}
         yaml.safe_load(module.EXAMPLES)
         yaml.safe_load(module.RETURN)
-    options = yaml.safe_load(policy_sign.DOCUMENTATION)["options"]
+    options = documented_options(policy_sign)
     assert set(options) == set(policy_sign.ARGUMENT_SPEC)
     for name, spec in policy_sign.ARGUMENT_SPEC.items():
         assert options[name]["type"] == spec["type"], name
         assert bool(options[name].get("required")) == bool(spec.get("required")), name
     assert policy_sign.ARGUMENT_SPEC["private_key_passphrase"]["no_log"] is True
+    assert options["approvals"]["elements"] == policy_sign.ARGUMENT_SPEC["approvals"]["elements"] == "raw"
     own = yaml.safe_load(policy_signer.DOCUMENTATION)["options"]
     for name in ("name", "public_key_pem", "approved_by", "change_ref", "so_pin", "so_pin_file"):
         assert name in own and own[name]["type"] == policy_signer.ARGUMENT_SPEC[name]["type"], name
@@ -297,3 +307,93 @@ def test_token_refusals_when_installing(p256, refuse, created, error_kind, optio
             install.install_policy_signer(session, "kl-test", request, context)
         assert raised.value.kind == error_kind and raised.value.option == option
         assert session.created == []
+
+
+# ---- increment C: the approvals of a policy change ride with the new policy ------------------------------------
+
+def _approver_pem(key):
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _approve(tmp_path, key, name, new_doc, nonce, action="policy_change"):
+    """An approval of ``new_doc`` as approval_sign makes it (its own logic, with a PEM key)."""
+    import importlib
+
+    approving = importlib.import_module("ansible_collections.secops.keylifecycle.plugins.plugin_utils."
+                                        "_approval_signing")
+    described = approving.read_new_policy(new_doc, "policy_change")
+    request = approving.build_request("policy_change", None, None, "CHG-9", "2d", nonce, new_policy=described)
+    if action != "policy_change":
+        request = approving.build_request(action, "prod-hsm", [{"name": "k", "version": 1}], "CHG-9", "2d", nonce)
+    signer = _signing().PemSigner(str(_key_file(tmp_path, key, name=name + ".pem")), PASSPHRASE)
+    return approving.sign_approval(request, name, signer).approval
+
+
+def test_approvals_are_embedded_and_the_signature_is_kept(tmp_path, p256):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signing = _signing()
+    dana, erin, mallory = (ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1()),
+                           ec.generate_private_key(ec.SECP256R1()))
+    approvers = {"dana": _approver_pem(dana), "erin": _approver_pem(erin)}
+    signer = signing.PemSigner(str(_key_file(tmp_path, p256)), PASSPHRASE)
+    in_force = signing.sign_policy({"approvers": approvers, "approvals_required": {"policy_change": 2}}, "prod", 4,
+                                   "2099-01-01T00:00:00+00:00", "dana.officer", signer).signed_policy
+    options = ({"approvers": approvers, "approvals_required": {"policy_change": 2}, "min_rsa_bits": 4096}, "prod", 5,
+               "2099-01-01T00:00:00+00:00", "dana.officer", signer)
+    # 1. the officer signs the new policy
+    first = signing.sign_policy(*options)
+    dest = tmp_path / "policy.yml"
+    dest.write_text(first.text)
+    new_doc = signing.read_existing(str(dest))
+    assert "approvals" not in new_doc
+    # 2. the approvers of the policy in force approve it (one of them twice: same nonce, as JSON text)
+    by_erin = _approve(tmp_path, erin, "erin", new_doc, "e1" * 16)
+    by_dana = _approve(tmp_path, dana, "dana", new_doc, "d1" * 16)
+    given = [by_erin, json.dumps(by_dana), by_dana]
+    # 3. the officer signs again with the same options plus the approvals: same signature, approvals embedded
+    second = signing.sign_policy(*options, existing=signing.read_existing(str(dest)), approvals=given,
+                                 in_force_policy=in_force)
+    doc = second.signed_policy
+    assert second.unchanged is False and second.text != first.text
+    assert doc["signature"] == first.signed_policy["signature"] and second.sha256 == first.sha256
+    assert doc["approvals"] == sorted([by_erin, by_dana], key=lambda item: item["approver"])
+    assert _signed().parse_signed_policy(doc) == doc and _signed().policy_digest(doc) == first.sha256
+    _verify(p256.public_key(), doc)
+    loaded = yaml.safe_load(second.text)["key_policy_signed"]
+    assert loaded == doc and "# approvals of this policy change" in second.text
+    summary = "\n".join(second.summary)
+    assert "Approval of this policy change by dana" in summary and "d1" * 16 in summary
+    assert "by erin" in summary and "2 approver(s) of 2 required by the policy in force (serial 4" in summary
+    dest.write_text(second.text)
+    # the same again: unchanged; without approvals: the same signature, the approvals dropped
+    again = signing.sign_policy(*options, existing=signing.read_existing(str(dest)), approvals=[by_dana, by_erin])
+    assert again.unchanged is True and again.text == second.text
+    bare = signing.sign_policy(*options, existing=signing.read_existing(str(dest)))
+    assert bare.unchanged is False and "approvals" not in bare.signed_policy and bare.text == first.text
+
+    # refused, naming approvals: another action, another document, an approver the policy in force does not
+    # list, an altered approval; and a policy in force of another environment
+    def refused(option, needle, **kwargs):
+        with pytest.raises(_errors().KeyLifecycleError) as raised:
+            signing.sign_policy(*options, **kwargs)
+        assert raised.value.option == option and needle in raised.value.message, raised.value.message
+
+    refused("approvals", "not a policy change",
+            approvals=[_approve(tmp_path, dana, "dana", new_doc, "d2" * 16, action="destroy")])
+    other = signing.sign_policy({}, "prod", 6, "2099-01-01T00:00:00+00:00", "dana.officer", signer).signed_policy
+    refused("approvals", "not this document", approvals=[_approve(tmp_path, dana, "dana", other, "d3" * 16)])
+    by_mallory = _approve(tmp_path, mallory, "mallory", new_doc, "a1" * 16)
+    refused("approvals", "not an approver of in_force_policy", approvals=[by_mallory], in_force_policy=in_force)
+    # without the policy in force only the shape and the digest are checked
+    assert signing.sign_policy(*options, approvals=[by_mallory]).signed_policy["approvals"] == [by_mallory]
+    altered = json.loads(json.dumps(by_dana))
+    altered["signature"] = by_erin["signature"]
+    refused("approvals", "does not verify", approvals=[altered], in_force_policy=in_force)
+    refused("approvals", "not a valid approval", approvals=[{"format": 1}])
+    staging = signing.sign_policy({"approvers": approvers}, "staging", 1, "2099-01-01T00:00:00+00:00", "dana.officer",
+                                  signer).signed_policy
+    refused("in_force_policy", "environment staging", approvals=[by_dana], in_force_policy=staging)
