@@ -48,7 +48,9 @@ except ImportError:  # guarded by _dependencies.require_dependencies in main()
 
 WRAP_MECHANISM = "CKM_RSA_PKCS_OAEP"
 OAEP_HASHES = ("sha1", "sha256", "sha384", "sha512")
-DEFAULT_OAEP_HASH = "sha256"
+#: the strongest OAEP hash the token actually wraps with, found by trying (_token_probe.probe_oaep)
+AUTO_OAEP_HASH = "auto"
+DEFAULT_OAEP_HASH = AUTO_OAEP_HASH
 PACKAGE_FORMAT = 1
 #: the weakest transport keys accepted, whatever the policy says
 MIN_TRANSPORT_RSA_BITS = 3072

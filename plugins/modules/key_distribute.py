@@ -102,11 +102,16 @@ options:
         elements: dict
   oaep_hash:
     description:
-      - Hash of RSA-OAEP (and of its MGF1). Use the strongest your HSM implements for C_WrapKey; SoftHSM2 2.6
-        implements only V(sha1), which is still sound for OAEP (see docs/distribution.md).
+      - Hash of RSA-OAEP (and of its MGF1).
+      - V(auto) (the default) uses the strongest hash the token actually wraps with, found by trying C_WrapKey on
+        session objects once per task (M(secops.keylifecycle.token_info) shows the same probe); the choice is in
+        every package and C(key-distribute) event (C(key.mechanism), for example C(CKM_RSA_PKCS_OAEP:sha1)) and in
+        RV(oaep_hash). SoftHSM2 2.6 wraps only with V(sha1), which is still sound for OAEP (see
+        docs/distribution.md). A token that wraps with no OAEP hash is refused (C(capability_missing)), naming it.
+      - Pin a hash to refuse, rather than follow, a token that cannot do it.
     type: str
-    choices: [sha1, sha256, sha384, sha512]
-    default: sha256
+    choices: [auto, sha1, sha256, sha384, sha512]
+    default: auto
 seealso:
   - module: secops.keylifecycle.recipient_enroll
   - module: secops.keylifecycle.key_install
@@ -129,6 +134,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+oaep_hash:
+  description: The OAEP hash this call wrapped with (the probed one with O(oaep_hash=auto)).
+  returned: success
+  type: str
+  sample: sha1
 recipients:
   description: One entry per recipient, with its packages and the versions it must remove.
   returned: always
@@ -237,7 +247,12 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_distribut
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
-from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_OAEP_HASH, OAEP_HASHES
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_oaep
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    AUTO_OAEP_HASH,
+    DEFAULT_OAEP_HASH,
+    OAEP_HASHES,
+)
 
 ARGUMENT_SPEC = dict(
     recipients={"type": "list", "elements": "dict", "required": True, "options": {
@@ -248,7 +263,7 @@ ARGUMENT_SPEC = dict(
         "keys": {"type": "list", "elements": "str", "no_log": False},
         "installed": {"type": "list", "elements": "dict"},
     }},
-    oaep_hash={"type": "str", "choices": list(OAEP_HASHES), "default": DEFAULT_OAEP_HASH},
+    oaep_hash={"type": "str", "choices": [AUTO_OAEP_HASH] + list(OAEP_HASHES), "default": DEFAULT_OAEP_HASH},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -265,10 +280,13 @@ def main():
     def work(store, policy, context):
         plans = plan_distribution(store, parsed["recipients"], utc_now(), approved_transport_keys(store),
                                   policy.require_trusted_wrapping)
-        result = apply_distribution(store, plans, params["oaep_hash"], context, module.check_mode)
+        oaep_hash = params["oaep_hash"]
+        if oaep_hash == AUTO_OAEP_HASH:
+            oaep_hash = probe_oaep(store.session, store.token_label)
+        result = apply_distribution(store, plans, oaep_hash, context, module.check_mode)
         for warning in result.warnings:
             module.warn(warning)
-        return result, dict(recipients=result.recipients, package_signer=result.package_signer)
+        return result, dict(recipients=result.recipients, package_signer=result.package_signer, oaep_hash=oaep_hash)
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"recipients": [], "package_signer": None})
 

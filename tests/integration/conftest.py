@@ -120,7 +120,7 @@ class DistributionSetup:
 
     RECIPIENT_NAMES = {"r1": "billing", "r2": "reports"}
 
-    def __init__(self, runner, recipients, oaep_hash="sha1"):
+    def __init__(self, runner, recipients, oaep_hash=None):
         self.runner = runner
         self.recipients = recipients
         self.hosts = {host.alias: host for host in recipients.hosts}
@@ -133,12 +133,13 @@ class DistributionSetup:
             "keylifecycle_audit_journal": str(runner.journal),
             "hsm_pkcs11_module": token.connection()["pkcs11_module"], "hsm_token_label": token.label,
             "hsm_user_pin_file": str(token.pin_file), "hsm_environment": token.env,
-            "key_distribution_oaep_hash": oaep_hash,
             "ansible_remote_tmp": str(runner.tmp_path / "hsm-remote-tmp"),
             # the officer's credential: distribute.yml then approves the enrolled recipients (approve_recipients.yml)
             "keylifecycle_officer": "test-officer",
             "keylifecycle_officer_so_pin_file": str(token.so_pin_file),
         }
+        if oaep_hash:  # else key_distribute's default, auto: the strongest hash the token wraps with (sha1 here)
+            hsm_vars["key_distribution_oaep_hash"] = oaep_hash
         recipient_hosts = {
             host.alias: dict(host.inventory_vars(recipients.client_key, self.RECIPIENT_NAMES[host.alias]),
                              keylifecycle_audit_journal=str(runner.journal))

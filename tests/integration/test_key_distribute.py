@@ -230,11 +230,14 @@ def test_packages_unwrap_outside_the_hsm_and_no_key_bytes_leak(runner, token, di
     meta, keys = distribution.installed("r1")
     assert keys == {"shared:v1", "billing-only:v1"}
 
-    # an independent path: wrap for r1's known transport key, unwrap with cryptography, compare check values
-    direct = runner.task("key_distribute", {"oaep_hash": "sha1", "recipients": [
+    # an independent path: wrap for r1's known transport key, unwrap with cryptography, compare check values; no
+    # oaep_hash given: the probe finds the one hash SoftHSM2 wraps with, although its flags list four
+    direct = runner.task("key_distribute", {"recipients": [
         {"name": "billing", "host": "r1", "public_key_pem": public_pem(transport_private)}]})
     assert not direct.task.get("failed"), direct.output
+    assert direct.task["oaep_hash"] == "sha1"
     packages = direct.task["recipients"][0]["packages"]
+    assert {p["mechanism"] for p in packages} == {"CKM_RSA_PKCS_OAEP:sha1"}
     assert sorted(p["label"] for p in packages) == ["billing-only:v1", "shared:v1"]
     secrets_seen = []
     for package in packages:
