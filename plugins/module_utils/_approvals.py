@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -199,10 +198,6 @@ def approval_payload(doc):
     return canonical_bytes({name: doc[name] for name in SIGNED_FIELDS})
 
 
-def request_sha256(request):
-    return hashlib.sha256(canonical_bytes(request)).hexdigest()
-
-
 def describe_subject(entry):
     kind = _subject_kind(entry)
     if kind == "recipient":
@@ -310,7 +305,6 @@ class ApprovalOutcome:
     request: dict = None  # the request the approvers sign for this task (without not_after and nonce)
     legacy_approved_by: str = None
     change_ref: str = None
-    _nonces: dict = field(default_factory=dict)
 
     @property
     def approved_by(self):
@@ -369,9 +363,10 @@ class ApprovalGate:
     def _refuse(self, kind, message):
         return ApprovalRefused(message + " Nothing was changed on the token.", kind)
 
-    def check(self, store, targets, check_mode):
-        """Check the approvals for ``targets`` (``[(name, version)]``, the key versions the task acts on) before
-        the token changes; consume their nonces on the token unless ``check_mode``. Returns an ApprovalOutcome.
+    def check(self, objects, targets, check_mode):
+        """Check the approvals for ``targets`` (``[(name, version)]`` key versions, or subject dicts: what the task
+        acts on) before the token changes; consume their nonces on the token (``objects``, the session's
+        TokenObjects) unless ``check_mode``. Returns an ApprovalOutcome.
 
         With no target (nothing to do) nothing is required. In check mode fewer approvals than required is not a
         refusal: the outcome says how many are missing and which request to sign.
@@ -404,7 +399,6 @@ class ApprovalGate:
             raise InvalidOption("approvals lists %d documents; at most %d are read."
                                 % (len(self.approvals), MAX_APPROVALS), option="approvals")
         keys = approver_keys(self.policy)
-        objects = getattr(store, "objects", store)  # a key store, or the TokenObjects of a Security Officer session
         used = used_nonces(objects)
         seen_approvers, seen_nonces = set(), set()
         for index, raw in enumerate(self.approvals):

@@ -164,7 +164,7 @@ def main():
         # the pin check (run before this, _checkpoint) has accepted the new journal's genesis; the new pin is written
         # when the run anchors it
         gate = ApprovalGate(policy, "journal_rollover", params, context, store.token_label, utc_now())
-        approval = gate.check(store, [], module.check_mode)
+        approval = gate.check(store.objects, [], module.check_mode)
         events = []
         if approval.accepted:  # the signed approvals, journaled with their approvers' key fingerprints
             events.append(build_event("audit-journal-rollover", "success", context, reason=params["reason"],

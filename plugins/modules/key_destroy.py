@@ -201,7 +201,7 @@ def main():
         now = utc_now()
         plans = plan_destruction(store, params["name"], params["version"], params["all_expired"], policy, now)
         gate = ApprovalGate(policy, "destroy", params, context, store.token_label, now)
-        approval = gate.check(store, destruction_targets(plans), module.check_mode)
+        approval = gate.check(store.objects, destruction_targets(plans), module.check_mode)
         result = apply_destruction(store, plans, context, approval, module.check_mode)
         return result, dict(destroyed=result.destroyed, plan=result.plan, approvals=approval.as_dict())
 

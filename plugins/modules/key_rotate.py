@@ -270,7 +270,7 @@ def main():
         approval = None
         if action:
             gate = ApprovalGate(policy, action, params, context, store.token_label, now)
-            approval = gate.check(store, rotation_targets(plans, compromise), module.check_mode)
+            approval = gate.check(store.objects, rotation_targets(plans, compromise), module.check_mode)
         recorded = approval.event_fields() if approval else {
             name: params[name] for name in ("approved_by", "change_ref") if params[name]}
         result = apply_rotation(store, plans, context, params["reason"], policy, module.check_mode, recorded)
