@@ -72,6 +72,8 @@ _SIGNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}\Z")
 #: a file path on the controller (a journal kept aside at a rollover)
 _PATH = re.compile(r"^[\x20-\x7e]{1,1024}\Z")
 UUID_RE = re.compile(r"^[0-9a-f-]{36}\Z")
+#: base64 of a signature by the collection's signing key: DER ECDSA (about 96 characters) up to RSA-8192 (1368)
+_SIGNATURE = re.compile(r"^[A-Za-z0-9+/=]{16,1400}\Z")
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 _OUTCOMES = ("success", "failure", "unknown")
 _KEY_TYPES = ("aes", "rsa", "ec")
@@ -149,8 +151,7 @@ _FIELD_CHECKS = {
     "keylifecycle.checkpoint.seq": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.checkpoint.head_hash": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
     "keylifecycle.checkpoint.signed_at": lambda v: isinstance(v, str) and v.endswith("+00:00"),
-    "keylifecycle.checkpoint.signature": lambda v: isinstance(v, str) and bool(
-        re.match(r"^[A-Za-z0-9+/=]{16,300}\Z", v)),
+    "keylifecycle.checkpoint.signature": lambda v: isinstance(v, str) and bool(_SIGNATURE.match(v)),
     "keylifecycle.checkpoint.key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
     "keylifecycle.checkpoint.key_version": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.checkpoint.public_key_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
@@ -159,8 +160,7 @@ _FIELD_CHECKS = {
     "keylifecycle.checkpoint.token_label": lambda v: isinstance(v, str) and bool(_TOKEN_LABEL.match(v)),
     "keylifecycle.checkpoint.token_serial": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
     "keylifecycle.checkpoint.previous_key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
-    "keylifecycle.checkpoint.previous_signature": lambda v: isinstance(v, str) and bool(
-        re.match(r"^[A-Za-z0-9+/=]{16,300}\Z", v)),
+    "keylifecycle.checkpoint.previous_signature": lambda v: isinstance(v, str) and bool(_SIGNATURE.match(v)),
     # a journal rollover's genesis record: the journal it continues (id, head seq and hash, where it was archived),
     # the token's pin of that journal when the rollover started, and why
     "keylifecycle.previous_journal.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),

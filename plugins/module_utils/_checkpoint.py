@@ -67,11 +67,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signi
     key_history,
     remember_public_keys,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
-    follow_certificates,
-    load_signer_public_key,
-)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import follow_certificates
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import find_policy_signers
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import load_public_key
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     AUDIT_CHECKPOINT,
     AUDIT_JOURNAL_PIN,
@@ -383,7 +381,7 @@ class JournalPin:
     def _certified(self, pin, active):
         """Whether the certificates lead from the pinned key to ``active``, each verifying with the key before it."""
         pem = self.signer.public_keys().get(pin["key_id"])
-        pinned_key = load_signer_public_key(pem) if pem else None
+        pinned_key = load_public_key(pem) if pem else None
         if pinned_key is None:
             return False
         try:

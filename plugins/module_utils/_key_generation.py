@@ -7,7 +7,8 @@
 PRIVATE: not part of the public interface.
 
 ``plan_generation`` compares every requested spec with the token in one pass and
-refuses the whole batch if any spec conflicts, before anything is written.
+refuses the whole batch if any spec conflicts, before anything is written; so does
+``apply_generation`` for a spec the token cannot generate (``_token_probe.require_generation``).
 ``apply_generation`` then carries the plan out in the same session. When it generates a
 distributable key it also makes sure the token has its package-signing key
 (``_package_signing``), so that recipients can pin it at enrollment, before any package.
@@ -26,6 +27,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import ensure_package_signer
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import require_generation
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 
@@ -100,7 +102,10 @@ def apply_generation(store, plans, context, check_mode, policy=BASELINE):
     """Carry out a plan; in check mode only describe it.
 
     ``policy.require_trusted_wrapping`` decides what a token without CKA_WRAP_WITH_TRUSTED does (``_key_store``).
+    A spec the token cannot generate refuses the whole batch first, in check mode too (``require_generation``).
     """
+    require_generation(store.session, store.token_label, [plan.spec for plan in plans if plan.action == "create"],
+                       policy.require_trusted_wrapping)
     now = utc_now()
     before, after, key_versions, generated, events = {}, {}, [], [], []
     try:

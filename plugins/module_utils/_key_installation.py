@@ -41,10 +41,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import version_label
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
     follow_certificates,
-    load_signer_public_key,
     verify_package,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import PACKAGE_SIGNER_LABEL
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import load_public_key
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     public_key_pem,
     spki_fingerprint,
@@ -118,13 +118,15 @@ def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable
 
 
 def _signer_key(raw):
-    """The ``package_signer`` option: the HSM's signing public key (EC), checked against its pin if one is given."""
+    """The ``package_signer`` option: the HSM's signing public key (EC P-256 or stronger, or RSA of 3072 bits or more),
+    checked against its pin if one is given."""
     if not isinstance(raw, dict) or not isinstance(raw.get("public_key_pem"), str):
         raise InvalidOption("package_signer must be a dict with public_key_pem: the package_signer that key_info "
                             "returns on the HSM host.", option="package_signer")
-    public_key = load_signer_public_key(raw["public_key_pem"])
+    public_key = load_public_key(raw["public_key_pem"])
     if public_key is None:
-        raise InvalidOption("package_signer.public_key_pem is not a readable EC public key in PEM; pass "
+        raise InvalidOption("package_signer.public_key_pem is not a readable EC (P-256 or stronger) or RSA (3072 bits "
+                            "or more) public key in PEM; pass "
                             "package_signer.public_key_pem from key_info on the HSM host unchanged.",
                             option="package_signer")
     fingerprint = spki_fingerprint(public_key)
@@ -180,7 +182,7 @@ def _pin(store, public_key, context, result, reason):
     pinned = store.pin_signer(public_key, os.urandom(16))
     result.audit_events.append(build_event(
         "package-signer-pin", "success", context,
-        key={"label": pinned.label, "id": pinned.key_id, "type": "ec", "curve": pinned.curve,
+        key={"label": pinned.label, "id": pinned.key_id, "type": pinned.type, "curve": pinned.curve,
              "token": store.token_label, "state": "active", "public_key_fingerprint": pinned.fingerprint,
              "package_signer_fingerprint": pinned.fingerprint},
         reason=reason))

@@ -5,6 +5,9 @@
 """Read-only description of the keys on a token (the work of key_info).
 
 PRIVATE: not part of the public interface.
+
+``capability_summary`` is key_info's ``token_capabilities`` (option ``probe_token``): what the token showed it can
+do when ``_token_probe.probe`` tried it, summarised for the compliance report (token_info returns the whole probe).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._drift import 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import signer_record
 from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_trusted_transport_keys
+
+#: the capabilities a summary says the token lacks (``Capabilities.has``), in the order the report lists them
+SUMMARISED_CAPABILITIES = ("aes", "rsa", "ec", "oaep", "aes_key_wrap", "trusted_wrapping")
 
 
 def logical_key_state(versions):
@@ -91,4 +97,41 @@ def describe_keys(store, names=None, states=None, policy=None, now=None):
         "anomalies": [a.as_dict() for a in store.anomalies],
         "drift": [finding.as_dict() for finding in drift],
         "checked_at": format_time(now),
+    }
+
+
+def capability_summary(capabilities):
+    """key_info's ``token_capabilities``: a summary of a probe (``_token_probe.Capabilities``).
+
+    The token's identity; what it generated (``generates``, as token_info returns it); the OAEP hashes C_WrapKey
+    worked with and the strongest; AES key wrap with and without padding; trusted wrapping (CKA_WRAP_WITH_TRUSTED
+    taken and CKA_TRUSTED refused to the user); how CKA_DESTROYABLE / CKA_MODIFIABLE false are treated; how many
+    mechanisms the token lists (not the list: token_info returns it); and ``missing``, each capability of
+    SUMMARISED_CAPABILITIES the token lacks with why (the PKCS#11 error, or "not offered", that the probe met).
+    """
+    probed = capabilities.as_dict()
+    generates = probed.get("generates") or {}
+    rsa = generates.get("rsa") or {}
+    attempts = probed.get("attempts") or {}
+    aes_key_wrap = probed.get("aes_key_wrap") or {}
+    missing = []
+    for name in SUMMARISED_CAPABILITIES:
+        if not capabilities.has(name):
+            reason = attempts.get(name)
+            missing.append({"capability": name, "reason": reason if isinstance(reason, str) else "not supported"})
+    return {
+        "token": dict(probed.get("token") or {}),
+        "generates": {"aes": list(generates.get("aes") or []),
+                      "rsa": {"generated": bool(rsa.get("generated")), "min_bits": rsa.get("min_bits"),
+                              "max_bits": rsa.get("max_bits")},
+                      "ec": list(generates.get("ec") or [])},
+        "oaep_hashes": list(probed.get("oaep_hashes") or []),
+        "best_oaep_hash": capabilities.best_oaep_hash(),
+        "aes_key_wrap": bool(aes_key_wrap.get("CKM_AES_KEY_WRAP")),
+        "aes_key_wrap_pad": capabilities.has("aes_key_wrap"),
+        "trusted_wrapping": capabilities.has("trusted_wrapping"),
+        "destroyable": probed.get("destroyable"),
+        "modifiable": probed.get("modifiable"),
+        "mechanism_count": len(probed.get("mechanisms") or ()),
+        "missing": missing,
     }

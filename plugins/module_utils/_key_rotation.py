@@ -65,6 +65,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     KEY_METADATA,
     SIGNER_CERTIFICATE,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import require_generation
 from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import remove_half_made
 
 REASONS = ("scheduled", "manual", "compromise")
@@ -377,8 +378,11 @@ def _event(action_reason, context, token_label, new, old, approval=None, certifi
 def apply_rotation(store, plans, context, reason, policy, check_mode, approval=None):
     """Carry out a rotation plan (repairs first); in check mode only describe it.
 
-    ``approval`` (``approved_by``, ``change_ref``) is recorded in the rotation events.
+    ``approval`` (``approved_by``, ``change_ref``) is recorded in the rotation events. A successor the token cannot
+    generate refuses the whole batch first, in check mode too (``require_generation``).
     """
+    require_generation(store.session, store.token_label,
+                       [plan.current.spec for plan in plans if plan.action == "rotate"], policy.require_trusted_wrapping)
     now = utc_now()
     before, after, rotated, events, compromised = {}, {}, [], [], []
     old_state = "compromised" if reason == "compromise" else "deactivated"

@@ -8,15 +8,18 @@ PRIVATE: not part of the public interface.
 
 Two such keys exist: ``audit-checkpoint`` (``_checkpoint``) signs journal heads and
 ``package-signing`` (``_package_signing``) signs distribution packages. Each is an
-ordinary managed key (EC P-256, sign/verify, CKA_SENSITIVE true, never extractable,
-not distributable), generated in the token on first use. A signature is CKM_ECDSA
-over the SHA-256 of the payload, encoded as DER (``openssl dgst -sha256 -verify``
-and ``cryptography``'s ``ECDSA(SHA256())`` check it) and given in base64.
+ordinary managed key (sign/verify, CKA_SENSITIVE true, never extractable, not
+distributable), generated in the token on first use. Its type follows the token
+(``_signatures``): EC P-256 (CKM_ECDSA over the SHA-256 of the payload, DER) where the
+token generates EC keys, else RSA-3072 (RSASSA-PSS, or PKCS#1 v1.5 where the token has
+no PSS); a signature is given in base64, and ``openssl dgst -sha256 -verify`` and
+``_signatures.signature_valid`` check it. A token that can make neither is refused
+(``CapabilityMissing``) before the task changes anything.
 
 Rollover: when either key rotates (``_key_rotation``, not for a compromise), the old version,
 still active, signs a certificate of the new one (``certify_successor``): the canonical JSON of
 ``name``, ``previous_version``, ``previous_fingerprint``, ``version``, ``fingerprint``,
-``public_key_pem`` and ``certified_at``, plus ``signature`` (base64 DER ECDSA by the old key).
+``public_key_pem`` and ``certified_at``, plus ``signature`` (base64, by the old key).
 It is kept on the token (``_token_objects.SIGNER_CERTIFICATE``, labelled by ``CERTIFICATE_PREFIXES``).
 
 The public key of every ``audit-checkpoint`` version is also kept in one document
@@ -26,15 +29,18 @@ so checkpoints signed by a version destroyed since still verify (``remember_publ
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from datetime import timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing, KeyNotFound
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_spec, format_time, utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
+    MIN_RSA_BITS,
+    managed_key_type,
+    sign_in_token,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     AUDIT_KEY_HISTORY,
     AUDIT_KEY_HISTORY_LABEL,
@@ -42,12 +48,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     SIGNER_CERTIFICATE,
     canonical_json,
 )
-
-try:
-    from pkcs11 import Mechanism
-    from pkcs11.util.ec import encode_ecdsa_signature
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    Mechanism = encode_ecdsa_signature = None
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import offered_mechanisms
 
 CHECKPOINT_KEY_NAME = "audit-checkpoint"
 PACKAGE_KEY_NAME = "package-signing"
@@ -71,10 +72,29 @@ class ManagedSigningKey:
         self.name = name
         #: what it signs, for error messages and audit reasons (``audit checkpoint``, ``package``)
         self.purpose = purpose
+        self._offered = None
+
+    def offered(self):
+        """The token's mechanism names (one C_GetMechanismList per instance)."""
+        if self._offered is None:
+            self._offered = offered_mechanisms(self.store.session, self.store.token_label)
+        return self._offered
 
     def spec(self):
-        return build_key_spec({"name": self.name, "type": "ec", "curve": "P-256", "usage": ["sign", "verify"]},
-                              BASELINE)
+        """EC P-256 where the token generates EC keys and signs with ECDSA, else RSA-3072; CapabilityMissing (naming
+        the token and the mechanisms) when it can make neither."""
+        key_type, _scheme = managed_key_type(self.offered())
+        if key_type == "ec":
+            raw = {"name": self.name, "type": "ec", "curve": "P-256", "usage": ["sign", "verify"]}
+        elif key_type == "rsa":
+            raw = {"name": self.name, "type": "rsa", "size": MIN_RSA_BITS, "usage": ["sign", "verify"]}
+        else:
+            raise CapabilityMissing(
+                "token %s cannot make the %s signing key %r: it offers neither EC P-256 signing (CKM_EC_KEY_PAIR_GEN "
+                "and CKM_ECDSA) nor RSA signing (CKM_RSA_PKCS_KEY_PAIR_GEN with CKM_SHA256_RSA_PKCS_PSS, "
+                "CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS). Every lifecycle task signs with it: use a "
+                "token that offers one of them." % (self.store.token_label, self.purpose, self.name))
+        return build_key_spec(raw, BASELINE)
 
     def active_version(self):
         """The newest active version on the token, or None (never generates)."""
@@ -93,11 +113,11 @@ class ManagedSigningKey:
         return version, True
 
     def sign(self, version, payload):
-        """Base64 of the DER ECDSA signature of SHA-256(``payload``), made inside the token."""
+        """Base64 of the signature of ``payload`` (``_signatures``: ECDSA or RSA by the version's type), made inside
+        the token."""
         private = self.store.private_key(self.name, version.version)
         with pkcs11_errors("C_Sign (%s)" % self.purpose, token_label=self.store.token_label):
-            raw = private.sign(hashlib.sha256(payload).digest(), mechanism=Mechanism.ECDSA)
-        return base64.b64encode(encode_ecdsa_signature(raw)).decode("ascii")
+            return sign_in_token(private, version.spec.type, self.offered(), payload)
 
     def public_record(self, version):
         """What a verifier needs: name, key id, version, fingerprint and the PEM public key."""

@@ -7,7 +7,8 @@
 PRIVATE: not part of the public interface. docs/distribution.md explains the threat model.
 
 The HSM signs each package's metadata with the managed key ``package-signing`` (EC
-P-256, generated in the token on first use, never extractable; ``_managed_signing``).
+P-256, or RSA-3072 on a token without EC, generated in the token on first use, never
+extractable; ``_managed_signing``, ``_signatures``).
 The recipient pins that key's public half in its own token at enrollment
 (``recipient_enroll`` option ``package_signer``) and ``key_install`` checks every
 package against it before anything is unwrapped: a package relabelled, with its usage
@@ -18,14 +19,15 @@ of every field of the package except ``signature`` and ``wrapped``, plus
 ``wrapped_sha256``: the hex SHA-256 of the ``wrapped`` base64 text (null for a state
 change that carries no key). A signed package gains ``signed_at`` (UTC, ISO 8601 with
 microseconds), ``signer_fingerprint`` (``sha256:<hex>`` of the signer's
-SubjectPublicKeyInfo) and ``signature`` (base64 of the DER ECDSA signature), so
-``openssl dgst -sha256 -verify signer.pem -signature sig.der payload.json`` checks it.
+SubjectPublicKeyInfo) and ``signature`` (base64 of the DER ECDSA signature, or of the RSA
+signature block), so ``openssl dgst -sha256 -verify signer.pem -signature sig.der payload.json``
+checks it (docs/audit.md gives the options for RSA-PSS).
 
 Rollover: a rotation of ``package-signing`` (``_key_rotation``) makes the old version, while
 it is still active, sign a certificate of the new one (``_managed_signing.certify_successor``): the canonical
 JSON of ``name``, ``previous_version``, ``previous_fingerprint``, ``version``,
-``fingerprint``, ``public_key_pem`` and ``certified_at``, plus ``signature`` (base64 DER
-ECDSA by the old key over that JSON). It is kept on the token
+``fingerprint``, ``public_key_pem`` and ``certified_at``, plus ``signature`` (base64, by the
+old key over that JSON). It is kept on the token
 (``_token_objects.SIGNER_CERTIFICATE``) and the signer's public record lists every
 certificate, oldest first (``certificates``). A recipient that pinned an older signer follows
 that chain from its pin (``follow_certificates``): each link verified with the key trusted
@@ -34,8 +36,6 @@ before it, to the signer its packages name. A compromise rotation certifies noth
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound, PackageRejected
@@ -48,14 +48,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signi
     certificates as certificates_of,
     signed_time,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
+    load_public_key,
+    signature_valid,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import canonical_json, spki_fingerprint
-
-try:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    InvalidSignature = hashes = serialization = ec = None
 
 SIGNER_KEY_NAME = PACKAGE_KEY_NAME
 SIGNER_PURPOSE = "package"
@@ -81,28 +78,10 @@ def _describe(package):
     return "the package"
 
 
-def load_signer_public_key(pem):
-    """A ``cryptography`` EC public key from the signer's PEM; None when it is not a readable EC public key."""
-    try:
-        key = serialization.load_pem_public_key(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError, AttributeError, TypeError):
-        return None
-    return key if isinstance(key, ec.EllipticCurvePublicKey) else None
-
-
-def _signature_valid(public_key, signature, payload):
-    """True when ``signature`` (base64 DER ECDSA) verifies over ``payload`` with ``public_key``."""
-    try:
-        public_key.verify(base64.b64decode(signature, validate=True), payload, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, binascii.Error, ValueError, TypeError):
-        return False
-    return True
-
-
 def verify_package(package, signer_public_key, where=None):
     """Refuse (PackageRejected) a package whose signature does not verify with ``signer_public_key``.
 
-    ``signer_public_key``: a ``cryptography`` EC public key (the signer pinned at the recipient).
+    ``signer_public_key``: a ``cryptography`` public key (the signer pinned at the recipient).
     """
     where = where or _describe(package)
     fingerprint = spki_fingerprint(signer_public_key)
@@ -118,7 +97,7 @@ def verify_package(package, signer_public_key, where=None):
             "the HSM this recipient was enrolled with. Nothing was installed. If the HSM's signing key really "
             "changed, confirm it with the Security Officer and pin it again (recipient_enroll, package_signer)."
             % (where, package.get("signer_fingerprint"), fingerprint), option="packages")
-    if not _signature_valid(signer_public_key, signature, package_payload(package)):
+    if not signature_valid(signer_public_key, signature, package_payload(package)):
         raise PackageRejected(
             "%s does not verify with the HSM's package signer %s: its metadata (name, version, id, usage, state, "
             "recipient, transport key, check value, ...) or its wrapped key was changed after the HSM signed it. "
@@ -202,11 +181,10 @@ def _certified_key(certificate, trusted_key, trusted_fingerprint, where, option,
                            "the chain is broken." % (where, certificate.get("previous_fingerprint"),
                                                      trusted_fingerprint), option)
     signature = certificate.get("signature")
-    if not isinstance(signature, str) or not _signature_valid(trusted_key, signature,
-                                                              certificate_payload(certificate)):
+    if not isinstance(signature, str) or not signature_valid(trusted_key, signature, certificate_payload(certificate)):
         raise _chain_error("%s does not verify with the signer it names as previous (%s): it was forged or altered."
                            % (where, trusted_fingerprint), option)
-    public_key = load_signer_public_key(certificate.get("public_key_pem"))
+    public_key = load_public_key(certificate.get("public_key_pem"))
     if public_key is None or spki_fingerprint(public_key) != certificate.get("fingerprint"):
         raise _chain_error("%s: its public_key_pem is not the EC key of fingerprint %s."
                            % (where, certificate.get("fingerprint")), option)

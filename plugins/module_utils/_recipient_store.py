@@ -63,13 +63,15 @@ try:
     import pkcs11.exceptions as p11_exc
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
     from pkcs11.util.ec import decode_ec_public_key
+    from pkcs11.util.rsa import decode_rsa_public_key
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = KeyType = Mechanism = ObjectClass = decode_ec_public_key = None
+    p11_exc = Attribute = KeyType = Mechanism = ObjectClass = decode_ec_public_key = decode_rsa_public_key = None
 
 try:
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = None
+    serialization = rsa = None
 
 RECIPIENT_APPLICATION = RECIPIENT_METADATA.application
 #: CKA_LABEL of the HSM's package-signing public key pinned in the recipient's token
@@ -121,7 +123,10 @@ class PinnedSigner:
 
     label: str
     key_id: str
-    curve: str
+    #: ``ec`` or ``rsa`` (the HSM's signing key follows its token: EC P-256, else RSA-3072)
+    type: str
+    #: the curve of an EC signer (``P-256``), None for RSA
+    curve: str | None
     public_key: object
     fingerprint: str
     #: the token lets it be changed (pinned by something other than recipient_enroll)
@@ -129,7 +134,8 @@ class PinnedSigner:
     obj: object = None
 
     def record(self):
-        return {"label": self.label, "id": self.key_id, "curve": self.curve, "fingerprint": self.fingerprint}
+        return {"label": self.label, "id": self.key_id, "type": self.type, "curve": self.curve,
+                "fingerprint": self.fingerprint}
 
 
 class RecipientTokenStore:
@@ -228,13 +234,18 @@ class RecipientTokenStore:
                 "ambiguous. Remove them (pkcs11-tool --delete-object) and run recipient_enroll with package_signer."
                 % (self.token_label, len(found) + len(others), PACKAGE_SIGNER_LABEL), option="package_signer")
         obj = found[0]
-        curve = curve_of(obj) if obj[Attribute.KEY_TYPE] == KeyType.EC else None
-        if curve is None:
-            raise KeyConflict("The pinned package signer %r on token %r is not an EC key on a known curve; remove "
-                              "it and run recipient_enroll with package_signer."
+        key_type = obj[Attribute.KEY_TYPE]
+        curve = curve_of(obj) if key_type == KeyType.EC else None
+        if key_type == KeyType.RSA:
+            public_key = rsa_public_key(obj)
+        elif curve is not None:
+            public_key = ec_public_key(obj, curve)
+        else:
+            raise KeyConflict("The pinned package signer %r on token %r is neither an RSA key nor an EC key on a known "
+                              "curve; remove it and run recipient_enroll with package_signer."
                               % (PACKAGE_SIGNER_LABEL, self.token_label), option="package_signer")
-        public_key = ec_public_key(obj, curve)
-        return PinnedSigner(label=PACKAGE_SIGNER_LABEL, key_id=bytes(obj[Attribute.ID]).hex(), curve=curve.name,
+        return PinnedSigner(label=PACKAGE_SIGNER_LABEL, key_id=bytes(obj[Attribute.ID]).hex(),
+                            type="rsa" if key_type == KeyType.RSA else "ec", curve=curve.name if curve else None,
                             public_key=public_key, fingerprint=spki_fingerprint(public_key),
                             modifiable=bool(obj[Attribute.MODIFIABLE]), obj=obj)
 
@@ -249,8 +260,13 @@ class RecipientTokenStore:
         A signer pinned before (a rollover) is destroyed once the new object exists; if that fails, the new object
         is destroyed again and the old pin stays.
         """
-        der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        template = {**decode_ec_public_key(der), Attribute.TOKEN: True, Attribute.PRIVATE: False,
+        if isinstance(public_key, rsa.RSAPublicKey):
+            decoded = decode_rsa_public_key(public_key.public_bytes(serialization.Encoding.DER,
+                                                                    serialization.PublicFormat.PKCS1))
+        else:
+            decoded = decode_ec_public_key(public_key.public_bytes(serialization.Encoding.DER,
+                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+        template = {**decoded, Attribute.TOKEN: True, Attribute.PRIVATE: False,
                     Attribute.MODIFIABLE: False, Attribute.LABEL: PACKAGE_SIGNER_LABEL, Attribute.ID: key_id,
                     Attribute.VERIFY: True, Attribute.VERIFY_RECOVER: False, Attribute.ENCRYPT: False,
                     Attribute.WRAP: False, Attribute.DERIVE: False}

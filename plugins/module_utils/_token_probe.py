@@ -28,6 +28,7 @@ policy ("token ockdev cannot generate EC keys (CKM_EC_KEY_PAIR_GEN not offered)"
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing
@@ -245,13 +246,64 @@ def _honoured(session, attribute, change):
     return "ignored" if _outcome(lambda: change(obj)) is True else "honoured"
 
 
-def probe(session, token_label):
-    """Try what the token of ``session`` (logged in as the user) can do; nothing is written to the token."""
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte)]
+
+
+class _TokenInfo(ctypes.Structure):
+    """CK_TOKEN_INFO (PKCS#11 2.40, section 3.2)."""
+    _fields_ = [("label", ctypes.c_char * 32), ("manufacturer_id", ctypes.c_char * 32), ("model", ctypes.c_char * 16),
+                ("serial_number", ctypes.c_char * 16), ("flags", ctypes.c_ulong),
+                ("max_session_count", ctypes.c_ulong), ("session_count", ctypes.c_ulong),
+                ("max_rw_session_count", ctypes.c_ulong), ("rw_session_count", ctypes.c_ulong),
+                ("max_pin_len", ctypes.c_ulong), ("min_pin_len", ctypes.c_ulong),
+                ("total_public_memory", ctypes.c_ulong), ("free_public_memory", ctypes.c_ulong),
+                ("total_private_memory", ctypes.c_ulong), ("free_private_memory", ctypes.c_ulong),
+                ("hardware_version", _Version), ("firmware_version", _Version), ("utc_time", ctypes.c_char * 16)]
+
+
+_GET_TOKEN_INFO = ctypes.CFUNCTYPE(ctypes.c_ulong, ctypes.c_ulong, ctypes.POINTER(_TokenInfo))
+
+
+class _FunctionList(ctypes.Structure):
+    """The head of CK_FUNCTION_LIST, up to C_GetTokenInfo (the order the standard fixes)."""
+    _fields_ = [("version", _Version)] + [(name, ctypes.c_void_p) for name in (
+        "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetFunctionList", "C_GetSlotList", "C_GetSlotInfo")] + [
+        ("C_GetTokenInfo", _GET_TOKEN_INFO)]
+
+
+def pin_length_range(library_path, slot_id):
+    """``{"min": n, "max": m}``, the PIN lengths the token accepts (CK_TOKEN_INFO ulMinPinLen / ulMaxPinLen), or None
+    when the library does not say. python-pkcs11 does not return them, so C_GetTokenInfo is called through the
+    library's own function list (C_GetFunctionList), in the process that already initialised it."""
+    try:
+        library = ctypes.CDLL(library_path)
+        functions = ctypes.POINTER(_FunctionList)()
+        if library.C_GetFunctionList(ctypes.byref(functions)) != 0 or not functions:
+            return None
+        info = _TokenInfo()
+        if functions.contents.C_GetTokenInfo(slot_id, ctypes.byref(info)) != 0:
+            return None
+    except (OSError, AttributeError, ValueError):
+        return None
+    return {"min": int(info.min_pin_len), "max": int(info.max_pin_len)}
+
+
+def offered_mechanisms(session, token_label):
+    """The names (CKM_...) of the mechanisms the token of ``session`` lists (C_GetMechanismList)."""
+    with pkcs11_errors("C_GetMechanismList", token_label=token_label):
+        return sorted({_mechanism_name(mechanism) for mechanism in session.token.slot.get_mechanisms()})
+
+
+def probe(session, token_label, library_path=None):
+    """Try what the token of ``session`` (logged in as the user) can do; nothing is written to the token.
+    ``library_path`` (the PKCS#11 module) adds the PIN length range to the token's identity."""
     token = session.token
     slot = token.slot
-    with pkcs11_errors("C_GetMechanismList", token_label=token_label):
-        offered = sorted({_mechanism_name(mechanism) for mechanism in slot.get_mechanisms()})
+    offered = offered_mechanisms(session, token_label)
     caps = Capabilities(token=_token_identity(token), mechanisms=offered)
+    if library_path:
+        caps.token["pin_length"] = pin_length_range(library_path, slot.slot_id)
     with pkcs11_errors("probing the token's capabilities", token_label=token_label):
         _probe_generation(session, slot, offered, caps)
         _probe_wrapping(session, offered, caps)
@@ -262,12 +314,89 @@ def probe(session, token_label):
 def probe_oaep(session, token_label, option="oaep_hash"):
     """The strongest OAEP hash the token wraps an AES key with (C_WrapKey tried on session objects, under an RSA
     public key made in software); CapabilityMissing naming the token when none works."""
-    offered = {_mechanism_name(mechanism) for mechanism in session.token.slot.get_mechanisms()}
-    caps = Capabilities(token={"label": token_label}, mechanisms=sorted(offered))
+    offered = offered_mechanisms(session, token_label)
+    caps = Capabilities(token={"label": token_label}, mechanisms=offered)
     with pkcs11_errors("probing OAEP wrapping", token_label=token_label):
         _probe_wrapping(session, offered, caps)
     require(caps, "oaep", option=option)
     return caps.best_oaep_hash()
+
+
+def require_generation(session, token_label, specs, require_trusted_wrapping, option="keys"):
+    """Refuse (CapabilityMissing, before anything is written) key specs the token cannot generate, with an error that
+    names the token, the capability and the keys that need it.
+
+    Cheap enough for every task that generates (one C_GetMechanismList, then at most one session object per distinct
+    AES size, EC curve, and one for trusted wrapping): AES sizes and EC curves are tried on session objects; RSA
+    sizes are read from the token's CKM_RSA_PKCS_KEY_PAIR_GEN limits (generating RSA would cost seconds);
+    CKA_WRAP_WITH_TRUSTED is tried when a distributable key needs it (``require_trusted_wrapping``)."""
+    specs = list(specs)
+    if not specs:
+        return
+    offered = offered_mechanisms(session, token_label)
+    caps = Capabilities(token={"label": token_label}, mechanisms=offered)
+    missing = {}  # (capability, curve) -> key names
+    with pkcs11_errors("checking what the token generates", token_label=token_label):
+        for spec in specs:
+            gap = _generation_gap(session, caps, spec)
+            if gap is None and spec.distributable and require_trusted_wrapping:
+                gap = _trusted_wrapping_gap(session, caps)
+            if gap is not None:
+                missing.setdefault(gap, []).append(spec.name)
+    if missing:
+        reasons = []
+        for (capability, curve), names in missing.items():
+            what = str(caps.refusal(capability, curve)).rstrip(".")
+            reasons.append("%s, which key%s %s need%s" % (what, "s" if len(names) > 1 else "",
+                                                          ", ".join(repr(name) for name in names),
+                                                          "" if len(names) > 1 else "s"))
+        raise CapabilityMissing(
+            "Refusing the whole batch, nothing was changed: %s. Choose a key type, size or curve the token offers "
+            "(secops.keylifecycle.token_info lists them), or use a token that offers it." % "; ".join(reasons),
+            option=option)
+
+
+def _generation_gap(session, caps, spec):
+    """``(capability, curve)`` the token lacks for ``spec``, or None; results kept in ``caps.attempts``."""
+    offered = caps.mechanisms
+    if spec.type == "aes":
+        key = "aes_%d" % spec.size
+        if key not in caps.attempts:
+            caps.attempts[key] = "not offered" if "CKM_AES_KEY_GEN" not in offered else _outcome(
+                lambda: session.generate_key(KeyType.AES, spec.size, store=False))
+        caps.attempts["aes"] = caps.attempts[key] if caps.attempts[key] is True else "%d bits: %s" % (
+            spec.size, caps.attempts[key])
+        return None if caps.attempts[key] is True else ("aes", None)
+    if spec.type == "rsa":
+        if "CKM_RSA_PKCS_KEY_PAIR_GEN" not in offered:
+            caps.attempts["rsa"] = "not offered"
+            return "rsa", None
+        lengths = _key_lengths(session.token.slot, Mechanism.RSA_PKCS_KEY_PAIR_GEN)
+        if lengths and not lengths["min_bits"] <= spec.size <= lengths["max_bits"]:
+            caps.attempts["rsa"] = "%d bits is outside the token's %d-%d" % (spec.size, lengths["min_bits"],
+                                                                             lengths["max_bits"])
+            return "rsa", None
+        return None
+    key = "ec_" + spec.curve
+    if key not in caps.attempts:
+        if "CKM_EC_KEY_PAIR_GEN" not in offered:
+            caps.attempts[key] = "not offered"
+        else:
+            params = TOKEN_CURVES[spec.curve].ec_params()
+            caps.attempts[key] = _outcome(lambda: session.generate_keypair(
+                KeyType.EC, store=False, public_template={Attribute.EC_PARAMS: params}))
+    caps.attempts["ec"] = caps.attempts[key]
+    if caps.attempts[key] is True:
+        return None
+    return "ec", spec.curve if "CKM_EC_KEY_PAIR_GEN" in offered else None
+
+
+def _trusted_wrapping_gap(session, caps):
+    if "trusted_wrapping" not in caps.attempts:
+        attempt = _outcome(lambda: session.generate_key(KeyType.AES, 256, store=False, template={
+            Attribute.EXTRACTABLE: True, Attribute.WRAP_WITH_TRUSTED: True}))
+        caps.attempts["trusted_wrapping"] = attempt
+    return None if caps.attempts["trusted_wrapping"] is True else ("trusted_wrapping", None)
 
 
 def require(caps, capability, curve=None, option=None):

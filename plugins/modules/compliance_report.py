@@ -36,6 +36,11 @@ description:
     consecutive intents of the journal is a finding under attention (C(policy_change)), and listed with the policy
     before and after. A token without a policy signer (key_info's C(policy_signers) empty, or absent in a key_info
     result from before policy signers) is a finding (C(no_policy_signer)) - its policy is whatever each task passes.
+  - Token capabilities. When the M(secops.keylifecycle.key_info) result carries C(token_capabilities) (its option
+    C(probe_token), which C(playbooks/report.yml) turns on), the report shows the probe's summary - the token's
+    identity, the key types it generates, the OAEP hashes C_WrapKey works with, AES key wrap, trusted wrapping,
+    CKA_DESTROYABLE / CKA_MODIFIABLE false, the number of mechanisms, and what it lacks; without it, that the probe
+    was not run.
   - The HTML page has no external resources (inline CSS and an SVG timeline of key versions), so it can be archived
     as evidence.
   - Both files are rendered from Jinja2 templates. The collection ships them in C(templates/compliance_report/) of

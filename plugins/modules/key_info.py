@@ -22,6 +22,9 @@ description:
     Never creates a trusted key or the package-signing key (docs/distribution.md).
   - Lists the environment's policy signers installed in the token (RV(policy_signers)).
   - Reports anomalies it finds (a key object without metadata, duplicate metadata, metadata without its key).
+  - With O(probe_token), also returns a summary of what the token can do (RV(token_capabilities)), found by trying
+    it as M(secops.keylifecycle.token_info) does, on session objects only (CKA_TOKEN false, gone when the session
+    ends); the compliance report shows it (C(playbooks/report.yml) turns the probe on).
   - Compares each version's attributes on the token with its recorded state and returns the differences in
     RV(drift) (procedure 4.3.3, docs/monitoring.md) - a usage switched back on (a deactivated version that may encrypt,
     wrap or sign again), a destroyed version whose key object is still there, a key object under one of the
@@ -52,11 +55,23 @@ options:
     type: list
     elements: str
     choices: [active, deactivated, compromised, destroyed]
+  probe_token:
+    description:
+      - Also probe the token's capabilities and return their summary in RV(token_capabilities).
+      - The probe generates AES keys, an RSA-3072 key pair and EC P-256 and P-384 key pairs, wraps with OAEP and AES
+        key wrap, and creates data objects, all as session objects in this task's read-only user session; nothing is
+        written to the token. It costs the time of those generations (the RSA-3072 pair the most) on every call,
+        hence off by default.
+      - M(secops.keylifecycle.token_info) returns the whole probe, with the mechanism list and every attempt.
+    type: bool
+    default: false
 notes:
   - O(policy) only matters for the due dates it reports, where a rotation period longer than
     O(policy.max_rotation_period) is capped by it.
 seealso:
   - module: secops.keylifecycle.key_generate
+  - module: secops.keylifecycle.token_info
+  - module: secops.keylifecycle.compliance_report
 """
 
 EXAMPLES = r"""
@@ -75,6 +90,15 @@ EXAMPLES = r"""
   secops.keylifecycle.key_info:
     name: [payments-db, invoice-signing]
     state: [active]
+
+- name: Every key, and what the token can do (for the compliance report)
+  secops.keylifecycle.key_info:
+    probe_token: true
+  register: keys
+
+- name: Show the strongest OAEP hash the token wraps with
+  ansible.builtin.debug:
+    msg: "{{ keys.token_capabilities.best_oaep_hash | default('none', true) }}"
 """
 
 RETURN = r"""
@@ -340,6 +364,61 @@ policy_signers:
           (SoftHSM2 2.6.1 then refuses C_DestroyObject to the user and to the Security Officer).
       type: bool
   sample: [{name: dana, label: "policy-signer:dana", fingerprint: "sha256:3b1f...", destroyable: false}]
+token_capabilities:
+  description:
+    - What the token did when it was tried (O(probe_token)), summarised. M(secops.keylifecycle.token_info)
+      describes each capability and returns the whole probe (the mechanisms as a list, every attempt).
+  returned: when O(probe_token) is true
+  type: dict
+  contains:
+    token:
+      description: The token's identity - C(label), C(serial), C(manufacturer), C(model), C(hardware_version),
+        C(firmware_version), C(pin_length) (C(min), C(max)).
+      type: dict
+    generates:
+      description:
+        - C(aes), the AES key sizes generated (of 128, 192, 256); C(rsa), C(generated) (an RSA-3072 pair was
+          generated) with C(min_bits) and C(max_bits) as the token states them; C(ec), the curves a key pair was
+          generated on (of P-256, P-384).
+      type: dict
+      sample: {aes: [128, 192, 256], rsa: {generated: true, min_bits: 512, max_bits: 16384}, ec: [P-256, P-384]}
+    oaep_hashes:
+      description: The OAEP hashes C_WrapKey worked with, strongest first (not the ones the token's flags list).
+      type: list
+      elements: str
+      sample: [sha1]
+    best_oaep_hash:
+      description: The strongest of RV(token_capabilities.oaep_hashes), or null when OAEP wrapping does not work.
+      type: str
+      sample: sha1
+    aes_key_wrap:
+      description: Whether CKM_AES_KEY_WRAP (RFC 3394) wrapped an AES key.
+      type: bool
+    aes_key_wrap_pad:
+      description: Whether CKM_AES_KEY_WRAP_PAD (RFC 5649) wrapped an AES key.
+      type: bool
+    trusted_wrapping:
+      description:
+        - Whether the token restricts wrapping to trusted keys, as distribution needs (docs/distribution.md) - a
+          key was generated with CKA_WRAP_WITH_TRUSTED true and the user session was refused CKA_TRUSTED.
+      type: bool
+    destroyable:
+      description: V(honoured), V(ignored) or V(unsupported), for CKA_DESTROYABLE false.
+      type: str
+    modifiable:
+      description: V(honoured), V(ignored) or V(unsupported), for CKA_MODIFIABLE false.
+      type: str
+    mechanism_count:
+      description: How many mechanisms C_GetMechanismList lists.
+      type: int
+    missing:
+      description:
+        - Each capability the token lacks, of C(aes), C(rsa), C(ec) (key generation), C(oaep), C(aes_key_wrap)
+          (with padding) and C(trusted_wrapping), with C(reason), the PKCS#11 error the attempt met or
+          C(not offered). Empty when the token has them all.
+      type: list
+      elements: dict
+      sample: [{capability: ec, reason: not offered}]
 checked_at:
   description: When the token was read (UTC).
   returned: success
@@ -364,16 +443,22 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_report import describe_keys, describe_trust
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_report import (
+    capability_summary,
+    describe_keys,
+    describe_trust,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import STATES, validate_name
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import find_policy_signers
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe
 
 ARGUMENT_SPEC = dict(
     name={"type": "list", "elements": "str"},
     state={"type": "list", "elements": "str", "choices": list(STATES)},
+    probe_token={"type": "bool", "default": False},
     **POLICY_ARGSPEC,
 )
 
@@ -391,6 +476,9 @@ def main():
             report = describe_keys(store, names=names, states=module.params["state"], policy=policy)
             report.update(describe_trust(store))
             report["policy_signers"] = [signer.as_dict() for signer in find_policy_signers(session)]
+            if module.params["probe_token"]:  # last: its session objects are never among what was read
+                probed = probe(session, settings.token_label, settings.pkcs11_module)
+                report["token_capabilities"] = capability_summary(probed)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc)
     module.exit_json(changed=False, **report)

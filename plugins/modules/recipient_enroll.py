@@ -73,7 +73,7 @@ options:
     type: dict
     suboptions:
       public_key_pem:
-        description: The signer's PEM public key (EC P-256).
+        description: The signer's PEM public key (EC P-256, or RSA-3072 where the HSM's token has no EC).
         type: str
         required: true
       fingerprint:
@@ -162,8 +162,13 @@ package_signer:
     id:
       description: Its CKA_ID in hex.
       type: str
+    type:
+      description:
+        - V(ec) or V(rsa). The HSM's package-signing key follows its token, EC P-256 where the token generates EC
+          keys, else RSA-3072.
+      type: str
     curve:
-      description: Its curve (V(P-256)).
+      description: Its curve (V(P-256)), or null for an RSA signer.
       type: str
     fingerprint:
       description: C(sha256:<hex>) of the signer's DER SubjectPublicKeyInfo.

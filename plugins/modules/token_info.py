@@ -55,8 +55,13 @@ capabilities:
   type: dict
   contains:
     token:
-      description: C(label), C(serial), C(manufacturer), C(model), C(hardware_version), C(firmware_version).
+      description:
+        - C(label), C(serial), C(manufacturer), C(model), C(hardware_version), C(firmware_version), and
+          C(pin_length), the PIN lengths the token accepts (C(min), C(max), from CK_TOKEN_INFO; null when the library
+          does not say).
       type: dict
+      sample: {label: kl-dev, serial: 6f1c2a3b4d5e6f70, manufacturer: SoftHSM project, model: SoftHSM v2,
+               hardware_version: "2.6", firmware_version: "2.6", pin_length: {min: 4, max: 255}}
     mechanisms:
       description: The mechanisms C_GetMechanismList lists (C(CKM_...) names, or hex for vendor mechanisms).
       type: list
@@ -114,7 +119,7 @@ def main():
     settings = ConnectionSettings.from_params(module.params)
     try:
         with open_session(settings, rw=False) as session:  # session objects only: nothing is written to the token
-            capabilities = probe(session, settings.token_label)
+            capabilities = probe(session, settings.token_label, settings.pkcs11_module)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc)
     module.exit_json(changed=False, capabilities=capabilities.as_dict())

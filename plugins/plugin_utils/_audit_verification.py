@@ -19,22 +19,13 @@ the pin existed) is decoded and re-hashed as its canonical JSON (``legacy_record
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
 import os
 
-try:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-except ImportError as import_error:  # reported when a signature is checked
-    CRYPTOGRAPHY_IMPORT_ERROR = import_error
-else:
-    CRYPTOGRAPHY_IMPORT_ERROR = None
-
 from ansible_collections.secops.keylifecycle.plugins.module_utils import _journal_chain as chain
+from ansible_collections.secops.keylifecycle.plugins.module_utils import _signatures
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import checkpoint_payload
 
 #: how many journals back a rollover chain is followed
@@ -59,22 +50,21 @@ _unhex = binascii.unhexlify
 
 def signature_valid(checkpoint, public_keys, key_id=None, signature=None):
     """Whether a checkpoint's signature (or the co-signature named by ``key_id``/``signature``) verifies."""
-    if CRYPTOGRAPHY_IMPORT_ERROR is not None:
+    if _signatures.CRYPTOGRAPHY_IMPORT_ERROR is not None:
         raise RuntimeError("audit_verify needs the Python library cryptography on the controller (pip install "
-                           "cryptography): %s" % CRYPTOGRAPHY_IMPORT_ERROR)
+                           "cryptography): %s" % _signatures.CRYPTOGRAPHY_IMPORT_ERROR)
     key_id = checkpoint.get("key_id") if key_id is None else key_id
     signature = checkpoint.get("signature") if signature is None else signature
     pem = public_keys.get(key_id)
     if not pem or not isinstance(signature, str):
         return False
+    key = _signatures.load_public_key(pem)
     try:
-        key = serialization.load_pem_public_key(pem.encode("ascii"))
         payload = checkpoint_payload(checkpoint["journal_id"], checkpoint["seq"], checkpoint["head_hash"],
                                      checkpoint["signed_at"])
-        key.verify(base64.b64decode(signature), payload, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, KeyError, TypeError):
+    except KeyError:
         return False
-    return True
+    return key is not None and _signatures.signature_valid(key, signature, payload)
 
 
 class TokenView:

@@ -72,6 +72,11 @@ _VERSION_FIELDS = ("curve", "size", "key_check_value", "public_key_fingerprint",
 _TRUSTED_KEY_FIELDS = ("label", "recipient", "host", "fingerprint", "key_id")
 # key_info's policy signers (plugins/module_utils/_policy_signers.py, PolicySigner.as_dict)
 _SIGNER_FIELDS = ("name", "label", "fingerprint", "destroyable")
+# key_info's token_capabilities (probe_token; plugins/module_utils/_key_report.py, capability_summary)
+_CAPABILITY_FIELDS = ("generates", "oaep_hashes", "best_oaep_hash", "aes_key_wrap", "aes_key_wrap_pad",
+                      "trusted_wrapping", "destroyable", "modifiable", "mechanism_count", "missing")
+_TOKEN_FIELDS = ("label", "serial", "manufacturer", "model", "hardware_version", "firmware_version", "pin_length")
+_RSA_FIELDS = ("generated", "min_bits", "max_bits")
 
 
 class ReportTemplateError(Exception):
@@ -439,6 +444,29 @@ def policy_signers(key_info):
     return [_complete(s, _SIGNER_FIELDS) for s in signers if isinstance(s, dict)] if isinstance(signers, list) else []
 
 
+def token_capabilities(key_info):
+    """key_info's ``token_capabilities`` (the probe summary, option ``probe_token``) with every field a template
+    relies on (None where the summary left one out; the lists of ``generates`` and ``oaep_hashes`` empty); None
+    when key_info did not probe the token."""
+    probed = key_info.get("token_capabilities")
+    if not isinstance(probed, dict):
+        return None
+    model = _complete(probed, _CAPABILITY_FIELDS)
+    token = probed.get("token")
+    model["token"] = _complete(token if isinstance(token, dict) else {}, _TOKEN_FIELDS)
+    generates = probed.get("generates") if isinstance(probed.get("generates"), dict) else {}
+    rsa = generates.get("rsa") if isinstance(generates.get("rsa"), dict) else {}
+    model["generates"] = {"aes": list(generates.get("aes") or []), "rsa": _complete(rsa, _RSA_FIELDS),
+                          "ec": list(generates.get("ec") or [])}
+    model["oaep_hashes"] = list(probed.get("oaep_hashes") or [])
+    missing = probed.get("missing")
+    if isinstance(missing, list):
+        model["missing"] = [_complete(m, ("capability", "reason")) for m in missing if isinstance(m, dict)]
+    else:  # the summary does not say what the token lacks, so the report does not either
+        model["missing"] = None
+    return model
+
+
 def _name_signers(policies, signers):
     """Fill in ``signer_name`` of each policy from the token's signers (by fingerprint)."""
     names = {s["fingerprint"]: s["name"] for s in signers if s.get("fingerprint")}
@@ -515,6 +543,7 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
                   "journal": audit.get("journal"), "head": audit.get("head")},
         "events": events,
         "policy_signers": signers,
+        "token_capabilities": token_capabilities(key_info),
         "policy_changes": changes,
         "policy_in_force": in_force,
         "policy_findings": policy_findings(signers, changes),

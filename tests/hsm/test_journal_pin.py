@@ -352,7 +352,9 @@ def _destroy_version(settings, name, number):
 def test_checkpoint_key_rotation_keeps_old_checkpoints_verifiable(capsys, hsm_token, settings):
     from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
         follow_certificates,
-        load_signer_public_key,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
+        load_public_key as load_signer_public_key,
     )
 
     journal = MemoryJournal()

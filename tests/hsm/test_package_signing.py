@@ -66,9 +66,11 @@ def test_package_signed_in_the_token_verifies_outside_it(settings, hsm_token, tm
     from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import PackageRejected
     from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
         PackageSigner,
-        load_signer_public_key,
         package_payload,
         verify_package,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
+        load_public_key as load_signer_public_key,
     )
 
     with _open(settings) as session:
@@ -174,8 +176,10 @@ def test_rotation_certifies_the_new_signer_with_the_old_one(settings, hsm_token)
         certificate_payload,
         ensure_package_signer,
         follow_certificates,
-        load_signer_public_key,
         signer_record,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
+        load_public_key as load_signer_public_key,
     )
 
     with _open(settings) as session:

@@ -68,3 +68,38 @@ def test_probe_oaep_picks_the_hash_that_wraps(hsm_token, settings):
     with open_session(settings, rw=False) as session:
         assert _token_probe.probe_oaep(session, settings.token_label) == "sha1"
     assert objects_of(settings) == before
+
+
+def test_require_generation_refuses_what_the_token_cannot_make_before_anything_is_written(hsm_token, settings):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _token_probe
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import KeySpec
+
+    def spec(name, key_type, size, curve=None, distributable=False):
+        return KeySpec(name=name, type=key_type, size=size, curve=curve, usage=("sign", "verify"),
+                       distributable=distributable, rotation_period=1, retention_period=1)
+
+    before = objects_of(settings)
+    fine = [spec("a", "aes", 256, distributable=True), spec("r", "rsa", 3072), spec("e", "ec", 384, "P-384"),
+            spec("e2", "ec", 256, "P-256")]
+    with open_session(settings, rw=False) as session:
+        _token_probe.require_generation(session, settings.token_label, fine, require_trusted_wrapping=True)
+        _token_probe.require_generation(session, settings.token_label, [], require_trusted_wrapping=True)
+        # beyond the token's CKM_RSA_PKCS_KEY_PAIR_GEN limit (SoftHSM2: 16384 bits): refused by its key lengths
+        too_big = [spec("huge", "rsa", 65536), spec("huge2", "rsa", 65536)]
+        with pytest.raises(CapabilityMissing) as refused:
+            _token_probe.require_generation(session, settings.token_label, fine + too_big,
+                                            require_trusted_wrapping=True)
+    message = str(refused.value)
+    assert message.startswith("Refusing the whole batch, nothing was changed: token %s cannot generate RSA keys "
+                              "(CKM_RSA_PKCS_KEY_PAIR_GEN: 65536 bits is outside the token's " % hsm_token.label)
+    assert "which keys 'huge', 'huge2' need" in message and "token_info" in message
+    assert refused.value.option == "keys"
+    assert objects_of(settings) == before
+
+
+def test_the_pin_length_range_comes_from_the_token_info(capsys, hsm_token):
+    result = run_main(capsys, "token_info", connection(hsm_token))
+    # SoftHSM2 2.6: CK_TOKEN_INFO ulMinPinLen 4, ulMaxPinLen 255 (its MIN_PIN_LEN / MAX_PIN_LEN)
+    assert result["capabilities"]["token"]["pin_length"] == {"min": 4, "max": 255}, result

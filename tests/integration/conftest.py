@@ -111,6 +111,12 @@ def runner(tmp_path, collections_path, token, clock):
 
 
 @pytest.fixture
+def lifecycle_runner(tmp_path, collections_path, lifecycle_token, clock):
+    """A runner on ``lifecycle_token``: the test runs once on SoftHSM2 and once on openCryptoki."""
+    return Runner(tmp_path, collections_path, lifecycle_token, clock)
+
+
+@pytest.fixture
 def repo():
     return Path(REPO)
 
@@ -228,8 +234,9 @@ def distribution(runner, ssh_recipients):
     return DistributionSetup(runner, ssh_recipients)
 
 
-# A stand-in for ansible-runner's awx_display stdout callback (ansible-runner is not installed here), so that
-# ansible-playbook can start with the environment of an AWX job (docs/access-control.md, "Identity").
+# A stand-in for ansible-runner's awx_display stdout callback, for tests that run ansible-playbook directly (the
+# real runner: tests/integration/test_ansible_runner.py), so that ansible-playbook can start with the environment
+# of an AWX job (docs/access-control.md, "Identity").
 AWX_CALLBACK = '''
 DOCUMENTATION = """
 name: awx_display

@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from tests.conftest import REPO, VENV_BIN, make_token
+from tests.conftest import VENV_BIN, make_token
 
 
 def test_docs_render_with_attributes(runner):
@@ -89,20 +89,3 @@ def test_site_playbook_on_dev_inventory(runner, repo, tmp_path):
     assert token.user_pin not in review.stdout
     audit = runner.playbook(repo / "playbooks" / "audit_verify.yml", *args, inventory=inventory)
     assert audit.returncode == 0 and "verifies" in audit.stdout, audit.stdout
-
-
-def test_execution_environment_definition_is_valid(tmp_path):
-    """execution-environment.yml: ansible-builder makes a build context with the built collection in it."""
-    work = tmp_path / "ee"
-    (work / ".state" / "build").mkdir(parents=True)
-    shutil.copy(REPO / "execution-environment.yml", work)
-    subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path",
-                    str(work / ".state" / "build"), str(REPO)], check=True, capture_output=True, cwd=str(tmp_path))
-    proc = subprocess.run([str(VENV_BIN / "ansible-builder"), "create", "-f", str(work / "execution-environment.yml"),
-                           "-c", str(work / "context")], capture_output=True, text=True, check=False, cwd=str(work))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (work / "context" / "_build" / "collections" / "secops-keylifecycle-0.1.0.tar.gz").exists()
-    requirements = yaml.safe_load((work / "context" / "_build" / "requirements.yml").read_text())
-    assert requirements["collections"][0]["name"].endswith("secops-keylifecycle-0.1.0.tar.gz")
-    python = (work / "context" / "_build" / "requirements.txt").read_text()
-    assert "python-pkcs11==0.10.1" in python and "cryptography==48.0.0" in python

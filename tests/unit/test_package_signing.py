@@ -98,14 +98,6 @@ def test_unsigned_foreign_signer_and_garbage_signature_are_refused(signing, sign
         signing.verify_package(dict(signed, signature="not base64!"), signer_key.public_key())
 
 
-def test_signer_public_key_loading(signing, signer_key):
-    pem = signer_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    assert signing.load_signer_public_key(pem).public_numbers() == signer_key.public_key().public_numbers()
-    assert signing.load_signer_public_key("garbage") is None
-    assert signing.load_signer_public_key(None) is None
-
-
 # ---- signer rollover: the certificate chain a recipient follows from its pinned signer ---------------------------
 
 
