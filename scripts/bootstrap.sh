@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 # stores the tests ship to (real servers on loopback); openssl: checkpoint signatures in tests and docs;
 # openssh-*: key recipients are reached over real sshd on loopback; passwd: their service users;
 # chromium, fonts-liberation: the HTML compliance report is rendered headless in a test;
-# libfaketime: tests run ansible-playbook on a shifted wall clock instead of sleeping through retention periods.
+# libfaketime: tests run ansible-playbook on a shifted wall clock instead of sleeping through retention periods;
+# opencryptoki: the second PKCS#11 token the lifecycle smoke set runs on (slots: scripts/opencryptoki-slots.sh).
 APT_PACKAGES=(softhsm2 opensc python3-venv rsync git openssl iproute2
               rsyslog rsyslog-gnutls rsyslog-openssl postgresql-15
-              openssh-server openssh-client passwd chromium fonts-liberation libfaketime)
+              openssh-server openssh-client passwd chromium fonts-liberation libfaketime opencryptoki)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

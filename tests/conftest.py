@@ -1,12 +1,14 @@
-"""Shared fixtures: the built collection, real SoftHSM2 tokens, an independent token reader, ansible-playbook.
+"""Shared fixtures: the built collection, real PKCS#11 tokens, an independent token reader, ansible-playbook.
 
-Every test talks to a real SoftHSM2 token. The collection under test is the tarball that
-``ansible-galaxy collection build`` makes from this checkout, installed into a temporary
-collections path, so a file left out of the build fails the tests.
+Every test talks to a real token: SoftHSM2 (the default, one token folder per test), and for the lifecycle smoke
+set also openCryptoki's soft token (``ock_token``, ``lifecycle_token``). The collection under test is the tarball
+that ``ansible-galaxy collection build`` makes from this checkout, installed into a temporary collections path, so
+a file left out of the build fails the tests.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -21,9 +23,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-PKCS11_MODULE = os.environ.get("KL_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+PKCS11_MODULE = os.environ.get("KL_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")  # SoftHSM2
 READER = REPO / "tests" / "helpers" / "read_token.py"
 GCM = REPO / "tests" / "helpers" / "gcm.py"
+
+# openCryptoki (Debian package opencryptoki): one library for every slot pkcsslotd serves; the test slots are
+# 10, 11, ... (scripts/opencryptoki-slots.sh), each made afresh per test by tests/helpers/ock_token.py
+OCK_MODULE = "/usr/lib/x86_64-linux-gnu/opencryptoki/libopencryptoki.so.0"
+OCK_SLOTS = REPO / "scripts" / "opencryptoki-slots.sh"
+OCK_TOKEN = REPO / "tests" / "helpers" / "ock_token.py"
+OCK_FIRST_SLOT, OCK_SLOT_COUNT = 10, 4
+OCK_STATE = Path("/var/lib/secops-keylifecycle-tests/opencryptoki")
 
 
 # libfaketime (Debian package libfaketime), preloaded into the processes a test runs on a shifted clock
@@ -106,12 +116,16 @@ def collections_path(tmp_path_factory):
 
 @dataclass
 class Token:
-    """One SoftHSM2 token in its own folder (its own SOFTHSM2_CONF), with PINs in 0600 files."""
+    """One token with its PINs in 0600 files: a SoftHSM2 token in its own folder (its own SOFTHSM2_CONF), or an
+    openCryptoki soft token in a test slot (``kind`` "opencryptoki"; ``root`` then only holds the PIN files)."""
 
     root: Path
     label: str
     user_pin: str
     so_pin: str
+    module: str = PKCS11_MODULE  # the PKCS#11 library
+    kind: str = "softhsm2"  # or "opencryptoki"
+    slot: int | None = None  # openCryptoki: the slot the token is in
 
     @property
     def conf(self):
@@ -128,14 +142,15 @@ class Token:
 
     @property
     def env(self):
-        return {"SOFTHSM2_CONF": str(self.conf)}
+        """What a process needs in its environment to see this token (openCryptoki: nothing)."""
+        return {"SOFTHSM2_CONF": str(self.conf)} if self.kind == "softhsm2" else {}
 
     def connection(self):
-        return {"pkcs11_module": PKCS11_MODULE, "token_label": self.label, "user_pin_file": str(self.pin_file)}
+        return {"pkcs11_module": self.module, "token_label": self.label, "user_pin_file": str(self.pin_file)}
 
     def objects(self):
         """Every object on the token, read by tests/helpers/read_token.py (python-pkcs11 only)."""
-        out = _run([sys.executable, str(READER), PKCS11_MODULE, self.label, str(self.pin_file)],
+        out = _run([sys.executable, str(READER), self.module, self.label, str(self.pin_file)],
                    env={**os.environ, **self.env})
         return json.loads(out.stdout)
 
@@ -158,7 +173,7 @@ class Token:
 
     def gcm(self, operation, key_label, nonce, data):
         """AES-GCM with a key on this token, through tests/helpers/gcm.py; returns (ok, hex result or error)."""
-        proc = subprocess.run([sys.executable, str(GCM), PKCS11_MODULE, self.label, str(self.pin_file), operation,
+        proc = subprocess.run([sys.executable, str(GCM), self.module, self.label, str(self.pin_file), operation,
                                key_label, nonce.hex(), data.hex()], capture_output=True, text=True, check=False,
                               env={**os.environ, **self.env})
         if proc.returncode not in (0, 3):
@@ -181,7 +196,7 @@ class Token:
 
     def pkcs11_tool_objects(self):
         """``pkcs11-tool --list-objects`` output (OpenSC), a second independent reader."""
-        out = _run(["pkcs11-tool", "--module", PKCS11_MODULE, "--token-label", self.label, "--login",
+        out = _run(["pkcs11-tool", "--module", self.module, "--token-label", self.label, "--login",
                     "--pin", self.user_pin, "--list-objects"], env={**os.environ, **self.env})
         return out.stdout
 
@@ -205,6 +220,87 @@ def make_token(root, label):
 def token(tmp_path):
     """A fresh, empty token for one test."""
     return make_token(tmp_path / "hsm", "kl-test")
+
+
+def _as_root(cmd):
+    """``cmd`` run as root: directly when the tests run as root (CI), else through sudo, never prompting."""
+    return cmd if os.geteuid() == 0 else ["sudo", "-n", *cmd]
+
+
+@pytest.fixture(scope="session")
+def ock_slots():
+    """openCryptoki's test slots, configured and served by pkcsslotd (scripts/opencryptoki-slots.sh: idempotent, it
+    restarts the daemon only when the configuration changes or the daemon is not running)."""
+    _run(_as_root([str(OCK_SLOTS), str(OCK_SLOT_COUNT)]))
+    return [OCK_FIRST_SLOT + n for n in range(OCK_SLOT_COUNT)]
+
+
+def _lock(path, blocking):
+    """An open file holding an exclusive flock on ``path`` (group-writable, for sessions of other pkcs11 users), or
+    None when another process holds it and ``blocking`` is false."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o660)
+    handle = os.fdopen(fd, "r+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+@pytest.fixture(scope="session")
+def ock_slot(ock_slots):
+    """The openCryptoki slot this pytest process has to itself for the session: the xdist worker's own (gw0 -> 10,
+    gw1 -> 11, ...; without xdist 10), or the next free one when another test session on this machine holds that one
+    (an flock per slot, released when the process ends); all taken: wait for the worker's own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) % len(ock_slots) if worker[2:].isdigit() else 0
+    order = ock_slots[index:] + ock_slots[:index]
+    held = None
+    for slot in order:
+        held = _lock(OCK_STATE / ("slot-%d.lock" % slot), blocking=False)
+        if held:
+            break
+    else:
+        slot = order[0]
+        held = _lock(OCK_STATE / ("slot-%d.lock" % slot), blocking=True)
+    with held:
+        yield slot
+
+
+def make_ock_token(root, slot):
+    """A fresh, empty openCryptoki soft token in ``slot`` with random 8-character PINs (the token takes 4 to 8) in
+    0600 files under ``root``. Labels are unique per slot (ock-test-<slot>): the collection finds a token by label."""
+    root.mkdir(parents=True, exist_ok=True)
+    so_pin = secrets.token_hex(4)
+    while so_pin == "87654321":  # the factory SO PIN, which the token refuses as a new PIN
+        so_pin = secrets.token_hex(4)
+    token = Token(root=root, label="ock-test-%d" % slot, user_pin=secrets.token_hex(4), so_pin=so_pin,
+                  module=OCK_MODULE, kind="opencryptoki", slot=slot)
+    for path, pin in ((token.pin_file, token.user_pin), (token.so_pin_file, token.so_pin)):
+        path.write_text(pin + "\n")
+        path.chmod(0o600)
+    # the PINs go on stdin, never in argv
+    _run(_as_root([sys.executable, str(OCK_TOKEN), str(slot), token.label]),
+         input="%s\n%s\n" % (token.so_pin, token.user_pin))
+    return token
+
+
+@pytest.fixture
+def ock_token(tmp_path, ock_slot):
+    """A fresh, empty openCryptoki soft token for one test, in this worker's slot (label ock-test-<slot>)."""
+    return make_ock_token(tmp_path / "ock", ock_slot)
+
+
+@pytest.fixture(params=["softhsm2", "opencryptoki"])
+def lifecycle_token(request, tmp_path):
+    """A fresh, empty token of each kind in turn (test ids [softhsm2] and [opencryptoki]; ``-k opencryptoki``
+    selects one): a SoftHSM2 token as ``token`` gives, or ``ock_token``."""
+    if request.param == "softhsm2":
+        return make_token(tmp_path / "hsm", "kl-test")
+    return request.getfixturevalue("ock_token")
 
 
 @pytest.fixture(scope="session")
