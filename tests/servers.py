@@ -87,6 +87,33 @@ def _stop_process(process, sig=signal.SIGTERM, timeout=30):
         process.wait(timeout=10)
 
 
+def _all_threads_stopped(pids):
+    """True once every thread of every process in ``pids`` (those still alive) is in the stopped state."""
+    for pid in pids:
+        for stat in glob.glob("/proc/%d/task/*/stat" % pid):
+            try:
+                state = Path(stat).read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):  # a thread or process that just exited
+                continue
+            if state not in ("T", "t"):
+                return False
+    return True
+
+
+def freeze(pids, what):
+    """SIGSTOP ``pids`` and return once all their threads have stopped.
+
+    kill() returns before the signal is acted on: a stop signal reaches one thread, which then stops the others,
+    so on a busy machine another thread of the server can still answer for a while. Waiting for the state makes a
+    test of a frozen server independent of how fast the machine is."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:  # a backend that just exited
+            pass
+    _wait(lambda: _all_threads_stopped(pids), 30, "%s did not stop on SIGSTOP" % what)
+
+
 # ------------------------------------------------------------------------------------------------ TLS files
 
 
@@ -231,7 +258,7 @@ class RsyslogTls:
 
     def pause(self):
         """SIGSTOP: the port still accepts TCP connections (kernel backlog) but nothing answers."""
-        os.kill(self.process.pid, signal.SIGSTOP)
+        freeze([self.process.pid], "rsyslogd")
 
     def resume(self):
         os.kill(self.process.pid, signal.SIGCONT)
@@ -373,7 +400,7 @@ class PostgresTls:
 
     def pause(self):
         """SIGSTOP the whole cluster: connections are accepted by the kernel, nothing answers."""
-        self._signal_cluster(signal.SIGSTOP)
+        freeze(self._pids(), "PostgreSQL")
 
     def resume(self):
         self._signal_cluster(signal.SIGCONT)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import getpass
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -259,10 +260,13 @@ def test_execution_environment_context_names_the_collections_requirements(ee_con
     requirements = yaml.safe_load((build / "requirements.yml").read_text())
     assert [c["name"] for c in requirements["collections"]] == ["collections/secops-keylifecycle-0.1.0.tar.gz"]
     tarball = build / "collections" / "secops-keylifecycle-0.1.0.tar.gz"
-    # the galaxy stage: install the collection from the context as the build does
+    # the galaxy stage: install the collection from the context as the build does, into an empty collections
+    # path (as in the image: a copy already installed on this machine must not make galaxy skip the install)
     installed = tmp_path / "ee-collections"
+    galaxy_env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed))
     subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)],
-                   check=True, capture_output=True, cwd=str(build))
+                   check=True, capture_output=True, cwd=str(build), env=galaxy_env)
+    assert (installed / "ansible_collections" / "secops" / "keylifecycle" / "MANIFEST.json").is_file()
     # the builder stage's introspection, with the context's script
     pip, bindep = tmp_path / "pip.txt", tmp_path / "bindep.txt"
     proc = subprocess.run([sys.executable, str(build / "scripts" / "introspect.py"), "introspect",
