@@ -24,6 +24,10 @@ refused in planning, before any wrap (check mode too). Only where
 without an approved key get the old path: its transport key imported as a session
 object, each wrap journaled with ``trusted_wrapping: false`` and a warning.
 
+The OAEP hash is chosen per recipient (``choose_oaep_hashes``): the strongest the HSM wraps with (or the one
+pinned) that the recipient's token unwraps with (``oaep_hashes`` from recipient_enroll, probed there); a recipient
+with a key to wrap and no hash in common is refused before any wrap.
+
 Versions sealed at the migration to trusted wrapping (not extractable) are ``blocked``
 for recipients that do not hold them. After wrapping, every package is signed by the
 HSM's package-signing key (``_package_signing``). The HSM host never sees the key in
@@ -55,6 +59,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys 
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     FINGERPRINT_RE,
+    OAEP_HASHES,
     PACKAGE_FORMAT,
     load_transport_public_key,
     mechanism_name,
@@ -82,6 +87,7 @@ class Recipient:
     fingerprint: str
     keys: tuple | None
     installed: dict  # (name, version) -> {"id", "key_check_value", "state"}
+    oaep_hashes: tuple | None = None  # the OAEP hashes its token unwraps with (recipient_enroll); None: not stated
 
 
 @dataclass
@@ -92,6 +98,7 @@ class RecipientPlan:
     held: list = field(default_factory=list)       # versions already installed as they should be
     blocked: list = field(default_factory=list)    # versions it should hold but withdrew earlier, or sealed
     trusted_key: object = None  # its approved transport key (_trusted_keys.TrustedTransportKey), or None
+    oaep_hash: str | None = None  # the OAEP hash its packages are wrapped with (choose_oaep_hashes)
 
     def installs(self):
         return [version for version, action in self.packages if action == "install"]
@@ -102,6 +109,7 @@ class RecipientPlan:
             "host": self.recipient.host,
             "transport_key_fingerprint": self.recipient.fingerprint,
             "trusted_key_label": self.trusted_key.label if self.trusted_key is not None else None,
+            "oaep_hash": self.oaep_hash,
             "packages": [self.package(version, action, wrapped.get((version.name, version.version)), mechanism)
                          for version, action in self.packages],
             "withdrawn": list(self.withdrawn),
@@ -176,9 +184,14 @@ def parse_recipients(raw_recipients, policy):
                 raise InvalidOption("%s: installed must be the installed list that recipient_enroll returned."
                                     % where, option="recipients") from None
         keys = raw.get("keys")
+        unwraps = raw.get("oaep_hashes")
+        if unwraps is not None and not (isinstance(unwraps, list) and all(h in OAEP_HASHES for h in unwraps)):
+            raise InvalidOption("%s: oaep_hashes must be the list of OAEP hashes its token unwraps with, as "
+                                "recipient_enroll reports it (transport_key.oaep_hashes)." % where,
+                                option="recipients")
         recipients.append(Recipient(name=name, host=host, public_key=public_key, fingerprint=fingerprint,
                                     keys=tuple(validate_name(k, "%s.keys" % where) for k in keys) if keys else None,
-                                    installed=installed))
+                                    installed=installed, oaep_hashes=tuple(unwraps) if unwraps is not None else None))
     return recipients
 
 
@@ -348,22 +361,54 @@ def check_trusted_wrapping(plans, require_trusted):
                 % (_describe_recipient(plan.recipient), ", ".join(trusted_only)), option="recipients")
 
 
+def choose_oaep_hashes(plans, token_hashes, token_label, pinned=False):
+    """Set each plan's OAEP hash: the first of ``token_hashes`` (the HSM's, strongest first; or the one pinned hash)
+    that the recipient's token unwraps with (``Recipient.oaep_hashes``; any, when the recipient did not state them).
+
+    Refuses the whole call (before any wrap) when a recipient with a key to wrap has no hash in common with the HSM.
+    A recipient with nothing to wrap gets the HSM's first hash (its packages only update states).
+    """
+    for plan in plans:
+        accepted = plan.recipient.oaep_hashes
+        common = [name for name in token_hashes if accepted is None or name in accepted]
+        if common:
+            plan.oaep_hash = common[0]
+            continue
+        if plan.installs():
+            if accepted:
+                unwraps = "unwraps with RSA-OAEP under %s only" % ", ".join(accepted)
+            else:
+                unwraps = "unwraps with no RSA-OAEP hash"
+            raise MechanismUnsupported(
+                "%s: its token %s (recipient_enroll's transport_key.oaep_hashes), and token %r %s %s; nothing was "
+                "wrapped. %s" % (
+                    _describe_recipient(plan.recipient), unwraps, token_label,
+                    "is pinned to" if pinned else "wraps with", ", ".join(token_hashes),
+                    "Set oaep_hash to auto or to a hash both tokens implement." if pinned else
+                    "Give the recipient a token that unwraps with one of them."),
+                option="oaep_hash" if pinned else "recipients")
+        plan.oaep_hash = token_hashes[0]
+
+
 def _describe_recipient(recipient):
     return "recipient %r on host %s (transport key %s)" % (recipient.name, recipient.host, recipient.fingerprint)
 
 
 def apply_distribution(store, plans, oaep_hash, context, check_mode):
     """Wrap every package that needs the key (action install) under its recipient's approved transport key, then
-    sign every package with the HSM's package-signing key (generated on first use). In check mode: neither."""
-    mechanism = mechanism_name(oaep_hash)
+    sign every package with the HSM's package-signing key (generated on first use). In check mode: neither.
+
+    Each recipient's packages use its plan's OAEP hash (``choose_oaep_hashes``), else ``oaep_hash``."""
+    for plan in plans:
+        plan.oaep_hash = plan.oaep_hash or oaep_hash
     events, blobs = [], [{} for _plan in plans]
     signer, created = None, False
     if not check_mode and any(plan.packages for plan in plans):
         signer, created = ensure_package_signer(store, context, events)
     if not check_mode:
         for plan, wrapped in zip(plans, blobs):
-            events.extend(_wrap_for(store, plan, wrapped, oaep_hash, context, signer))
-    recipients = [plan.as_dict(wrapped, mechanism) for plan, wrapped in zip(plans, blobs)]
+            events.extend(_wrap_for(store, plan, wrapped, plan.oaep_hash, context, signer))
+    recipients = [plan.as_dict(wrapped, mechanism_name(plan.oaep_hash)) for plan, wrapped in zip(plans, blobs)]
     for entry in recipients if signer is not None else ():
         entry["packages"] = [signer.sign(package) for package in entry["packages"]]
     return DistributionResult(

@@ -49,6 +49,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     public_key_pem,
     spki_fingerprint,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_unwrap_oaep
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     FINGERPRINT_RE,
     check_transport_strength,
@@ -99,7 +100,7 @@ def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable
                 "copy and unwrap every package. Remove the pair from the token and run recipient_enroll again to "
                 "generate one inside it." % where, option="transport_key_label")
         result.plan.append({"action": "none", "label": transport.label})
-        return result, transport.record(public_key_pem(transport.public_key))
+        return result, _transport_record(store, transport)
     minimum = max(3072, int(min_rsa_bits or 0))
     if key_size < minimum:
         raise InvalidOption("key_size %d is too small for a transport key: use %d or more (policy.min_rsa_bits and "
@@ -114,7 +115,15 @@ def enroll(store, key_size, min_rsa_bits, context, check_mode, accept_exportable
         key={"label": transport.label, "id": transport.key_id, "type": "rsa", "size": transport.size,
              "token": store.token_label, "state": "active", "public_key_fingerprint": transport.fingerprint},
         reason="recipient transport key generated in the recipient's token"))
-    return result, transport.record(public_key_pem(transport.public_key))
+    return result, _transport_record(store, transport)
+
+
+def _transport_record(store, transport):
+    """What recipient_enroll returns of the transport key, with the OAEP hashes it unwraps with (strongest first):
+    key_distribute's ``oaep_hash: auto`` picks one this token can unwrap from them (``recipients[].oaep_hashes``)."""
+    record = transport.record(public_key_pem(transport.public_key))
+    record["oaep_hashes"] = probe_unwrap_oaep(transport.private, transport.public_key, store.token_label)
+    return record
 
 
 def _signer_key(raw):

@@ -14,7 +14,8 @@ removes them):
 
 * the key types and sizes the token generates (CKM_AES_KEY_GEN, CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN with
   P-256 and P-384), by generating them (RSA: the smallest size the policy allows, 3072);
-* the OAEP hashes that actually work for C_WrapKey of an AES key under an RSA public key;
+* the OAEP hashes that actually work for C_WrapKey of an AES key under an RSA public key (and, on a recipient's
+  token, for C_UnwrapKey under its transport key: ``probe_unwrap_oaep``);
 * AES key wrap (CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD);
 * CKA_WRAP_WITH_TRUSTED on a generated key, and CKA_TRUSTED (a user session must be refused it);
 * whether CKA_DESTROYABLE false and CKA_MODIFIABLE false are honoured (the token's immutable records, the policy
@@ -29,6 +30,7 @@ policy ("token ockdev cannot generate EC keys (CKM_EC_KEY_PAIR_GEN not offered)"
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing
@@ -37,11 +39,12 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import OAEP_HASHES, oaep_parameters
 
 try:
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
     from pkcs11 import exceptions as p11_exc
 except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    rsa = Attribute = KeyType = Mechanism = ObjectClass = p11_exc = None
+    hashes = padding = rsa = Attribute = KeyType = Mechanism = ObjectClass = p11_exc = None
 
 #: the OAEP hashes distribution knows (_wrap), strongest first
 OAEP_HASHES_STRONGEST_FIRST = tuple(reversed(OAEP_HASHES))
@@ -311,15 +314,50 @@ def probe(session, token_label, library_path=None):
     return caps
 
 
-def probe_oaep(session, token_label, option="oaep_hash"):
-    """The strongest OAEP hash the token wraps an AES key with (C_WrapKey tried on session objects, under an RSA
-    public key made in software); CapabilityMissing naming the token when none works."""
+def probe_oaep_hashes(session, token_label, option="oaep_hash"):
+    """The OAEP hashes the token wraps an AES key with, strongest first (C_WrapKey tried on session objects, under an
+    RSA public key made in software); CapabilityMissing naming the token when none works."""
     offered = offered_mechanisms(session, token_label)
     caps = Capabilities(token={"label": token_label}, mechanisms=offered)
     with pkcs11_errors("probing OAEP wrapping", token_label=token_label):
         _probe_wrapping(session, offered, caps)
     require(caps, "oaep", option=option)
-    return caps.best_oaep_hash()
+    return list(caps.oaep_hashes)
+
+
+def probe_oaep(session, token_label, option="oaep_hash"):
+    """The strongest OAEP hash the token wraps an AES key with (``probe_oaep_hashes``)."""
+    return probe_oaep_hashes(session, token_label, option)[0]
+
+
+def probe_unwrap_oaep(private_key, public_key, token_label):
+    """The OAEP hashes a recipient's transport key unwraps with, strongest first; [] when none works.
+
+    ``private_key``: the transport private key on the token (python-pkcs11, CKA_UNWRAP); ``public_key``: its public
+    half (``cryptography``). For each hash, a random AES-128 key wrapped in software under the public half is unwrapped
+    by the token into a session object (no usage), which is destroyed at once: nothing is written to the token, and
+    the unwrapped bytes are random, never a managed key. The unwrap side is what matters at a recipient (SoftHSM2 2.6
+    unwraps with SHA-1 only, whatever hash the HSM that wraps for it prefers).
+    """
+    software = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+    template = {Attribute.TOKEN: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
+                Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False}
+    worked = []
+    with pkcs11_errors("probing OAEP unwrapping under the transport key", token_label=token_label):
+        for name in OAEP_HASHES_STRONGEST_FIRST:
+            algorithm = software[name]()
+            blob = public_key.encrypt(os.urandom(16), padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm,
+                                                                   label=None))
+            try:
+                key = private_key.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, blob,
+                                             mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep_parameters(name),
+                                             store=False, template=template)
+            except p11_exc.PKCS11Error:
+                continue
+            key.destroy()
+            worked.append(name)
+    return worked
 
 
 def require_generation(session, token_label, specs, require_trusted_wrapping, option="keys"):

@@ -26,9 +26,9 @@ description:
     wrap is journaled with C(key.trusted_wrapping=false) and a C(keylifecycle.warning), and the module warns.
   - Versions sealed at the migration to trusted wrapping (see M(secops.keylifecycle.key_rotate)) are not extractable
     any more; a recipient that does not hold them finds them in C(blocked).
-  - Every package is signed by the HSM's package-signing key (C(package-signing), EC P-256, generated in the token
-    on first use, never extractable); M(secops.keylifecycle.key_install) verifies it against the signer pinned at
-    enrollment before unwrapping. RV(package_signer) is the signer's public record.
+  - Every package is signed by the HSM's package-signing key (C(package-signing), EC P-256 where the token generates EC
+    keys, else RSA-3072; generated in the token on first use, never extractable);
+    M(secops.keylifecycle.key_install) verifies it against the signer pinned at enrollment before unwrapping. RV(package_signer) is the signer's public record.
   - A package holds the key only in wrapped form; without the recipient's transport private key, which never leaves
     the recipient's token, it is useless. The key is never in plaintext on the HSM host, in the result, in the audit
     record or in any file.
@@ -100,15 +100,25 @@ options:
         description: What the recipient holds now, C(installed) from M(secops.keylifecycle.recipient_enroll).
         type: list
         elements: dict
+      oaep_hashes:
+        description:
+          - The OAEP hashes the recipient's token unwraps with, C(transport_key.oaep_hashes) from
+            M(secops.keylifecycle.recipient_enroll) (probed there). Its packages use the strongest of the HSM's
+            hashes in this list (see O(oaep_hash)). Omitted, the recipient is assumed to unwrap with any hash.
+        type: list
+        elements: str
+        choices: [sha1, sha256, sha384, sha512]
   oaep_hash:
     description:
       - Hash of RSA-OAEP (and of its MGF1).
-      - V(auto) (the default) uses the strongest hash the token actually wraps with, found by trying C_WrapKey on
-        session objects once per task (M(secops.keylifecycle.token_info) shows the same probe); the choice is in
-        every package and C(key-distribute) event (C(key.mechanism), for example C(CKM_RSA_PKCS_OAEP:sha1)) and in
-        RV(oaep_hash). SoftHSM2 2.6 wraps only with V(sha1), which is still sound for OAEP (see
-        docs/distribution.md). A token that wraps with no OAEP hash is refused (C(capability_missing)), naming it.
-      - Pin a hash to refuse, rather than follow, a token that cannot do it.
+      - V(auto) (the default) uses, per recipient, the strongest hash the token actually wraps with (found by trying
+        C_WrapKey on session objects once per task; M(secops.keylifecycle.token_info) shows the same probe) that
+        the recipient's token unwraps with (O(recipients[].oaep_hashes)). The choice is in every package and
+        C(key-distribute) event (C(key.mechanism), for example C(CKM_RSA_PKCS_OAEP:sha1)) and in
+        RV(recipients[].oaep_hash). SoftHSM2 2.6 wraps and unwraps only with V(sha1), which is still sound for OAEP
+        (see docs/distribution.md). A token that wraps with no OAEP hash is refused (C(capability_missing)), naming
+        it, and so is a recipient with a key to wrap and no hash in common with the HSM (C(mechanism_unsupported)).
+      - Pin a hash to refuse, rather than follow, a token or a recipient that cannot do it.
     type: str
     choices: [auto, sha1, sha256, sha384, sha512]
     default: auto
@@ -135,7 +145,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 oaep_hash:
-  description: The OAEP hash this call wrapped with (the probed one with O(oaep_hash=auto)).
+  description:
+    - The HSM's OAEP hash, the strongest it wraps with (O(oaep_hash=auto)) or the one pinned. A recipient whose token
+      does not unwrap with it gets a weaker one (RV(recipients[].oaep_hash)).
   returned: success
   type: str
   sample: sha1
@@ -157,6 +169,9 @@ recipients:
     trusted_key_label:
       description: Label of the trusted transport key in the HSM the packages were wrapped under; null when the
         recipient has none (nothing to wrap, or O(policy.require_trusted_wrapping=false)).
+      type: str
+    oaep_hash:
+      description: The OAEP hash of this recipient's packages (see O(oaep_hash)).
       type: str
     packages:
       description:
@@ -192,7 +207,8 @@ package_signer:
     - C(certificates), oldest first, is the chain of signer certificates on the token. At each rotation of
       C(package-signing) the previous version, still active, signed one of the new version (C(name),
       C(previous_version), C(previous_fingerprint), C(version), C(fingerprint), C(public_key_pem), C(certified_at),
-      C(signature), the base64 DER ECDSA P-256 SHA-256 signature of the canonical JSON of the other fields). Pass
+      C(signature), the base64 signature of the canonical JSON of the other fields, DER ECDSA P-256 / SHA-256 for an
+      EC signer, RSASSA-PSS / SHA-256 (PKCS#1 v1.5 where the token lacks PSS) for an RSA signer). Pass
       the whole record to M(secops.keylifecycle.key_install)'s C(package_signer) so a recipient that pinned an
       older signer follows the chain.
       Null in check mode when the token has none yet.
@@ -242,12 +258,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_distribution import (
     apply_distribution,
     approved_transport_keys,
+    choose_oaep_hashes,
     parse_recipients,
     plan_distribution,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_oaep
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_oaep_hashes
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     AUTO_OAEP_HASH,
     DEFAULT_OAEP_HASH,
@@ -262,6 +279,7 @@ ARGUMENT_SPEC = dict(
         "fingerprint": {"type": "str"},
         "keys": {"type": "list", "elements": "str", "no_log": False},
         "installed": {"type": "list", "elements": "dict"},
+        "oaep_hashes": {"type": "list", "elements": "str", "choices": list(OAEP_HASHES)},
     }},
     oaep_hash={"type": "str", "choices": [AUTO_OAEP_HASH] + list(OAEP_HASHES), "default": DEFAULT_OAEP_HASH},
     **POLICY_ARGSPEC,
@@ -280,9 +298,10 @@ def main():
     def work(store, policy, context):
         plans = plan_distribution(store, parsed["recipients"], utc_now(), approved_transport_keys(store),
                                   policy.require_trusted_wrapping)
-        oaep_hash = params["oaep_hash"]
-        if oaep_hash == AUTO_OAEP_HASH:
-            oaep_hash = probe_oaep(store.session, store.token_label)
+        pinned = params["oaep_hash"] != AUTO_OAEP_HASH
+        token_hashes = [params["oaep_hash"]] if pinned else probe_oaep_hashes(store.session, store.token_label)
+        choose_oaep_hashes(plans, token_hashes, store.token_label, pinned)
+        oaep_hash = token_hashes[0]
         result = apply_distribution(store, plans, oaep_hash, context, module.check_mode)
         for warning in result.warnings:
             module.warn(warning)

@@ -81,8 +81,8 @@ options:
         C(wrap_with_trusted). A token without that attribute is refused while O(policy.require_trusted_wrapping)
         is on; with it off (development tokens only) the key is generated without it.
       - Generating a distributable key also generates the token's package-signing key (C(package-signing), EC
-        P-256, never extractable) if it has none, journaled as its own C(key-generate) event, so that recipients
-        can pin it at enrollment.
+        P-256 where the token generates EC keys, else RSA-3072; never extractable) if it has none, journaled as
+        its own C(key-generate) event, so that recipients can pin it at enrollment.
     type: bool
     default: false
   rotation_period:

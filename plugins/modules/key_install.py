@@ -125,8 +125,8 @@ installed:
   type: list
   elements: dict
 package_signer:
-  description: The package signer pinned in this token after the task (C(label), C(id), C(curve), C(fingerprint)),
-    or null when none is pinned.
+  description: The package signer pinned in this token after the task (C(label), C(id), C(type) V(ec) or V(rsa),
+    C(curve) (null for RSA), C(fingerprint)), or null when none is pinned.
   returned: success
   type: dict
 package_signer_rollover:

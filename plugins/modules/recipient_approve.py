@@ -89,6 +89,10 @@ options:
         description: Ignored (accepted so that C(key_recipient_entry) passes unchanged).
         type: list
         elements: str
+      oaep_hashes:
+        description: Ignored (accepted so that C(key_recipient_entry) passes unchanged).
+        type: list
+        elements: str
   state:
     description: V(present) approves, V(absent) revokes.
     type: str
@@ -245,6 +249,7 @@ RECIPIENT_OPTIONS = {
     "fingerprint": {"type": "str"},
     "installed": {"type": "list", "elements": "dict"},
     "keys": {"type": "list", "elements": "str", "no_log": False},
+    "oaep_hashes": {"type": "list", "elements": "str"},
 }
 
 ARGUMENT_SPEC = dict(

@@ -149,6 +149,16 @@ transport_key:
     exportable:
       description: Whether the private half could leave the token (only with O(accept_exportable_transport_key)).
       type: bool
+    oaep_hashes:
+      description:
+        - The OAEP hashes this token unwraps with under the transport key, strongest first, found by trying
+          C_UnwrapKey of a random key into a session object with each hash (nothing is written to the token).
+          Pass it to O(secops.keylifecycle.key_distribute#module:recipients[].oaep_hashes) so that the HSM wraps
+          with a hash this token can unwrap (SoftHSM2 2.6, V(sha1) only). Empty when none works (this token
+          cannot install packages).
+      type: list
+      elements: str
+      sample: [sha1]
 package_signer:
   description:
     - The HSM's package signer pinned in this token (no private material), or null when none is pinned (also in

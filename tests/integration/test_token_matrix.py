@@ -5,15 +5,26 @@ ansible-playbook on the built collection, and checks the token with the independ
 The full suite runs on SoftHSM2; this file is what also runs on openCryptoki, with the differences between the two
 asserted: openCryptoki 3.8 generates no EC keys and has no CKA_WRAP_WITH_TRUSTED, so the collection's own signing
 keys are RSA-3072 there, EC key specs are refused, and so are distributable keys under the baseline policy
-(require_trusted_wrapping); SoftHSM2 2.6 wraps with OAEP under SHA-1 only.
+(require_trusted_wrapping); SoftHSM2 2.6 wraps with OAEP under SHA-1 only. Under a development policy
+(require_trusted_wrapping off) openCryptoki distributes, with an RSA package signer, to a real ssh recipient.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+
 import pytest
 import yaml
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from tests.conftest import REPO
+from tests.integration.conftest import DistributionSetup
+from tests.integration.test_key_distribute import encodings, events, fingerprint, public_pem
 from tests.integration.test_key_rotate import states
 
 #: what token_info finds, per token
@@ -191,3 +202,164 @@ def test_distributable_key_needs_trusted_wrapping_under_the_baseline_policy(life
         info = lifecycle_runner.task("key_info", {"name": ["shared"]})
         [record] = info.task["key_versions"]
         assert record["wrap_with_trusted"] is True and record["extractable"] is True
+
+
+# ---- distribution without trusted wrapping (policy.require_trusted_wrapping off), to a real ssh recipient ----
+
+DEV_POLICY = {"require_trusted_wrapping": False}
+SHARED = {"name": "shared", "type": "aes", "size": 256, "distributable": True, "recipients": ["billing"],
+          "usage": ["encrypt", "decrypt"]}
+OAEP_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
+def fingerprint_of(public_key):
+    """sha256: and the SHA-256 of the public key's DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def package_payload(package):
+    """The signed bytes as docs/distribution.md ("Signed packages") defines them, computed here without collection
+    code: canonical JSON of every field but signature and wrapped, plus wrapped_sha256."""
+    payload = {k: v for k, v in package.items() if k not in ("signature", "wrapped")}
+    payload["wrapped_sha256"] = hashlib.sha256(package["wrapped"].encode("ascii")).hexdigest()
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def pss_signed(public_key, package):
+    """Whether ``package`` verifies with the RSA ``public_key`` (cryptography): RSASSA-PSS, SHA-256, MGF1-SHA-256,
+    a 32-byte salt (docs/audit.md)."""
+    try:
+        public_key.verify(base64.b64decode(package["signature"]), package_payload(package),
+                          padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def unwrap_with(private_key, package):
+    """RSA-OAEP with the package's hash (MGF1 with the same hash), by ``cryptography``: the key bytes, and their
+    AES-ECB check value."""
+    algorithm = OAEP_HASHES[package["oaep_hash"]]()
+    assert package["mechanism"] == "CKM_RSA_PKCS_OAEP:%s" % package["oaep_hash"]
+    key = private_key.decrypt(base64.b64decode(package["wrapped"]),
+                              padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None))
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 (check value only)
+    return key, (encryptor.update(bytes(16)) + encryptor.finalize())[:3].hex()
+
+
+@only_opencryptoki
+def test_distribution_without_trusted_wrapping_reaches_an_ssh_recipient(lifecycle_runner, lifecycle_token,
+                                                                        ssh_recipients):
+    """Distribution where the token supports it: openCryptoki has no trusted wrapping, so only under a development
+    policy (require_trusted_wrapping off). The HSM wraps for r1, reached over ssh with its own SoftHSM2 token, and
+    for a transport key this test holds (the independent unwrap); it signs the packages with its RSA-3072 package
+    signer (RSASSA-PSS), which r1 pins; r1 installs only what that signature confirms.
+
+    SoftHSM2 is not run here: there the same flow is the trusted path of test_key_distribute.py (an EC signer, OAEP
+    SHA-1), and the development policy does not bypass CKA_WRAP_WITH_TRUSTED (test_trusted_wrapping.py)."""
+    runner, token = lifecycle_runner, lifecycle_token
+    distribution = DistributionSetup(runner, ssh_recipients)
+    r1 = distribution.hosts["r1"]
+    outputs = []
+
+    def ran(result):
+        outputs.append(result.output)
+        return result
+
+    # 1. a distributable AES-256 key for one recipient, generated without CKA_WRAP_WITH_TRUSTED (the token has none;
+    # the development policy allows it): sensitive, extractable only by wrapping
+    generated = ran(runner.task("key_generate", {"policy": DEV_POLICY, "keys": [SHARED]}))
+    assert generated.rc == 0 and generated.task["changed"] is True, generated.task.get("msg", generated.output)
+    hsm_secret = secrets_on(token)["shared:v1"]
+    assert hsm_secret["sensitive"] and hsm_secret["extractable"] and hsm_secret["local"], hsm_secret
+    info = ran(runner.task("key_info", {}))
+    assert info.rc == 0, info.task.get("msg")
+    records = {r["label"]: r for r in info.task["key_versions"]}
+    assert records["shared:v1"]["wrap_with_trusted"] is False and records["shared:v1"]["extractable"] is True
+    assert records["shared:v1"]["key_check_value"] == hsm_secret["kcv"]
+    # the package signer follows the token: RSA-3072 (no EC here), never extractable
+    signing = records["package-signing:v1"]
+    assert (signing["type"], signing["size"]) == ("rsa", 3072) and signing["evidence"]["never_extractable"], signing
+    signer = info.task["package_signer"]
+    signer_key = serialization.load_pem_public_key(signer["public_key_pem"].encode())
+    assert isinstance(signer_key, rsa.RSAPublicKey) and signer_key.key_size == 3072
+    assert signer["fingerprint"] == signing["public_key_fingerprint"] == fingerprint_of(signer_key)
+
+    # 2. r1 enrolls (its transport key generated in its token) and pins the HSM's RSA signer, by fingerprint too;
+    # it reports the OAEP hashes its token unwraps with: SoftHSM2 2.6, SHA-1 only
+    enrolled = ran(distribution.recipient_task("r1", "recipient_enroll", {"package_signer": {
+        "public_key_pem": signer["public_key_pem"], "fingerprint": signer["fingerprint"]}}))
+    assert enrolled.task["changed"] and not enrolled.task.get("failed"), enrolled.task
+    transport = enrolled.task["transport_key"]
+    assert transport["oaep_hashes"] == ["sha1"], transport
+    pinned = enrolled.task["package_signer"]
+    assert (pinned["type"], pinned["curve"], pinned["fingerprint"]) == ("rsa", None, signer["fingerprint"]), pinned
+    assert [(o["class"], o["verify"], o["wrap"], o["encrypt"]) for o in distribution.recipient_objects("r1")
+            if o["label"] == pinned["label"]] == [("PUBLIC_KEY", True, False, False)]
+
+    # 3. key_distribute with oaep_hash auto: the strongest hash both sides can use, per recipient (SHA-512 on this
+    # HSM, SHA-1 for r1); untrusted wraps, each journaled and warned about; every package signed with RSA-PSS
+    probe = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    recipients = [
+        {"name": "billing", "host": "r1", "public_key_pem": transport["public_key_pem"],
+         "fingerprint": transport["fingerprint"], "oaep_hashes": transport["oaep_hashes"]},
+        {"name": "billing", "host": "probe", "public_key_pem": public_pem(probe), "fingerprint": fingerprint(probe)}]
+    distributed = ran(runner.task("key_distribute", {"policy": DEV_POLICY, "recipients": recipients}, "-vvv"))
+    assert distributed.rc == 0 and not distributed.task.get("failed"), distributed.task.get("msg")
+    assert distributed.task["oaep_hash"] == "sha512"  # the strongest this token wraps with
+    assert distributed.task["package_signer"]["fingerprint"] == signer["fingerprint"]
+    hash_for = {"r1": "sha1", "probe": "sha512"}
+    by_host = {entry["host"]: entry for entry in distributed.task["recipients"]}
+    assert sorted(by_host) == ["probe", "r1"]
+    for host, entry in by_host.items():
+        [package] = entry["packages"]
+        assert (package["label"], package["recipient_host"], package["action"]) == ("shared:v1", host, "install")
+        assert entry["oaep_hash"] == package["oaep_hash"] == hash_for[host], entry
+        assert package["key_check_value"] == hsm_secret["kcv"] and entry["trusted_key_label"] is None
+        assert package["signer_fingerprint"] == signer["fingerprint"] and pss_signed(signer_key, package)
+        assert [w for w in distributed.task["warnings"] if "'billing' on host %s" % host in w
+                and "require_trusted_wrapping is off" in w], distributed.task["warnings"]
+    wrapped_events = events(runner, "key-distribute")
+    assert sorted((e["key"]["recipient_host"], e["key"]["mechanism"]) for e in wrapped_events) == [
+        ("probe", "CKM_RSA_PKCS_OAEP:sha512"), ("r1", "CKM_RSA_PKCS_OAEP:sha1")]
+    for event in wrapped_events:
+        assert event["key"]["trusted_wrapping"] is False and "trusted_key_label" not in event["key"]
+        assert event["key"]["package_signer_fingerprint"] == signer["fingerprint"]
+        assert "require_trusted_wrapping is off" in event["keylifecycle"]["warning"], event
+    # the wrap is what it says: OAEP-SHA-512 under the probe's key gives the HSM's key (the same check value)
+    secret, kcv = unwrap_with(probe, by_host["probe"]["packages"][0])
+    assert len(secret) == 32 and kcv == hsm_secret["kcv"]
+    package = by_host["r1"]["packages"][0]
+
+    # 5. one metadata field changed (the usage widened): the RSA signature no longer verifies, nothing is installed
+    tampered = dict(package, usage=package["usage"] + ["wrap"])
+    assert not pss_signed(signer_key, tampered)
+    refused = ran(distribution.recipient_task("r1", "key_install", {"recipient": "billing", "packages": [tampered]}))
+    assert refused.task.get("failed") and refused.task["error_kind"] == "package_rejected", refused.task
+    assert "does not verify with the HSM's package signer %s" % signer["fingerprint"] in refused.task["msg"]
+    assert distribution.installed("r1") == ({}, set())
+
+    # 4. the genuine package installs, and a second run changes nothing; r1's token holds the key with the HSM's
+    # check value (its own reader computes it), sensitive and not extractable
+    install = {"recipient": "billing", "packages": [package]}
+    first, again = [ran(r) for r in distribution.recipient_tasks("r1", "key_install", [install, install], "-vvv")]
+    assert first.task["changed"] is True and not first.task.get("failed"), first.task
+    assert again.task["changed"] is False and not again.task.get("failed"), again.task
+    meta, keys = distribution.installed("r1")
+    assert keys == {"shared:v1"} and meta["shared:v1"]["key_check_value"] == hsm_secret["kcv"]
+    assert meta["shared:v1"]["mechanism"] == "CKM_RSA_PKCS_OAEP:sha1"
+    held = {o["label"]: o for o in distribution.recipient_objects("r1") if o["class"] == "SECRET_KEY"}["shared:v1"]
+    assert held["kcv"] == hsm_secret["kcv"] and held["id"] == hsm_secret["id"]  # (SoftHSM2: CKA_VALUE_LEN 0)
+    assert held["sensitive"] and not held["extractable"]
+    installs = events(runner, "key-install")
+    assert [(e["host"]["name"], e["key"]["label"]) for e in installs] == [("r1", "shared:v1")]
+    verified = ran(runner.task("audit_verify", {"fail_on_error": False}))
+    assert verified.task["ok"] is True, verified.task.get("problems")
+
+    # no PIN (the HSM's, r1's) and no byte of the key in any play's output (-vvv for the wrap and the install)
+    played = "\n".join(outputs)
+    assert "shared:v1" in played and "CKM_RSA_PKCS_OAEP:sha512" in played  # the plays' own output is searched
+    pins = [pin for t in (token, r1.token) for pin in (t.user_pin, t.so_pin)]
+    assert [pin[:2] for pin in pins if pin in played] == []
+    assert [form[:6] for form in encodings(secret) if form in played.encode()] == []
