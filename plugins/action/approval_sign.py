@@ -4,21 +4,11 @@
 
 from __future__ import annotations
 
-import os
-
-from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import verify_signature
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.modules.approval_sign import (
-    ARGUMENT_SPEC,
-    MUTUALLY_EXCLUSIVE,
-    REQUIRED_BY,
-    REQUIRED_ONE_OF,
-    REQUIRED_TOGETHER,
-)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.modules import approval_sign
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._approval_signing import (
     approver_in_policy,
     build_request,
@@ -30,16 +20,14 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._approval_sign
     same_request,
     sign_approval,
 )
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text, write_atomically
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import signer_from_options
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._signing_action import SigningAction
 
 display = Display()
 
-#: an approval holds no secret: the operator reads it with lookup('file')
-DEST_MODE = 0o644
 
-
-class ActionModule(ActionBase):
+class ActionModule(SigningAction):
     """Signs one approval request on the controller (plugin_utils/_approval_signing.py); writes ``dest`` if given.
 
     The options are validated with the module's ARGUMENT_SPEC (declared once, in modules/approval_sign.py).
@@ -47,18 +35,16 @@ class ActionModule(ActionBase):
     consumed and journaled when a lifecycle task brings it to the token it names.
     """
 
-    TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run, naming the task's action
+    MODULE = approval_sign
+    _VALID_ARGS = frozenset(approval_sign.ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(
-            argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE, required_one_of=REQUIRED_ONE_OF,
-            required_together=REQUIRED_TOGETHER, required_by=REQUIRED_BY)
-        dest = os.path.abspath(os.path.expanduser(str(args["dest"]))) if args.get("dest") else None
+        args = self.validated_args()
         check_mode = bool(self._task.check_mode)
         try:
+            dest = self.dest_path(args["dest"]) if args.get("dest") else None
             name = args["approver_name"]
             check_approver_name(name)
             expected = approver_in_policy(args["signed_policy"], name) if args.get("signed_policy") else None
@@ -66,8 +52,6 @@ class ActionModule(ActionBase):
             request = build_request(args["action"], args.get("token"), args.get("keys"), args["change_ref"],
                                     args.get("not_after"), args.get("nonce"),
                                     max_validity=expected.max_validity if expected else None, new_policy=new_policy)
-            if dest and not os.path.isdir(os.path.dirname(dest)):
-                raise InvalidOption("dest %s: its directory does not exist." % dest, option="dest")
             text = request_text(name, request, new_policy)
             display.display("approval_sign: %s" % text)  # the request in words, before anything is signed
             before = read_text(dest) if dest else None
@@ -76,10 +60,7 @@ class ActionModule(ActionBase):
             if not check_mode:
                 signed = sign_approval(request, name, signer_from_options(args), expected=expected, existing=existing)
         except KeyLifecycleError as exc:
-            failure = {"error_kind": exc.kind, "changed": False}
-            if exc.option:
-                failure["error_option"] = exc.option
-            raise AnsibleActionFail(str(exc), result=failure) from None
+            raise self.task_failure(exc) from None
         result.update(request=request, request_text=text)
         if new_policy is not None:
             result["new_policy"] = new_policy.as_dict()
@@ -101,11 +82,5 @@ class ActionModule(ActionBase):
         if dest and self._task.diff:
             result["diff"] = {"before": before or "", "after": after, "before_header": dest, "after_header": dest}
         if changed and not check_mode:
-            try:
-                write_atomically(dest, signed.text, mode=DEST_MODE, durable=True)
-                os.chmod(dest, DEST_MODE)  # the umask applied at creation
-            except OSError as exc:
-                raise AnsibleActionFail("dest %s could not be written (%s)." % (dest, exc.strerror or exc),
-                                        result={"error_kind": "error", "error_option": "dest", "changed": False}) \
-                    from None
+            self.write_dest(dest, signed.text)
         return result

@@ -4,34 +4,22 @@
 
 from __future__ import annotations
 
-import os
-
-from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, KeyLifecycleError
-from ansible_collections.secops.keylifecycle.plugins.modules.policy_sign import (
-    ARGUMENT_SPEC,
-    MUTUALLY_EXCLUSIVE,
-    REQUIRED_BY,
-    REQUIRED_ONE_OF,
-    REQUIRED_TOGETHER,
-)
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text, write_atomically
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
+from ansible_collections.secops.keylifecycle.plugins.modules import policy_sign
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import (
     signer_from_options,
     read_existing,
     sign_policy,
 )
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._signing_action import SigningAction
 
 display = Display()
 
-#: the file policy_sign writes holds no secret: group_vars readable by whoever runs the plays
-DEST_MODE = 0o644
 
-
-class ActionModule(ActionBase):
+class ActionModule(SigningAction):
     """Signs the environment's policy on the controller (plugin_utils/_policy_signing.py); writes ``dest``.
 
     The options are validated with the module's ARGUMENT_SPEC (declared once, in modules/policy_sign.py). Nothing
@@ -39,29 +27,22 @@ class ActionModule(ActionBase):
     lifecycle task brings it to a token that holds its signer.
     """
 
-    TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run, naming the task's action
+    MODULE = policy_sign
+    _VALID_ARGS = frozenset(policy_sign.ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
-        _validation, args = self.validate_argument_spec(
-            argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE, required_one_of=REQUIRED_ONE_OF,
-            required_together=REQUIRED_TOGETHER, required_by=REQUIRED_BY)
-        dest = os.path.abspath(os.path.expanduser(str(args["dest"])))
+        args = self.validated_args()
         try:
             signer = signer_from_options(args)
-            if not os.path.isdir(os.path.dirname(dest)):
-                raise InvalidOption("dest %s: its directory does not exist." % dest, option="dest")
+            dest = self.dest_path(args["dest"])
             before = read_text(dest)
             signed = sign_policy(args["policy"], args["environment"], args["serial"], args["not_after"],
                                  args["signer_name"], signer, existing=read_existing(dest),
                                  approvals=args.get("approvals"), in_force_policy=args.get("in_force_policy"))
         except KeyLifecycleError as exc:
-            failure = {"error_kind": exc.kind, "changed": False}
-            if exc.option:
-                failure["error_option"] = exc.option
-            raise AnsibleActionFail(str(exc), result=failure) from None
+            raise self.task_failure(exc) from None
         for line in signed.summary:  # the policy in words, before anything is written
             display.display("policy_sign: %s" % line)
         changed = not signed.unchanged or before != signed.text
@@ -71,11 +52,5 @@ class ActionModule(ActionBase):
             result["diff"] = {"before": before or "", "after": signed.text, "before_header": dest,
                               "after_header": dest}
         if changed and not self._task.check_mode:
-            try:
-                write_atomically(dest, signed.text, mode=DEST_MODE, durable=True)
-                os.chmod(dest, DEST_MODE)  # the umask applied at creation
-            except OSError as exc:
-                raise AnsibleActionFail("dest %s could not be written (%s)." % (dest, exc.strerror or exc),
-                                        result={"error_kind": "error", "error_option": "dest", "changed": False}) \
-                    from None
+            self.write_dest(dest, signed.text)
         return result

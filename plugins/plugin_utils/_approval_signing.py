@@ -53,14 +53,15 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     BASELINE,
     CHANGE_REF_RE,
     format_duration,
-    load_policy,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
     parse_signed_policy,
     policy_differences,
     policy_digest,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import (
+    read_signed_policy,
     require_crypto,
     resolve_not_after,
 )
@@ -171,12 +172,7 @@ def read_new_policy(new_policy, action, in_force=None):
     if action != "policy_change":
         raise InvalidOption("new_policy is only for action policy_change (the approval of a new signed policy), "
                             "not %s." % action, option="new_policy")
-    doc = parse_signed_policy(new_policy, option="new_policy")
-    try:
-        load_policy(doc["policy"])
-    except KeyLifecycleError as exc:
-        raise InvalidOption("new_policy holds a policy the lifecycle modules would refuse: %s" % exc.message,
-                            option="new_policy") from None
+    doc, _policy = read_signed_policy(new_policy, "new_policy")
     changes = None
     if in_force is not None:
         current = parse_signed_policy(in_force, option="signed_policy")
@@ -264,15 +260,9 @@ def approver_in_policy(signed_policy, approver_name):
     The policy's signature is not checked here (the approver has no trusted copy of the signer's key); the HSM
     host checks it. This catches a wrong key or name before the approval travels.
     """
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
     from cryptography.hazmat.primitives import serialization
 
-    doc = parse_signed_policy(signed_policy, option="signed_policy")
-    try:
-        policy = load_policy(doc["policy"])
-    except KeyLifecycleError as exc:
-        raise InvalidOption("signed_policy holds a policy the lifecycle modules would refuse: %s" % exc.message,
-                            option="signed_policy") from None
+    doc, policy = read_signed_policy(signed_policy, "signed_policy")
     approvers = policy.approvers or {}
     where = "the signed policy of environment %s, serial %d" % (doc["environment"], doc["serial"])
     if approver_name not in approvers:

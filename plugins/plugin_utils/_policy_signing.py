@@ -54,6 +54,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     parse_duration,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import check_signer_name
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
 from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
     ENVIRONMENT_RE,
     FORMAT,
@@ -295,7 +296,7 @@ class PemSigner:
         ``payload`` turns the document into the signed bytes (``policy_payload``; ``_approvals.approval_payload``
         for approval_sign)."""
         key = self._load()
-        doc = make_document(_fingerprint(key.public_key()))
+        doc = make_document(spki_fingerprint(key.public_key()))
         signature = key.sign(payload(doc), ec.ECDSA(hashes.SHA256()))
         doc["signature"] = base64.b64encode(signature).decode("ascii")
         return doc, key.public_key()
@@ -355,7 +356,7 @@ class TokenSigner:
                                       "fingerprint." % (self.token_label, len(public) or "no", self.key_label),
                                       option="key_label")
                 public_key = ec_public_key(public[0], "P-256")
-                doc = make_document(_fingerprint(public_key))
+                doc = make_document(spki_fingerprint(public_key))
                 raw = private.sign(hashlib.sha256(payload(doc)).digest(), mechanism=Mechanism.ECDSA)
             except p11_exc.PKCS11Error as exc:
                 raise translate_pkcs11_error(exc, "signing with %r" % self.key_label,
@@ -375,21 +376,24 @@ def signer_from_options(args):
     return PemSigner(os.path.expanduser(str(args["private_key_path"])), args["private_key_passphrase"])
 
 
-def _fingerprint(public_key):
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
-
-
 # ---- the approvals of a policy change ------------------------------------------------------------------------
+
+def read_signed_policy(raw, option):
+    """``(parsed signed-policy document, its Policy)`` of the option ``option``; InvalidOption naming it when it is
+    not a signed policy or holds a policy the lifecycle modules would refuse. Its signature is not checked here (the
+    HSM host checks it against the signer in its token)."""
+    doc = parse_signed_policy(raw, option=option)
+    try:
+        policy = load_policy(doc["policy"])
+    except KeyLifecycleError as exc:
+        raise InvalidOption("%s holds a policy the lifecycle modules would refuse: %s" % (option, exc.message),
+                            option=option) from None
+    return doc, policy
+
 
 def _in_force(in_force_policy, doc):
     """``(parsed in-force document, its Policy)``; InvalidOption naming in_force_policy."""
-    current = parse_signed_policy(in_force_policy, option="in_force_policy")
-    try:
-        policy = load_policy(current["policy"])
-    except KeyLifecycleError as exc:
-        raise InvalidOption("in_force_policy holds a policy the lifecycle modules would refuse: %s" % exc.message,
-                            option="in_force_policy") from None
+    current, policy = read_signed_policy(in_force_policy, "in_force_policy")
     if current["environment"] != doc["environment"]:
         raise InvalidOption("in_force_policy is the policy of environment %s, not %s: give the policy in force on "
                             "this environment's tokens, whose approvers approve the change."
@@ -450,8 +454,7 @@ def approval_lines(approvals, in_force_policy=None, now=None):
     names = {}
     required = None
     if in_force_policy is not None:
-        current = parse_signed_policy(in_force_policy, option="in_force_policy")
-        policy = load_policy(current["policy"])
+        current, policy = read_signed_policy(in_force_policy, "in_force_policy")
         names = {fingerprint: name for fingerprint, (name, _key) in approver_keys(policy).items()}
         required = (policy.approvals_required or {}).get("policy_change", 0)
     for approval in approvals:
