@@ -36,6 +36,13 @@ PKCS11_MODULE = os.environ.get("KL_BENCH_PKCS11_MODULE", "/usr/lib/softhsm/libso
 TARGET_NET_VS_RAW = 1.3  # module_net / raw at most
 TARGET_LOOP_VS_MODULE = 25  # loop / module_total at least
 METADATA_APPLICATION = "secops.keylifecycle"
+#: KL_BENCH_RETURN_RECORDS=false: the lifecycle tasks return a summary (return_records: false), not every record
+RETURN_RECORDS = os.environ.get("KL_BENCH_RETURN_RECORDS", "true").lower() not in ("false", "0", "no")
+
+
+def batch_options():
+    """The lifecycle task's return_records option as the bench runs it (omitted when it is the default)."""
+    return {} if RETURN_RECORDS else {"return_records": False}
 
 
 def key_names(n):
@@ -154,17 +161,27 @@ class Ansible:
             "PATH": "%s:%s" % (Path(PYTHON).parent, os.environ.get("PATH", "/usr/bin:/bin")),
         })
 
-    def play(self, token, task):
-        """Run a playbook with one task on ``token`` (and its own audit journal).
+    def play(self, token, task, profile=None):
+        """Run a playbook with one task on ``token``: the wall time of the ansible-playbook process and that of
+        the task (callback bench_task_time)."""
+        elapsed, seconds = self.play_tasks(token, [task], profile)
+        return elapsed, seconds[0]
 
-        Return the wall time of the ansible-playbook process and that of the task (callback bench_task_time).
+    def play_tasks(self, token, tasks, profile=None):
+        """Run a playbook of ``tasks`` on ``token`` (and its own audit journal).
+
+        Return the wall time of the ansible-playbook process and the time of each task (callback bench_task_time).
+        ``profile``: run ansible-playbook and its workers under cProfile, writing ``<profile>.main.prof`` and
+        ``<profile>.worker-<pid>.prof`` (bench/profile_task.py, bench/_profiled_playbook.py).
         """
         self.count += 1
         path = self.work / ("play-%02d.yml" % self.count)
         path.write_text(json.dumps([{
             "hosts": "bench", "gather_facts": False, "environment": token.env,
-            "vars": {"keylifecycle_audit_journal": str(token.root / "audit-journal.jsonl")}, "tasks": [task]}]))
+            "vars": {"keylifecycle_audit_journal": str(token.root / "audit-journal.jsonl")}, "tasks": tasks}]))
         cmd = [str(Path(PYTHON).parent / "ansible-playbook"), "-i", str(self.inventory), str(path)]
+        if profile:
+            cmd = [PYTHON, str(BENCH / "_profiled_playbook.py"), str(profile)] + cmd[1:]
         start = time.perf_counter()
         times = path.with_suffix(".task-time.json")
         proc = subprocess.run(cmd, env=dict(self.env, KL_BENCH_TASK_TIMES=str(times)), cwd=self.work, text=True,
@@ -173,12 +190,13 @@ class Ansible:
         path.with_suffix(".log").write_text(proc.stdout)
         if proc.returncode != 0:
             raise SystemExit("%s failed (rc %d):\n%s" % (path, proc.returncode, proc.stdout[-3000:]))
-        return elapsed, json.loads(times.read_text())["seconds"]
+        return elapsed, [json.loads(line)["seconds"] for line in times.read_text().splitlines() if line]
 
 
 def generate_task(token, n):
     keys = [{"name": name, "type": "aes", "size": 256} for name in key_names(n)]
-    return {"name": "key_generate", "secops.keylifecycle.key_generate": dict(token.connection(), keys=keys)}
+    return {"name": "key_generate", "secops.keylifecycle.key_generate": dict(token.connection(), keys=keys,
+                                                                             **batch_options())}
 
 
 def loop_task(token, n):
@@ -244,6 +262,41 @@ def scaling(results):
                 **{"from": small["n"], "to": large["n"], "n_ratio": large["n"] / small["n"]})
 
 
+def fixed_costs(args, ansible):
+    """The fixed cost of one task: an empty key_generate and key_info next to ansible.builtin.ping, in this run.
+
+    Each repeat is one playbook on a fresh token: ping, key_generate with keys [] (the first on the token, which
+    also creates its audit-checkpoint key and journal pin), ping, key_generate with keys [] again, key_info (no
+    managed key on the token), ping. Task times (callback bench_task_time) of the tasks after the first, so that
+    none pays the playbook's first-task set-up: ping is the median of its second and third runs.
+    """
+    runs = []
+    ping = {"name": "ping", "ansible.builtin.ping": {}}
+    info = {"name": "key_info", "secops.keylifecycle.key_info": None}
+    for i in range(args.repeat):
+        token = Token(args.work_dir / "fixed" / ("token-%d" % i))
+        info["secops.keylifecycle.key_info"] = token.connection()
+        empty = generate_task(token, 0)
+        _total, times = ansible.play_tasks(token, [ping, empty, ping, empty, info, ping])
+        runs.append({"ping": statistics.median([times[2], times[5]]), "key_generate_first": times[1],
+                     "key_generate": times[3], "key_info": times[4], "first_task_ping": times[0]})
+    fixed = {key: median(runs, key) for key in runs[0]}
+    fixed["key_generate_vs_ping"] = fixed["key_generate"] / fixed["ping"]
+    fixed["key_info_vs_ping"] = fixed["key_info"] / fixed["ping"]
+    fixed["runs"] = runs
+    return fixed
+
+
+def report_fixed(fixed):
+    print("\nFixed cost of a task (task times in one playbook, medians of %d runs, each on a fresh token): ping "
+          "%.2f s (as the playbook's first task %.2f s); empty key_generate %.2f s (%.1fx ping; its first run on the "
+          "token, which creates the audit key, %.2f s); key_info on a token without managed keys %.2f s (%.1fx "
+          "ping); target <= 2x ping: %s"
+          % (len(fixed["runs"]), fixed["ping"], fixed["first_task_ping"], fixed["key_generate"],
+             fixed["key_generate_vs_ping"], fixed["key_generate_first"], fixed["key_info"], fixed["key_info_vs_ping"],
+             verdict(max(fixed["key_generate_vs_ping"], fixed["key_info_vs_ping"]), lambda v: v <= 2)))
+
+
 def verdict(value, ok):
     return "n/a" if value is None else ("met" if ok(value) else "NOT met")
 
@@ -296,7 +349,8 @@ def environment(work_dir):
             "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "ansible_core": ansible.__version__, "python_pkcs11": version("python-pkcs11"),
             "softhsm2": output("softhsm2-util", "--version"), "pkcs11_module": PKCS11_MODULE,
-            "work_dir": str(work_dir), "work_dir_fs": output("stat", "-f", "-c", "%T", str(work_dir))}
+            "work_dir": str(work_dir), "work_dir_fs": output("stat", "-f", "-c", "%T", str(work_dir)),
+            "return_records": RETURN_RECORDS}
 
 
 def main():
@@ -321,10 +375,13 @@ def main():
         results.append(bench_size(n, args, ansible))
     scale = scaling(results)
     report(results, scale)
+    print("fixed cost ...", file=sys.stderr, flush=True)
+    fixed = fixed_costs(args, ansible)
+    report_fixed(fixed)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
-        "environment": env, "sizes": sizes, "repeat": args.repeat,
+        "environment": env, "sizes": sizes, "repeat": args.repeat, "fixed_cost": fixed,
         "skip_loop_above": args.skip_loop_above,
         "targets": {"module_net_vs_raw_max": TARGET_NET_VS_RAW, "loop_vs_module_total_min": TARGET_LOOP_VS_MODULE},
         "results": results, "scaling": scale,

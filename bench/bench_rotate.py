@@ -35,6 +35,7 @@ from bench_generate import (
     PYTHON,
     Ansible,
     Token,
+    batch_options,
     environment,
     generate_task,
     open_session,
@@ -170,7 +171,8 @@ def expected_state(n):
 
 
 def rotate_task(token):
-    return {"name": "key_rotate", "secops.keylifecycle.key_rotate": dict(token.connection(), all_due=True)}
+    options = dict(token.connection(), all_due=True, **batch_options())
+    return {"name": "key_rotate", "secops.keylifecycle.key_rotate": options}
 
 
 def prepare(ansible, token, n):

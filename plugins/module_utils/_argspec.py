@@ -126,6 +126,12 @@ AUDIT_CONTEXT_ARGSPEC = {
     },
 }
 
+# The batch modules' choice of a full or a summary result (doc_fragments/batch_result.py); _lifecycle_module
+# summarises, _lifecycle_action journals the events either way.
+BATCH_RESULT_ARGSPEC = {
+    "return_records": {"type": "bool", "default": True},
+}
+
 
 def policy_overrides(params):
     """The policy settings the task actually gave (suboptions left unset are None).

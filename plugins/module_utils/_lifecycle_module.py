@@ -22,6 +22,9 @@ a typed error becomes ``fail_json`` here and nowhere else.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import policy_overrides
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import JournalPin, anchor_journal
@@ -117,6 +120,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         fail_with_error(module, UnexpectedError.wrap(exc, module._name), **(empty_result or {}))
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
                   audit_checkpoint=checkpoint)
+    if params.get("return_records") is False:
+        output = summarise_output(output, params)
     diffs = []
     if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
         diffs = list(result.diff) if isinstance(result.diff, (list, tuple)) else [result.diff]
@@ -130,6 +135,30 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     if diffs:
         output["diff"] = diffs if len(diffs) > 1 else diffs[0]
     module.exit_json(**output)
+
+
+def summarise_output(output, params):
+    """A batch module's result with ``return_records: false``: every list of records replaced by its count in
+    ``summary`` (the plan's entries counted by action too), and the audit events as one JSON Lines text
+    (``audit_events_jsonl``), which the action plugin journals and replaces by ``audit_journal``. The result's
+    ``invocation`` gives the options with each list of key specs or names as its length, instead of the batch again.
+
+    One string instead of thousands of small dicts: Ansible copies, tags and scrubs a result node by node.
+    """
+    summary = {}
+    for name in [name for name, value in output.items() if isinstance(value, list) and name != "audit_events"]:
+        records = output.pop(name)
+        summary[name] = len(records)
+        if name == "plan":
+            summary["plan_actions"] = dict(sorted(Counter(entry.get("action") for entry in records).items()))
+    events = output.pop("audit_events")
+    summary["audit_events"] = len(events)
+    output["summary"] = summary
+    output["audit_events_jsonl"] = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
+    # AnsibleModule adds the options as they are unless given (its no_log scrubbing covers this copy too)
+    output["invocation"] = {"module_args": {
+        name: "(%d entries)" % len(value) if isinstance(value, list) else value for name, value in params.items()}}
+    return output
 
 
 def _describe_policy(record):

@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
+  - secops.keylifecycle.batch_result
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
 attributes:
@@ -250,6 +251,41 @@ audit_events:
   returned: always
   type: list
   elements: dict
+summary:
+  description:
+    - With O(return_records=false), instead of RV(key_versions), RV(generated), RV(plan) and RV(audit_events) (which
+      are then not returned), how many of each, and the plan's entries counted by action.
+  returned: success, when O(return_records=false)
+  type: dict
+  sample: {key_versions: 1000, generated: 998, plan: 1000, plan_actions: {create: 998, none: 2}, audit_events: 998}
+audit_journal:
+  description:
+    - With O(return_records=false), where the task's records are in the controller's audit journal (they were
+      written and fsync'ed before the task reported success), in place of RV(audit_events); read them with
+      M(secops.keylifecycle.audit_verify) or from the log store.
+  returned: when O(return_records=false), once the module ran (not in check mode)
+  type: dict
+  contains:
+    path:
+      description: The journal file on the controller.
+      type: str
+    journal_id:
+      description: The journal's id.
+      type: str
+    intent_seq:
+      description: Sequence number of the task's intent record.
+      type: int
+    first_seq:
+      description: Sequence number of the first record written after the module returned.
+      type: int
+    last_seq:
+      description: Sequence number of the task's outcome record (the last one).
+      type: int
+    records:
+      description: How many records were written after the module returned (the events, the checkpoint, the outcome).
+      type: int
+  sample: {path: /var/lib/keylifecycle/audit/prod-keys.jsonl, journal_id: 0b8e..., intent_seq: 41, first_seq: 42,
+           last_seq: 1043, records: 1002}
 audit_checkpoint:
   description:
     - The signed checkpoint of the controller's journal made by this call (the intent record's sequence number
@@ -337,6 +373,7 @@ error_option:
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
+    BATCH_RESULT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
 )
@@ -367,6 +404,7 @@ ARGUMENT_SPEC = dict(
     **KEY_SPEC_OPTIONS,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
+    **BATCH_RESULT_ARGSPEC,
 )
 
 

@@ -51,6 +51,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.policy
   - secops.keylifecycle.approvals
   - secops.keylifecycle.audit_context
+  - secops.keylifecycle.batch_result
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
 attributes:
@@ -185,6 +186,19 @@ audit_events:
   returned: always
   type: list
   elements: dict
+summary:
+  description:
+    - With O(return_records=false), instead of RV(rotated), RV(compromised), RV(plan) and RV(audit_events) (which
+      are then not returned), how many of each, and the plan's entries counted by action.
+  returned: success, when O(return_records=false)
+  type: dict
+  sample: {rotated: 1000, compromised: 0, plan: 1000, plan_actions: {rotate: 1000}, audit_events: 2000}
+audit_journal:
+  description:
+    - With O(return_records=false), where the task's records are in the controller's audit journal, in place of
+      RV(audit_events); its fields are those of RV(secops.keylifecycle.key_generate#module:audit_journal).
+  returned: when O(return_records=false), once the module ran (not in check mode)
+  type: dict
 audit_checkpoint:
   description:
     - The signed checkpoint of the controller's journal made by this call; null in check mode or without a journal.
@@ -220,6 +234,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     HsmModule,
     APPROVALS_ARGSPEC,
     AUDIT_CONTEXT_ARGSPEC,
+    BATCH_RESULT_ARGSPEC,
     POLICY_ARGSPEC,
     hsm_module_kwargs,
 )
@@ -244,6 +259,7 @@ ARGUMENT_SPEC = dict(
     **APPROVALS_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
+    **BATCH_RESULT_ARGSPEC,
 )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import getpass
 import hashlib
+import json
 import os
 from contextlib import contextmanager
 
@@ -326,8 +327,10 @@ class LifecycleActionBase(ActionBase):
             if refusal and refusal[0] in ("identity_not_permitted", "override_not_permitted"):
                 raise AnsibleActionFail(refusal[1], result={"error_kind": refusal[0], "changed": False})
             module_args["audit_context"] = context
-            result.update(self._execute_module(module_name=self._task.resolved_action,
-                                               module_args=module_args, task_vars=task_vars))
+            module_result = self._execute_module(module_name=self._task.resolved_action, module_args=module_args,
+                                                 task_vars=task_vars)
+            module_result.pop(EVENTS_TEXT, None)  # return_records false: nothing is journaled in check mode
+            result.update(module_result)
             return result
 
         host = context["host"] if self.TOKEN_IS_PER_HOST else None
@@ -410,9 +413,10 @@ class LifecycleActionBase(ActionBase):
                 module_result["error_kind"], journal.path))
         progress["changed"] = bool(module_result.get("changed"))
         events, invalid = [], 0
-        for event in module_result.get("audit_events") or ():
+        events_text = module_result.pop(EVENTS_TEXT, None)  # return_records false (_lifecycle_module)
+        for event in module_result.get("audit_events") or () if events_text is None else str(events_text).splitlines():
             try:
-                events.append(validate_event(event))
+                events.append(validate_event(json.loads(event) if isinstance(event, str) else event))
             except (ValueError, TypeError, AttributeError):
                 invalid += 1
         failed = bool(module_result.get("failed")) or invalid > 0
@@ -431,8 +435,12 @@ class LifecycleActionBase(ActionBase):
             extra=dict(extra, changed=bool(module_result.get("changed"))))
         progress["outcome"] = True
         try:
-            journal.append(events + [outcome], context=controller_context, create=False,
-                           expect_journal_id=intent.journal_id)
+            records = journal.append(events + [outcome], context=controller_context, create=False,
+                                     expect_journal_id=intent.journal_id)
+            if events_text is not None:
+                module_result["audit_journal"] = {
+                    "path": journal.path, "journal_id": intent.journal_id, "intent_seq": intent.seq,
+                    "first_seq": records[0].seq, "last_seq": records[-1].seq, "records": len(records)}
         except JournalError as exc:
             module_result["failed"] = True
             module_result["msg"] = ("%s The module ran (changed=%s) but its outcome is not journaled; the intent "
@@ -474,6 +482,9 @@ class LifecycleActionBase(ActionBase):
         return dict(context, intent_id=intent.record_id, journal_id=intent.journal_id, intent_seq=intent.seq,
                     intent_hash=intent.hash, journal_proof=proof)
 
+
+#: the module result's key for its audit events as one JSON Lines text (return_records false, _lifecycle_module)
+EVENTS_TEXT = "audit_events_jsonl"
 
 #: error kinds of a module that refused because the journal is not the one the token names (_checkpoint)
 JOURNAL_REFUSALS = ("journal_mismatch", "journal_behind", "journal_rewritten", "journal_pin_missing",

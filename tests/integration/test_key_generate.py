@@ -162,3 +162,43 @@ def test_pin_from_environment(runner, token):
     result = runner.task("key_generate", args, connection=False, extra_env={"PKCS11_USER_PIN": token.user_pin})
     assert result.task["changed"] is True, result.task
     assert [o["label"] for o in key_objects(token)] == ["k:v1"]
+
+
+def test_summary_results_journal_every_record(runner, token):
+    """return_records false (large batches): the result counts; every event is in the journal, which verifies."""
+    keys = [{"name": "batch-%02d" % i, "type": "aes", "retention_period": "30d"} for i in range(5)]
+    check = runner.task("key_generate", {"keys": keys, "return_records": False}, "--check")
+    assert check.rc == 0 and check.task["summary"]["plan_actions"] == {"create": 5}, check.output
+    assert not {"audit_events", "audit_events_jsonl", "audit_journal", "plan"} & set(check.task)
+    assert token.key_objects() == []
+
+    generate = runner.task("key_generate", {"keys": keys, "return_records": False})
+    assert generate.rc == 0 and generate.task["changed"] is True, generate.output
+    summary, where = generate.task["summary"], generate.task["audit_journal"]
+    assert not {"audit_events", "audit_events_jsonl", "key_versions", "generated", "plan"} & set(generate.task)
+    assert {k: summary[k] for k in ("key_versions", "generated", "plan", "plan_actions")} == {
+        "key_versions": 5, "generated": 5, "plan": 5, "plan_actions": {"create": 5}}
+    records = {r["seq"]: r for r in runner.journal_records()}
+    assert where["path"] == str(runner.journal) and where["last_seq"] == max(records)
+    written = [records[seq]["event"] for seq in range(where["first_seq"], where["last_seq"] + 1)]
+    assert len(written) == where["records"] == summary["audit_events"] + 2  # + the checkpoint and the outcome
+    generated = sorted(e["key"]["name"] for e in written if e["event"]["action"] == "key-generate"
+                       and e["keylifecycle"]["phase"] == "change" and e["key"]["name"].startswith("batch-"))
+    assert generated == sorted(k["name"] for k in keys)
+    assert written[-1]["keylifecycle"]["phase"] == "outcome" and written[-1]["event"]["outcome"] == "success"
+    assert written[-2]["event"]["action"] == "audit-checkpoint"
+    assert len({o["label"] for o in token.key_objects() if o["label"].startswith("batch-")}) == 5
+
+    rotate = runner.task("key_rotate", {"name": [k["name"] for k in keys], "force": True, "return_records": False})
+    assert rotate.rc == 0 and rotate.task["changed"] is True, rotate.output
+    assert rotate.task["summary"]["rotated"] == 5 and rotate.task["summary"]["plan_actions"] == {"rotate": 5}
+    assert "audit_events" not in rotate.task and "rotated" not in rotate.task
+    records = {r["seq"]: r for r in runner.journal_records()}
+    where = rotate.task["audit_journal"]
+    rotated = [records[seq]["event"] for seq in range(where["first_seq"], where["last_seq"] + 1)
+               if records[seq]["event"]["event"]["action"] == "key-rotate"
+               and records[seq]["event"]["keylifecycle"]["phase"] == "change"]
+    assert sorted(e["key"]["name"] for e in rotated) == sorted(k["name"] for k in keys)
+
+    report = runner.task("audit_verify", {"fail_on_error": False}).task
+    assert report["ok"] is True and report["records"] == max(records), report
