@@ -148,7 +148,7 @@ def anchor_cost(collections_path, label, pin_file):
     sys.path.insert(0, str(AUDIT_OFF_ACTION.parent))
     # pylint: disable=import-outside-toplevel
     from bench_action import fabricated_intent
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import JournalPin
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_pin import JournalPin
     from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
     from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 

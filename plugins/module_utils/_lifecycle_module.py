@@ -8,7 +8,7 @@ PRIVATE: not part of the public interface.
 
 Policy, audit context and connection are read the same way for every lifecycle
 module; the work runs in one logged-in session on one enumeration of the token; the
-token's pin of its journal is checked first (``_checkpoint.JournalPin.check``: a task
+token's pin of its journal is checked first (``_journal_pin.JournalPin.check``: a task
 without a journaled intent that extends the token's head is refused before anything on
 the token changes), then the environment's signed policy against the token's policy
 signers (``_signed_policy.check_policy``: the module result's ``policy_in_force``), and
@@ -27,7 +27,7 @@ from collections import Counter
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import policy_overrides
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
-from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import JournalPin, anchor_journal
+from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_pin import JournalPin, anchor_journal
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, UnexpectedError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session

@@ -282,7 +282,7 @@ def verify_policy(session, params, journal_pin, now, context=None, objects=None,
     """Check the task's policy against the policy signers in the token (before anything changes the token).
 
     ``params``: the module's parameters (``policy``, ``signed_policy``, ``token_label``); ``journal_pin``: the
-    ``_checkpoint.JournalPin`` that accepted the task (its ``pin`` holds ``policy_serial`` and ``policy_signers``);
+    ``_journal_pin.JournalPin`` that accepted the task (its ``pin`` holds ``policy_serial`` and ``policy_signers``);
     ``now``: an aware datetime (``_keys.utc_now()``).
 
     Returns the policy in force: ``{"signed": False, "sha256"}`` on a token without a policy signer, else

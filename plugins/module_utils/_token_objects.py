@@ -168,7 +168,7 @@ AUDIT_CHECKPOINT = register_kind(DocumentKind(
 AUDIT_SCHEMA = 1
 AUDIT_JOURNAL_PIN_LABEL = "audit-journal-pin"
 AUDIT_KEY_HISTORY_LABEL = "audit-checkpoint-keys"
-#: fields of the pin (``_checkpoint.JournalPin``); ``previous_journal`` is null or a dict, the rest below
+#: fields of the pin (``_journal_pin.JournalPin``); ``previous_journal`` is null or a dict, the rest below
 _PIN_STRINGS = ("journal_id", "head_hash", "signed_at", "signature", "key_id", "public_key_fingerprint",
                 "token_label", "pinned_since")
 _PIN_INTS = ("revision", "seq", "key_version")

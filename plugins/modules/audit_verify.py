@@ -260,7 +260,7 @@ interrupted_intents:
 from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import HsmModule, hsm_module_kwargs
-from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import pin_report
+from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_pin import pin_report
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session

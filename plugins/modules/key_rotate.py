@@ -192,7 +192,7 @@ summary:
       are then not returned), how many of each, and the plan's entries counted by action.
   returned: success, when O(return_records=false)
   type: dict
-  sample: {rotated: 1000, compromised: 0, plan: 1000, plan_actions: {rotate: 1000}, audit_events: 2000}
+  sample: {rotated: 1000, compromised: 0, plan: 1000, plan_actions: {rotate: 1000}, audit_events: 1000}
 audit_journal:
   description:
     - With O(return_records=false), where the task's records are in the controller's audit journal, in place of

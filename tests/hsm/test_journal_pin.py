@@ -26,7 +26,7 @@ def run(capsys, token, journal, module="key_generate", context=None, **args):
 
 
 def pin_of(settings):
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import JournalPin
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_pin import JournalPin
 
     with _open(settings) as session:
         return JournalPin(session, _store(session, settings.token_label)).pin
