@@ -325,11 +325,6 @@ def probe_oaep_hashes(session, token_label, option="oaep_hash"):
     return list(caps.oaep_hashes)
 
 
-def probe_oaep(session, token_label, option="oaep_hash"):
-    """The strongest OAEP hash the token wraps an AES key with (``probe_oaep_hashes``)."""
-    return probe_oaep_hashes(session, token_label, option)[0]
-
-
 def probe_unwrap_oaep(private_key, public_key, token_label):
     """The OAEP hashes a recipient's transport key unwraps with, strongest first; [] when none works.
 

@@ -48,7 +48,7 @@ except ImportError:  # guarded by _dependencies.require_dependencies in main()
 
 WRAP_MECHANISM = "CKM_RSA_PKCS_OAEP"
 OAEP_HASHES = ("sha1", "sha256", "sha384", "sha512")
-#: the strongest OAEP hash the token actually wraps with, found by trying (_token_probe.probe_oaep)
+#: the strongest OAEP hash the token actually wraps with, found by trying (_token_probe.probe_oaep_hashes)
 AUTO_OAEP_HASH = "auto"
 DEFAULT_OAEP_HASH = AUTO_OAEP_HASH
 PACKAGE_FORMAT = 1

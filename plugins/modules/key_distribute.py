@@ -28,7 +28,8 @@ description:
     any more; a recipient that does not hold them finds them in C(blocked).
   - Every package is signed by the HSM's package-signing key (C(package-signing), EC P-256 where the token generates EC
     keys, else RSA-3072; generated in the token on first use, never extractable);
-    M(secops.keylifecycle.key_install) verifies it against the signer pinned at enrollment before unwrapping. RV(package_signer) is the signer's public record.
+    M(secops.keylifecycle.key_install) verifies it against the signer pinned at enrollment before unwrapping.
+    RV(package_signer) is the signer's public record.
   - A package holds the key only in wrapped form; without the recipient's transport private key, which never leaves
     the recipient's token, it is useless. The key is never in plaintext on the HSM host, in the result, in the audit
     record or in any file.

@@ -486,7 +486,7 @@ class LifecycleActionBase(ActionBase):
 #: the module result's key for its audit events as one JSON Lines text (return_records false, _lifecycle_module)
 EVENTS_TEXT = "audit_events_jsonl"
 
-#: error kinds of a module that refused because the journal is not the one the token names (_checkpoint)
+#: error kinds of a module that refused because the journal is not the one the token names (_journal_pin)
 JOURNAL_REFUSALS = ("journal_mismatch", "journal_behind", "journal_rewritten", "journal_pin_missing",
                     "checkpoint_key_replaced")
 

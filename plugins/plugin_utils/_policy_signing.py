@@ -54,7 +54,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import
     parse_duration,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import check_signer_name
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
 from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
     ENVIRONMENT_RE,
     FORMAT,
@@ -64,6 +63,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy
     policy_digest,
     policy_payload,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
 
 try:
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
