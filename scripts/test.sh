@@ -11,7 +11,9 @@ echo "== pytest (unit + integration, real SoftHSM2 tokens)"
 set +e
 # Two workers, each running whole test files (--dist loadfile keeps a file's module fixtures in one worker); every
 # test is hermetic (its own tokens, journal, controller state dir, free ports, recipient users unique per worker).
-python -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile --durations=15 "$@"
+# Files are handed out in collection order, the longest first (tests/conftest.py LONGEST_FILES_FIRST), so xdist's
+# reordering by number of tests per file is off.
+python -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=15 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
