@@ -7,7 +7,6 @@ from __future__ import annotations
 from ansible.utils.display import Display
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import verify_signature
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.modules import approval_sign
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._approval_signing import (
     approver_in_policy,
@@ -36,31 +35,24 @@ class ActionModule(SigningAction):
     """
 
     MODULE = approval_sign
-    _VALID_ARGS = frozenset(approval_sign.ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        args = self.validated_args()
+    def sign(self, args, result):
         check_mode = bool(self._task.check_mode)
-        try:
-            dest = self.dest_path(args["dest"]) if args.get("dest") else None
-            name = args["approver_name"]
-            check_approver_name(name)
-            expected = approver_in_policy(args["signed_policy"], name) if args.get("signed_policy") else None
-            new_policy = read_new_policy(args.get("new_policy"), args["action"], in_force=args.get("signed_policy"))
-            request = build_request(args["action"], args.get("token"), args.get("keys"), args["change_ref"],
-                                    args.get("not_after"), args.get("nonce"),
-                                    max_validity=expected.max_validity if expected else None, new_policy=new_policy)
-            text = request_text(name, request, new_policy)
-            display.display("approval_sign: %s" % text)  # the request in words, before anything is signed
-            before = read_text(dest) if dest else None
-            existing = read_existing(dest) if dest else None
-            signed = None
-            if not check_mode:
-                signed = sign_approval(request, name, signer_from_options(args), expected=expected, existing=existing)
-        except KeyLifecycleError as exc:
-            raise self.task_failure(exc) from None
+        dest = self.dest_path(args["dest"]) if args.get("dest") else None
+        name = args["approver_name"]
+        check_approver_name(name)
+        expected = approver_in_policy(args["signed_policy"], name) if args.get("signed_policy") else None
+        new_policy = read_new_policy(args.get("new_policy"), args["action"], in_force=args.get("signed_policy"))
+        request = build_request(args["action"], args.get("token"), args.get("keys"), args["change_ref"],
+                                args.get("not_after"), args.get("nonce"),
+                                max_validity=expected.max_validity if expected else None, new_policy=new_policy)
+        text = request_text(name, request, new_policy)
+        display.display("approval_sign: %s" % text)  # the request in words, before anything is signed
+        before = read_text(dest) if dest else None
+        existing = read_existing(dest) if dest else None
+        signed = None
+        if not check_mode:
+            signed = sign_approval(request, name, signer_from_options(args), expected=expected, existing=existing)
         result.update(request=request, request_text=text)
         if new_policy is not None:
             result["new_policy"] = new_policy.as_dict()
@@ -78,9 +70,4 @@ class ActionModule(SigningAction):
             changed = bool(dest) and (not signed.unchanged or before != signed.text)
             display.display("approval_sign: signed by %s (%s)%s" % (
                 name, signed.approval["approver"], ", written to %s" % dest if changed else ""))
-        result["changed"] = changed
-        if dest and self._task.diff:
-            result["diff"] = {"before": before or "", "after": after, "before_header": dest, "after_header": dest}
-        if changed and not check_mode:
-            self.write_dest(dest, signed.text)
-        return result
+        return self.conclude(result, dest, before, after, changed)

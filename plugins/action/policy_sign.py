@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from ansible.utils.display import Display
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.modules import policy_sign
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import (
@@ -28,29 +27,15 @@ class ActionModule(SigningAction):
     """
 
     MODULE = policy_sign
-    _VALID_ARGS = frozenset(policy_sign.ARGUMENT_SPEC)  # unknown options: refused by ActionBase.run
 
-    def run(self, tmp=None, task_vars=None):
-        task_vars = task_vars or {}
-        result = super().run(tmp, task_vars)
-        args = self.validated_args()
-        try:
-            signer = signer_from_options(args)
-            dest = self.dest_path(args["dest"])
-            before = read_text(dest)
-            signed = sign_policy(args["policy"], args["environment"], args["serial"], args["not_after"],
-                                 args["signer_name"], signer, existing=read_existing(dest),
-                                 approvals=args.get("approvals"), in_force_policy=args.get("in_force_policy"))
-        except KeyLifecycleError as exc:
-            raise self.task_failure(exc) from None
+    def sign(self, args, result):
+        signer = signer_from_options(args)
+        dest = self.dest_path(args["dest"])
+        before = read_text(dest)
+        signed = sign_policy(args["policy"], args["environment"], args["serial"], args["not_after"],
+                             args["signer_name"], signer, existing=read_existing(dest),
+                             approvals=args.get("approvals"), in_force_policy=args.get("in_force_policy"))
         for line in signed.summary:  # the policy in words, before anything is written
             display.display("policy_sign: %s" % line)
-        changed = not signed.unchanged or before != signed.text
-        result.update(changed=changed, signed_policy=signed.signed_policy, sha256=signed.sha256, dest=dest,
-                      summary=signed.summary)
-        if self._task.diff:
-            result["diff"] = {"before": before or "", "after": signed.text, "before_header": dest,
-                              "after_header": dest}
-        if changed and not self._task.check_mode:
-            self.write_dest(dest, signed.text)
-        return result
+        result.update(signed_policy=signed.signed_policy, sha256=signed.sha256, dest=dest, summary=signed.summary)
+        return self.conclude(result, dest, before, signed.text, not signed.unchanged or before != signed.text)

@@ -46,6 +46,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import check_approval
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    InvalidSignature,
+    ec,
+    hashes,
+    serialization,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     ApprovalRefused,
     InvalidOption,
@@ -67,12 +73,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     spki_fingerprint,
 )
 
-try:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    InvalidSignature = hashes = serialization = ec = None
 
 FORMAT = 1
 #: the high-risk actions a Security Officer may execute only as break-glass (two approvals from other people)

@@ -2,31 +2,51 @@
 # Copyright: secops.keylifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Import guards for python-pkcs11 and cryptography.
+"""Import guards for python-pkcs11 and cryptography: the one place that imports them.
 
-PRIVATE: not part of the public interface. Modules call ``require_dependencies``
-from ``main()`` so a host without the libraries gets ``missing_required_lib``'s
-message (what to install, on which interpreter) instead of a traceback.
+PRIVATE: not part of the public interface. Every other file takes the names it uses from
+here (``from ..._dependencies import Attribute, ObjectClass``), so a host without a library
+can still import the collection's code: the names are then None. Modules call
+``require_dependencies`` from ``main()`` so such a host gets ``missing_required_lib``'s
+message (what to install, on which interpreter) instead of a traceback; controller code that
+needs only ``cryptography`` (``audit_verify``) reports ``CRYPTOGRAPHY_IMPORT_ERROR`` itself.
 """
 
 from __future__ import annotations
 
 import traceback
 
+#: what the rest of the collection imports from here
+__all__ = [
+    "pkcs11", "p11_exc", "MGF", "Attribute", "KeyType", "Mechanism", "ObjectClass", "encode_ecdsa_signature",
+    "encode_named_curve_parameters", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa",
+    "decode_dss_signature", "HAS_PKCS11", "PKCS11_IMPORT_ERROR", "HAS_CRYPTOGRAPHY", "CRYPTOGRAPHY_IMPORT_ERROR",
+    "require_dependencies",
+]
+
 try:
-    import pkcs11  # noqa: F401, pylint: disable=unused-import
+    import pkcs11
+    import pkcs11.exceptions as p11_exc
+    from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+    from pkcs11.util.ec import encode_ecdsa_signature, encode_named_curve_parameters
 except ImportError:
     PKCS11_IMPORT_ERROR = traceback.format_exc()
     HAS_PKCS11 = False
+    pkcs11 = p11_exc = MGF = Attribute = KeyType = Mechanism = ObjectClass = None
+    encode_ecdsa_signature = encode_named_curve_parameters = None
 else:
     PKCS11_IMPORT_ERROR = None
     HAS_PKCS11 = True
 
 try:
-    import cryptography  # noqa: F401, pylint: disable=unused-import
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 except ImportError:
     CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
     HAS_CRYPTOGRAPHY = False
+    InvalidSignature = hashes = serialization = ec = padding = rsa = decode_dss_signature = None
 else:
     CRYPTOGRAPHY_IMPORT_ERROR = None
     HAS_CRYPTOGRAPHY = True

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, ObjectClass
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation import (
     DECRYPTING_USAGES,
@@ -50,10 +51,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     usage_attribute,
 )
 
-try:
-    from pkcs11 import Attribute, ObjectClass
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    Attribute = ObjectClass = None
 
 DRIFT_KINDS = ("usage_enabled", "destroyed_present", "unexplained_object", "lost_sensitive", "gained_extractable")
 

@@ -136,7 +136,20 @@ class PackageRejected(KeyLifecycleError):
     kind = "package_rejected"
 
 
-class ApprovalRefused(KeyLifecycleError):
+class _Refusal(KeyLifecycleError):
+    """A refusal whose ``kind`` says which of the subclass's ``KINDS`` was caught; ``option`` defaults to ``OPTION``."""
+
+    KINDS = ()
+    OPTION = None
+
+    def __init__(self, message, kind, option=None):
+        if kind not in self.KINDS:
+            raise ValueError("unknown %s kind %r" % (type(self).__name__, kind))
+        super().__init__(message, option=option or self.OPTION)
+        self.kind = kind
+
+
+class ApprovalRefused(_Refusal):
     """The signed approvals a high-risk action brought do not meet the signed policy (``_approvals``).
 
     ``kind`` is one of ``KINDS``; nothing was changed on the token.
@@ -153,14 +166,10 @@ class ApprovalRefused(KeyLifecycleError):
     KINDS = ("approval_missing", "approval_invalid", "approval_unknown_approver", "approval_expired",
              "approval_replayed", "approval_mismatch", "approval_self")
 
-    def __init__(self, message, kind, option="approvals"):
-        if kind not in self.KINDS:
-            raise ValueError("unknown approval refusal %r" % kind)
-        super().__init__(message, option=option)
-        self.kind = kind
+    OPTION = "approvals"
 
 
-class JournalRefused(KeyLifecycleError):
+class JournalRefused(_Refusal):
     """The token names another journal, or a later head, than the one this task's intent is in (``_checkpoint``).
 
     ``kind`` is one of ``KINDS``: which tampering or accident was caught; nothing was changed on the token.
@@ -176,14 +185,10 @@ class JournalRefused(KeyLifecycleError):
     KINDS = ("journal_required", "journal_pin_missing", "journal_mismatch", "journal_behind", "journal_rewritten",
              "checkpoint_key_replaced")
 
-    def __init__(self, message, kind, option="audit_context"):
-        if kind not in self.KINDS:
-            raise ValueError("unknown journal refusal %r" % kind)
-        super().__init__(message, option=option)
-        self.kind = kind
+    OPTION = "audit_context"
 
 
-class PolicyRefused(KeyLifecycleError):
+class PolicyRefused(_Refusal):
     """The task's policy is not the environment's signed policy the token's policy signers vouch for
     (``_signed_policy.check_policy``).
 
@@ -200,8 +205,4 @@ class PolicyRefused(KeyLifecycleError):
     KINDS = ("policy_signer_removed", "policy_unsigned", "policy_signature_invalid", "policy_expired",
              "policy_rolled_back", "policy_mismatch")
 
-    def __init__(self, message, kind, option="signed_policy"):
-        if kind not in self.KINDS:
-            raise ValueError("unknown policy refusal %r" % kind)
-        super().__init__(message, option=option)
-        self.kind = kind
+    OPTION = "signed_policy"

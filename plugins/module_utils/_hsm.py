@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import p11_exc, pkcs11
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     LibraryUnavailable,
@@ -31,13 +32,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     TokenOperationFailed,
     TokenUnavailable,
 )
-
-try:
-    import pkcs11
-    from pkcs11 import exceptions as p11_exc
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    pkcs11 = None
-    p11_exc = None
 
 
 # CKR codes that python-pkcs11 0.10 does not map to an exception class; it raises
@@ -106,12 +100,16 @@ def _require_connection(params):
                 "in the %s environment variable of the module's host." % (option, variable), option=option)
 
 
+@dataclass(frozen=True, repr=False)
 class _RoleLogin:
     """A token and the PIN of one PKCS#11 role, from a module's parameters (ConnectionSettings, OfficerSettings).
 
     The PIN is the option ``PIN_OPTION``, or the 0600 file of ``PIN_OPTION + "_file"``; ``no_pin_given`` is the
     error when neither is given.
     """
+
+    pkcs11_module: str
+    token_label: str
 
     PIN_OPTION = ""
 
@@ -160,8 +158,6 @@ class _RoleLogin:
 class ConnectionSettings(_RoleLogin):
     """The shared connection options of every HSM module (the user's PIN), already type-checked by Ansible."""
 
-    pkcs11_module: str
-    token_label: str
     user_pin: str | None = None
     user_pin_file: str | None = None
 
@@ -179,8 +175,6 @@ class OfficerSettings(_RoleLogin):
     Only recipient_approve opens a Security Officer session; the user PIN is not used there.
     """
 
-    pkcs11_module: str
-    token_label: str
     so_pin: str | None = None
     so_pin_file: str | None = None
 

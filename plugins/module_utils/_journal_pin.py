@@ -45,6 +45,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint im
     anchor_requested,
     token_serial,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import ObjectClass
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     JournalRefused,
     KeyLifecycleError,
@@ -71,10 +72,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     AUDIT_SCHEMA,
 )
 
-try:
-    from pkcs11 import ObjectClass
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    ObjectClass = None
 
 PIN_LABEL = AUDIT_JOURNAL_PIN_LABEL
 ROLLOVER_ACTION = "audit-journal-rollover"

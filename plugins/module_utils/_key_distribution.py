@@ -40,6 +40,7 @@ import base64
 from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Mechanism, p11_exc
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     CapabilityMissing,
     InvalidOption,
@@ -64,14 +65,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     load_transport_public_key,
     mechanism_name,
     oaep_parameters,
-    rsa_public_attributes,
 )
 
-try:
-    import pkcs11.exceptions as p11_exc
-    from pkcs11 import Mechanism
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Mechanism = None
 
 WITHDRAWN_STATES = ("destroyed", "compromised")
 SEALED_WHY = "not extractable: sealed at the migration to trusted wrapping"
@@ -435,8 +430,7 @@ def _wrap_for(store, plan, wrapped, oaep_hash, context, signer):
         return []
     if plan.trusted_key is not None:
         return _wrap_all(store, plan, plan.trusted_key.obj, wrapped, oaep_hash, context, signer)
-    modulus, exponent = rsa_public_attributes(plan.recipient.public_key)
-    wrapping_key = store.import_wrapping_key(modulus, exponent)
+    wrapping_key = store.import_wrapping_key(plan.recipient.public_key)
     try:
         return _wrap_all(store, plan, wrapping_key, wrapped, oaep_hash, context, signer)
     finally:

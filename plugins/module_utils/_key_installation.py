@@ -43,7 +43,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signi
     follow_certificates,
     verify_package,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import PACKAGE_SIGNER_LABEL
+from ansible_collections.secops.keylifecycle.plugins.module_utils._pinned_signer import PACKAGE_SIGNER_LABEL
 from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import load_public_key
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     public_key_pem,

@@ -23,6 +23,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, KeyType, ObjectClass
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyNotFound
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_templates import (
@@ -42,16 +43,12 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     evidence,
     find_objects,
     key_version_public_key,
+    public_key_attributes,
     public_key_pem,
     spki_fingerprint,
     usage_attribute,
     usage_side,
 )
-
-try:
-    from pkcs11 import Attribute, KeyType, ObjectClass
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    Attribute = KeyType = ObjectClass = None
 
 
 @dataclass
@@ -180,20 +177,6 @@ class TokenKeyStore:
         """The recorded version (newest metadata revision, with evidence), or None."""
         return self._version(name, version)
 
-    def describe_key(self, spec, objects):
-        """``(key check value, public key fingerprint)`` of key objects that carry no metadata of their own."""
-        secret = [obj for obj in objects if obj.object_class == ObjectClass.SECRET_KEY]
-        public = [obj for obj in objects if obj.object_class == ObjectClass.PUBLIC_KEY]
-        with pkcs11_errors("C_GetAttributeValue", token_label=self.token_label):
-            if secret:
-                try:
-                    return check_value(secret[0]), None
-                except Exception:  # pylint: disable=broad-except
-                    return None, None  # its encrypt usage is off: no check value
-            if public:
-                return None, spki_fingerprint(key_version_public_key(spec, public[0]))
-        return None, None
-
     def renumber(self, moved, objects, old_version, old_documents, disabled):
         """Move key objects found under another version's label to ``moved`` (a new version number).
 
@@ -277,15 +260,12 @@ class TokenKeyStore:
 
     # ---- wrapping (distribution) ---------------------------------------------------------------
 
-    def import_wrapping_key(self, modulus, exponent):
-        """A session object (gone when the session closes) for a recipient's RSA transport public key.
-
-        It may only wrap: CKA_ENCRYPT and CKA_VERIFY are off.
-        """
+    def import_wrapping_key(self, public_key):
+        """A session object (gone when the session closes) for a recipient's RSA transport public key
+        (``cryptography``). It may only wrap: CKA_ENCRYPT and CKA_VERIFY are off."""
         with pkcs11_errors("C_CreateObject (recipient transport key)", token_label=self.token_label):
             return self.session.create_object({
-                Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA, Attribute.TOKEN: False,
-                Attribute.PRIVATE: False, Attribute.MODULUS: modulus, Attribute.PUBLIC_EXPONENT: exponent,
+                **public_key_attributes(public_key), Attribute.TOKEN: False, Attribute.PRIVATE: False,
                 Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
             })
 

@@ -16,6 +16,7 @@ refused while ``policy.require_trusted_wrapping`` is on, else the key is generat
 
 from __future__ import annotations
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, KeyType, p11_exc
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     EC_NO_USAGES,
@@ -23,12 +24,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     check_value,
     usage_template,
 )
-
-try:
-    import pkcs11.exceptions as p11_exc
-    from pkcs11 import Attribute, KeyType
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = KeyType = None
 
 
 def generate_key_objects(session, spec, label, key_id, require_trusted_wrapping, token_label):

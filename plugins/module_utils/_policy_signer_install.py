@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import p11_exc
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing, InvalidOption
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import translate_pkcs11_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import (
@@ -34,10 +35,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     trusted_key_id,
 )
 
-try:
-    from pkcs11 import exceptions as p11_exc
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = None
 
 #: a token that does not implement CKA_DESTROYABLE: the signer is created without it (destroyable, with a warning)
 DESTROYABLE_WARNING = (

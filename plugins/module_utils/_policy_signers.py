@@ -24,6 +24,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    Attribute,
+    KeyType,
+    Mechanism,
+    ObjectClass,
+    decode_dss_signature,
+    ec,
+    p11_exc,
+    serialization,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyViolation
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import translate_pkcs11_error
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
@@ -31,18 +41,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     curve_of,
     ec_public_key,
     find_objects,
+    public_key_attributes,
     spki_fingerprint,
     trusted_key_id,
 )
 
-try:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-    from pkcs11 import exceptions as p11_exc
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = ec = decode_dss_signature = Attribute = KeyType = Mechanism = ObjectClass = p11_exc = None
 
 POLICY_SIGNER_PREFIX = "policy-signer:"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,62}\Z")
@@ -112,10 +115,8 @@ def load_signer_public_key(pem, option="public_key_pem"):
 
 def signer_template(name, public_key, destroyable=False):
     """The C_CreateObject template of a policy signer (Security Officer session)."""
-    point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     template = {
-        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-        Attribute.KEY_TYPE: KeyType.EC,
+        **public_key_attributes(public_key),
         Attribute.TOKEN: True,
         Attribute.PRIVATE: False,
         Attribute.TRUSTED: True,
@@ -124,8 +125,6 @@ def signer_template(name, public_key, destroyable=False):
         Attribute.WRAP: False,
         Attribute.DERIVE: False,
         Attribute.MODIFIABLE: False,
-        Attribute.EC_PARAMS: P256.ec_params(),
-        Attribute.EC_POINT: b"\x04" + _der_length(len(point)) + point,
         Attribute.ID: trusted_key_id(public_key),
         Attribute.LABEL: POLICY_SIGNER_PREFIX + name,
     }
@@ -164,10 +163,3 @@ def refuse_user_session(exc, label):
     return PolicyViolation("The token refused to create the trusted policy signer %r (%s): only a Security Officer "
                            "session can install a policy signer (so_pin or so_pin_file)." % (label, exc),
                            option="so_pin")
-
-
-def _der_length(length):
-    if length < 0x80:
-        return bytes([length])
-    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body

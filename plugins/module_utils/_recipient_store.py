@@ -15,20 +15,22 @@ append-only (a new revision per change), as on the HSM side. A withdrawn version
 keeps a tombstone so the same version is never installed again. The token is read
 through one ``_token_objects.TokenObjects`` enumeration per call.
 
-The HSM's package-signing public key is pinned here too (``recipient_enroll`` option
-``package_signer``): a CKO_PUBLIC_KEY labelled ``keylifecycle-package-signer`` that may
-only verify (CKA_MODIFIABLE false). ``key_install`` checks every package against it
-before anything is unwrapped, and the metadata of each version keeps the
+The HSM's package-signing public key pinned in this token (``recipient_enroll`` option
+``package_signer``) is read and written by ``_pinned_signer``; the metadata of each version keeps the
 ``package_signed_at`` of the last package applied, so an older package is not replayed.
-When the HSM's signer rolls over (a certificate chain from the pinned signer,
-``_package_signing.follow_certificates``) the new signer's object is created and the old
-one destroyed: one pinned signer at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    Attribute,
+    KeyType,
+    Mechanism,
+    ObjectClass,
+    p11_exc,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     KeyConflict,
     KeyNotFound,
@@ -40,17 +42,16 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     parse_label,
     version_label,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._pinned_signer import find_pinned_signer, pin_signer
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     RECIPIENT_METADATA,
     RECIPIENT_SCHEMA,
     TokenObjects,
     check_value,
-    curve_of,
-    ec_public_key,
     evidence,
     never_left_the_token,
-    rsa_public_key,
     spki_fingerprint,
+    token_public_key,
     usage_attribute,
     usage_template,
 )
@@ -59,23 +60,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     usage_for_state,
 )
 
-try:
-    import pkcs11.exceptions as p11_exc
-    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-    from pkcs11.util.ec import decode_ec_public_key
-    from pkcs11.util.rsa import decode_rsa_public_key
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = KeyType = Mechanism = ObjectClass = decode_ec_public_key = decode_rsa_public_key = None
-
-try:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = rsa = None
 
 RECIPIENT_APPLICATION = RECIPIENT_METADATA.application
-#: CKA_LABEL of the HSM's package-signing public key pinned in the recipient's token
-PACKAGE_SIGNER_LABEL = "keylifecycle-package-signer"
 
 
 @dataclass
@@ -117,27 +103,6 @@ class TransportKey:
                 "fingerprint": self.fingerprint, "public_key_pem": public_key_pem, "exportable": self.exportable}
 
 
-@dataclass(frozen=True)
-class PinnedSigner:
-    """The HSM's package-signing public key as pinned in the recipient's token."""
-
-    label: str
-    key_id: str
-    #: ``ec`` or ``rsa`` (the HSM's signing key follows its token: EC P-256, else RSA-3072)
-    type: str
-    #: the curve of an EC signer (``P-256``), None for RSA
-    curve: str | None
-    public_key: object
-    fingerprint: str
-    #: the token lets it be changed (pinned by something other than recipient_enroll)
-    modifiable: bool
-    obj: object = None
-
-    def record(self):
-        return {"label": self.label, "id": self.key_id, "type": self.type, "curve": self.curve,
-                "fingerprint": self.fingerprint}
-
-
 class RecipientTokenStore:
     """The recipient's token, enumerated once per module call."""
 
@@ -165,7 +130,7 @@ class RecipientTokenStore:
                 self._orphans[label] = keys
         with pkcs11_errors("C_FindObjects", token_label=self.token_label):
             self._transport = self._find_transport()
-            self._signer = self._find_signer()
+            self._signer = find_pinned_signer(self.objects)
         return self
 
     # ---- transport key -------------------------------------------------------------------------
@@ -183,22 +148,13 @@ class RecipientTokenStore:
         return self._describe_transport(public[0], private[0])
 
     def _describe_transport(self, public, private):
-        key_type = public[Attribute.KEY_TYPE]
-        if key_type == KeyType.RSA:
-            public_key = rsa_public_key(public)
-            kind, size = "rsa", public_key.key_size
-        elif key_type == KeyType.EC:
-            curve = curve_of(public)
-            if curve is None:
-                raise KeyNotFound("The transport key's curve is not one this collection knows.",
-                                  option="transport_key_label")
-            public_key = ec_public_key(public, curve)
-            kind, size = "ec", public_key.curve.key_size
-        else:
-            raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC; remove it and enroll again."
-                              % (self.transport_label, self.token_label), option="transport_key_label")
-        return TransportKey(label=self.transport_label, key_id=bytes(public[Attribute.ID]).hex(), type=kind,
-                            size=size, public_key=public_key, fingerprint=spki_fingerprint(public_key),
+        read = token_public_key(public)
+        if read is None:
+            raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC on a curve this collection "
+                              "knows; remove it and enroll again." % (self.transport_label, self.token_label),
+                              option="transport_key_label")
+        return TransportKey(label=self.transport_label, key_id=bytes(public[Attribute.ID]).hex(), type=read.type,
+                            size=read.size, public_key=read.public_key, fingerprint=spki_fingerprint(read.public_key),
                             private=private, exportable=not never_left_the_token(evidence(private)))
 
     @property
@@ -222,64 +178,14 @@ class RecipientTokenStore:
 
     # ---- the HSM's package signer ---------------------------------------------------------------
 
-    def _find_signer(self):
-        found = self.objects.key_objects(ObjectClass.PUBLIC_KEY, PACKAGE_SIGNER_LABEL)
-        others = (self.objects.key_objects(ObjectClass.PRIVATE_KEY, PACKAGE_SIGNER_LABEL)
-                  + self.objects.key_objects(ObjectClass.SECRET_KEY, PACKAGE_SIGNER_LABEL))
-        if not found and not others:
-            return None
-        if len(found) != 1 or others:
-            raise KeyConflict(
-                "Token %r holds %d object(s) labelled %r, not one public key: the pinned package signer is "
-                "ambiguous. Remove them (pkcs11-tool --delete-object) and run recipient_enroll with package_signer."
-                % (self.token_label, len(found) + len(others), PACKAGE_SIGNER_LABEL), option="package_signer")
-        obj = found[0]
-        key_type = obj[Attribute.KEY_TYPE]
-        curve = curve_of(obj) if key_type == KeyType.EC else None
-        if key_type == KeyType.RSA:
-            public_key = rsa_public_key(obj)
-        elif curve is not None:
-            public_key = ec_public_key(obj, curve)
-        else:
-            raise KeyConflict("The pinned package signer %r on token %r is neither an RSA key nor an EC key on a known "
-                              "curve; remove it and run recipient_enroll with package_signer."
-                              % (PACKAGE_SIGNER_LABEL, self.token_label), option="package_signer")
-        return PinnedSigner(label=PACKAGE_SIGNER_LABEL, key_id=bytes(obj[Attribute.ID]).hex(),
-                            type="rsa" if key_type == KeyType.RSA else "ec", curve=curve.name if curve else None,
-                            public_key=public_key, fingerprint=spki_fingerprint(public_key),
-                            modifiable=bool(obj[Attribute.MODIFIABLE]), obj=obj)
-
     @property
     def package_signer(self):
-        """The pinned ``PinnedSigner``, or None."""
+        """The pinned ``_pinned_signer.PinnedSigner``, or None."""
         return self._signer
 
     def pin_signer(self, public_key, key_id):
-        """Create the pinned signer object: a token public key that may only verify, never be changed.
-
-        A signer pinned before (a rollover) is destroyed once the new object exists; if that fails, the new object
-        is destroyed again and the old pin stays.
-        """
-        if isinstance(public_key, rsa.RSAPublicKey):
-            decoded = decode_rsa_public_key(public_key.public_bytes(serialization.Encoding.DER,
-                                                                    serialization.PublicFormat.PKCS1))
-        else:
-            decoded = decode_ec_public_key(public_key.public_bytes(serialization.Encoding.DER,
-                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
-        template = {**decoded, Attribute.TOKEN: True, Attribute.PRIVATE: False,
-                    Attribute.MODIFIABLE: False, Attribute.LABEL: PACKAGE_SIGNER_LABEL, Attribute.ID: key_id,
-                    Attribute.VERIFY: True, Attribute.VERIFY_RECOVER: False, Attribute.ENCRYPT: False,
-                    Attribute.WRAP: False, Attribute.DERIVE: False}
-        previous = [self._signer.obj] if self._signer is not None else []
-        with pkcs11_errors("C_CreateObject (package signer)", token_label=self.token_label):
-            obj = self.session.create_object(template)
-            try:
-                self.objects.destroy_key_objects(PACKAGE_SIGNER_LABEL, previous, "C_DestroyObject (previous signer)")
-            except Exception:
-                _destroy_quietly(obj)
-                raise
-            self.objects.add_key_objects(PACKAGE_SIGNER_LABEL, [obj])
-            self._signer = self._find_signer()
+        """Pin ``public_key`` as the HSM's package signer, replacing the one pinned before (``_pinned_signer``)."""
+        self._signer = pin_signer(self.objects, self._signer, public_key, key_id)
         return self._signer
 
     # ---- installed versions --------------------------------------------------------------------

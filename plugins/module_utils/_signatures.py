@@ -22,21 +22,18 @@ import base64
 import binascii
 import hashlib
 
-try:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-except ImportError as import_error:  # modules: _dependencies.require_dependencies in main(); audit_verify reports it
-    InvalidSignature = hashes = serialization = ec = padding = rsa = None
-    CRYPTOGRAPHY_IMPORT_ERROR = import_error
-else:
-    CRYPTOGRAPHY_IMPORT_ERROR = None
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    MGF,
+    InvalidSignature,
+    Mechanism,
+    ec,
+    encode_ecdsa_signature,
+    hashes,
+    padding,
+    rsa,
+    serialization,
+)
 
-try:
-    from pkcs11 import MGF, Mechanism
-    from pkcs11.util.ec import encode_ecdsa_signature
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    MGF = Mechanism = encode_ecdsa_signature = None
 
 ECDSA_P256 = "ecdsa-p256-sha256"
 RSA_PSS = "rsa-pss-sha256"

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, ObjectClass, p11_exc
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     MetadataCorrupt,
@@ -49,11 +50,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     find_objects,
 )
 
-try:
-    import pkcs11.exceptions as p11_exc
-    from pkcs11 import Attribute, ObjectClass
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = ObjectClass = None
 
 LEASE_LABEL = "lease:lifecycle"
 LEASE_SCHEMA = 1

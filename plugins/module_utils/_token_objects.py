@@ -58,6 +58,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter, itemgetter
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    Attribute,
+    KeyType,
+    Mechanism,
+    ObjectClass,
+    ec,
+    encode_named_curve_parameters,
+    p11_exc,
+    rsa,
+    serialization,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import MetadataCorrupt, TokenOperationFailed
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
@@ -66,18 +77,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     version_label,
 )
 
-try:
-    import pkcs11.exceptions as p11_exc
-    from pkcs11 import Attribute, Mechanism, ObjectClass
-    from pkcs11.util.ec import encode_named_curve_parameters
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = Mechanism = ObjectClass = encode_named_curve_parameters = None
-
-try:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = ec = rsa = None
 
 # ---- data documents ------------------------------------------------------------------------------
 
@@ -603,6 +602,57 @@ def ec_public_key(public, curve):
 def key_version_public_key(spec, public):
     """A ``cryptography`` public key from the public key object of a managed key version."""
     return rsa_public_key(public) if spec.type == "rsa" else ec_public_key(public, spec.curve)
+
+
+@dataclass(frozen=True)
+class TokenPublicKey:
+    """A token public key object read into ``cryptography``: ``type`` ``rsa`` or ``ec``, ``curve`` (a ``Curve``) for
+    EC, ``size`` in bits (the modulus or the curve's order)."""
+
+    type: str
+    curve: object
+    public_key: object
+
+    @property
+    def size(self):
+        return self.public_key.key_size if self.type == "rsa" else self.public_key.curve.key_size
+
+
+def token_public_key(public):
+    """The ``TokenPublicKey`` of a token public key object, or None when it is neither RSA nor EC on a curve of
+    ``TOKEN_CURVES`` (the caller says what that means for its object)."""
+    key_type = public[Attribute.KEY_TYPE]
+    if key_type == KeyType.RSA:
+        return TokenPublicKey("rsa", None, rsa_public_key(public))
+    curve = curve_of(public) if key_type == KeyType.EC else None
+    return TokenPublicKey("ec", curve, ec_public_key(public, curve)) if curve is not None else None
+
+
+def public_key_attributes(public_key):
+    """The attributes that carry a ``cryptography`` RSA or EC public key in a C_CreateObject template of a
+    CKO_PUBLIC_KEY: CKA_KEY_TYPE with CKA_MODULUS and CKA_PUBLIC_EXPONENT (big-endian), or with CKA_EC_PARAMS (the
+    named curve) and CKA_EC_POINT (the uncompressed point as a DER OCTET STRING)."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        numbers = public_key.public_numbers()
+        return {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,
+                Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
+                Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")}
+    curve = next((c for c in TOKEN_CURVES.values() if c.oid_name == public_key.curve.name), None)
+    if curve is None:
+        raise TokenOperationFailed("The EC public key is on curve %s, which this collection does not keep on a token."
+                                   % public_key.curve.name)
+    point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC,
+            Attribute.EC_PARAMS: curve.ec_params(), Attribute.EC_POINT: encode_der_octet_string(point)}
+
+
+def encode_der_octet_string(blob):
+    """``blob`` as a DER OCTET STRING (CKA_EC_POINT)."""
+    length = len(blob)
+    if length < 0x80:
+        return b"\x04" + bytes([length]) + blob
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return b"\x04" + bytes([0x80 | len(body)]) + body + blob
 
 
 def der_octet_string(blob):

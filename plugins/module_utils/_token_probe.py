@@ -33,18 +33,26 @@ import ctypes
 import os
 from dataclasses import dataclass, field
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    Attribute,
+    KeyType,
+    Mechanism,
+    ObjectClass,
+    p11_exc,
+    rsa,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import TOKEN_CURVES
-from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import OAEP_HASHES, oaep_parameters
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    TOKEN_CURVES,
+    public_key_attributes,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    OAEP_HASHES,
+    oaep_padding,
+    oaep_parameters,
+)
 
-try:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-    from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-    from pkcs11 import exceptions as p11_exc
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    hashes = padding = rsa = Attribute = KeyType = Mechanism = ObjectClass = p11_exc = None
 
 #: the OAEP hashes distribution knows (_wrap), strongest first
 OAEP_HASHES_STRONGEST_FIRST = tuple(reversed(OAEP_HASHES))
@@ -193,12 +201,9 @@ def _probe_generation(session, slot, offered, caps):
 
 def _import_rsa_public(session):
     """A session RSA public key (wrap only) from a key made in software: a probe needs no token key generation."""
-    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
-    return session.create_object({
-        Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA, Attribute.TOKEN: False,
-        Attribute.WRAP: True, Attribute.ENCRYPT: False, Attribute.VERIFY: False,
-        Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
-        Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes(3, "big")})
+    public_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    return session.create_object({**public_key_attributes(public_key), Attribute.TOKEN: False, Attribute.WRAP: True,
+                                  Attribute.ENCRYPT: False, Attribute.VERIFY: False})
 
 
 def _probe_wrapping(session, offered, caps):
@@ -334,16 +339,13 @@ def probe_unwrap_oaep(private_key, public_key, token_label):
     the unwrapped bytes are random, never a managed key. The unwrap side is what matters at a recipient (SoftHSM2 2.6
     unwraps with SHA-1 only, whatever hash the HSM that wraps for it prefers).
     """
-    software = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
     template = {Attribute.TOKEN: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
                 Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
                 Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False}
     worked = []
     with pkcs11_errors("probing OAEP unwrapping under the transport key", token_label=token_label):
         for name in OAEP_HASHES_STRONGEST_FIRST:
-            algorithm = software[name]()
-            blob = public_key.encrypt(os.urandom(16), padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm,
-                                                                   label=None))
+            blob = public_key.encrypt(os.urandom(16), oaep_padding(name))
             try:
                 key = private_key.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, blob,
                                              mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep_parameters(name),

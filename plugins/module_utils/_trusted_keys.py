@@ -31,6 +31,12 @@ from dataclasses import dataclass
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    Attribute,
+    KeyType,
+    ObjectClass,
+    p11_exc,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     CapabilityMissing,
     InvalidOption,
@@ -41,6 +47,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import tr
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     find_objects,
+    public_key_attributes,
     rsa_public_key,
     spki_fingerprint,
     trusted_key_id,
@@ -50,14 +57,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     MIN_TRANSPORT_RSA_BITS,
     check_transport_strength,
     load_transport_public_key,
-    rsa_public_attributes,
 )
 
-try:
-    import pkcs11.exceptions as p11_exc
-    from pkcs11 import Attribute, KeyType, ObjectClass
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    p11_exc = Attribute = KeyType = ObjectClass = None
 
 TRUSTED_TRANSPORT_PREFIX = "trusted-transport"
 #: the longest label written (audit field key.trusted_key_label allows 256 characters)
@@ -159,10 +160,8 @@ def find_trusted_transport_keys(session):
 
 
 def _trusted_template(public_key, label, modifiable):
-    modulus, exponent = rsa_public_attributes(public_key)
     template = {
-        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
-        Attribute.KEY_TYPE: KeyType.RSA,
+        **public_key_attributes(public_key),
         Attribute.TOKEN: True,
         Attribute.PRIVATE: False,
         Attribute.TRUSTED: True,
@@ -170,8 +169,6 @@ def _trusted_template(public_key, label, modifiable):
         Attribute.ENCRYPT: False,
         Attribute.VERIFY: False,
         Attribute.VERIFY_RECOVER: False,
-        Attribute.MODULUS: modulus,
-        Attribute.PUBLIC_EXPONENT: exponent,
         Attribute.ID: trusted_key_id(public_key),
         Attribute.LABEL: label,
     }

@@ -26,13 +26,20 @@ from dataclasses import replace
 from datetime import timedelta
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import ObjectClass
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     KeyVersion,
     Transition,
     format_time,
     utc_now,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import EC_NO_USAGES
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    EC_NO_USAGES,
+    check_value,
+    key_version_public_key,
+    spki_fingerprint,
+)
 
 DUPLICATE_REASON = "repair: duplicate label"
 # usages a deactivated version loses (as in _key_rotation.PROTECTING_USAGES)
@@ -101,7 +108,7 @@ def _moved_version(store, current, key_id, objects, own, operator, now):
     if own:
         base = max((doc for _obj, doc in own), key=lambda doc: doc.revision)
     else:
-        kcv, fingerprint = store.describe_key(current.spec, objects)
+        kcv, fingerprint = _describe_key(current.spec, objects, store.token_label)
         base = replace(current, key_id=key_id, key_check_value=kcv, public_key_fingerprint=fingerprint,
                        transitions=())
     state = base.state if base.state == "compromised" else "deactivated"
@@ -111,3 +118,18 @@ def _moved_version(store, current, key_id, objects, own, operator, now):
         created=base.created, transitions=base.transitions + (repaired,),
         retain_until=now + timedelta(seconds=base.spec.retention_period),
         key_check_value=base.key_check_value, public_key_fingerprint=base.public_key_fingerprint, revision=1)
+
+
+def _describe_key(spec, objects, token_label):
+    """``(key check value, public key fingerprint)`` of key objects that carry no metadata of their own."""
+    secret = [obj for obj in objects if obj.object_class == ObjectClass.SECRET_KEY]
+    public = [obj for obj in objects if obj.object_class == ObjectClass.PUBLIC_KEY]
+    with pkcs11_errors("C_GetAttributeValue", token_label=token_label):
+        if secret:
+            try:
+                return check_value(secret[0]), None
+            except Exception:  # pylint: disable=broad-except
+                return None, None  # its encrypt usage is off: no check value
+        if public:
+            return None, spki_fingerprint(key_version_public_key(spec, public[0]))
+    return None, None

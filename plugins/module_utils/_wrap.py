@@ -26,6 +26,15 @@ import binascii
 import re
 from datetime import datetime
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    MGF,
+    Mechanism,
+    ec,
+    hashes,
+    padding,
+    rsa,
+    serialization,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     PackageRejected,
@@ -35,16 +44,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import N
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import USAGES
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
 
-try:
-    from pkcs11 import MGF, Mechanism
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    MGF = Mechanism = None
-
-try:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-except ImportError:  # guarded by _dependencies.require_dependencies in main()
-    serialization = ec = rsa = None
 
 WRAP_MECHANISM = "CKM_RSA_PKCS_OAEP"
 OAEP_HASHES = ("sha1", "sha256", "sha384", "sha512")
@@ -66,15 +65,29 @@ FINGERPRINT_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
 
 
-def oaep_parameters(oaep_hash):
-    """python-pkcs11's CK_RSA_PKCS_OAEP_PARAMS for ``oaep_hash``: (hash, MGF1 with the same hash, no label)."""
+#: each OAEP hash as python-pkcs11 names its mechanism and MGF1, and as cryptography names it
+_OAEP_HASH_NAMES = {"sha1": ("SHA_1", "SHA1", "SHA1"), "sha256": ("SHA256", "SHA256", "SHA256"),
+                    "sha384": ("SHA384", "SHA384", "SHA384"), "sha512": ("SHA512", "SHA512", "SHA512")}
+
+
+def _oaep_hash_names(oaep_hash):
     if oaep_hash not in OAEP_HASHES:
         raise InvalidOption("oaep_hash %r is not supported; use one of %s." % (oaep_hash, ", ".join(OAEP_HASHES)),
                             option="oaep_hash")
-    hashes = {"sha1": (Mechanism.SHA_1, MGF.SHA1), "sha256": (Mechanism.SHA256, MGF.SHA256),
-              "sha384": (Mechanism.SHA384, MGF.SHA384), "sha512": (Mechanism.SHA512, MGF.SHA512)}
-    mechanism_hash, mgf = hashes[oaep_hash]
-    return (mechanism_hash, mgf, None)
+    return _OAEP_HASH_NAMES[oaep_hash]
+
+
+def oaep_parameters(oaep_hash):
+    """python-pkcs11's CK_RSA_PKCS_OAEP_PARAMS for ``oaep_hash``: (hash, MGF1 with the same hash, no label)."""
+    mechanism_hash, mgf, _software = _oaep_hash_names(oaep_hash)
+    return (getattr(Mechanism, mechanism_hash), getattr(MGF, mgf), None)
+
+
+def oaep_padding(oaep_hash):
+    """``cryptography``'s OAEP padding with the parameters of ``oaep_parameters``: the same wrap done in software (the
+    recipient's unwrap probe, and anyone checking a package outside an HSM)."""
+    algorithm = getattr(hashes, _oaep_hash_names(oaep_hash)[2])()
+    return padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
 
 
 def mechanism_name(oaep_hash):
@@ -132,13 +145,6 @@ def load_transport_public_key(pem, where, pinned_fingerprint=None, min_rsa_bits=
             "transport key changed; confirm the new key with the recipient's owner before pinning it."
             % (where, fingerprint, pinned_fingerprint), option="recipients")
     return public_key, fingerprint
-
-
-def rsa_public_attributes(public_key):
-    """CKA_MODULUS and CKA_PUBLIC_EXPONENT of an RSA public key, big-endian."""
-    numbers = public_key.public_numbers()
-    return (numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
-            numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
 
 
 def usage_for_state(usage, state):

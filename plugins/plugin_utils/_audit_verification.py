@@ -27,6 +27,7 @@ import os
 from ansible_collections.secops.keylifecycle.plugins.module_utils import _journal_chain as chain
 from ansible_collections.secops.keylifecycle.plugins.module_utils import _signatures
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import checkpoint_payload
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import CRYPTOGRAPHY_IMPORT_ERROR
 
 #: how many journals back a rollover chain is followed
 MAX_PREVIOUS_JOURNALS = 8
@@ -50,9 +51,9 @@ _unhex = binascii.unhexlify
 
 def signature_valid(checkpoint, public_keys, key_id=None, signature=None):
     """Whether a checkpoint's signature (or the co-signature named by ``key_id``/``signature``) verifies."""
-    if _signatures.CRYPTOGRAPHY_IMPORT_ERROR is not None:
+    if CRYPTOGRAPHY_IMPORT_ERROR is not None:
         raise RuntimeError("audit_verify needs the Python library cryptography on the controller (pip install "
-                           "cryptography): %s" % _signatures.CRYPTOGRAPHY_IMPORT_ERROR)
+                           "cryptography): %s" % CRYPTOGRAPHY_IMPORT_ERROR)
     key_id = checkpoint.get("key_id") if key_id is None else key_id
     signature = checkpoint.get("signature") if signature is None else signature
     pem = public_keys.get(key_id)

@@ -45,6 +45,9 @@ GENESIS_HASH = chain.GENESIS_HASH
 BLOCK_SIZE = 64 * 1024
 _CHECKPOINT_MARK = b'"action":"audit-checkpoint"'
 REPAIR_REASON = "a torn last line (a failed write) was cut off"
+#: what a JournalError says to do when the journal cannot be opened, and why a failed write stops the task
+OPEN_ADVICE = "fix the path or its permissions (keylifecycle_audit_journal)"
+DURABLE = "refusing to go on without a durable audit record"
 
 
 class JournalError(Exception):
@@ -213,21 +216,31 @@ class Journal:
             % (self.path, "it holds no record now" if found is None else "it is journal %s now" % found, expected,
                expected))
 
+    def _unusable(self, verb, exc, advice):
+        reason = "its folder is missing" if isinstance(exc, FileNotFoundError) else exc.strerror or exc
+        return JournalError("audit journal %s cannot be %s (%s): %s" % (self.path, verb, reason, advice))
+
+    def _open(self, path, flags, create, verb, advice):
+        """os.open of the journal or its lock for a change; a journal that must exist (not ``create``) and is gone
+        was deleted while the task ran."""
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError as exc:
+            if not create:
+                raise self._deleted() from None
+            raise self._unusable(verb, exc, advice) from None
+        except OSError as exc:
+            raise self._unusable(verb, exc, advice) from None
+
     @contextmanager
     def _locked(self, create=True):
         directory = os.path.dirname(self.path)
         try:
             if create and not os.path.isdir(directory):
                 os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except FileNotFoundError:
-            if not create:
-                raise self._deleted() from None
-            raise JournalError("audit journal %s cannot be opened (its folder is missing): fix the path "
-                               "(keylifecycle_audit_journal)" % self.path) from None
         except OSError as exc:
-            raise JournalError("audit journal %s cannot be opened (%s): fix the path or its permissions "
-                               "(keylifecycle_audit_journal)" % (self.path, exc.strerror)) from None
+            raise self._unusable("opened", exc, OPEN_ADVICE) from None
+        fd = self._open(self.lock_path, os.O_RDWR | os.O_CREAT, create, "opened", OPEN_ADVICE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -279,21 +292,11 @@ class Journal:
             return []
         with self._locked(create):
             flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
-            try:
-                fd = os.open(self.path, flags, 0o600)
-            except FileNotFoundError:
-                if not create:
-                    raise self._deleted() from None
-                raise JournalError("audit journal %s cannot be written (its folder is missing): refusing to go on "
-                                   "without a durable audit record" % self.path) from None
-            except OSError as exc:
-                raise JournalError("audit journal %s cannot be written (%s): refusing to go on without a "
-                                   "durable audit record" % (self.path, exc.strerror)) from None
+            fd = self._open(self.path, flags, create, "written", DURABLE)
             try:
                 return self._append_locked(fd, events, context, expect_journal_id, create)
             except OSError as exc:
-                raise JournalError("audit journal %s cannot be written (%s): refusing to go on without a "
-                                   "durable audit record" % (self.path, exc.strerror or exc)) from None
+                raise self._unusable("written", exc, DURABLE) from None
             finally:
                 os.close(fd)
 

@@ -15,7 +15,7 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, KeyLifecycleError
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import write_atomically
 
 #: a signed policy or approval holds no secret: the operator reads it with lookup('file') or as group_vars
@@ -25,12 +25,38 @@ DEST_MODE = 0o644
 class SigningAction(ActionBase):
     """An action that signs on the controller and writes the result to ``dest``; nothing is sent to a host.
 
-    Subclasses set ``MODULE`` to their stub module (which declares ARGUMENT_SPEC and its rules once) and
-    ``_VALID_ARGS`` to ``frozenset(MODULE.ARGUMENT_SPEC)`` (unknown options are refused by ActionBase.run).
+    Subclasses set ``MODULE`` to their stub module (which declares ARGUMENT_SPEC and its rules once; unknown options
+    are refused by ActionBase.run) and implement ``sign``; a typed error (KeyLifecycleError) it raises fails the task.
     """
 
     TRANSFERS_FILES = False
     MODULE = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._VALID_ARGS = frozenset(cls.MODULE.ARGUMENT_SPEC)
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars or {})
+        args = self.validated_args()
+        try:
+            return self.sign(args, result)
+        except KeyLifecycleError as exc:
+            raise self.task_failure(exc) from None
+
+    def sign(self, args, result):
+        """Sign what ``args`` ask for into ``result`` and return it (``conclude`` writes ``dest``)."""
+        raise NotImplementedError
+
+    def conclude(self, result, dest, before, after, changed):
+        """Set ``changed`` and, with ``--diff``, the diff of ``dest``; write ``after`` to ``dest`` when it changes,
+        except in check mode. Returns ``result``."""
+        result["changed"] = changed
+        if dest and self._task.diff:
+            result["diff"] = {"before": before or "", "after": after, "before_header": dest, "after_header": dest}
+        if changed and not self._task.check_mode:
+            self.write_dest(dest, after)
+        return result
 
     def validated_args(self):
         """The task's options, validated and defaulted with the stub module's spec (fails the task otherwise)."""

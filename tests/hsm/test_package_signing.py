@@ -109,10 +109,8 @@ def test_recipient_pins_the_signer_once_and_refuses_another(settings, hsm_token)
         InstallResult,
         pin_package_signer,
     )
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import (
-        PACKAGE_SIGNER_LABEL,
-        RecipientTokenStore,
-    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._pinned_signer import PACKAGE_SIGNER_LABEL
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
 
     def pem(key):
         return key.public_key().public_bytes(serialization.Encoding.PEM,
@@ -243,10 +241,8 @@ def test_recipient_follows_the_chain_at_enrollment(settings, hsm_token):
         ensure_package_signer,
         signer_record,
     )
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import (
-        PACKAGE_SIGNER_LABEL,
-        RecipientTokenStore,
-    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._pinned_signer import PACKAGE_SIGNER_LABEL
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
 
     def pin(raw, check_mode=False):
         with _open(settings) as session:

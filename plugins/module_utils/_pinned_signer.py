@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The HSM's package signer as a recipient's token pins it.
+
+PRIVATE: not part of the public interface.
+
+``recipient_enroll`` (option ``package_signer``) creates a CKO_PUBLIC_KEY labelled
+``keylifecycle-package-signer`` in the recipient's own token: the HSM's ``package-signing``
+public key (EC P-256, or RSA-3072 on an HSM without EC), which may only verify and can never
+be changed (CKA_MODIFIABLE false). ``key_install`` checks every package against it before
+anything is unwrapped (``_package_signing.verify_package``). When the HSM's signer rolls over,
+the new signer's object is created and the old one destroyed (``pin_signer``): one pinned
+signer at a time. The token is read through the store's ``_token_objects.TokenObjects``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, ObjectClass, p11_exc
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyConflict
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    public_key_attributes,
+    spki_fingerprint,
+    token_public_key,
+)
+
+
+#: CKA_LABEL of the HSM's package-signing public key pinned in the recipient's token
+PACKAGE_SIGNER_LABEL = "keylifecycle-package-signer"
+
+
+@dataclass(frozen=True)
+class PinnedSigner:
+    """The HSM's package-signing public key as pinned in the recipient's token."""
+
+    label: str
+    key_id: str
+    #: ``ec`` or ``rsa`` (the HSM's signing key follows its token: EC P-256, else RSA-3072)
+    type: str
+    #: the curve of an EC signer (``P-256``), None for RSA
+    curve: str | None
+    public_key: object
+    fingerprint: str
+    #: the token lets it be changed (pinned by something other than recipient_enroll)
+    modifiable: bool
+    obj: object = None
+
+    def record(self):
+        return {"label": self.label, "id": self.key_id, "type": self.type, "curve": self.curve,
+                "fingerprint": self.fingerprint}
+
+
+def find_pinned_signer(objects):
+    """The ``PinnedSigner`` among a recipient token's enumerated ``objects``, or None when nothing is pinned.
+
+    Raises ``KeyConflict`` when the label holds anything but one RSA or EC public key on a known curve.
+    """
+    found = objects.key_objects(ObjectClass.PUBLIC_KEY, PACKAGE_SIGNER_LABEL)
+    others = (objects.key_objects(ObjectClass.PRIVATE_KEY, PACKAGE_SIGNER_LABEL)
+              + objects.key_objects(ObjectClass.SECRET_KEY, PACKAGE_SIGNER_LABEL))
+    if not found and not others:
+        return None
+    if len(found) != 1 or others:
+        raise KeyConflict(
+            "Token %r holds %d object(s) labelled %r, not one public key: the pinned package signer is "
+            "ambiguous. Remove them (pkcs11-tool --delete-object) and run recipient_enroll with package_signer."
+            % (objects.token_label, len(found) + len(others), PACKAGE_SIGNER_LABEL), option="package_signer")
+    obj = found[0]
+    with pkcs11_errors("C_GetAttributeValue (package signer)", token_label=objects.token_label):
+        public = token_public_key(obj)
+        if public is None:
+            raise KeyConflict("The pinned package signer %r on token %r is neither an RSA key nor an EC key on a "
+                              "known curve; remove it and run recipient_enroll with package_signer."
+                              % (PACKAGE_SIGNER_LABEL, objects.token_label), option="package_signer")
+        return PinnedSigner(label=PACKAGE_SIGNER_LABEL, key_id=bytes(obj[Attribute.ID]).hex(), type=public.type,
+                            curve=public.curve.name if public.curve else None, public_key=public.public_key,
+                            fingerprint=spki_fingerprint(public.public_key),
+                            modifiable=bool(obj[Attribute.MODIFIABLE]), obj=obj)
+
+
+def pin_signer(objects, previous, public_key, key_id):
+    """Create the pinned signer object (a token public key that may only verify, never be changed); return it.
+
+    ``previous``: the ``PinnedSigner`` pinned before (a rollover) or None; it is destroyed once the new object
+    exists, and if that fails the new object is destroyed again and the old pin stays.
+    """
+    template = {**public_key_attributes(public_key), Attribute.TOKEN: True, Attribute.PRIVATE: False,
+                Attribute.MODIFIABLE: False, Attribute.LABEL: PACKAGE_SIGNER_LABEL, Attribute.ID: key_id,
+                Attribute.VERIFY: True, Attribute.VERIFY_RECOVER: False, Attribute.ENCRYPT: False,
+                Attribute.WRAP: False, Attribute.DERIVE: False}
+    with pkcs11_errors("C_CreateObject (package signer)", token_label=objects.token_label):
+        obj = objects.session.create_object(template)
+        try:
+            objects.destroy_key_objects(PACKAGE_SIGNER_LABEL, [previous.obj] if previous else [],
+                                        "C_DestroyObject (previous signer)")
+        except Exception:
+            try:
+                obj.destroy()
+            except p11_exc.PKCS11Error:
+                pass
+            raise
+        objects.add_key_objects(PACKAGE_SIGNER_LABEL, [obj])
+    return find_pinned_signer(objects)
