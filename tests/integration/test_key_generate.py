@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 KEYS = [
@@ -149,6 +151,14 @@ def test_pin_never_in_output(runner, token):
     assert result.task["changed"] is True, result.output
     assert token.user_pin not in result.output
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in result.output or "********" in result.output
+    # return_records false rebuilds the result's invocation from the module's parameters: the PIN stays masked
+    batch = {k: v for k, v in args.items() if k != "name"}
+    summary = runner.task("key_generate", dict(batch, keys=[{"name": "k2"}, {"name": "k3"}], return_records=False),
+                          "-vvvv", "--diff", connection=False, extra_env={"ANSIBLE_PIPELINING": "1"})
+    assert summary.task["changed"] is True and summary.task["summary"]["generated"] == 2, summary.output
+    assert token.user_pin not in summary.output
+    assert re.search(r'"user_pin": "(VALUE_SPECIFIED_IN_NO_LOG_PARAMETER|\*+)"', summary.output), summary.output
+    assert '"keys": "(2 entries)"' in summary.output, summary.output  # the invocation gives a list's length
 
 
 def test_pin_from_environment(runner, token):
