@@ -20,6 +20,7 @@ import json
 import os
 import pstats
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +35,42 @@ from bench_generate import PYTHON, Ansible, Token, batch_options, generate_task,
 def rotate_task(token, n):
     options = dict(token.connection(), name=key_names(n), force=True, **batch_options())
     return {"name": "key_rotate", "secops.keylifecycle.key_rotate": options}
+
+
+def module_net(args, token, snapshot, debug, module_name, env):
+    """The module alone, without the profiler: the payload replayed with its N keys and with none (medians of 3,
+    each on the token as it was before the task), next to the raw python-pkcs11 loop on the same token."""
+    def replay(args_file):
+        shutil.rmtree(token.root / "tokens")
+        shutil.copytree(snapshot, token.root / "tokens")
+        script = ("import runpy,sys; sys.argv=['m', %r]; runpy.run_module("
+                  "'ansible_collections.secops.keylifecycle.plugins.modules.%s', run_name='__main__')"
+                  % (str(args_file), module_name))
+        start = time.perf_counter()
+        proc = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - start
+        if json.loads(proc.stdout).get("failed"):
+            raise SystemExit("the module failed: %s" % proc.stdout[-2000:])
+        return elapsed
+
+    full = debug / "args"
+    empty = debug / "args-empty"
+    data = json.loads(full.read_text())
+    data["ANSIBLE_MODULE_ARGS"]["keys"] = []
+    empty.write_text(json.dumps(data))
+    times, baselines, raws = [], [], []
+    for _ in range(3):
+        times.append(replay(full))
+        baselines.append(replay(empty))
+        shutil.rmtree(token.root / "tokens")
+        shutil.copytree(snapshot, token.root / "tokens")
+        raw = subprocess.run([PYTHON, str(BENCH / "bench_generate.py"), "_raw", token.label, str(token.pin_file),
+                              str(args.keys)], env=env, capture_output=True, text=True, check=True)
+        raws.append(json.loads(raw.stdout)["raw"])
+    net, raw = statistics.median(times) - statistics.median(baselines), statistics.median(raws)
+    print("module alone (no profiler, medians of 3): %d keys %.2f s, no keys %.2f s, net %.2f s; raw loop %.2f s; "
+          "module net/raw %.2f" % (args.keys, statistics.median(times), statistics.median(baselines), net, raw,
+                                   net / raw))
 
 
 def print_stats(path, title, limit):
@@ -101,6 +138,8 @@ def main():
         raise SystemExit("the module failed: %s" % result.get("msg"))
     print("module replay: changed=%s, %d audit events, result %d bytes"
           % (result.get("changed"), len(result.get("audit_events") or []), len(proc.stdout)))
+    if args.task == "generate":
+        module_net(args, token, snapshot, debug, module_name, env)
     print_stats("%s.main.prof" % controller_prof, "controller: the ansible-playbook process", args.limit)
     for worker in sorted(glob.glob("%s.worker-*.prof" % controller_prof)):
         print_stats(worker, "controller: a worker process (action plugin)", args.limit)
