@@ -52,7 +52,10 @@ LONGEST_FILES_FIRST = (
 
 
 def _run_order(item):
-    path = Path(str(item.fspath)).resolve().relative_to(REPO / "tests").as_posix()
+    path = Path(str(item.fspath)).resolve()
+    if not path.is_relative_to(REPO / "tests"):
+        return (2, 0)
+    path = path.relative_to(REPO / "tests").as_posix()
     if path in LONGEST_FILES_FIRST:
         return (0, LONGEST_FILES_FIRST.index(path))
     return (1 if path.startswith("integration/") else 2, 0)

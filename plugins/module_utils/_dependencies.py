@@ -2,11 +2,13 @@
 # Copyright: secops.keylifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Import guards for python-pkcs11 and cryptography: the one place that imports them.
+"""Import guards for python-pkcs11 and cryptography: the one place module_utils imports them.
 
-PRIVATE: not part of the public interface. Every other file takes the names it uses from
-here (``from ..._dependencies import Attribute, ObjectClass``), so a host without a library
-can still import the collection's code: the names are then None. Modules call
+PRIVATE: not part of the public interface. Every other module_utils file takes the names it
+uses from here (``from ..._dependencies import Attribute, ObjectClass``), so a host without a
+library can still import the collection's code: the names are then None. (Controller-only
+code that signs with a key file or the officer's token, ``plugin_utils/_policy_signing`` and
+``_approval_signing``, imports what it needs where it signs and says what to install.) Modules call
 ``require_dependencies`` from ``main()`` so such a host gets ``missing_required_lib``'s
 message (what to install, on which interpreter) instead of a traceback; controller code that
 needs only ``cryptography`` (``audit_verify``) reports ``CRYPTOGRAPHY_IMPORT_ERROR`` itself.

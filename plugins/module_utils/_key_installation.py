@@ -48,6 +48,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures im
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     public_key_pem,
     spki_fingerprint,
+    token_can_hold,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_unwrap_oaep
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
@@ -138,6 +139,10 @@ def _signer_key(raw):
                             "or more) public key in PEM; pass "
                             "package_signer.public_key_pem from key_info on the HSM host unchanged.",
                             option="package_signer")
+    if not token_can_hold(public_key):
+        raise InvalidOption("package_signer.public_key_pem is an EC key on curve %s; the HSM's package signer is "
+                            "EC P-256, P-384 or P-521, or RSA. Pass package_signer from key_info on the HSM host "
+                            "unchanged. Nothing was pinned." % public_key.curve.name, option="package_signer")
     fingerprint = spki_fingerprint(public_key)
     pin = raw.get("fingerprint")
     if pin is not None and not (isinstance(pin, str) and FINGERPRINT_RE.match(pin.lower())):

@@ -25,6 +25,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field, make_dataclass, replace
 from functools import partial
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import ec, serialization
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyViolation
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*\Z")
@@ -235,9 +236,6 @@ def _approvers(option, given):
                             option=where)
     if len(given) > MAX_APPROVERS:
         raise InvalidOption("%s lists %d approvers; at most %d." % (where, len(given), MAX_APPROVERS), option=where)
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     approvers, seen = {}, {}
     for name, pem in given.items():
         if not isinstance(name, str) or not PERSON_RE.match(name):

@@ -149,10 +149,12 @@ class RecipientTokenStore:
 
     def _describe_transport(self, public, private):
         read = token_public_key(public)
-        if read is None:
-            raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC on a curve this collection "
-                              "knows; remove it and enroll again." % (self.transport_label, self.token_label),
+        if read is None and public[Attribute.KEY_TYPE] == KeyType.EC:
+            raise KeyNotFound("The transport key's curve is not one this collection knows.",
                               option="transport_key_label")
+        if read is None:
+            raise KeyNotFound("The transport key %r on token %r is neither RSA nor EC; remove it and enroll again."
+                              % (self.transport_label, self.token_label), option="transport_key_label")
         return TransportKey(label=self.transport_label, key_id=bytes(public[Attribute.ID]).hex(), type=read.type,
                             size=read.size, public_key=read.public_key, fingerprint=spki_fingerprint(read.public_key),
                             private=private, exportable=not never_left_the_token(evidence(private)))

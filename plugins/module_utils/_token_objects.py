@@ -628,6 +628,17 @@ def token_public_key(public):
     return TokenPublicKey("ec", curve, ec_public_key(public, curve)) if curve is not None else None
 
 
+def _token_curve(public_key):
+    return next((c for c in TOKEN_CURVES.values() if c.oid_name == public_key.curve.name), None)
+
+
+def token_can_hold(public_key):
+    """Whether ``public_key_attributes`` can write this ``cryptography`` public key: RSA, or EC on a curve of
+    ``TOKEN_CURVES``."""
+    return isinstance(public_key, rsa.RSAPublicKey) or (
+        isinstance(public_key, ec.EllipticCurvePublicKey) and _token_curve(public_key) is not None)
+
+
 def public_key_attributes(public_key):
     """The attributes that carry a ``cryptography`` RSA or EC public key in a C_CreateObject template of a
     CKO_PUBLIC_KEY: CKA_KEY_TYPE with CKA_MODULUS and CKA_PUBLIC_EXPONENT (big-endian), or with CKA_EC_PARAMS (the
@@ -637,7 +648,7 @@ def public_key_attributes(public_key):
         return {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.RSA,
                 Attribute.MODULUS: numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"),
                 Attribute.PUBLIC_EXPONENT: numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")}
-    curve = next((c for c in TOKEN_CURVES.values() if c.oid_name == public_key.curve.name), None)
+    curve = _token_curve(public_key)
     if curve is None:
         raise TokenOperationFailed("The EC public key is on curve %s, which this collection does not keep on a token."
                                    % public_key.curve.name)

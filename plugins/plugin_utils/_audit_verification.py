@@ -53,7 +53,7 @@ def signature_valid(checkpoint, public_keys, key_id=None, signature=None):
     """Whether a checkpoint's signature (or the co-signature named by ``key_id``/``signature``) verifies."""
     if CRYPTOGRAPHY_IMPORT_ERROR is not None:
         raise RuntimeError("audit_verify needs the Python library cryptography on the controller (pip install "
-                           "cryptography): %s" % CRYPTOGRAPHY_IMPORT_ERROR)
+                           "cryptography): %s" % CRYPTOGRAPHY_IMPORT_ERROR.strip().splitlines()[-1])
     key_id = checkpoint.get("key_id") if key_id is None else key_id
     signature = checkpoint.get("signature") if signature is None else signature
     pem = public_keys.get(key_id)

@@ -186,3 +186,20 @@ def test_a_forged_certificate_is_refused(signing, signers, chain, forgery):
         "other key name": ([dict(chain[0], name="audit-checkpoint")], two, "is not a certificate"),
     }[forgery]
     refused(signing, one, certificates, fingerprint(target), message)
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256K1(), ec.BrainpoolP256R1()])
+def test_a_package_signer_on_a_curve_no_token_holds_is_refused_before_pinning(curve):
+    """load_public_key accepts any EC curve of 256 bits or more; the pin is a token object on a named curve of
+    _token_objects.TOKEN_CURVES, so any other curve is a bad package_signer option (nothing reaches the token)."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import _signer_key
+
+    pem = ec.generate_private_key(curve).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    with pytest.raises(InvalidOption, match="curve %s" % curve.name) as refused:
+        _signer_key({"public_key_pem": pem})
+    assert refused.value.option == "package_signer"
+    p256 = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert _signer_key({"public_key_pem": p256})[1].startswith("sha256:")
