@@ -87,15 +87,20 @@ def _stop_process(process, sig=signal.SIGTERM, timeout=30):
         process.wait(timeout=10)
 
 
+#: thread states (/proc/<pid>/task/<tid>/stat) of a thread that can no longer answer: stopped, or a process that
+#: has exited (a zombie: a backend that exited just as its parent was stopped stays one until the parent runs again)
+_NOT_RUNNING = ("T", "t", "Z", "X", "x")
+
+
 def _all_threads_stopped(pids):
-    """True once every thread of every process in ``pids`` (those still alive) is in the stopped state."""
+    """True once every thread of every process in ``pids`` is stopped or gone (``_NOT_RUNNING``)."""
     for pid in pids:
         for stat in glob.glob("/proc/%d/task/*/stat" % pid):
             try:
                 state = Path(stat).read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):  # a thread or process that just exited
                 continue
-            if state not in ("T", "t"):
+            if state not in _NOT_RUNNING:
                 return False
     return True
 
@@ -106,12 +111,20 @@ def freeze(pids, what):
     kill() returns before the signal is acted on: a stop signal reaches one thread, which then stops the others,
     so on a busy machine another thread of the server can still answer for a while. Waiting for the state makes a
     test of a frozen server independent of how fast the machine is."""
+    _signal_all(pids, signal.SIGSTOP)
+    try:
+        _wait(lambda: _all_threads_stopped(pids), 30, "%s did not stop on SIGSTOP" % what)
+    except ServerError:
+        _signal_all(pids, signal.SIGCONT)  # not left half-stopped for the tests after this one
+        raise
+
+
+def _signal_all(pids, sig):
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGSTOP)
+            os.kill(pid, sig)
         except ProcessLookupError:  # a backend that just exited
             pass
-    _wait(lambda: _all_threads_stopped(pids), 30, "%s did not stop on SIGSTOP" % what)
 
 
 # ------------------------------------------------------------------------------------------------ TLS files
@@ -372,7 +385,10 @@ class PostgresTls:
               "PostgreSQL is not ready on port %d" % self.port, log=self.log, process=self.process)
 
     def stop(self):
-        """Fast shutdown (SIGINT to the postmaster's pid)."""
+        """Fast shutdown (SIGINT to the postmaster's pid), the whole cluster resumed first: a paused backend would
+        keep the postmaster waiting for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.resume()
         _stop_process(self.process, signal.SIGINT)
 
     def restart(self):
@@ -392,11 +408,7 @@ class PostgresTls:
         return pids
 
     def _signal_cluster(self, sig):
-        for pid in self._pids():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:  # a backend that just exited
-                pass
+        _signal_all(self._pids(), sig)
 
     def pause(self):
         """SIGSTOP the whole cluster: connections are accepted by the kernel, nothing answers."""
