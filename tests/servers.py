@@ -277,11 +277,13 @@ class RsyslogTls:
         os.kill(self.process.pid, signal.SIGCONT)
 
     def messages(self):
+        """The messages rsyslog has written so far: complete lines only (it may be writing the last one)."""
         if not self.output.exists():
             return []
-        return [json.loads('"%s"' % line) for line in self.output.read_text(encoding="utf-8").splitlines() if line]
+        complete = self.output.read_bytes().split(b"\n")[:-1]  # what follows the last newline is unfinished
+        return [json.loads('"%s"' % line.decode("utf-8")) for line in complete if line]
 
-    def wait_for(self, count, timeout=10.0, contains=None):
+    def wait_for(self, count, timeout=60.0, contains=None):
         """The messages (only those containing ``contains``, if given) once there are at least ``count``."""
         found = []
 
