@@ -59,7 +59,7 @@ def module_net(args, token, snapshot, debug, module_name, env):
     data["ANSIBLE_MODULE_ARGS"]["keys"] = []
     empty.write_text(json.dumps(data))
     times, baselines, raws = [], [], []
-    for _ in range(3):
+    for _run in range(3):
         times.append(replay(full))
         baselines.append(replay(empty))
         shutil.rmtree(token.root / "tokens")
