@@ -35,8 +35,14 @@ if mode == "rounds":  # take the lease 5 times; log enter/exit with O_APPEND (on
             os.close(fd)
         lease.release()
     sys.exit(0)
+said = []
+def announce_then_sleep(seconds):  # "waiting" once the first look found the lease held: the test can go on
+    if not said:
+        print("waiting", flush=True)
+        said.append(True)
+    time.sleep(seconds)
 try:
-    lease = TokenLease(settings, "test", "tester").acquire(int(wait))
+    lease = TokenLease(settings, "test", "tester", sleep=announce_then_sleep).acquire(int(wait))
 except TokenBusy as exc:
     print("busy", exc, flush=True)
     sys.exit(3)
@@ -105,7 +111,7 @@ def test_a_held_lease_refuses_another_process_then_passes_on(settings, hsm_token
     assert first[1] in out and "busy" in out and "nothing was changed" in out
     assert [d["holder"] for d in _leases(hsm_token)] == [first[1]]  # the refused contender left nothing
     waiting = _contender(source_collection, hsm_token, "once", wait=60)
-    time.sleep(0.5)  # the waiter is backing off now
+    assert waiting.stdout.readline().strip() == "waiting", waiting.communicate()  # it found the lease held
     holder.stdin.write("go\n")
     holder.stdin.flush()
     assert holder.communicate(timeout=60)[0].strip() == "released"
