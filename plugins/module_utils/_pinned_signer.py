@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, ObjectClass, p11_exc
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, ObjectClass
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyConflict
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    destroy_quietly,
     public_key_attributes,
     spki_fingerprint,
     token_public_key,
@@ -98,10 +99,7 @@ def pin_signer(objects, previous, public_key, key_id):
             objects.destroy_key_objects(PACKAGE_SIGNER_LABEL, [previous.obj] if previous else [],
                                         "C_DestroyObject (previous signer)")
         except Exception:
-            try:
-                obj.destroy()
-            except p11_exc.PKCS11Error:
-                pass
+            destroy_quietly(obj)
             raise
         objects.add_key_objects(PACKAGE_SIGNER_LABEL, [obj])
     return find_pinned_signer(objects)

@@ -48,6 +48,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
     RECIPIENT_SCHEMA,
     TokenObjects,
     check_value,
+    destroy_quietly,
     evidence,
     never_left_the_token,
     spki_fingerprint,
@@ -234,11 +235,11 @@ class RecipientTokenStore:
             kcv = check_value(key)
             length = int(key[Attribute.VALUE_LEN])
         if length and length * 8 != package["size"]:  # some tokens (SoftHSM2 2.6) report 0 for an unwrapped key
-            _destroy_quietly(key)
+            destroy_quietly(key)
             raise PackageRejected("The key unwrapped from the package for %s is %d bits, but the package says %d. "
                                   "Nothing was installed." % (label, length * 8, package["size"]), option="packages")
         if kcv != package["key_check_value"]:
-            _destroy_quietly(key)
+            destroy_quietly(key)
             raise PackageRejected(
                 "The key unwrapped from the package for %s has check value %s, but the package says %s: the package "
                 "was altered. Nothing was installed." % (label, kcv, package["key_check_value"]), option="packages")
@@ -255,7 +256,7 @@ class RecipientTokenStore:
         with pkcs11_errors("C_CopyObject for %s" % label, token_label=self.token_label):
             self.objects.destroy_key_objects(label, self._orphans.pop(label, []), "C_CopyObject for %s" % label)
             stored = session_key.copy({Attribute.TOKEN: True, Attribute.ENCRYPT: "encrypt" in usage})
-            _destroy_quietly(session_key)
+            destroy_quietly(session_key)
         self.objects.add_key_objects(label, [stored])
         doc = {
             "schema": RECIPIENT_SCHEMA, "revision": 1, "recipient": package["recipient"],
@@ -309,10 +310,3 @@ class RecipientTokenStore:
         obj = self.objects.write(RECIPIENT_METADATA, label, doc, operation="metadata update for %s" % label)
         installed.metadata_objects.append(obj)
         installed.doc = doc
-
-
-def _destroy_quietly(obj):
-    try:
-        obj.destroy()
-    except p11_exc.PKCS11Error:
-        pass

@@ -316,6 +316,14 @@ class Revisions:
 FIND_ATTEMPTS = 20
 
 
+def destroy_quietly(obj):
+    """C_DestroyObject where a failure changes nothing the caller can act on (a session object, an undo)."""
+    try:
+        obj.destroy()
+    except p11_exc.PKCS11Error:
+        pass
+
+
 def find_objects(session, template):
     """C_FindObjects with ``template``, as a list, tolerating objects that another process destroys meanwhile.
 
