@@ -100,6 +100,15 @@ options:
             packages wrapped under its unapproved transport key; each such wrap is journaled with a warning and
             the module warns.
         type: bool
+      require_backup:
+        description:
+          - Every key, and the collection's own signing keys, is generated with C(backup=true), extractable only
+            wrapped under keys the Security Officer made trusted in the token (CKA_WRAP_WITH_TRUSTED), so that
+            M(secops.keylifecycle.key_replicate) can copy it to approved replica tokens (docs/replication.md).
+          - A key spec that gives O(secops.keylifecycle.key_generate#module:backup=false) is refused, and
+            M(secops.keylifecycle.key_rotate) generates the new version of an older key with backup (baseline
+            V(false)).
+        type: bool
       allow_operator_override:
         description:
           - Whether the variable C(keylifecycle_operator) may name the operator instead of the identity resolved on

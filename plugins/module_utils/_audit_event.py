@@ -128,6 +128,8 @@ _FIELD_CHECKS = {
     # trusted distribution: whether the token wrapped under a Security-Officer-approved (CKA_TRUSTED) key, and which
     "key.trusted_wrapping": lambda v: isinstance(v, bool),
     "key.trusted_key_label": lambda v: isinstance(v, str) and bool(re.match(r"^[\x20-\x7e]{1,256}\Z", v)),
+    # which kind of trusted key: a recipient's or a replica token's (docs/replication.md)
+    "key.trusted_kind": lambda v: v in ("recipient", "replica"),
     "key.package_signer_fingerprint": lambda v: isinstance(v, str) and bool(_FINGERPRINT.match(v)),
     "key.certificate_label": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
     "keylifecycle.warning": lambda v: isinstance(v, str) and bool(re.match(r"^[\x20-\x7e]{1,256}\Z", v)),

@@ -20,13 +20,14 @@ for the secret or private key the evidence attributes) and compared with the rec
   the object's class does not belong to the version's key type, its CKA_ID is not the
   recorded one, or it is a second object of its class under the label.
 * ``lost_sensitive``: CKA_SENSITIVE false, or CKA_ALWAYS_SENSITIVE false (it was once readable).
-* ``gained_extractable``: a key that is not distributable with CKA_EXTRACTABLE true, or
+* ``gained_extractable``: a key that is neither distributable nor generated for backup
+  (metadata ``wrap_with_trusted``) with CKA_EXTRACTABLE true, or
   CKA_NEVER_EXTRACTABLE false (it was once extractable); a version sealed at the migration
   to trusted wrapping (metadata ``sealed_at``) with CKA_EXTRACTABLE true again. A sealed
   version's CKA_EXTRACTABLE false is what its record says, not drift.
 
 The expected evidence follows from how every version is made (``_key_store.generate``:
-inside the token, SENSITIVE true, EXTRACTABLE only when distributable); the metadata does
+inside the token, SENSITIVE true, EXTRACTABLE only when distributable or backed up); the metadata does
 not store the evidence read at generation, so the spec is the record it is compared with.
 A usage that is off although the record allows it is not drift here (nothing can leak).
 Usages an EC key has no attribute for (``EC_NO_USAGES``) are not compared.
@@ -175,7 +176,7 @@ def _attribute_drift(label, version, obj, compromise_disables_decrypt):
             found("lost_sensitive", "CKA_" + EVIDENCE_ATTRIBUTES[name], True, False)
     if version.spec.distributable and version.sealed_at is not None and flags.get("extractable") is True:
         found("gained_extractable", "CKA_EXTRACTABLE", False, True)
-    if not version.spec.distributable:
+    if not version.spec.distributable and not version.wrap_with_trusted:  # a backup version leaves only to replicas
         if flags.get("extractable") is True:
             found("gained_extractable", "CKA_EXTRACTABLE", False, True)
         if flags.get("never_extractable") is False:

@@ -302,7 +302,10 @@ def _rotate_one(store, plan, old_state, context, why, now, policy, approval):
     current version; if certifying or retiring fails, the successor is removed again, so a failed rotation leaves
     no new version behind (and the next try uses the same number). Returns ``(new, old, certificate label or None)``."""
     _retain_until(plan.current, now)  # refused before anything is generated
-    new = store.generate(plan.current.spec, plan.next_version, context.operator, now,
+    spec = plan.current.spec
+    if policy.require_backup and not spec.backup:  # an older key takes the environment's backup rule at rotation
+        spec = replace(spec, backup=True)
+    new = store.generate(spec, plan.next_version, context.operator, now,
                          require_trusted_wrapping=policy.require_trusted_wrapping)
     try:
         certificate = _certify(store, plan.current, new, now, old_state)

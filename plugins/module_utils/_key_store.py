@@ -91,6 +91,8 @@ class TokenKeyStore:
         self.anomalies = []
         #: the token's lease (``_token_lease.TokenLease``) while a lifecycle run holds it: checked before each change
         self.lease = None
+        #: policy.require_backup of the run: the collection's own signing keys are generated with backup too
+        self.backup_managed_keys = False
 
     # ---- reading -------------------------------------------------------------------------------
 

@@ -8,10 +8,11 @@ PRIVATE: not part of the public interface. ``TokenKeyStore.generate`` calls it; 
 on the token") describes the result.
 
 Every key is generated inside the token (C_GenerateKey / C_GenerateKeyPair) as a token object, private, with
-CKA_SENSITIVE true and the usages of its spec. CKA_EXTRACTABLE is true only for a distributable key, which also gets
-CKA_WRAP_WITH_TRUSTED true, so that the token wraps it only under a CKA_TRUSTED key (one the Security Officer
-approved, ``_trusted_keys``). A token that does not know CKA_WRAP_WITH_TRUSTED answers CKR_ATTRIBUTE_TYPE_INVALID:
-refused while ``policy.require_trusted_wrapping`` is on, else the key is generated without it.
+CKA_SENSITIVE true and the usages of its spec. CKA_EXTRACTABLE is true only for a distributable key or one with
+``backup`` (for replica tokens), which also gets CKA_WRAP_WITH_TRUSTED true, so that the token wraps it only under a
+CKA_TRUSTED key (one the Security Officer approved, ``_trusted_keys``). A token that does not know
+CKA_WRAP_WITH_TRUSTED answers CKR_ATTRIBUTE_TYPE_INVALID: a backup key is then refused, a distributable one while
+``policy.require_trusted_wrapping`` is on, else it is generated without it.
 """
 
 from __future__ import annotations
@@ -34,11 +35,17 @@ def generate_key_objects(session, spec, label, key_id, require_trusted_wrapping,
     CKA_WRAP_WITH_TRUSTED while ``require_trusted_wrapping`` is on.
     """
     make = _generate_secret if spec.type == "aes" else _generate_pair
-    if not spec.distributable:
+    if not extractable(spec):
         return make(session, spec, label, key_id, False), False
     try:
         return make(session, spec, label, key_id, True), True
     except p11_exc.AttributeTypeInvalid:
+        if spec.backup:
+            raise CapabilityMissing(
+                "Token %r does not support CKA_WRAP_WITH_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID), so it cannot keep the "
+                "copies of backup key %s for replica tokens under keys the Security Officer approved; nothing was "
+                "generated. Use a token that supports trusted wrapping (CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED), or "
+                "generate the key without backup." % (token_label, label), option="backup") from None
         if require_trusted_wrapping:
             raise CapabilityMissing(
                 "Token %r does not support CKA_WRAP_WITH_TRUSTED (CKR_ATTRIBUTE_TYPE_INVALID), so it cannot "
@@ -48,6 +55,11 @@ def generate_key_objects(session, spec, label, key_id, require_trusted_wrapping,
                 "policy.require_trusted_wrapping to false." % (token_label, label),
                 option="policy.require_trusted_wrapping") from None
     return make(session, spec, label, key_id, False), False
+
+
+def extractable(spec):
+    """Whether a new version of ``spec`` may leave the token, wrapped: distributable, or backed up to replicas."""
+    return bool(spec.distributable or spec.backup)
 
 
 def aes_check_value(key, keep_encrypt):
@@ -64,7 +76,7 @@ def _generate_secret(session, spec, label, key_id, wrap_with_trusted):
         Attribute.PRIVATE: True,
         Attribute.MODIFIABLE: True,
         Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: spec.distributable,
+        Attribute.EXTRACTABLE: extractable(spec),
         # ENCRYPT is on at generation so the token can compute the key check value;
         # it is switched off right after when the spec does not ask for it (aes_check_value).
         Attribute.ENCRYPT: True,
@@ -81,7 +93,7 @@ def _generate_pair(session, spec, label, key_id, wrap_with_trusted):
                        **usage_template(spec.usage, "public", skip)}
     private_template = {
         Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.MODIFIABLE: True,
-        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: spec.distributable,
+        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: extractable(spec),
         **usage_template(spec.usage, "private", skip),
     }
     if wrap_with_trusted:

@@ -50,7 +50,7 @@ STATES = ("active", "deactivated", "compromised", "destroyed")
 # Fields fixed at generation: a spec that differs here conflicts with the existing key.
 IMMUTABLE_FIELDS = ("type", "size", "curve", "usage", "distributable")
 # Fields that can change on an existing key: the metadata is rewritten.
-MUTABLE_FIELDS = ("rotation_period", "retention_period", "recipients", "destroy_allowed")
+MUTABLE_FIELDS = ("rotation_period", "retention_period", "recipients", "destroy_allowed", "backup")
 
 
 def utc_now():
@@ -97,6 +97,8 @@ class KeySpec:
     retention_period: int
     recipients: tuple = ()
     destroy_allowed: bool = False
+    #: versions generated from now on are extractable only under trusted wrapping, for replicas (docs/replication.md)
+    backup: bool = False
 
     def as_dict(self):
         return {
@@ -106,6 +108,7 @@ class KeySpec:
             "retention_period": format_duration(self.retention_period),
             "recipients": list(self.recipients),
             "destroy_allowed": self.destroy_allowed,
+            "backup": self.backup,
         }
 
 
@@ -126,7 +129,7 @@ def build_key_spec(raw, policy):
     distributable, recipients = _distribution(raw, where)
     return KeySpec(name=name, type=key_type, size=size, curve=curve, usage=usage, distributable=distributable,
                    rotation_period=rotation, retention_period=retention, recipients=recipients,
-                   destroy_allowed=bool(raw.get("destroy_allowed", False)))
+                   destroy_allowed=bool(raw.get("destroy_allowed", False)), backup=_backup(raw, policy, where))
 
 
 def _key_type(raw, where):
@@ -248,6 +251,18 @@ def _distribution(raw, where):
     return distributable, recipients
 
 
+def _backup(raw, policy, where):
+    """``backup`` as given, else what the policy requires; refuses ``false`` where the policy requires it."""
+    given = raw.get("backup")
+    if given is None:
+        return policy.require_backup
+    if not given and policy.require_backup:
+        raise PolicyViolation("%s: backup is false, but policy.require_backup is on: every key of this environment "
+                              "must survive the loss of its token. Remove backup: false from the key spec."
+                              % where, option="backup")
+    return bool(given)
+
+
 def build_key_specs(raw_specs, policy):
     specs = [build_key_spec(raw, policy) for raw in raw_specs]
     seen = set()
@@ -362,6 +377,7 @@ class KeyVersion:
                 retention_period=_stored_duration(doc["retention_period"], "retention_period"),
                 recipients=tuple(doc.get("recipients") or ()),
                 destroy_allowed=bool(doc.get("destroy_allowed", False)),
+                backup=doc.get("backup", False) is True,
             )
             version = cls(
                 spec=spec, version=int(doc["version"]), key_id=doc["id"], state=doc["state"],
@@ -400,6 +416,7 @@ class KeyVersion:
             "distributable": self.spec.distributable,
             "recipients": list(self.spec.recipients),
             "destroy_allowed": self.spec.destroy_allowed,
+            "backup": self.spec.backup,
             "created": format_time(self.created),
             "age_seconds": max(0, int((now - self.created).total_seconds())),
             "rotation_period": format_duration(self.spec.rotation_period),
@@ -427,6 +444,7 @@ class KeyVersion:
             "retention_period": format_duration(self.spec.retention_period),
             "recipients": list(self.spec.recipients),
             "destroy_allowed": self.spec.destroy_allowed,
+            "backup": self.spec.backup,
         }
 
 

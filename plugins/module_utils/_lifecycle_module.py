@@ -77,6 +77,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
             try:
                 if open_store is None:
                     store = TokenKeyStore(session, settings.token_label).load()
+                    store.backup_managed_keys = policy.require_backup
                     if anchor:  # before any repair or work: a refused task changes nothing on the token
                         journal_pin = JournalPin(session, store)
                         journal_pin.check(params["audit_context"], module.check_mode,

@@ -94,6 +94,7 @@ class ManagedSigningKey:
                 "and CKM_ECDSA) nor RSA signing (CKM_RSA_PKCS_KEY_PAIR_GEN with CKM_SHA256_RSA_PKCS_PSS, "
                 "CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS). Every lifecycle task signs with it: use a "
                 "token that offers one of them." % (self.store.token_label, self.purpose, self.name))
+        raw["backup"] = self.store.backup_managed_keys  # kept with the token's keys on its replicas
         return build_key_spec(raw, BASELINE)
 
     def active_version(self):

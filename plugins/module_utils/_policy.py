@@ -380,6 +380,9 @@ SETTINGS = (
     # on in the baseline; an environment may turn it off (dev only, docs/distribution.md): no tightening rule
     Setting("require_trusted_wrapping", "bool", True, _switch,
             doc="Distributable keys are generated with CKA_WRAP_WITH_TRUSTED and"),
+    # a stricter rule: every key survives the loss of the token (docs/replication.md)
+    Setting("require_backup", "bool", False, _switch,
+            doc="Every key, and the collection's own signing keys, is generated with C(backup=true)"),
     # action -> principals (operator names, or "group:<name>"); None: every operator who can open the token
     Setting("authorization", "dict", None, _authorization, show=_lists_by_key_or_none,
             doc="Who may perform which lifecycle action."),

@@ -15,7 +15,17 @@ key* is an RSA public key object:
 * CKA_MODIFIABLE false where the token allows it (tried again without it only if the token refuses it);
   CKA_DESTROYABLE is left true: false would stop the officer's revocation too;
 * CKA_ID: the first 16 bytes of the sha256 of its DER SubjectPublicKeyInfo;
-* CKA_LABEL ``trusted-transport:<recipient>@<host>:<fingerprint>``.
+* CKA_LABEL ``trusted-transport:<recipient>@<host>:<fingerprint>``, or ``trusted-replica:<replica>@<host>:<fingerprint>``
+  for a replica token's transport key (kind ``replica``, docs/replication.md).
+
+A replica also gets a *replica key-encryption key* (KEK): the Security Officer generates it in the same session, an
+AES-256 secret key with CKA_TRUSTED, CKA_WRAP true and every other usage false (CKA_UNWRAP false: nothing can be
+unwrapped under it in this token), CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED true (it leaves the token only under a
+trusted key: the replica's transport key), CKA_SENSITIVE true, CKA_MODIFIABLE false, public (an SO session creates
+public objects only), with the transport key's CKA_ID and the label ``replica-kek:<replica>@<host>:<fingerprint>``.
+RSA and EC private keys of backup keys are wrapped under it (CKM_AES_KEY_WRAP_PAD, RFC 5649), the KEK itself under
+the replica's transport key (CKM_RSA_PKCS_OAEP): a user session can make neither a trusted key nor a KEK of its own,
+so the token lets a backup key out only to tokens the officer approved.
 
 The fingerprint that counts is always computed from the key (modulus, exponent), never read from the label; a
 label that does not name the key's own fingerprint ties the key to no recipient.
@@ -61,18 +71,24 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
 
 
 TRUSTED_TRANSPORT_PREFIX = "trusted-transport"
+#: the label prefix of each kind of trusted transport key
+TRUSTED_PREFIXES = {"recipient": TRUSTED_TRANSPORT_PREFIX, "replica": "trusted-replica"}
+KINDS = tuple(TRUSTED_PREFIXES)
+REPLICA_KEK_PREFIX = "replica-kek"
 #: the longest label written (audit field key.trusted_key_label allows 256 characters)
 MAX_LABEL_LENGTH = 256
 #: a recipient host as recorded (audit field key.recipient_host): printable, no spaces
 _HOST_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
-_LABEL_RE = re.compile(r"^%s:(?P<recipient>[A-Za-z0-9][A-Za-z0-9._-]{0,62})@(?P<host>[\x21-\x7e]{1,128})"
-                       r":(?P<fingerprint>sha256:[0-9a-f]{64})\Z" % TRUSTED_TRANSPORT_PREFIX)
+_LABEL_RE = re.compile(r"^(?P<prefix>%s):(?P<recipient>[A-Za-z0-9][A-Za-z0-9._-]{0,62})@(?P<host>[\x21-\x7e]{1,128})"
+                       r":(?P<fingerprint>sha256:[0-9a-f]{64})\Z" % "|".join(TRUSTED_PREFIXES.values()))
+_KIND_OF_PREFIX = {prefix: kind for kind, prefix in TRUSTED_PREFIXES.items()}
 #: longest key.label an audit event carries (the label also goes to key.trusted_key_label, up to 256)
 _EVENT_LABEL_MAX = 128
 
 
-def trusted_transport_label(recipient, host, fingerprint):
-    """``trusted-transport:<recipient>@<host>:<fingerprint>``; refuses a name, host or fingerprint it cannot hold."""
+def trusted_transport_label(recipient, host, fingerprint, kind="recipient"):
+    """``trusted-transport:<recipient>@<host>:<fingerprint>`` (``trusted-replica:`` for a replica); refuses a name,
+    host or fingerprint it cannot hold."""
     if not isinstance(recipient, str) or not NAME_RE.match(recipient):
         raise InvalidOption("recipient name %r must be 1-63 letters, digits, '.', '_' or '-', starting with a letter "
                             "or digit." % (recipient,), option="recipients")
@@ -82,15 +98,20 @@ def trusted_transport_label(recipient, host, fingerprint):
     if not isinstance(fingerprint, str) or not FINGERPRINT_RE.match(fingerprint):
         raise InvalidOption("fingerprint %r must be sha256: followed by 64 lower-case hex digits." % (fingerprint,),
                             option="recipients")
-    return "%s:%s@%s:%s" % (TRUSTED_TRANSPORT_PREFIX, recipient, host, fingerprint)
+    return "%s:%s@%s:%s" % (TRUSTED_PREFIXES[kind], recipient, host, fingerprint)
+
+
+def replica_kek_label(trusted_label):
+    """The replica KEK's label for the replica's trusted transport key label."""
+    return REPLICA_KEK_PREFIX + trusted_label[len(TRUSTED_PREFIXES["replica"]):]
 
 
 def _parse_label(label, fingerprint):
-    """(recipient, host) named by one of our labels whose fingerprint is the key's own, else (None, None)."""
+    """(recipient, host, kind) named by one of our labels whose fingerprint is the key's own, else Nones."""
     match = _LABEL_RE.match(label or "")
     if match is None or match.group("fingerprint") != fingerprint:
-        return None, None
-    return match.group("recipient"), match.group("host")
+        return None, None, None
+    return match.group("recipient"), match.group("host"), _KIND_OF_PREFIX[match.group("prefix")]
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,8 @@ class TrustedTransportKey:
     key_id: str
     obj: object
     modifiable: bool
+    #: ``recipient`` or ``replica`` (from the label); None when the label names no recipient
+    kind: str | None = "recipient"
 
     @property
     def name(self):
@@ -113,7 +136,7 @@ class TrustedTransportKey:
     def record(self):
         """What recipient_approve returns about it (no key material)."""
         return {"recipient": self.recipient, "host": self.host, "fingerprint": self.fingerprint,
-                "label": self.label}
+                "label": self.label, "kind": self.kind}
 
 
 class TrustedKeysUnsupported(list):
@@ -152,11 +175,56 @@ def find_trusted_transport_keys(session):
         modifiable = bool(values[Attribute.MODIFIABLE])
         fingerprint = spki_fingerprint(public_key)
         label = values[Attribute.LABEL] or ""
-        recipient, host = _parse_label(label, fingerprint)
+        recipient, host, kind = _parse_label(label, fingerprint)
         keys.append(TrustedTransportKey(label=label, recipient=recipient, host=host, fingerprint=fingerprint,
                                         key_id=bytes(values[Attribute.ID] or b"").hex(), obj=obj,
-                                        modifiable=modifiable))
+                                        modifiable=modifiable, kind=kind))
     return keys
+
+
+def find_replica_kek(session, trusted_key):
+    """The replica KEK that goes with a replica's trusted transport key (same CKA_ID, our label, CKA_TRUSTED and
+    CKA_WRAP true, CKA_UNWRAP false), or None."""
+    template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES, Attribute.TRUSTED: True,
+                Attribute.WRAP: True, Attribute.UNWRAP: False, Attribute.ID: bytes.fromhex(trusted_key.key_id),
+                Attribute.LABEL: replica_kek_label(trusted_key.label)}
+    try:
+        found = find_objects(session, template)
+    except p11_exc.AttributeTypeInvalid:
+        return None
+    except p11_exc.PKCS11Error as exc:
+        raise translate_pkcs11_error(exc, "C_FindObjects(replica KEK)") from None
+    return found[0] if found else None
+
+
+def _kek_template():
+    """The replica KEK: trusted, wrap-only, sensitive, extractable only under trusted keys, not modifiable."""
+    return {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.TRUSTED: True, Attribute.WRAP: True,
+            Attribute.UNWRAP: False, Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.SIGN: False,
+            Attribute.VERIFY: False, Attribute.DERIVE: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
+            Attribute.WRAP_WITH_TRUSTED: True, Attribute.MODIFIABLE: False}
+
+
+def ensure_replica_kek(so_session, trusted_key):
+    """Generate the replica KEK of a replica's trusted transport key in the SO session, unless it exists."""
+    kek = find_replica_kek(so_session, trusted_key)
+    if kek is not None:
+        return kek, False
+    try:
+        kek = so_session.generate_key(KeyType.AES, 256, id=bytes.fromhex(trusted_key.key_id),
+                                      label=replica_kek_label(trusted_key.label), store=True,
+                                      template=_kek_template())
+    except (p11_exc.AttributeReadOnly, p11_exc.AttributeTypeInvalid, p11_exc.TemplateInconsistent,
+            p11_exc.AttributeValueInvalid) as exc:
+        raise CapabilityMissing(
+            "The token refused the replica key-encryption key %r (%s): a Security Officer session must be able to "
+            "generate a public, trusted, wrap-only AES key that is extractable only under trusted keys. Without it "
+            "RSA and EC keys cannot be copied to replica %s; use a token that allows it."
+            % (replica_kek_label(trusted_key.label), type(exc).__name__, trusted_key.name),
+            option="recipients") from None
+    except p11_exc.PKCS11Error as exc:
+        raise translate_pkcs11_error(exc, "C_GenerateKey of the replica KEK") from None
+    return kek, True
 
 
 def _trusted_template(public_key, label, modifiable):
@@ -178,8 +246,9 @@ def _trusted_template(public_key, label, modifiable):
 
 
 def approve_transport_key(so_session, recipient, host, public_key, min_rsa_bits=MIN_TRANSPORT_RSA_BITS,
-                          existing=None):
-    """Create the trusted transport key of ``recipient`` on ``host`` (a ``cryptography`` RSA public key).
+                          existing=None, kind="recipient"):
+    """Create the trusted transport key of ``recipient`` on ``host`` (a ``cryptography`` RSA public key); for a
+    replica (``kind``) its KEK too (``ensure_replica_kek``).
 
     Must run in a Security Officer session: a user session is refused by the token (CKR_ATTRIBUTE_READ_ONLY on
     CKA_TRUSTED), reported here as a PolicyViolation. Weak keys (below RSA 3072 or ``min_rsa_bits``) and EC keys
@@ -189,9 +258,11 @@ def approve_transport_key(so_session, recipient, host, public_key, min_rsa_bits=
     where = "recipient %r on %s" % (recipient, host)
     check_transport_strength(public_key, where, min_rsa_bits)
     fingerprint = spki_fingerprint(public_key)
-    label = trusted_transport_label(recipient, host, fingerprint)
+    label = trusted_transport_label(recipient, host, fingerprint, kind)
     for key in find_trusted_transport_keys(so_session) if existing is None else existing:
         if key.fingerprint == fingerprint and key.label == label:
+            if kind == "replica":
+                ensure_replica_kek(so_session, key)
             return key
     obj = None
     for modifiable in (False, True):  # CKA_MODIFIABLE false first; without it only if the token refuses it
@@ -208,8 +279,11 @@ def approve_transport_key(so_session, recipient, host, public_key, min_rsa_bits=
         is_modifiable = bool(obj[Attribute.MODIFIABLE])
     except p11_exc.PKCS11Error:
         is_modifiable = True
-    return TrustedTransportKey(label=label, recipient=recipient, host=host, fingerprint=fingerprint,
-                               key_id=trusted_key_id(public_key).hex(), obj=obj, modifiable=is_modifiable)
+    key = TrustedTransportKey(label=label, recipient=recipient, host=host, fingerprint=fingerprint,
+                              key_id=trusted_key_id(public_key).hex(), obj=obj, modifiable=is_modifiable, kind=kind)
+    if kind == "replica":
+        ensure_replica_kek(so_session, key)
+    return key
 
 
 def _approval_refused(exc, label):
@@ -227,8 +301,12 @@ def _approval_refused(exc, label):
 
 
 def revoke_transport_key(so_session, trusted_key):
-    """Destroy one trusted transport key (C_DestroyObject); one already gone counts as revoked."""
+    """Destroy one trusted transport key (C_DestroyObject), and a replica's KEK first; one already gone counts as
+    revoked."""
+    kek = find_replica_kek(so_session, trusted_key) if trusted_key.kind == "replica" else None
     try:
+        if kek is not None:
+            kek.destroy()
         trusted_key.obj.destroy()
     except p11_exc.ObjectHandleInvalid:
         return
@@ -246,6 +324,7 @@ class Approval:
     host: str
     public_key: object = None
     fingerprint: str | None = None
+    kind: str = "recipient"
 
     @property
     def name(self):
@@ -290,6 +369,10 @@ def parse_approvals(raw_recipients, state, policy):
                                 option="recipients")
         seen.add((name, host))
         where = "recipient %r on %s" % (name, host)
+        kind = raw.get("kind") or "recipient"
+        if kind not in KINDS:
+            raise InvalidOption("%s: kind %r must be one of %s." % (where, kind, ", ".join(KINDS)),
+                                option="recipients")
         pin = raw.get("fingerprint") or None
         if pin is not None and not (isinstance(pin, str) and FINGERPRINT_RE.match(pin.lower())):
             raise InvalidOption("%s: fingerprint %r must be sha256: followed by 64 hex digits, as recipient_enroll "
@@ -313,7 +396,7 @@ def parse_approvals(raw_recipients, state, policy):
                 exc.option = "recipients"
                 raise
             pin = fingerprint
-        approvals.append(Approval(recipient=name, host=host, public_key=public_key, fingerprint=pin))
+        approvals.append(Approval(recipient=name, host=host, public_key=public_key, fingerprint=pin, kind=kind))
     return approvals
 
 
@@ -323,7 +406,8 @@ def _diff_view(keys):
 
 def _event(action, key, token_label, context, approved_by, change_ref, approval=None):
     section = {"recipient": key.recipient, "recipient_host": key.host, "transport_key_fingerprint": key.fingerprint,
-               "trusted_key_label": key.label, "id": key.key_id, "type": "rsa", "token": token_label}
+               "trusted_key_label": key.label, "id": key.key_id, "type": "rsa", "token": token_label,
+               "trusted_kind": key.kind or "recipient"}
     if len(key.label) <= _EVENT_LABEL_MAX:
         section["label"] = key.label
     extra = {"approved_by": approved_by}
@@ -373,21 +457,25 @@ def _apply(so_session, token_label, approvals, state, context, officer, change_r
            outcome=None):
     for approval in approvals:
         if state == "present":
-            label = trusted_transport_label(approval.recipient, approval.host, approval.fingerprint)
-            if any(key.label == label and key.fingerprint == approval.fingerprint for key in after):
+            label = trusted_transport_label(approval.recipient, approval.host, approval.fingerprint, approval.kind)
+            present = [key for key in after if key.label == label and key.fingerprint == approval.fingerprint]
+            if present:
+                if approval.kind == "replica" and not check_mode:  # its KEK too, if it went missing
+                    ensure_replica_kek(so_session, present[0])
                 continue
             if check_mode:
                 key = TrustedTransportKey(label=label, recipient=approval.recipient, host=approval.host,
                                           fingerprint=approval.fingerprint,
-                                          key_id=trusted_key_id(approval.public_key).hex(), obj=None, modifiable=False)
+                                          key_id=trusted_key_id(approval.public_key).hex(), obj=None, modifiable=False,
+                                          kind=approval.kind)
             else:
                 key = approve_transport_key(so_session, approval.recipient, approval.host, approval.public_key,
-                                            existing=after)
+                                            existing=after, kind=approval.kind)
                 events.append(_event("recipient-approve", key, token_label, context, officer, change_ref, outcome))
             after.append(key)
         else:
             matching = [key for key in after if key.recipient == approval.recipient and key.host == approval.host
-                        and approval.fingerprint in (None, key.fingerprint)]
+                        and approval.fingerprint in (None, key.fingerprint) and key.kind == approval.kind]
             for key in matching:
                 if not check_mode:
                     revoke_transport_key(so_session, key)

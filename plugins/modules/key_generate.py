@@ -104,6 +104,18 @@ options:
         (O(policy.destroy_requires_opt_in)). Can be changed on an existing key (metadata only).
     type: bool
     default: false
+  backup:
+    description:
+      - Whether the key's versions survive the loss of this token: each new version is generated CKA_EXTRACTABLE
+        and CKA_WRAP_WITH_TRUSTED, so the token lets it leave only wrapped under a key the Security Officer made
+        trusted (a replica token's, M(secops.keylifecycle.recipient_approve) with O(secops.keylifecycle.recipient_approve#module:kind=replica)),
+        and M(secops.keylifecycle.key_replicate) copies it to the replicas (docs/replication.md). Without it a
+        non-distributable key stays CKA_EXTRACTABLE false.
+      - Defaults to O(policy.require_backup); V(false) is refused where that policy is on. Can be changed on an
+        existing key (metadata only); it applies to the versions generated from then on (the next rotation).
+      - A token without CKA_WRAP_WITH_TRUSTED refuses a backup key, whatever O(policy.require_trusted_wrapping)
+        says.
+    type: bool
   keys:
     description:
       - A batch of key specs, each with the same options as the single-key form (O(name) required).
@@ -148,6 +160,9 @@ options:
         description: Opt-in for destroying the key's expired versions.
         type: bool
         default: false
+      backup:
+        description: Whether the key's versions may be copied to replica tokens (default O(policy.require_backup)).
+        type: bool
 seealso:
   - module: secops.keylifecycle.key_info
 """
@@ -395,6 +410,7 @@ KEY_SPEC_OPTIONS = {
     "retention_period": {"type": "str"},
     "recipients": {"type": "list", "elements": "str"},
     "destroy_allowed": {"type": "bool", "default": False},
+    "backup": {"type": "bool"},
 }
 
 ARGUMENT_SPEC = dict(

@@ -93,6 +93,17 @@ options:
         description: Ignored (accepted so that C(key_recipient_entry) passes unchanged).
         type: list
         elements: str
+      kind:
+        description:
+          - V(recipient), a service that receives distributable keys; or V(replica), a replica token that receives
+            copies of the backup keys (M(secops.keylifecycle.key_replicate), docs/replication.md).
+          - A replica's key is labelled C(trusted-replica:<name>@<host>:<fingerprint>), and the officer also
+            generates its key-encryption key in the token (C(replica-kek:<name>@<host>:<fingerprint>): AES-256,
+            trusted, wrap-only, extractable only under trusted keys, not modifiable), under which RSA and EC keys
+            travel. Revoking a replica destroys both.
+        type: str
+        choices: [recipient, replica]
+        default: recipient
   state:
     description: V(present) approves, V(absent) revokes.
     type: str
@@ -200,6 +211,9 @@ approved:
     label:
       description: CKA_LABEL of the trusted key.
       type: str
+    kind:
+      description: V(recipient) or V(replica) (from the label); null when the label names no recipient.
+      type: str
 audit_events:
   description: One C(recipient-approve) or C(recipient-revoke) event per key created or destroyed.
   returned: always
@@ -250,6 +264,7 @@ RECIPIENT_OPTIONS = {
     "installed": {"type": "list", "elements": "dict"},
     "keys": {"type": "list", "elements": "str", "no_log": False},
     "oaep_hashes": {"type": "list", "elements": "str"},
+    "kind": {"type": "str", "choices": ["recipient", "replica"], "default": "recipient"},
 }
 
 ARGUMENT_SPEC = dict(

@@ -77,7 +77,7 @@ def test_approve_check_apply_again_and_revoke(runner, token, recipient_key):
     assert not applied.task.get("failed"), applied.task
     assert applied.task["changed"] is True
     assert applied.task["approved"] == [{"recipient": "billing", "host": "r1", "fingerprint": fingerprint,
-                                         "label": label}]
+                                         "label": label, "kind": "recipient"}]
     assert trusted_keys(token) == [{"label": label, "trusted": True, "wrap": True, "encrypt": False,
                                     "verify": False, "modifiable": False, "private": False,
                                     "fingerprint": fingerprint}]

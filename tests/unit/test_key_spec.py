@@ -81,3 +81,35 @@ def test_label_round_trip(keys_mod):
     assert keys_mod.parse_label(keys_mod.version_label("payments-db", 12)) == ("payments-db", 12)
     assert keys_mod.parse_label("payments-db") is None
     assert keys_mod.parse_label("other:v0") is None
+
+
+def test_backup_follows_the_spec_then_the_policy(keys_mod, baseline):
+    """backup: as given; unset, policy.require_backup; false where the policy requires it is refused."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import PolicyViolation
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._key_templates import extractable
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
+    assert keys_mod.build_key_spec({"name": "k"}, baseline).backup is False
+    spec = keys_mod.build_key_spec({"name": "k", "type": "ec", "backup": True}, baseline)
+    assert spec.backup is True and extractable(spec) and spec.as_dict()["backup"] is True
+    strict = load_policy({"require_backup": True})
+    assert keys_mod.build_key_spec({"name": "k", "backup": None}, strict).backup is True
+    with pytest.raises(PolicyViolation, match="policy.require_backup") as err:
+        keys_mod.build_key_spec({"name": "k", "backup": False}, strict)
+    assert err.value.option == "backup"
+    assert not extractable(keys_mod.build_key_spec({"name": "k"}, baseline))
+    assert "backup" in keys_mod.MUTABLE_FIELDS  # later versions follow a changed spec; older ones stay as made
+
+
+def test_metadata_without_backup_reads_as_false(keys_mod, baseline):
+    """Versions written before backup existed decode with backup false, and keep it through a round trip."""
+    import json
+
+    spec = keys_mod.build_key_spec({"name": "k", "backup": True}, baseline)
+    version = keys_mod.KeyVersion(spec=spec, version=1, key_id="00" * 16, state="active", created=keys_mod.utc_now(),
+                                  transitions=(), key_check_value="abcdef")
+    doc = version.metadata()
+    assert keys_mod.KeyVersion.decode("k:v1", version.encode()).spec.backup is True
+    del doc["backup"]
+    old = keys_mod.KeyVersion.decode("k:v1", json.dumps(doc).encode())
+    assert old.spec.backup is False

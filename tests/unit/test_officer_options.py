@@ -128,11 +128,15 @@ def test_trusted_transport_label_and_its_parsing(rsa_3072):
     fingerprint = _fp(rsa_3072)
     label = _tk().trusted_transport_label("billing", "r1.example.com", fingerprint)
     assert label == "trusted-transport:billing@r1.example.com:" + fingerprint
-    assert _tk()._parse_label(label, fingerprint) == ("billing", "r1.example.com")
-    assert _tk()._parse_label(label, "sha256:" + "0" * 64) == (None, None)  # names another key
-    assert _tk()._parse_label("keylifecycle-transport", fingerprint) == (None, None)
+    assert _tk()._parse_label(label, fingerprint) == ("billing", "r1.example.com", "recipient")
+    assert _tk()._parse_label(label, "sha256:" + "0" * 64) == (None, None, None)  # names another key
+    assert _tk()._parse_label("keylifecycle-transport", fingerprint) == (None, None, None)
     ipv6 = _tk().trusted_transport_label("billing", "fe80::1", fingerprint)
-    assert _tk()._parse_label(ipv6, fingerprint) == ("billing", "fe80::1")
+    assert _tk()._parse_label(ipv6, fingerprint) == ("billing", "fe80::1", "recipient")
+    replica = _tk().trusted_transport_label("dr", "hsm-b", fingerprint, kind="replica")
+    assert replica == "trusted-replica:dr@hsm-b:" + fingerprint
+    assert _tk()._parse_label(replica, fingerprint) == ("dr", "hsm-b", "replica")
+    assert _tk().replica_kek_label(replica) == "replica-kek:dr@hsm-b:" + fingerprint
     for recipient, host, fp in (("bad name", "r1", fingerprint), ("billing", "r 1", fingerprint),
                                 ("billing", "", fingerprint), ("billing", "r1", "sha256:abc"),
                                 ("billing", "h" * 129, fingerprint)):
