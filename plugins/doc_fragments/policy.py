@@ -118,7 +118,8 @@ options:
       authorization:
         description:
           - Who may perform which lifecycle action. Keys are V(generate), V(rotate), V(compromise_rotate),
-            V(destroy), V(distribute) and V(journal_rollover); values are lists of operator names or
+            V(destroy), V(distribute), V(journal_rollover) and V(replicate) (M(secops.keylifecycle.key_replicate),
+            M(secops.keylifecycle.replica_install)); values are lists of operator names or
             C(group:<name>) entries (see O(policy.groups)). An action not listed is allowed to nobody once this is
             set; without it every operator who can open the token may act.
           - Checked on the controller, before anything touches the HSM; a refusal is journaled. An approver

@@ -56,6 +56,13 @@ ACTIONS = {
     # a signed policy put in force on the token (recorded there), with the approvals of the change where the policy
     # in force asked for them
     "policy-accept": (["configuration"], ["change"]),
+    # replica tokens (docs/replication.md): a version wrapped for a replica; a copy stored, updated or withdrawn on
+    # the replica; a copy stored on a primary token rebuilt from a replica
+    "key-replicate": (["configuration"], ["access"]),
+    "replica-install": (["configuration"], ["creation"]),
+    "replica-update": (["configuration"], ["change"]),
+    "replica-withdraw": (["configuration"], ["deletion"]),
+    "key-restore": (["configuration"], ["creation"]),
 }
 # keylifecycle.phase: an intent is journaled before the HSM is touched, each change the module made
 # follows, and the task's outcome closes the sequence. A read-only module's finding is an observation, outside

@@ -20,7 +20,7 @@ import traceback
 
 #: what the rest of the collection imports from here
 __all__ = [
-    "pkcs11", "p11_exc", "MGF", "Attribute", "KeyType", "Mechanism", "ObjectClass", "encode_ecdsa_signature",
+    "pkcs11", "p11_exc", "DEFAULT", "MGF", "Attribute", "KeyType", "Mechanism", "ObjectClass", "encode_ecdsa_signature",
     "encode_named_curve_parameters", "InvalidSignature", "hashes", "serialization", "ec", "padding", "rsa",
     "decode_dss_signature", "HAS_PKCS11", "PKCS11_IMPORT_ERROR", "HAS_CRYPTOGRAPHY", "CRYPTOGRAPHY_IMPORT_ERROR",
     "require_dependencies",
@@ -29,12 +29,12 @@ __all__ = [
 try:
     import pkcs11
     import pkcs11.exceptions as p11_exc
-    from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+    from pkcs11 import DEFAULT, MGF, Attribute, KeyType, Mechanism, ObjectClass
     from pkcs11.util.ec import encode_ecdsa_signature, encode_named_curve_parameters
 except ImportError:
     PKCS11_IMPORT_ERROR = traceback.format_exc()
     HAS_PKCS11 = False
-    pkcs11 = p11_exc = MGF = Attribute = KeyType = Mechanism = ObjectClass = None
+    pkcs11 = p11_exc = DEFAULT = MGF = Attribute = KeyType = Mechanism = ObjectClass = None
     encode_ecdsa_signature = encode_named_curve_parameters = None
 else:
     PKCS11_IMPORT_ERROR = None

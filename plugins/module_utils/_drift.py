@@ -19,7 +19,9 @@ for the secret or private key the evidence attributes) and compared with the rec
 * ``unexplained_object``: a key object no metadata explains: the label has no metadata,
   the object's class does not belong to the version's key type, its CKA_ID is not the
   recorded one, or it is a second object of its class under the label.
-* ``lost_sensitive``: CKA_SENSITIVE false, or CKA_ALWAYS_SENSITIVE false (it was once readable).
+* ``lost_sensitive``: CKA_SENSITIVE false, or CKA_ALWAYS_SENSITIVE false (it was once readable). A backup
+  version's copy on a replica or restored primary (CKA_LOCAL false) is unwrapped, which sets CKA_ALWAYS_SENSITIVE
+  false: only CKA_SENSITIVE is checked there.
 * ``gained_extractable``: a key that is neither distributable nor generated for backup
   (metadata ``wrap_with_trusted``) with CKA_EXTRACTABLE true, or
   CKA_NEVER_EXTRACTABLE false (it was once extractable); a version sealed at the migration
@@ -171,7 +173,10 @@ def _attribute_drift(label, version, obj, compromise_disables_decrypt):
         if on and usage not in allowed and usage not in skip:
             found("usage_enabled", "CKA_" + USAGE_ATTRIBUTES[usage][0], False, True)
     flags = obj.evidence
-    for name in ("sensitive", "always_sensitive"):
+    # a copy on a replica, or on a primary restored from one, was unwrapped there (CKA_LOCAL false): the token sets
+    # CKA_ALWAYS_SENSITIVE false on every unwrapped key, however it was made; CKA_SENSITIVE must still be true
+    copy = version.wrap_with_trusted and flags.get("local") is False
+    for name in ("sensitive",) if copy else ("sensitive", "always_sensitive"):
         if flags.get(name) is False:
             found("lost_sensitive", "CKA_" + EVIDENCE_ATTRIBUTES[name], True, False)
     if version.spec.distributable and version.sealed_at is not None and flags.get("extractable") is True:

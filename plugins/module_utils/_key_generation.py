@@ -133,7 +133,9 @@ def apply_generation(store, plans, context, check_mode, policy=BASELINE):
             key_versions.append(version.record(now))
             events.append(build_event(action, "success", context, key=key_section(version, store.token_label),
                                       reason=", ".join(plan.changes) or None))
-        if any(plan.action == "create" and plan.spec.distributable for plan in plans) and not check_mode:
+        # recipients and replicas pin the package signer at enrollment: it exists from the first key that leaves
+        if any(plan.action == "create" and (plan.spec.distributable or plan.spec.backup) for plan in plans) \
+                and not check_mode:
             ensure_package_signer(store, context, events)
     except KeyLifecycleError as exc:
         exc.audit_events = events + [_failure_event(plan, context, store.token_label, exc)]

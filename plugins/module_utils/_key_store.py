@@ -331,6 +331,21 @@ class TokenKeyStore:
         self._decoded[(current.name, current.version)] = updated
         return updated
 
+    def record_copy(self, version, objects):
+        """Record a version copied onto this token from another (a replica, or a primary restored from one): its key
+        objects, already stored, and its metadata exactly as the source token holds it (same revision)."""
+        self._keep_lease()
+        self.objects.add_key_objects(version.label, objects)
+        self._write_metadata(version, "metadata of the copy of %s" % version.label)
+        self._versions.add((version.name, version.version))
+        self._decoded[(version.name, version.version)] = version
+
+    def record_revision(self, version):
+        """Write a newer revision of a copied version's metadata as the source token holds it."""
+        self._keep_lease()
+        self._write_metadata(version, "metadata update of the copy of %s" % version.label)
+        self._decoded[(version.name, version.version)] = version
+
     def set_usage(self, version, disabled):
         """Switch usages off on the version's key objects (the token then refuses those operations)."""
         self._keep_lease()

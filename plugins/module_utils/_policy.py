@@ -191,7 +191,8 @@ def _switch(option, given):
 
 # The lifecycle actions an authorization policy names. Reading (key_info, reports, audit_verify) is never restricted
 # beyond opening the token.
-AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute", "journal_rollover")
+AUTHORIZED_ACTIONS = ("generate", "rotate", "compromise_rotate", "destroy", "distribute", "journal_rollover",
+                      "replicate")
 #: an operator or approver name, as recorded in audit records (user.name, keylifecycle.approved_by)
 PERSON_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}\Z")
 #: a change or ticket reference (keylifecycle.change_ref)

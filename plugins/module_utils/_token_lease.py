@@ -66,6 +66,8 @@ MODULE_ACTIONS = {
     "key_distribute": "key-distribute",
     "key_install": "key-install",
     "recipient_enroll": "transport-key-enroll",
+    "key_replicate": "key-replicate",
+    "replica_install": "replica-install",
 }
 
 

@@ -15,7 +15,8 @@ key* is an RSA public key object:
 * CKA_MODIFIABLE false where the token allows it (tried again without it only if the token refuses it);
   CKA_DESTROYABLE is left true: false would stop the officer's revocation too;
 * CKA_ID: the first 16 bytes of the sha256 of its DER SubjectPublicKeyInfo;
-* CKA_LABEL ``trusted-transport:<recipient>@<host>:<fingerprint>``, or ``trusted-replica:<replica>@<host>:<fingerprint>``
+* CKA_LABEL ``trusted-transport:<recipient>@<host>:<fingerprint>``, or
+  ``trusted-replica:<replica>@<host>:<fingerprint>``
   for a replica token's transport key (kind ``replica``, docs/replication.md).
 
 A replica also gets a *replica key-encryption key* (KEK): the Security Officer generates it in the same session, an

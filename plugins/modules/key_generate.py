@@ -106,7 +106,7 @@ options:
     default: false
   backup:
     description:
-      - Whether the key's versions survive the loss of this token: each new version is generated CKA_EXTRACTABLE
+      - Whether the key's versions survive the loss of this token. Each new version is generated CKA_EXTRACTABLE
         and CKA_WRAP_WITH_TRUSTED, so the token lets it leave only wrapped under a key the Security Officer made
         trusted (a replica token's, M(secops.keylifecycle.recipient_approve) with O(secops.keylifecycle.recipient_approve#module:kind=replica)),
         and M(secops.keylifecycle.key_replicate) copies it to the replicas (docs/replication.md). Without it a

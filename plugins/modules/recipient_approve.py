@@ -98,7 +98,7 @@ options:
           - V(recipient), a service that receives distributable keys; or V(replica), a replica token that receives
             copies of the backup keys (M(secops.keylifecycle.key_replicate), docs/replication.md).
           - A replica's key is labelled C(trusted-replica:<name>@<host>:<fingerprint>), and the officer also
-            generates its key-encryption key in the token (C(replica-kek:<name>@<host>:<fingerprint>): AES-256,
+            generates its key-encryption key in the token (C(replica-kek:<name>@<host>:<fingerprint>), AES-256,
             trusted, wrap-only, extractable only under trusted keys, not modifiable), under which RSA and EC keys
             travel. Revoking a replica destroys both.
         type: str

@@ -93,10 +93,10 @@ def test_a_backup_key_leaves_the_token_only_under_the_replica_keys_the_officer_m
     with _raw_session(hsm_token) as session:
         _public, private = _backup_ec_pair(session)
         with pytest.raises(p11_exc.AttributeReadOnly):  # no trusted KEK of the operator's own
-            session.generate_key(KeyType.AES, 256, store=False, template={Attribute.TRUSTED: True,
-                                                                           Attribute.WRAP: True})
-        own = session.generate_key(KeyType.AES, 256, store=False, template={Attribute.WRAP: True,
-                                                                             Attribute.EXTRACTABLE: True})
+            session.generate_key(KeyType.AES, 256, store=False,
+                                 template={Attribute.TRUSTED: True, Attribute.WRAP: True})
+        own = session.generate_key(KeyType.AES, 256, store=False,
+                                   template={Attribute.WRAP: True, Attribute.EXTRACTABLE: True})
         blob = None
         with pytest.raises(p11_exc.KeyNotWrappable):
             blob = own.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD)

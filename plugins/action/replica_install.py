@@ -1,0 +1,21 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import LifecycleActionBase
+
+
+class ActionModule(LifecycleActionBase):
+    """Controller side of secops.keylifecycle.replica_install (see plugin_utils/_lifecycle_action.py)."""
+
+    AUDIT_ACTION = "replica-install"
+    AUTHORIZATION_ACTION = "replicate"
+    TOKEN_IS_PER_HOST = True
+
+    def requested_keys(self, args):
+        packages = args.get("packages")
+        if not isinstance(packages, list):
+            return []
+        return sorted({str(p.get("name")) for p in packages if isinstance(p, dict) and p.get("name")})

@@ -1,0 +1,640 @@
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Replica tokens: copy every version of the backup keys to tokens the Security Officer approved (key_replicate),
+and store those copies on the replica (replica_install).
+
+PRIVATE: not part of the public interface. docs/replication.md explains the model.
+
+A *replica* is another token (another HSM partition) whose transport key pair was generated in it
+(recipient_enroll) and approved as kind ``replica`` by the Security Officer of the source token
+(``_trusted_keys``: a trusted RSA transport key and the replica's key-encryption key, KEK). A key generated with
+``backup`` is CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED, so the source token wraps it only under those keys:
+
+* an AES version: C_WrapKey(CKM_RSA_PKCS_OAEP) under the replica's trusted transport key;
+* an RSA or EC private key: C_WrapKey(CKM_AES_KEY_WRAP_PAD, RFC 5649) under the replica's KEK, and the KEK, once per
+  task, C_WrapKey(CKM_RSA_PKCS_OAEP) under the transport key. The replica unwraps the KEK as a session object
+  (gone when the session closes) and the private keys with it; the public key travels as PEM.
+
+Every package carries the version's metadata exactly as the source token holds it (its newest revision), and is
+signed by the source token's package-signing key (``_package_signing``), which the replica pinned at enrollment.
+The replica checks the signature, unwraps each key as a session object, checks it against the signed metadata
+(the AES key check value computed in its token; for a key pair, a signature made with the unwrapped private key
+that verifies under the signed public key, whose fingerprint is the one in the metadata), and only then copies it
+onto its token: sensitive, extractable only under trusted keys (so that it can be restored to a primary its own
+Security Officer approved), with the usages of its state. Its metadata object is the source's, byte for byte.
+
+What a replica must hold: every version of a backup key that is not destroyed, in its newest revision
+(``install`` with the wrapped key, ``update`` with metadata only); a version destroyed on the source is
+``withdrawn`` at the replica (key objects destroyed, the token searched again, the tombstone revision written).
+A version the source cannot wrap (generated before backup was set: not extractable) is ``blocked``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass, field
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import (
+    DEFAULT,
+    Attribute,
+    KeyType,
+    Mechanism,
+    ObjectClass,
+    p11_exc,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._drift import allowed_usages
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
+    KeyConflict,
+    KeyNotFound,
+    MechanismUnsupported,
+    PackageRejected,
+    PolicyViolation,
+    TokenOperationFailed,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    MetadataCorrupt,
+    KeyVersion,
+    validate_name,
+    version_label,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
+    ensure_package_signer,
+    signer_record,
+    verify_package,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
+    load_public_key,
+    sign_in_token,
+    signature_valid,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import offered_mechanisms
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    EC_NO_USAGES,
+    check_value,
+    destroy_quietly,
+    public_key_attributes,
+    spki_fingerprint,
+    usage_template,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_replica_kek
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
+    FINGERPRINT_RE,
+    OAEP_HASHES,
+    load_transport_public_key,
+    mechanism_name,
+    oaep_parameters,
+)
+
+REPLICA_PACKAGE_FORMAT = 1
+KEK_MECHANISM = "CKM_AES_KEY_WRAP_PAD:rfc5649"
+NOT_EXTRACTABLE_WHY = "not extractable: generated before backup was set; rotate the key to back up its next version"
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
+_HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
+ACTIONS = ("install", "update", "withdraw")
+
+
+# ---- the source token (key_replicate) ------------------------------------------------------------
+
+@dataclass
+class Replica:
+    """One entry of key_replicate's ``replicas``, checked."""
+
+    name: str
+    host: str
+    public_key: object
+    fingerprint: str
+    held: dict  # (name, version) -> {"id", "revision", "state"}: what replica_install reported
+    oaep_hashes: tuple | None = None
+
+
+@dataclass
+class ReplicaPlan:
+    replica: Replica
+    packages: list = field(default_factory=list)   # (version, action)
+    unchanged: list = field(default_factory=list)  # versions the replica holds in their newest revision
+    blocked: list = field(default_factory=list)    # dicts: name, version, id, why
+    trusted_key: object = None  # the replica's trusted transport key (_trusted_keys.TrustedTransportKey)
+    kek: object = None          # its KEK, where a key pair is to be wrapped
+
+    def installs(self):
+        return [version for version, action in self.packages if action == "install"]
+
+
+@dataclass
+class ReplicationResult:
+    replicas: list
+    audit_events: list
+    diff: dict
+    changed: bool = False  # true only when the package-signing key was generated
+    package_signer: dict | None = None
+
+
+def _held_entry(raw, where):
+    try:
+        key = (validate_name(raw["name"], "%s.name" % where), int(raw["version"]))
+        return key, {"id": str(raw["id"]), "revision": int(raw["revision"]), "state": str(raw["state"])}
+    except (KeyError, TypeError, ValueError):
+        raise InvalidOption("%s must be the held list that replica_install returned (name, version, id, revision, "
+                            "state)." % where, option="replicas") from None
+
+
+def parse_replicas(raw_replicas, policy):
+    """Validate key_replicate's ``replicas``: names, hosts, transport public keys, pins, what each holds."""
+    if not isinstance(raw_replicas, list) or not raw_replicas:
+        raise InvalidOption("replicas must list at least one replica ({name, host, public_key_pem, fingerprint, "
+                            "held}).", option="replicas")
+    replicas, seen = [], set()
+    for index, raw in enumerate(raw_replicas):
+        where = "replicas[%d]" % index
+        name = validate_name(raw.get("name"), "%s.name" % where)
+        host = str(raw.get("host") or name)
+        if (name, host) in seen:
+            raise InvalidOption("replica %r on %s is listed twice in replicas; list it once." % (name, host),
+                                option="replicas")
+        seen.add((name, host))
+        pin = raw.get("fingerprint") or None
+        if pin is None and policy.require_transport_key_pin:
+            raise PolicyViolation("replica %r on %s has no pinned transport key fingerprint, and "
+                                  "policy.require_transport_key_pin is on. Pin the fingerprint recipient_enroll "
+                                  "reported on the replica." % (name, host), option="replicas")
+        if pin is not None and not (isinstance(pin, str) and FINGERPRINT_RE.match(pin.lower())):
+            raise InvalidOption("%s.fingerprint %r must be sha256: followed by 64 hex digits." % (where, pin),
+                                option="replicas")
+        public_key, fingerprint = load_transport_public_key(raw.get("public_key_pem"), "replica %r on %s"
+                                                            % (name, host), pin, policy.min_rsa_bits)
+        held = dict(_held_entry(entry, "%s.held[%d]" % (where, i)) for i, entry in enumerate(raw.get("held") or ()))
+        hashes = raw.get("oaep_hashes")
+        if hashes is not None and not (isinstance(hashes, list) and all(h in OAEP_HASHES for h in hashes)):
+            raise InvalidOption("%s.oaep_hashes must be the OAEP hashes the replica's token unwraps with "
+                                "(recipient_enroll's transport_key.oaep_hashes)." % where, option="replicas")
+        replicas.append(Replica(name=name, host=host, public_key=public_key, fingerprint=fingerprint, held=held,
+                                oaep_hashes=tuple(hashes) if hashes is not None else None))
+    return replicas
+
+
+def backup_keys(store, names=None):
+    """Names of the keys whose versions go to replicas: every key with a version generated for backup (or whose
+    spec now says backup); ``names`` selects some (each must exist)."""
+    selected = []
+    for name in names if names is not None else store.names():
+        versions = store.versions(name)
+        if not versions:
+            raise KeyNotFound("key %r does not exist on token %r." % (name, store.token_label), option="keys")
+        if versions[-1].spec.backup or any(v.wrap_with_trusted and not v.spec.distributable for v in versions):
+            selected.append(name)
+        elif names is not None:
+            raise PolicyViolation("key %r is not a backup key: generate it (or its next version) with backup: true "
+                                  "to copy it to replicas." % name, option="keys")
+    return selected
+
+
+def _copyable(version):
+    return version.wrap_with_trusted and version.evidence.get("extractable") is not False
+
+
+def plan_replica(store, replica, names):
+    """What one replica receives (install, update), keeps, loses (withdraw) or cannot get (blocked)."""
+    plan = ReplicaPlan(replica)
+    for name in names:
+        for version in store.versions(name):
+            have = replica.held.get((version.name, version.version))
+            if have is not None and have["id"] != version.key_id:
+                raise KeyConflict(
+                    "replica %r holds %s with CKA_ID %s, but token %r has it with %s: the replica holds copies of "
+                    "another token. Replicate to a token that holds nothing of this key."
+                    % (replica.name, version.label, have["id"], store.token_label, version.key_id),
+                    option="replicas")
+            if version.state == "destroyed":
+                if have is not None and have["state"] != "destroyed":
+                    plan.packages.append((version, "withdraw"))
+                continue
+            if have is None:
+                if _copyable(version):
+                    plan.packages.append((version, "install"))
+                else:
+                    plan.blocked.append({"name": version.name, "version": version.version, "id": version.key_id,
+                                         "why": NOT_EXTRACTABLE_WHY})
+            elif have["revision"] < version.revision:
+                plan.packages.append((version, "update"))
+            else:
+                plan.unchanged.append(version)
+    return plan
+
+
+def plan_replication(store, replicas, names, trusted_keys):
+    """Every replica's plan, each with its approved replica key; refuses (before any wrap) a replica the Security
+    Officer did not approve, or one without its KEK where a key pair is to be copied."""
+    plans = [plan_replica(store, replica, names) for replica in replicas]
+    for plan in plans:
+        replica = plan.replica
+        plan.trusted_key = next((key for key in trusted_keys if key.kind == "replica" and (
+            key.fingerprint, key.recipient, key.host) == (replica.fingerprint, replica.name, replica.host)), None)
+        if plan.trusted_key is None and plan.installs():
+            raise PolicyViolation(
+                "No replica key approved by the Security Officer for replica %r on %s (transport key %s); nothing "
+                "was wrapped. Ask the Security Officer to approve it (secops.keylifecycle.recipient_approve with "
+                "kind: replica)." % (replica.name, replica.host, replica.fingerprint), option="replicas")
+        if any(version.spec.type != "aes" for version in plan.installs()):
+            plan.kek = find_replica_kek(store.session, plan.trusted_key)
+            if plan.kek is None:
+                raise PolicyViolation(
+                    "Replica %r on %s has no key-encryption key on token %r (replica-kek:...), so its RSA and EC keys "
+                    "cannot be wrapped; nothing was wrapped. Ask the Security Officer to approve the replica again "
+                    "(recipient_approve, kind: replica), which makes it."
+                    % (replica.name, replica.host, store.token_label), option="replicas")
+    return plans
+
+
+def choose_oaep_hash(replicas, token_hashes, token_label):
+    """The first of ``token_hashes`` (the source token's, strongest first) that every replica's token unwraps with;
+    MechanismUnsupported (nothing wrapped) when there is none."""
+    for name in token_hashes:
+        if all(replica.oaep_hashes is None or name in replica.oaep_hashes for replica in replicas):
+            return name
+    raise MechanismUnsupported(
+        "Token %r wraps with RSA-OAEP under %s, and not every replica's token unwraps with one of them (their "
+        "transport_key.oaep_hashes: %s); nothing was wrapped. Give the replicas tokens that unwrap with one of "
+        "them, or replicate to them in separate tasks." % (token_label, ", ".join(token_hashes), "; ".join(
+            "%s: %s" % (r.name, ", ".join(r.oaep_hashes or ())) for r in replicas)), option="replicas")
+
+
+def _b64(blob):
+    return base64.b64encode(bytes(blob)).decode("ascii") if blob is not None else None
+
+
+def _package(store, plan, version, action, oaep_hash, wrapped):
+    package = {
+        "format": REPLICA_PACKAGE_FORMAT, "kind": "replica", "action": action,
+        "source_token": store.token_label, "replica": plan.replica.name, "replica_host": plan.replica.host,
+        "transport_key_fingerprint": plan.replica.fingerprint,
+        "name": version.name, "version": version.version, "id": version.key_id, "type": version.spec.type,
+        "revision": version.revision, "state": version.state,
+        "metadata": version.encode().decode("utf-8"),
+        "public_key_pem": None, "mechanism": None, "wrapped": _b64(wrapped),
+    }
+    if action == "install":
+        if version.spec.type == "aes":
+            package["mechanism"] = mechanism_name(oaep_hash)
+        else:
+            package["mechanism"] = KEK_MECHANISM
+            package["public_key_pem"] = store.public_key_pem(version.name, version.version)
+    return package
+
+
+def _wrap_version(store, plan, version, params):
+    label = version.label
+    with pkcs11_errors("C_WrapKey for %s" % label, token_label=store.token_label):
+        try:
+            if version.spec.type == "aes":
+                return store.wrap_secret(version, plan.trusted_key.obj, Mechanism.RSA_PKCS_OAEP, params)
+            private = store.private_key(version.name, version.version)
+            return bytes(plan.kek.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        except p11_exc.KeyNotWrappable:
+            raise PolicyViolation(
+                "The token refused to wrap %s for replica %r (CKR_KEY_NOT_WRAPPABLE): it leaves only under keys "
+                "the Security Officer made trusted. Ask the Security Officer to approve the replica "
+                "(recipient_approve, kind: replica)." % (label, plan.replica.name), option="replicas") from None
+
+
+def apply_replication(store, plans, oaep_hash, context, check_mode):
+    """Wrap every install, wrap each replica's KEK once where a key pair goes, sign every package (package-signing
+    key, generated on first use). In check mode: the packages without wrapped keys and unsigned."""
+    events, out = [], []
+    signer, created = None, False
+    if not check_mode and any(plan.packages for plan in plans):
+        signer, created = ensure_package_signer(store, context, events)
+    params = oaep_parameters(oaep_hash)
+    for plan in plans:
+        packages, kek_package = [], None
+        if plan.kek is not None and not check_mode:
+            with pkcs11_errors("C_WrapKey of the replica KEK", token_label=store.token_label):
+                blob = plan.trusted_key.obj.wrap_key(plan.kek, mechanism=Mechanism.RSA_PKCS_OAEP,
+                                                     mechanism_param=params)
+                kek_id = bytes(plan.kek[Attribute.ID]).hex()
+            kek_package = {"format": REPLICA_PACKAGE_FORMAT, "kind": "replica-kek", "source_token": store.token_label,
+                           "replica": plan.replica.name, "replica_host": plan.replica.host,
+                           "transport_key_fingerprint": plan.replica.fingerprint, "id": kek_id,
+                           "mechanism": mechanism_name(oaep_hash), "wrapped": _b64(blob)}
+        for version, action in plan.packages:
+            wrapped = None
+            if action == "install" and not check_mode:
+                wrapped = _wrap_version(store, plan, version, params)
+                events.append(_event(store, plan, version, oaep_hash, context, signer))
+            packages.append(_package(store, plan, version, action, oaep_hash, wrapped))
+        if signer is not None:
+            packages = [signer.sign(package) for package in packages]
+            kek_package = signer.sign(kek_package) if kek_package is not None else None
+        out.append({"name": plan.replica.name, "host": plan.replica.host,
+                    "transport_key_fingerprint": plan.replica.fingerprint,
+                    "trusted_key_label": plan.trusted_key.label if plan.trusted_key is not None else None,
+                    "oaep_hash": oaep_hash, "kek": kek_package, "packages": packages,
+                    "unchanged": [{"name": v.name, "version": v.version, "id": v.key_id} for v in plan.unchanged],
+                    "blocked": list(plan.blocked)})
+    return ReplicationResult(replicas=out, audit_events=events, diff=_diff(plans), changed=created,
+                             package_signer=signer.public_record() if signer is not None else signer_record(store))
+
+
+def _event(store, plan, version, oaep_hash, context, signer):
+    section = key_section(version, store.token_label)
+    section.update(recipient=plan.replica.name, recipient_host=plan.replica.host,
+                   mechanism=mechanism_name(oaep_hash) if version.spec.type == "aes" else "CKM_AES_KEY_WRAP_PAD:kwp",
+                   transport_key_fingerprint=plan.replica.fingerprint, trusted_wrapping=True,
+                   trusted_key_label=plan.trusted_key.label, trusted_kind="replica")
+    if signer is not None and signer.version is not None:
+        section["package_signer_fingerprint"] = signer.version.public_key_fingerprint
+    return build_event("key-replicate", "success", context, key=section,
+                       reason="wrapped for replica %s" % plan.replica.name)
+
+
+def _diff(plans):
+    diff = {"before": {}, "after": {}}
+    for plan in plans:
+        held = plan.replica.held
+        diff["before"][plan.replica.name] = sorted("%s:v%d %s" % (name, number, have["state"])
+                                                   for (name, number), have in held.items())
+        after = {(v.name, v.version): v.state for v in plan.unchanged}
+        after.update({(v.name, v.version): v.state for v, _action in plan.packages})
+        for (name, number), have in held.items():
+            after.setdefault((name, number), have["state"])
+        diff["after"][plan.replica.name] = sorted("%s:v%d %s" % (name, number, state)
+                                                  for (name, number), state in after.items())
+    return diff
+
+
+# ---- the replica's token (replica_install) -------------------------------------------------------
+
+def held_versions(store):
+    """What this token holds of copied keys, for key_replicate's ``replicas[].held``: every version with metadata."""
+    held = []
+    for name in store.names():
+        for version in store.versions(name):
+            held.append({"name": version.name, "version": version.version, "id": version.key_id,
+                         "revision": version.revision, "state": version.state})
+    return held
+
+
+def _field(package, name, check, where, text):
+    value = package.get(name)
+    if not check(value):
+        raise InvalidOption("%s: %s %r is not valid; %s. Pass the packages key_replicate returned for this replica, "
+                            "unchanged." % (where, name, value, text), option="packages")
+    return value
+
+
+def validate_replica_package(package, index, transport_fingerprint):
+    """Check one replica package's fields and that it is addressed to this token's transport key; its metadata is
+    decoded (``KeyVersion``) and must name the same key, version, id, revision and state."""
+    where = "packages[%d]" % index
+    if not isinstance(package, dict):
+        raise InvalidOption("%s is not a package: pass the packages key_replicate returned." % where,
+                            option="packages")
+    _field(package, "format", lambda v: v == REPLICA_PACKAGE_FORMAT, where, "this version reads format %d"
+           % REPLICA_PACKAGE_FORMAT)
+    _field(package, "kind", lambda v: v == "replica", where, "a replica package")
+    _field(package, "action", lambda v: v in ACTIONS, where, "one of %s" % ", ".join(ACTIONS))
+    _field(package, "metadata", lambda v: isinstance(v, str), where, "the version's metadata")
+    _field(package, "wrapped", lambda v: v is None or (isinstance(v, str) and bool(_BASE64.match(v))), where,
+           "base64 of the wrapped key, or null")
+    if package.get("transport_key_fingerprint") != transport_fingerprint:
+        raise PackageRejected(
+            "%s is addressed to transport key %s, not to this token's (%s). Nothing was installed. Pass each replica "
+            "only the packages key_replicate made for it." % (where, package.get("transport_key_fingerprint"),
+                                                              transport_fingerprint), option="packages")
+    try:
+        label = version_label(validate_name(package.get("name"), "%s.name" % where), int(package.get("version")))
+        version = KeyVersion.decode(label, package["metadata"].encode("utf-8"))
+    except (MetadataCorrupt, TypeError, ValueError) as exc:
+        raise PackageRejected("%s: its metadata cannot be read (%s). Nothing was installed." % (where, exc),
+                              option="packages") from None
+    if (version.key_id, version.revision, version.state, version.spec.type) != (
+            package.get("id"), package.get("revision"), package.get("state"), package.get("type")):
+        raise PackageRejected("%s: its metadata does not match the package (id, revision, state or type). Nothing was "
+                              "installed." % where, option="packages")
+    if package["action"] == "install" and package["wrapped"] is None:
+        raise InvalidOption("%s installs %s but carries no wrapped key (made in check mode?). Run key_replicate "
+                            "again without --check." % (where, label), option="packages")
+    return version
+
+
+def decode_blob(text, where):
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidOption("%s: wrapped is not valid base64." % where, option="packages") from None
+
+
+@dataclass
+class ReplicaInstallResult:
+    changed: bool
+    audit_events: list
+    diff: dict
+    installed: list
+    held: list
+
+
+class ReplicaInstaller:
+    """Stores verified copies on this token (a TokenKeyStore) with the transport key and pinned package signer of
+    its recipient store (``_recipient_store.RecipientTokenStore``)."""
+
+    def __init__(self, store, transport, signer, policy, restore=False):
+        self.store = store
+        self.transport = transport
+        self.signer = signer
+        self.policy = policy
+        self.restore = restore
+        self._kek = None
+        self._mechanisms = None
+
+    def check(self, packages, kek_package):
+        """Every package verified and decoded before anything is stored; returns ``[(package, version), ...]``
+        for those that change this token (older or equal revisions are already applied)."""
+        if self.transport is None:
+            raise KeyNotFound("Token %r has no transport key: run recipient_enroll on it first (name: the replica's "
+                              "name)." % self.store.token_label, option="transport_key_label")
+        if self.signer is None:
+            raise PackageRejected("Token %r pins no package signer: run recipient_enroll with the source token's "
+                                  "package_signer (key_info or key_replicate) first." % self.store.token_label,
+                                  option="packages")
+        if kek_package is not None:
+            verify_package(kek_package, self.signer.public_key, where="the replica KEK package")
+            if kek_package.get("transport_key_fingerprint") != self.transport.fingerprint:
+                raise PackageRejected("The replica KEK package is addressed to another transport key. Nothing was "
+                                      "installed.", option="kek")
+        todo = []
+        for index, package in enumerate(packages):
+            verify_package(package, self.signer.public_key, where="packages[%d]" % index)
+            version = validate_replica_package(package, index, self.transport.fingerprint)
+            current = self.store.version(version.name, version.version)
+            if current is not None and current.key_id != version.key_id:
+                raise KeyConflict("%s on token %r has CKA_ID %s, but the package's is %s: this token holds another "
+                                  "key under that label. Nothing was installed."
+                                  % (version.label, self.store.token_label, current.key_id, version.key_id),
+                                  option="packages")
+            if current is not None and current.revision >= version.revision:
+                continue  # applied already (or a replay of an older revision): nothing to do
+            if package["action"] == "install" and current is None:
+                if package["type"] != "aes" and kek_package is None:
+                    raise InvalidOption("packages[%d] (%s) needs the replica KEK package (kek) that key_replicate "
+                                        "returned with it." % (index, version.label), option="kek")
+            elif current is None:
+                continue  # an update or withdrawal of a version this token never held
+            todo.append((package, version, current))
+        return todo
+
+    def apply(self, todo, kek_package, context, check_mode):
+        events = []
+        for package, version, current in todo:
+            if check_mode:
+                continue
+            if current is None:
+                self._install(package, version, kek_package)
+                action = "key-restore" if self.restore else "replica-install"
+            elif version.state == "destroyed":
+                self._withdraw(current, version)
+                action = "replica-withdraw"
+            else:
+                self._update(current, version)
+                action = "key-restore" if self.restore else "replica-update"
+            reason = "copy of revision %d from token %s" % (version.revision, package.get("source_token"))
+            events.append(build_event(action, "success", context, key=key_section(version, self.store.token_label),
+                                      reason=reason))
+        return events
+
+    # ---- steps ------------------------------------------------------------------------------------
+
+    def _usages(self, version):
+        return allowed_usages(version, self.policy.compromise_disables_decrypt)
+
+    def _offered(self):
+        if self._mechanisms is None:
+            self._mechanisms = offered_mechanisms(self.store.session, self.store.token_label)
+        return self._mechanisms
+
+    def _kek_key(self, kek_package):
+        if self._kek is None:
+            blob = decode_blob(kek_package["wrapped"], "kek")
+            oaep_hash = kek_package["mechanism"].split(":", 1)[1]
+            try:
+                self._kek = self.transport.private.unwrap_key(
+                    ObjectClass.SECRET_KEY, KeyType.AES, blob, mechanism=Mechanism.RSA_PKCS_OAEP,
+                    mechanism_param=oaep_parameters(oaep_hash), store=False,
+                    template={Attribute.TOKEN: False, Attribute.UNWRAP: True, Attribute.WRAP: False,
+                              Attribute.ENCRYPT: False, Attribute.DECRYPT: False, Attribute.SENSITIVE: True,
+                              Attribute.EXTRACTABLE: False})
+            except p11_exc.PKCS11Error as exc:
+                raise PackageRejected("The replica KEK did not unwrap under this token's transport key (%s): it was "
+                                      "made for another replica. Nothing was installed." % type(exc).__name__,
+                                      option="kek") from None
+        return self._kek
+
+    def _install(self, package, version, kek_package):
+        blob = decode_blob(package["wrapped"], version.label)
+        if version.spec.type == "aes":
+            objects = [self._install_secret(package, version, blob)]
+        else:
+            objects = self._install_pair(package, version, blob, self._kek_key(kek_package))
+        self.store.record_copy(version, objects)
+
+    def _common(self, version):
+        return {Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: True, Attribute.WRAP_WITH_TRUSTED: True, Attribute.MODIFIABLE: True,
+                Attribute.ID: bytes.fromhex(version.key_id), Attribute.LABEL: version.label}
+
+    def _install_secret(self, package, version, blob):
+        usages = self._usages(version)
+        template = {**self._common(version), Attribute.ENCRYPT: True,
+                    **usage_template(usages, skip=("encrypt",))}
+        oaep_hash = package["mechanism"].split(":", 1)[1]
+        try:
+            key = self.transport.private.unwrap_key(
+                ObjectClass.SECRET_KEY, KeyType.AES, blob, mechanism=Mechanism.RSA_PKCS_OAEP,
+                mechanism_param=oaep_parameters(oaep_hash), store=False, template=template)
+        except p11_exc.PKCS11Error as exc:
+            raise PackageRejected("The package for %s did not unwrap under this token's transport key (%s). Nothing "
+                                  "more was installed." % (version.label, type(exc).__name__),
+                                  option="packages") from None
+        with pkcs11_errors("key check value of %s" % version.label, token_label=self.store.token_label):
+            kcv = check_value(key)
+        if kcv != version.key_check_value:
+            destroy_quietly(key)
+            raise PackageRejected("The key unwrapped for %s has check value %s, but its signed metadata says %s. "
+                                  "Nothing more was installed." % (version.label, kcv, version.key_check_value),
+                                  option="packages")
+        with pkcs11_errors("C_CopyObject for %s" % version.label, token_label=self.store.token_label):
+            stored = key.copy({Attribute.TOKEN: True, Attribute.ENCRYPT: "encrypt" in usages})
+            destroy_quietly(key)
+        return stored
+
+    def _install_pair(self, package, version, blob, kek):
+        public_key = load_public_key(package.get("public_key_pem"))
+        if public_key is None or spki_fingerprint(public_key) != version.public_key_fingerprint:
+            raise PackageRejected("The public key in the package for %s is not the one its signed metadata names "
+                                  "(%s). Nothing more was installed." % (version.label,
+                                                                         version.public_key_fingerprint),
+                                  option="packages")
+        usages = self._usages(version)
+        skip = EC_NO_USAGES if version.spec.type == "ec" else ()
+        # python-pkcs11 adds every capability attribute to an unwrap template; a private key has only these
+        template = {Attribute.ENCRYPT: DEFAULT, Attribute.VERIFY: DEFAULT, Attribute.WRAP: DEFAULT,
+                    **self._common(version), **usage_template(usages, "private", skip), Attribute.SIGN: True}
+        if version.spec.type == "ec":
+            template[Attribute.DERIVE] = False
+        key_type = KeyType.RSA if version.spec.type == "rsa" else KeyType.EC
+        try:
+            private = kek.unwrap_key(ObjectClass.PRIVATE_KEY, key_type, blob,
+                                     mechanism=Mechanism.AES_KEY_WRAP_PAD, store=False, template=template)
+        except p11_exc.PKCS11Error as exc:
+            raise PackageRejected("The package for %s did not unwrap under the replica KEK (%s). Nothing more was "
+                                  "installed." % (version.label, type(exc).__name__), option="packages") from None
+        if not _pair_matches(private, public_key, version.spec.type, self._offered()):
+            destroy_quietly(private)
+            raise PackageRejected("The private key unwrapped for %s does not match its signed public key %s. Nothing "
+                                  "more was installed." % (version.label, version.public_key_fingerprint),
+                                  option="packages")
+        with pkcs11_errors("C_CopyObject for %s" % version.label, token_label=self.store.token_label):
+            stored = private.copy({Attribute.TOKEN: True, Attribute.SIGN: "sign" in usages})
+            destroy_quietly(private)
+            public = self.store.session.create_object({
+                **public_key_attributes(public_key), Attribute.TOKEN: True, Attribute.PRIVATE: False,
+                Attribute.MODIFIABLE: True, Attribute.ID: bytes.fromhex(version.key_id),
+                Attribute.LABEL: version.label, **usage_template(usages, "public", skip)})
+        return [stored, public]
+
+    def _update(self, current, version):
+        disabled = set(current.spec.usage) - self._usages(version)
+        self.store.set_usage(version, sorted(disabled))
+        self.store.record_revision(version)
+
+    def _withdraw(self, current, version):
+        self.store.destroy_key_objects(current)
+        found = self.store.verify_absent(current)
+        if found:
+            raise TokenOperationFailed("After C_DestroyObject of the copy of %s, token %r still holds %s; the "
+                                       "tombstone was not written. Inspect the token." % (
+                                           version.label, self.store.token_label, "; ".join(found)))
+        self.store.record_revision(version)
+
+
+def _pair_matches(private, public_key, key_type, offered):
+    """Sign a random challenge with the unwrapped private key (in the token) and verify it under the signed public
+    key (in software, ``_signatures``): the pair is the one the metadata names."""
+    challenge = os.urandom(32)
+    try:
+        return signature_valid(public_key, sign_in_token(private, key_type, offered, challenge), challenge)
+    except p11_exc.PKCS11Error:
+        return False
+
+
+def describe_installed(todo):
+    """What replica_install changed (or would), for its result and diff."""
+    return [{"name": version.name, "version": version.version, "id": version.key_id, "revision": version.revision,
+             "state": version.state, "action": "install" if current is None else (
+                 "withdraw" if version.state == "destroyed" else "update")} for _p, version, current in todo]

@@ -1,0 +1,183 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: secops.keylifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: replica_install
+short_description: Store on a replica token the signed copies key_replicate made, and report what it holds
+version_added: 0.3.0
+description:
+  - Runs on the replica token's host, with that token's user PIN. The token was enrolled first with
+    M(secops.keylifecycle.recipient_enroll) (its transport key pair, generated in it, and the source token's
+    package signer, pinned), and the source token's Security Officer approved its transport key as a replica
+    (M(secops.keylifecycle.recipient_approve), C(kind=replica)).
+  - Every package (and the key-encryption key package, RV(secops.keylifecycle.key_replicate#module:replicas[].kek))
+    is checked before anything is stored - signed by the pinned package signer, addressed to this token's transport
+    key, its metadata readable and consistent - and a refused batch changes nothing.
+  - Each key is unwrapped in the token as a session object and checked against its signed metadata (the AES key
+    check value computed in the token; for RSA and EC, a signature made with the unwrapped private key verifies under
+    the signed public key, whose fingerprint is the recorded one), then copied onto the token with the label and
+    CKA_ID of the source, CKA_SENSITIVE true, CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED true (it leaves only under a
+    key this token's Security Officer made trusted, for a restore), and the usages of its state. Its metadata object
+    is the source's, byte for byte, in the same revision.
+  - A newer revision updates the copy (usages of its new state, then its metadata); a destroyed version's copy is
+    destroyed (C_DestroyObject), the token searched again by CKA_ID, CKA_LABEL and check value, and only then the
+    tombstone revision written. A revision older than or equal to the one held is ignored, so a replayed package
+    changes nothing.
+  - Always returns RV(held), what the token holds, for O(secops.keylifecycle.key_replicate#module:replicas[].held);
+    with O(packages) empty it only reports.
+  - Each change is journaled (C(replica-install), C(replica-update), C(replica-withdraw); C(key-restore) where
+    O(restore=true)). Like M(secops.keylifecycle.key_install), it signs no checkpoint.
+author:
+  - secops.keylifecycle maintainers (@secops)
+extends_documentation_fragment:
+  - secops.keylifecycle.connection
+  - secops.keylifecycle.policy
+  - secops.keylifecycle.audit_context
+  - secops.keylifecycle.attributes
+  - secops.keylifecycle.attributes.action_group
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Every package is checked (signature, addressee, metadata); nothing is unwrapped or stored. RV(installed)
+        lists what would change.
+  diff_mode:
+    support: full
+    details:
+      - The versions (with their state) the token holds before and after.
+  idempotent:
+    support: full
+options:
+  packages:
+    description: The packages key_replicate made for this replica (RV(secops.keylifecycle.key_replicate#module:replicas[].packages)).
+    type: list
+    elements: dict
+    default: []
+  kek:
+    description: The replica KEK package key_replicate returned with them, needed where RSA or EC keys are installed.
+    type: dict
+  transport_key_label:
+    description: CKA_LABEL of the token's transport key pair (as recipient_enroll made it).
+    type: str
+    default: keylifecycle-transport
+  restore:
+    description: The copies rebuild a primary token from a replica (journaled as C(key-restore)).
+    type: bool
+    default: false
+seealso:
+  - module: secops.keylifecycle.key_replicate
+  - module: secops.keylifecycle.recipient_enroll
+"""
+
+EXAMPLES = r"""
+- name: Report what the replica holds
+  secops.keylifecycle.replica_install:
+  register: dr_before
+
+- name: Store the copies
+  secops.keylifecycle.replica_install:
+    packages: "{{ replication.replicas[0].packages }}"
+    kek: "{{ replication.replicas[0].kek }}"
+"""
+
+RETURN = r"""
+held:
+  description: Every version the token holds copies or tombstones of (name, version, id, revision, state).
+  returned: success
+  type: list
+  elements: dict
+installed:
+  description: The versions this task installed, updated or withdrew (in check mode, would), with the action.
+  returned: success
+  type: list
+  elements: dict
+audit_events:
+  description: One event per version changed.
+  returned: always
+  type: list
+  elements: dict
+policy_in_force:
+  description: Not returned (the token anchors no journal); see M(secops.keylifecycle.key_install).
+  returned: never
+  type: dict
+error_kind:
+  description: Category of the error (for example V(package_rejected), V(key_conflict)).
+  returned: failure
+  type: str
+error_option:
+  description: The option the error is about (for example V(packages)).
+  returned: failure
+  type: str
+"""
+
+from dataclasses import dataclass
+
+from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
+    AUDIT_CONTEXT_ARGSPEC,
+    POLICY_ARGSPEC,
+    HsmModule,
+    hsm_module_kwargs,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
+from ansible_collections.secops.keylifecycle.plugins.module_utils._replication import (
+    ReplicaInstaller,
+    ReplicaInstallResult,
+    describe_installed,
+    held_versions,
+)
+from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_TRANSPORT_KEY_LABEL
+
+ARGUMENT_SPEC = dict(
+    packages={"type": "list", "elements": "dict", "default": []},
+    kek={"type": "dict"},
+    transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
+    restore={"type": "bool", "default": False},
+    **POLICY_ARGSPEC,
+    **AUDIT_CONTEXT_ARGSPEC,
+)
+
+
+@dataclass
+class _Stores:
+    keys: TokenKeyStore
+    recipient: RecipientTokenStore
+
+
+def _view(held):
+    return sorted("%s:v%d %s" % (entry["name"], entry["version"], entry["state"]) for entry in held)
+
+
+def main():
+    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
+    params = module.params
+
+    def open_store(session, token_label):
+        return _Stores(TokenKeyStore(session, token_label).load(),
+                       RecipientTokenStore(session, token_label, params["transport_key_label"]).load())
+
+    def work(stores, policy, context):
+        before = held_versions(stores.keys)
+        installer = ReplicaInstaller(stores.keys, stores.recipient.transport, stores.recipient.package_signer,
+                                     policy, restore=params["restore"])
+        todo = installer.check(params["packages"], params["kek"]) if params["packages"] else []
+        events = installer.apply(todo, params["kek"], context, module.check_mode)
+        held = held_versions(stores.keys) if not module.check_mode else before
+        after = {(entry["name"], entry["version"]): entry for entry in before}
+        after.update({(entry["name"], entry["version"]): entry for entry in describe_installed(todo)})
+        diff = {"before": {"held": _view(before)}, "after": {"held": _view(after.values())}}
+        result = ReplicaInstallResult(changed=bool(todo), audit_events=events, diff=diff,
+                                      installed=describe_installed(todo), held=held)
+        return result, dict(held=held, installed=result.installed)
+
+    run_lifecycle_module(module, work, empty_result={"held": [], "installed": []}, open_store=open_store,
+                         anchor=False)
+
+
+if __name__ == "__main__":
+    main()

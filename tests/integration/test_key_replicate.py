@@ -1,0 +1,171 @@
+"""Replica tokens (docs/replication.md): backup keys copied to a second real SoftHSM2 token the Security Officer
+approved, kept in step through rotation and destruction, and checked by independent paths: the replica token read
+with python-pkcs11 (tests/helpers/read_token.py), AES-GCM across the two tokens, and packages unwrapped with
+``cryptography`` (RSA-OAEP, then RFC 5649 key unwrap) under a transport key the test made.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+
+from tests.conftest import make_token
+from tests.integration.test_key_distribute import encodings, files_under
+
+KEYS = [
+    {"name": "vault", "backup": True, "usage": ["encrypt", "decrypt"], "retention_period": "1d"},
+    {"name": "signer", "type": "ec", "backup": True},
+    {"name": "archive", "type": "rsa", "backup": True, "usage": ["sign", "verify"]},
+    {"name": "local-only"},
+]
+
+
+def replica_runner_args(replica):
+    return {"token_label": replica.label, "user_pin_file": str(replica.pin_file)}
+
+
+def enroll_and_approve(runner, token, replica):
+    """The replica token enrolled (transport key generated in it, the source's package signer pinned) and approved
+    by the source token's Security Officer as kind replica."""
+    signer = runner.task("key_info", {}).task["package_signer"]
+    assert signer and signer["fingerprint"].startswith("sha256:"), signer
+    enrolled = runner.task("recipient_enroll", dict(replica_runner_args(replica), package_signer=signer))
+    assert not enrolled.task.get("failed"), enrolled.output
+    transport = enrolled.task["transport_key"]
+    approved = runner.task("recipient_approve", {"so_pin_file": str(token.so_pin_file), "recipients": [
+        {"name": "dr", "host": "hsm-b", "kind": "replica", "public_key_pem": transport["public_key_pem"],
+         "fingerprint": transport["fingerprint"]}]})
+    assert not approved.task.get("failed"), approved.output
+    assert [entry["kind"] for entry in approved.task["approved"]] == ["replica"]
+    return transport
+
+
+def replicate(runner, replica, transport):
+    """replica_install (what it holds) -> key_replicate -> replica_install (store); returns both results."""
+    held = runner.task("replica_install", replica_runner_args(replica)).task
+    assert not held.get("failed"), held
+    made = runner.task("key_replicate", {"replicas": [{
+        "name": "dr", "host": "hsm-b", "public_key_pem": transport["public_key_pem"],
+        "fingerprint": transport["fingerprint"], "held": held["held"]}]})
+    assert not made.task.get("failed"), made.output
+    entry = made.task["replicas"][0]
+    stored = runner.task("replica_install", dict(replica_runner_args(replica), packages=entry["packages"],
+                                                 kek=entry["kek"]))
+    assert not stored.task.get("failed"), stored.output
+    return made.task, stored.task
+
+
+def key_state(token):
+    """label -> (id, revision, state) of the managed keys' newest metadata."""
+    return {label: (doc["id"], doc["revision"], doc["state"]) for label, doc in token.metadata().items()
+            if not label.startswith(("audit-checkpoint:", "package-signing:"))}
+
+
+def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
+    replica = make_token(token.root, "kl-replica")
+    assert runner.task("key_generate", {"keys": KEYS}).task["changed"]
+    transport = enroll_and_approve(runner, token, replica)
+
+    made, stored = replicate(runner, replica, transport)
+    labels = sorted(p["label"] if "label" in p else "%s:v%d" % (p["name"], p["version"])
+                    for p in made["replicas"][0]["packages"])
+    assert labels == ["archive:v1", "signer:v1", "vault:v1"]  # local-only is not a backup key
+    assert made["replicas"][0]["kek"]["wrapped"] and made["replicas"][0]["blocked"] == []
+    assert stored["changed"] and sorted(e["action"] for e in stored["installed"]) == ["install"] * 3
+    # the replica holds the same versions, ids, revisions and states: its metadata is the source's
+    assert key_state(replica) == {k: v for k, v in key_state(token).items() if not k.startswith("local-only")}
+    objects = {(o["label"], o["class"]): o for o in replica.objects()}
+    vault = objects[("vault:v1", "SECRET_KEY")]
+    assert vault["sensitive"] and vault["extractable"] and vault["kcv"] == token.metadata()["vault:v1"][
+        "key_check_value"]
+    private = objects[("signer:v1", "PRIVATE_KEY")]
+    assert private["sensitive"] and private["sign"] and not private["derive"]
+    assert objects[("archive:v1", "PUBLIC_KEY")]["modulus_bits"] == 3072
+
+    # key_info on the replica: the copies are what their metadata says (no drift, no anomaly)
+    info = runner.task("key_info", replica_runner_args(replica)).task
+    assert not info.get("failed"), info
+    assert info["drift"] == [] and info["anomalies"] == [], (info["drift"], info["anomalies"])
+
+    # data encrypted on the primary decrypts on the replica
+    nonce, sample = secrets.token_bytes(12), b"patient record 1138"
+    ok, ciphertext = token.gcm("encrypt", "vault:v1", nonce, sample)
+    assert ok
+    ok, plain = replica.gcm("decrypt", "vault:v1", nonce, bytes.fromhex(ciphertext))
+    assert ok and bytes.fromhex(plain) == sample
+
+    # nothing new: nothing wrapped, nothing stored
+    again, stored_again = replicate(runner, replica, transport)
+    assert again["replicas"][0]["packages"] == [] and not stored_again["changed"]
+
+    # rotation: the new version is installed, the old one updated to deactivated (decrypt-only on the replica too)
+    assert runner.task("key_rotate", {"name": "vault", "force": True}).task["changed"]
+    made, stored = replicate(runner, replica, transport)
+    assert sorted((e["name"], e["version"], e["action"]) for e in stored["installed"]) == [
+        ("vault", 1, "update"), ("vault", 2, "install")]
+    assert key_state(replica)["vault:v1"][2] == "deactivated" and key_state(replica)["vault:v2"][2] == "active"
+    objects = {(o["label"], o["class"]): o for o in replica.objects()}
+    assert objects[("vault:v1", "SECRET_KEY")]["decrypt"] and not objects[("vault:v1", "SECRET_KEY")]["encrypt"]
+
+    # destruction once retention has passed: the copy is destroyed and verified absent on the replica
+    clock.advance(days=2)
+    destroyed = runner.task("key_destroy", {"name": "vault", "version": 1})
+    assert not destroyed.task.get("failed"), destroyed.output
+    made, stored = replicate(runner, replica, transport)
+    assert [(e["name"], e["version"], e["action"]) for e in stored["installed"]] == [("vault", 1, "withdraw")]
+    assert not [o for o in replica.objects() if o["label"] == "vault:v1" and o["class"] != "DATA"]
+    assert key_state(replica)["vault:v1"][2] == "destroyed"
+
+    actions = [r["event"]["event"]["action"] for r in runner.journal_records()
+               if r["event"]["keylifecycle"]["phase"] == "change"]
+    assert actions.count("key-replicate") == 4 and actions.count("replica-install") == 4
+    assert actions.count("replica-update") == 1 and actions.count("replica-withdraw") == 1
+
+
+def test_packages_unwrap_outside_the_hsm_and_no_key_bytes_leak(runner, token, tmp_path):
+    """A replica whose transport key the test holds in software: the packages are standard RSA-OAEP and RFC 5649,
+    and no form of any key's bytes is in the journal, the results or Ansible's files, even at -vvvv."""
+    assert runner.task("key_generate", {"keys": KEYS[:2]}).task["changed"]
+    transport = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    pem = transport.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    entry = {"name": "dr", "host": "hsm-b", "public_key_pem": pem}
+
+    # not approved by the Security Officer: refused before any wrap
+    refused = runner.task("key_replicate", {"replicas": [entry]})
+    assert refused.task["failed"] and refused.task["error_kind"] == "policy_violation", refused.task
+    assert "approve" in refused.task["msg"] and refused.task["error_option"] == "replicas"
+
+    approved = runner.task("recipient_approve", {"so_pin_file": str(token.so_pin_file), "recipients": [
+        dict(entry, kind="replica")]})
+    assert not approved.task.get("failed"), approved.output
+    made = runner.task("key_replicate", {"replicas": [entry]}, "-vvvv", extra_env={"ANSIBLE_KEEP_REMOTE_FILES": "1"})
+    assert not made.task.get("failed"), made.output
+    replica = made.task["replicas"][0]
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    kek = transport.decrypt(base64.b64decode(replica["kek"]["wrapped"]), oaep)
+    packages = {p["name"]: p for p in replica["packages"]}
+    aes = transport.decrypt(base64.b64decode(packages["vault"]["wrapped"]), oaep)
+    assert len(aes) == 32 and packages["vault"]["mechanism"] == "CKM_RSA_PKCS_OAEP:sha1"
+    pkcs8 = aes_key_unwrap_with_padding(kek, base64.b64decode(packages["signer"]["wrapped"]))
+    # SoftHSM2 2.6 zero-pads the PKCS#8 to a multiple of 8 bytes before RFC 5649: the DER length says where it ends
+    assert pkcs8[0] == 0x30 and pkcs8[1] < 0x80
+    private = serialization.load_der_private_key(pkcs8[:2 + pkcs8[1]], password=None)
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    assert public_pem.strip() == packages["signer"]["public_key_pem"].strip()
+    scalar = private.private_numbers().private_value.to_bytes(32, "big")
+
+    secrets_found = []
+    for path in files_under(tmp_path):
+        if path.suffix in (".pin",) or "tokens" in path.parts:
+            continue
+        data = path.read_bytes()
+        for secret in (aes, kek, scalar):
+            if any(form in data for form in encodings(secret)):
+                secrets_found.append(str(path))
+    assert secrets_found == [], secrets_found

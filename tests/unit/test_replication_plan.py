@@ -1,0 +1,148 @@
+"""key_replicate's plan (before any wrap) and replica_install's package checks. Pure: real KeyVersion records in a
+fake key store, no token, no build."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
+FP = "sha256:" + "a" * 64
+
+
+def _rep():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _replication
+
+    return _replication
+
+
+def _errors():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _errors
+
+    return _errors
+
+
+def _version(name, number, state="active", backup=True, revision=1, extractable=True, key_type="aes"):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import KeyVersion, build_key_spec
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
+
+    spec = build_key_spec({"name": name, "type": key_type, "backup": backup}, BASELINE)
+    return KeyVersion(spec=spec, version=number, key_id=("%02x" % number) * 16, state=state, created=NOW,
+                      transitions=(), key_check_value="abcdef" if key_type == "aes" else None, revision=revision,
+                      wrap_with_trusted=backup, evidence={"extractable": extractable})
+
+
+class FakeStore:
+    token_label = "primary"
+
+    def __init__(self, *versions):
+        self._versions = {}
+        for version in versions:
+            self._versions.setdefault(version.name, []).append(version)
+
+    def names(self):
+        return sorted(self._versions)
+
+    def versions(self, name):
+        return list(self._versions.get(name, ()))
+
+
+def _replica(held=None, hashes=None):
+    return _rep().Replica(name="dr", host="hsm-b", public_key=None, fingerprint=FP, held=held or {},
+                          oaep_hashes=hashes)
+
+
+def _held(version, revision=None, state=None, key_id=None):
+    return {(version.name, version.version): {"id": key_id or version.key_id,
+                                              "revision": revision or version.revision,
+                                              "state": state or version.state}}
+
+
+def test_the_plan_installs_updates_withdraws_keeps_and_blocks():
+    new = _version("vault", 3)
+    rotated = _version("vault", 2, state="deactivated", revision=2)
+    destroyed = _version("vault", 1, state="destroyed", revision=3)
+    sealed = _version("old", 1, backup=False, extractable=False)
+    sealed_spec = replace(sealed.spec, backup=True)  # backup switched on later: the old version cannot leave
+    old = replace(sealed, spec=sealed_spec)
+    kept = _version("signer", 1, key_type="ec")
+    store = FakeStore(destroyed, rotated, new, old, kept)
+    held = {}
+    held.update(_held(destroyed, revision=2, state="deactivated"))
+    held.update(_held(rotated, revision=1, state="active"))
+    held.update(_held(kept))
+    names = _rep().backup_keys(store)
+    assert names == ["old", "signer", "vault"]
+    plan = _rep().plan_replica(store, _replica(held), names)
+    assert [(v.label, action) for v, action in plan.packages] == [
+        ("vault:v1", "withdraw"), ("vault:v2", "update"), ("vault:v3", "install")]
+    assert [v.label for v in plan.unchanged] == ["signer:v1"]
+    assert [(b["name"], b["version"]) for b in plan.blocked] == [("old", 1)]
+    assert "generated before backup" in plan.blocked[0]["why"]
+
+
+def test_a_destroyed_version_the_replica_never_held_sends_nothing():
+    store = FakeStore(_version("vault", 1, state="destroyed", revision=2))
+    plan = _rep().plan_replica(store, _replica(), ["vault"])
+    assert plan.packages == [] and plan.unchanged == [] and plan.blocked == []
+
+
+def test_a_replica_holding_another_key_under_the_label_is_refused():
+    version = _version("vault", 1)
+    store = FakeStore(version)
+    with pytest.raises(_errors().KeyConflict, match="copies of another token") as info:
+        _rep().plan_replica(store, _replica(_held(version, key_id="ff" * 16)), ["vault"])
+    assert info.value.option == "replicas"
+
+
+def test_only_backup_keys_are_replicated_and_a_named_other_key_is_refused():
+    store = FakeStore(_version("vault", 1), _version("local", 1, backup=False))
+    assert _rep().backup_keys(store) == ["vault"]
+    with pytest.raises(_errors().PolicyViolation, match="not a backup key") as info:
+        _rep().backup_keys(store, ["local"])
+    assert info.value.option == "keys"
+    with pytest.raises(_errors().KeyNotFound):
+        _rep().backup_keys(store, ["missing"])
+
+
+def test_a_replica_without_an_approved_key_is_refused_before_any_wrap():
+    store = FakeStore(_version("vault", 1))
+    approved_for_a_recipient = SimpleNamespace(kind="recipient", fingerprint=FP, recipient="dr", host="hsm-b")
+    with pytest.raises(_errors().PolicyViolation, match="kind: replica") as info:
+        _rep().plan_replication(store, [_replica()], ["vault"], [approved_for_a_recipient])
+    assert info.value.option == "replicas"
+
+
+def test_the_oaep_hash_is_one_every_replica_unwraps_with():
+    replicas = [_replica(hashes=("sha1", "sha256")), _replica(hashes=("sha256",)), _replica()]
+    assert _rep().choose_oaep_hash(replicas, ["sha512", "sha256", "sha1"], "primary") == "sha256"
+    with pytest.raises(_errors().MechanismUnsupported):
+        _rep().choose_oaep_hash([_replica(hashes=("sha1",))], ["sha256"], "primary")
+
+
+def _package(version, **changes):
+    package = {"format": 1, "kind": "replica", "action": "install", "transport_key_fingerprint": FP,
+               "name": version.name, "version": version.version, "id": version.key_id, "type": version.spec.type,
+               "revision": version.revision, "state": version.state, "metadata": version.encode().decode(),
+               "wrapped": "AAAA"}
+    package.update(changes)
+    return package
+
+
+def test_a_package_is_checked_against_its_own_metadata_and_addressee():
+    version = _version("vault", 1)
+    assert _rep().validate_replica_package(_package(version), 0, FP).key_id == version.key_id
+    with pytest.raises(_errors().PackageRejected, match="addressed to transport key"):
+        _rep().validate_replica_package(_package(version), 0, "sha256:" + "b" * 64)
+    with pytest.raises(_errors().PackageRejected, match="does not match the package"):
+        _rep().validate_replica_package(_package(version, state="destroyed"), 0, FP)
+    with pytest.raises(_errors().PackageRejected, match="cannot be read"):
+        _rep().validate_replica_package(_package(version, metadata="{}"), 0, FP)
+    with pytest.raises(_errors().InvalidOption, match="no wrapped key"):
+        _rep().validate_replica_package(_package(version, wrapped=None), 0, FP)
+    with pytest.raises(_errors().InvalidOption) as info:
+        _rep().validate_replica_package(_package(version, action="steal"), 0, FP)
+    assert info.value.option == "packages"
