@@ -19,3 +19,10 @@ class ActionModule(LifecycleActionBase):
         if not isinstance(packages, list):
             return []
         return sorted({str(p.get("name")) for p in packages if isinstance(p, dict) and p.get("name")})
+
+    def module_audit_context(self, journal, intent, context, module_args):
+        """As for every lifecycle task; a restore without ``checkpoint`` also gets the journal's last checkpoint of
+        the token being restored, to which the module moves the restored pin (after verifying it)."""
+        if module_args.get("restore") and not module_args.get("checkpoint"):
+            module_args["checkpoint"] = journal.last_checkpoint(module_args.get("token_label"))
+        return super().module_audit_context(journal, intent, context, module_args)

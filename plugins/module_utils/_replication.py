@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -76,11 +77,20 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures im
     signature_valid,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import offered_mechanisms
+from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import checkpoint_payload
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
+    APPROVAL_NONCE,
+    AUDIT_JOURNAL_PIN,
+    AUDIT_KEY_HISTORY,
     EC_NO_USAGES,
+    REPLICA_DOCUMENT,
+    SIGNED_POLICY_RECORD,
+    SIGNER_CERTIFICATE,
+    canonical_json,
     check_value,
     destroy_quietly,
     public_key_attributes,
+    replica_document_label,
     spki_fingerprint,
     usage_template,
 )
@@ -98,7 +108,56 @@ KEK_MECHANISM = "CKM_AES_KEY_WRAP_PAD:rfc5649"
 NOT_EXTRACTABLE_WHY = "not extractable: generated before backup was set; rotate the key to back up its next version"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
 _HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
-ACTIONS = ("install", "update", "withdraw")
+ACTIONS = ("install", "update", "withdraw", "tombstone")
+
+
+def replicated_kinds():
+    """The token's own documents a replica keeps, in the order a restore writes them back: the records that guard
+    against replay and rollback first, the pin of the audit journal last (a restore cut short leaves keys without a
+    pin, which the next lifecycle task refuses)."""
+    return (SIGNED_POLICY_RECORD, APPROVAL_NONCE, SIGNER_CERTIFICATE, AUDIT_KEY_HISTORY, AUDIT_JOURNAL_PIN)
+
+
+def _kind_order():
+    return {kind.name: index for index, kind in enumerate(replicated_kinds())}
+
+
+#: the fields of the journal pin that every anchored task moves; a restore takes them from the journal's last
+#: checkpoint, so a replica's pin is current when the rest is (otherwise every replication would resend it)
+_PIN_HEAD_FIELDS = ("revision", "seq", "head_hash", "signed_at", "signature", "key_id", "key_version",
+                    "public_key_fingerprint", "token_serial")
+
+
+def document_digest(kind, document):
+    """SHA-256 of a document's canonical JSON; for the journal pin, of what its head does not carry."""
+    if kind == AUDIT_JOURNAL_PIN.name:
+        document = {k: v for k, v in document.items() if k not in _PIN_HEAD_FIELDS}
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def token_documents(objects, from_replica=False):
+    """``[(kind name, label, document)]``: the token's own documents of ``replicated_kinds`` (``from_replica``: the
+    documents of another token this replica keeps, ``REPLICA_DOCUMENT``), in restore order."""
+    order = _kind_order()
+    documents = []
+    if from_replica:
+        for label in objects.document_labels(REPLICA_DOCUMENT):
+            kept = objects.newest(REPLICA_DOCUMENT, label).newest
+            if kept["kind"] in order:
+                documents.append((kept["kind"], kept["label"], kept["document"]))
+    else:
+        for kind in replicated_kinds():
+            for label in [kind.label] if kind.label else objects.document_labels(kind):
+                revisions = objects.newest(kind, label)
+                if revisions is not None:
+                    documents.append((kind.name, label, revisions.newest))
+    return sorted(documents, key=lambda entry: (order[entry[0]], entry[1]))
+
+
+def document_inventory(objects, from_replica=False):
+    """What replica_install reports of the documents it holds: kind, label, sha256."""
+    return [{"kind": kind, "label": label, "sha256": document_digest(kind, document)}
+            for kind, label, document in token_documents(objects, from_replica)]
 
 
 # ---- the source token (key_replicate) ------------------------------------------------------------
@@ -113,6 +172,7 @@ class Replica:
     fingerprint: str
     held: dict  # (name, version) -> {"id", "revision", "state"}: what replica_install reported
     oaep_hashes: tuple | None = None
+    documents: dict = field(default_factory=dict)  # (kind, label) -> sha256 of the documents it holds
 
 
 @dataclass
@@ -123,6 +183,7 @@ class ReplicaPlan:
     blocked: list = field(default_factory=list)    # dicts: name, version, id, why
     trusted_key: object = None  # the replica's trusted transport key (_trusted_keys.TrustedTransportKey)
     kek: object = None          # its KEK, where a key pair is to be wrapped
+    documents: list = field(default_factory=list)  # (kind, label, document) it does not hold as they are
 
     def installs(self):
         return [version for version, action in self.packages if action == "install"]
@@ -171,12 +232,19 @@ def parse_replicas(raw_replicas, policy):
         public_key, fingerprint = load_transport_public_key(raw.get("public_key_pem"), "replica %r on %s"
                                                             % (name, host), pin, policy.min_rsa_bits)
         held = dict(_held_entry(entry, "%s.held[%d]" % (where, i)) for i, entry in enumerate(raw.get("held") or ()))
+        documents = {}
+        for i, entry in enumerate(raw.get("documents") or ()):
+            try:
+                documents[(str(entry["kind"]), str(entry["label"]))] = str(entry["sha256"])
+            except (KeyError, TypeError):
+                raise InvalidOption("%s.documents[%d] must be as replica_install returned it (kind, label, sha256)."
+                                    % (where, i), option="replicas") from None
         hashes = raw.get("oaep_hashes")
         if hashes is not None and not (isinstance(hashes, list) and all(h in OAEP_HASHES for h in hashes)):
             raise InvalidOption("%s.oaep_hashes must be the OAEP hashes the replica's token unwraps with "
                                 "(recipient_enroll's transport_key.oaep_hashes)." % where, option="replicas")
         replicas.append(Replica(name=name, host=host, public_key=public_key, fingerprint=fingerprint, held=held,
-                                oaep_hashes=tuple(hashes) if hashes is not None else None))
+                                oaep_hashes=tuple(hashes) if hashes is not None else None, documents=documents))
     return replicas
 
 
@@ -213,8 +281,12 @@ def plan_replica(store, replica, names):
                     % (replica.name, version.label, have["id"], store.token_label, version.key_id),
                     option="replicas")
             if version.state == "destroyed":
-                if have is not None and have["state"] != "destroyed":
+                if have is None:  # its history: version numbers, transitions, the destruction
+                    plan.packages.append((version, "tombstone"))
+                elif have["state"] != "destroyed":
                     plan.packages.append((version, "withdraw"))
+                else:
+                    plan.unchanged.append(version)
                 continue
             if have is None:
                 if _copyable(version):
@@ -229,11 +301,14 @@ def plan_replica(store, replica, names):
     return plan
 
 
-def plan_replication(store, replicas, names, trusted_keys):
+def plan_replication(store, replicas, names, trusted_keys, documents=()):
     """Every replica's plan, each with its approved replica key; refuses (before any wrap) a replica the Security
-    Officer did not approve, or one without its KEK where a key pair is to be copied."""
+    Officer did not approve, or one without its KEK where a key pair is to be copied. ``documents``: the
+    ``token_documents`` to keep in step."""
     plans = [plan_replica(store, replica, names) for replica in replicas]
     for plan in plans:
+        plan.documents = [(kind, label, document) for kind, label, document in documents
+                          if plan.replica.documents.get((kind, label)) != document_digest(kind, document)]
         replica = plan.replica
         plan.trusted_key = next((key for key in trusted_keys if key.kind == "replica" and (
             key.fingerprint, key.recipient, key.host) == (replica.fingerprint, replica.name, replica.host)), None)
@@ -309,7 +384,7 @@ def apply_replication(store, plans, oaep_hash, context, check_mode):
     key, generated on first use). In check mode: the packages without wrapped keys and unsigned."""
     events, out = [], []
     signer, created = None, False
-    if not check_mode and any(plan.packages for plan in plans):
+    if not check_mode and any(plan.packages or plan.documents for plan in plans):
         signer, created = ensure_package_signer(store, context, events)
     params = oaep_parameters(oaep_hash)
     for plan in plans:
@@ -332,10 +407,17 @@ def apply_replication(store, plans, oaep_hash, context, check_mode):
         if signer is not None:
             packages = [signer.sign(package) for package in packages]
             kek_package = signer.sign(kek_package) if kek_package is not None else None
+        documents = [{"format": REPLICA_PACKAGE_FORMAT, "kind": "replica-document", "source_token": store.token_label,
+                      "replica": plan.replica.name, "replica_host": plan.replica.host,
+                      "transport_key_fingerprint": plan.replica.fingerprint, "document_kind": kind, "label": label,
+                      "document": document, "sha256": document_digest(kind, document)}
+                     for kind, label, document in plan.documents]
+        if signer is not None:
+            documents = [signer.sign(package) for package in documents]
         out.append({"name": plan.replica.name, "host": plan.replica.host,
                     "transport_key_fingerprint": plan.replica.fingerprint,
                     "trusted_key_label": plan.trusted_key.label if plan.trusted_key is not None else None,
-                    "oaep_hash": oaep_hash, "kek": kek_package, "packages": packages,
+                    "oaep_hash": oaep_hash, "kek": kek_package, "packages": packages, "documents": documents,
                     "unchanged": [{"name": v.name, "version": v.version, "id": v.key_id} for v in plan.unchanged],
                     "blocked": list(plan.blocked)})
     return ReplicationResult(replicas=out, audit_events=events, diff=_diff(plans), changed=created,
@@ -453,9 +535,11 @@ class ReplicaInstaller:
         self._kek = None
         self._mechanisms = None
 
-    def check(self, packages, kek_package):
-        """Every package verified and decoded before anything is stored; returns ``[(package, version), ...]``
-        for those that change this token (older or equal revisions are already applied)."""
+    def check(self, packages, kek_package, documents=(), checkpoint=None):
+        """Every package verified and decoded before anything is stored. Returns ``(todo, document_todo, pin)``:
+        ``[(package, version, current)]`` for the versions that change this token (older or equal revisions are
+        already applied), ``[(kind, label, document)]`` for the documents, and with ``restore`` the pin to write
+        last (the source's pin moved to ``checkpoint``, verified), or None."""
         if self.transport is None:
             raise KeyNotFound("Token %r has no transport key: run recipient_enroll on it first (name: the replica's "
                               "name)." % self.store.token_label, option="transport_key_label")
@@ -468,33 +552,100 @@ class ReplicaInstaller:
             if kek_package.get("transport_key_fingerprint") != self.transport.fingerprint:
                 raise PackageRejected("The replica KEK package is addressed to another transport key. Nothing was "
                                       "installed.", option="kek")
-        todo = []
-        for index, package in enumerate(packages):
-            verify_package(package, self.signer.public_key, where="packages[%d]" % index)
-            version = validate_replica_package(package, index, self.transport.fingerprint)
-            current = self.store.version(version.name, version.version)
-            if current is not None and current.key_id != version.key_id:
-                raise KeyConflict("%s on token %r has CKA_ID %s, but the package's is %s: this token holds another "
-                                  "key under that label. Nothing was installed."
-                                  % (version.label, self.store.token_label, current.key_id, version.key_id),
-                                  option="packages")
-            if current is not None and current.revision >= version.revision:
-                continue  # applied already (or a replay of an older revision): nothing to do
-            if package["action"] == "install" and current is None:
-                if package["type"] != "aes" and kek_package is None:
-                    raise InvalidOption("packages[%d] (%s) needs the replica KEK package (kek) that key_replicate "
-                                        "returned with it." % (index, version.label), option="kek")
-            elif current is None:
-                continue  # an update or withdrawal of a version this token never held
-            todo.append((package, version, current))
-        return todo
+        todo = [entry for entry in (self._check_package(index, package, kek_package)
+                                    for index, package in enumerate(packages)) if entry is not None]
+        document_todo, pin = self._check_documents(documents, checkpoint)
+        return todo, document_todo, pin
 
-    def apply(self, todo, kek_package, context, check_mode):
-        events = []
-        for package, version, current in todo:
-            if check_mode:
+    def _check_package(self, index, package, kek_package):
+        verify_package(package, self.signer.public_key, where="packages[%d]" % index)
+        version = validate_replica_package(package, index, self.transport.fingerprint)
+        current = self.store.version(version.name, version.version)
+        if current is not None and current.key_id != version.key_id:
+            raise KeyConflict("%s on token %r has CKA_ID %s, but the package's is %s: this token holds another "
+                              "key under that label. Nothing was installed."
+                              % (version.label, self.store.token_label, current.key_id, version.key_id),
+                              option="packages")
+        if current is not None and current.revision >= version.revision:
+            return None  # applied already (or a replay of an older revision): nothing to do
+        if current is None and package["action"] == "install":
+            if package["type"] != "aes" and kek_package is None:
+                raise InvalidOption("packages[%d] (%s) needs the replica KEK package (kek) that key_replicate "
+                                    "returned with it." % (index, version.label), option="kek")
+        elif current is None and package["action"] != "tombstone":
+            return None  # an update or withdrawal of a version this token never held
+        return package, version, current
+
+    def _check_documents(self, documents, checkpoint):
+        order, objects = _kind_order(), self.store.objects
+        held = {(entry["kind"], entry["label"]): entry["sha256"]
+                for entry in document_inventory(objects, from_replica=not self.restore)}
+        todo, pin = [], None
+        for index, package in enumerate(documents or ()):
+            where = "documents[%d]" % index
+            verify_package(package, self.signer.public_key, where=where)
+            kind, label, document = package.get("document_kind"), package.get("label"), package.get("document")
+            if package.get("kind") != "replica-document" or kind not in order or not isinstance(label, str) \
+                    or not isinstance(document, dict) or package.get("sha256") != document_digest(kind, document):
+                raise PackageRejected("%s is not a document key_replicate made. Nothing was installed." % where,
+                                      option="documents")
+            if package.get("transport_key_fingerprint") != self.transport.fingerprint:
+                raise PackageRejected("%s is addressed to another transport key. Nothing was installed." % where,
+                                      option="documents")
+            if held.get((kind, label)) == package["sha256"]:
                 continue
-            if current is None:
+            if self.restore and kind == AUDIT_JOURNAL_PIN.name:
+                pin = document
+                continue
+            if self.restore and (kind, label) in held and kind in _immutable_kind_names():
+                raise KeyConflict("Token %r already holds a different %s %r, which no session can change: it is not "
+                                  "the token being restored. Nothing was installed."
+                                  % (self.store.token_label, kind, label), option="documents")
+            todo.append((kind, label, document))
+        if pin is not None:
+            pin = self._moved_pin(pin, checkpoint, todo)
+        return todo, pin
+
+    def _moved_pin(self, pin, checkpoint, todo):
+        """The source's pin moved to the journal's last checkpoint of this token (``checkpoint``): signed by a key of
+        the restored key history, of the same journal, not behind the pin. Without it the pin is written as the
+        replica kept it."""
+        if checkpoint is None:
+            return pin
+        if not isinstance(checkpoint, dict) or checkpoint.get("journal_id") != pin.get("journal_id") \
+                or not isinstance(checkpoint.get("seq"), int) or checkpoint["seq"] < int(pin["seq"]) \
+                or checkpoint.get("token_label") != pin.get("token_label"):
+            raise PackageRejected(
+                "checkpoint must be the journal's last audit-checkpoint of token %r in journal %s, at or after record "
+                "%s (the replicated pin); this one is not. Nothing was installed."
+                % (pin.get("token_label"), pin.get("journal_id"), pin.get("seq")), option="checkpoint")
+        history = next((document for kind, _label, document in todo if kind == AUDIT_KEY_HISTORY.name), None)
+        if history is None:
+            revisions = self.store.objects.newest(AUDIT_KEY_HISTORY, AUDIT_KEY_HISTORY.label)
+            history = revisions.newest if revisions is not None else {"keys": {}}
+        entry = history.get("keys", {}).get(checkpoint.get("key_id"))
+        public_key = load_public_key(entry["public_key_pem"]) if entry else None
+        payload = checkpoint_payload(checkpoint["journal_id"], checkpoint["seq"], checkpoint.get("head_hash"),
+                                     checkpoint.get("signed_at"))
+        if public_key is None or not signature_valid(public_key, checkpoint.get("signature"), payload):
+            raise PackageRejected("checkpoint is not signed by an audit-checkpoint key of the restored key history. "
+                                  "Nothing was installed.", option="checkpoint")
+        moved = dict(pin)
+        moved.update({field: checkpoint[field] for field in (
+            "seq", "head_hash", "signed_at", "signature", "key_id", "key_version", "public_key_fingerprint")})
+        return moved
+
+    def apply(self, work, kek_package, context, check_mode):
+        """Store the copies, then the documents, then (restore) the pin; one event each."""
+        todo, document_todo, pin = work
+        events = []
+        if check_mode:
+            return events
+        for package, version, current in todo:
+            if current is None and package["action"] == "tombstone":
+                self.store.record_copy(version, [])
+                action = "key-restore" if self.restore else "replica-install"
+            elif current is None:
                 self._install(package, version, kek_package)
                 action = "key-restore" if self.restore else "replica-install"
             elif version.state == "destroyed":
@@ -506,7 +657,34 @@ class ReplicaInstaller:
             reason = "copy of revision %d from token %s" % (version.revision, package.get("source_token"))
             events.append(build_event(action, "success", context, key=key_section(version, self.store.token_label),
                                       reason=reason))
+        for kind, label, document in document_todo:
+            self._write_document(kind, label, document)
+            events.append(self._document_event(kind, label, context))
+        if pin is not None:
+            self._write_document(AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label, pin)
+            events.append(self._document_event(AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label, context,
+                                               "journal %s pinned at record %d" % (pin["journal_id"], pin["seq"])))
         return events
+
+    def _write_document(self, kind_name, label, document):
+        objects = self.store.objects
+        if not self.restore:
+            revisions = objects.newest(REPLICA_DOCUMENT, replica_document_label(kind_name, label))
+            revision = int(revisions.newest["revision"]) + 1 if revisions is not None else 1
+            objects.write(REPLICA_DOCUMENT, replica_document_label(kind_name, label), {
+                "schema": 1, "revision": revision, "kind": kind_name, "label": label,
+                "sha256": document_digest(kind_name, document), "document": document},
+                operation="C_CreateObject (replica document %s)" % label)
+            return
+        kind = next(kind for kind in replicated_kinds() if kind.name == kind_name)
+        objects.write(kind, label, document, operation="C_CreateObject (restored %s %s)" % (kind_name, label))
+
+    def _document_event(self, kind, label, context, reason=None):
+        action = "key-restore" if self.restore else "replica-install"
+        section = {"token": self.store.token_label}
+        if len(label) <= 128:
+            section["label"] = label
+        return build_event(action, "success", context, key=section, reason=reason or "%s %s" % (kind, label))
 
     # ---- steps ------------------------------------------------------------------------------------
 
@@ -623,6 +801,10 @@ class ReplicaInstaller:
         self.store.record_revision(version)
 
 
+def _immutable_kind_names():
+    return {kind.name for kind in replicated_kinds() if kind.immutable}
+
+
 def _pair_matches(private, public_key, key_type, offered):
     """Sign a random challenge with the unwrapped private key (in the token) and verify it under the signed public
     key (in software, ``_signatures``): the pair is the one the metadata names."""
@@ -636,5 +818,10 @@ def _pair_matches(private, public_key, key_type, offered):
 def describe_installed(todo):
     """What replica_install changed (or would), for its result and diff."""
     return [{"name": version.name, "version": version.version, "id": version.key_id, "revision": version.revision,
-             "state": version.state, "action": "install" if current is None else (
-                 "withdraw" if version.state == "destroyed" else "update")} for _p, version, current in todo]
+             "state": version.state, "action": _action(package, version, current)} for package, version, current in todo]
+
+
+def _action(package, version, current):
+    if current is None:
+        return "tombstone" if package["action"] == "tombstone" else "install"
+    return "withdraw" if version.state == "destroyed" else "update"

@@ -35,6 +35,10 @@ Two sorts of objects are ours, both found by their CKA_LABEL:
     ``audit-checkpoint-certificate:<key id>``, the certificate of one ``package-signing`` or ``audit-checkpoint``
     version signed by the version before it (``_managed_signing.certify_successor``; ``name`` says which key);
     written once, kept.
+  - ``secops.keylifecycle.approval-nonce`` and ``secops.keylifecycle.signed-policy``: the immutable records of
+    signed approvals used and signed policies accepted (``_approvals``, ``_signed_policy``).
+  - ``secops.keylifecycle.replica-document``: ``replica-document:<kind>|<label>``, a document of another token kept
+    on its replica (``REPLICA_DOCUMENT``, ``_replication``); ``revision``, only the latest is kept.
 
   A new kind of document is one more ``DocumentKind`` registered here; a kind that shares its application with
   another is one fixed ``label`` (registered in ``LABELLED_KINDS``).
@@ -300,6 +304,31 @@ SIGNED_POLICY_RECORD = register_kind(DocumentKind(
     name="signed policy record", application="secops.keylifecycle.signed-policy", encode=canonical_json,
     decode=json_decoder("signed policy record", _check_signed_policy_record), revision=itemgetter("serial"),
     immutable=True))
+
+
+REPLICA_DOCUMENT_PREFIX = "replica-document:"
+
+
+def replica_document_label(kind_name, label):
+    """The label a replica keeps another token's document under: ``replica-document:<kind>|<label>``."""
+    return "%s%s|%s" % (REPLICA_DOCUMENT_PREFIX, kind_name, label)
+
+
+def _check_replica_document(label, doc):
+    if doc.get("schema") != 1 or label != replica_document_label(doc["kind"], doc["label"]):
+        raise ValueError("not a replica document")
+    int(doc["revision"])
+    if not isinstance(doc["document"], dict) or not isinstance(doc["sha256"], str):
+        raise ValueError("no document")
+
+
+#: a document of the source token kept on a replica (``_replication``): a dict {schema, revision, kind (the source
+#: kind's name), label, sha256, document}. Opaque to the replica's own logic (its pin is not the replica's pin), and
+#: written back as its own kind when a primary is restored from the replica
+REPLICA_DOCUMENT = register_kind(DocumentKind(
+    name="replica document", application="secops.keylifecycle.replica-document", encode=canonical_json,
+    decode=json_decoder("replica document", _check_replica_document), revision=itemgetter("revision"),
+    keep_history=False))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: key_replicate
 short_description: Wrap every version of the backup keys for replica tokens the Security Officer approved
-version_added: 0.3.0
+version_added: 0.2.0
 description:
   - Runs where the HSM is, with the user PIN. For each replica token, finds what it must hold of the keys generated
     with C(backup) (M(secops.keylifecycle.key_generate)), that is every version that is not destroyed, active, deactivated
@@ -82,6 +82,10 @@ options:
         type: list
         elements: str
         choices: [sha1, sha256, sha384, sha512]
+      documents:
+        description: The documents the replica holds (RV(secops.keylifecycle.replica_install#module:documents)).
+        type: list
+        elements: dict
   keys:
     description: Replicate only these keys (each must be a backup key). Default, every backup key on the token.
     type: list
@@ -91,6 +95,14 @@ options:
     type: str
     choices: [auto, sha1, sha256, sha384, sha512]
     default: auto
+  restore:
+    description:
+      - This token is a replica, and the "replicas" are the replacement primary tokens to rebuild from it (approved
+        by this token's Security Officer, as kind C(replica)). The documents sent are those the replica keeps of its
+        primary. The task is journaled but anchors no checkpoint on the replica (the replica's copy of the
+        audit-checkpoint key belongs to its primary's journal).
+    type: bool
+    default: false
 seealso:
   - module: secops.keylifecycle.replica_install
   - module: secops.keylifecycle.recipient_approve
@@ -137,6 +149,12 @@ replicas:
       elements: dict
     blocked:
       description: Versions that cannot leave the token, with why.
+      type: list
+      elements: dict
+    documents:
+      description:
+        - The token documents the replica does not hold as they are (signed-policy records, used approval nonces,
+          signer certificates, the audit-checkpoint key history, the audit journal pin), each signed.
       type: list
       elements: dict
 package_signer:
@@ -187,6 +205,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._replication i
     choose_oaep_hash,
     parse_replicas,
     plan_replication,
+    token_documents,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_oaep_hashes
 from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_trusted_transport_keys
@@ -200,7 +219,9 @@ ARGUMENT_SPEC = dict(
         "fingerprint": {"type": "str"},
         "held": {"type": "list", "elements": "dict"},
         "oaep_hashes": {"type": "list", "elements": "str", "choices": list(OAEP_HASHES)},
+        "documents": {"type": "list", "elements": "dict"},
     }},
+    restore={"type": "bool", "default": False},
     keys={"type": "list", "elements": "str", "no_log": False},
     oaep_hash={"type": "str", "choices": [AUTO_OAEP_HASH] + list(OAEP_HASHES), "default": AUTO_OAEP_HASH},
     **POLICY_ARGSPEC,
@@ -219,14 +240,16 @@ def main():
     def work(store, _policy, context):
         replicas = parsed["replicas"]
         plans = plan_replication(store, replicas, backup_keys(store, params["keys"]),
-                                 find_trusted_transport_keys(store.session))
+                                 find_trusted_transport_keys(store.session),
+                                 token_documents(store.objects, from_replica=params["restore"]))
         pinned = params["oaep_hash"] != AUTO_OAEP_HASH
         token_hashes = [params["oaep_hash"]] if pinned else probe_oaep_hashes(store.session, store.token_label)
         oaep_hash = choose_oaep_hash(replicas, token_hashes, store.token_label)
         result = apply_replication(store, plans, oaep_hash, context, module.check_mode)
         return result, dict(replicas=result.replicas, package_signer=result.package_signer, oaep_hash=oaep_hash)
 
-    run_lifecycle_module(module, work, validate=validate, empty_result={"replicas": [], "package_signer": None})
+    run_lifecycle_module(module, work, validate=validate, empty_result={"replicas": [], "package_signer": None},
+                         anchor=not params["restore"])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: replica_install
 short_description: Store on a replica token the signed copies key_replicate made, and report what it holds
-version_added: 0.3.0
+version_added: 0.2.0
 description:
   - Runs on the replica token's host, with that token's user PIN. The token was enrolled first with
     M(secops.keylifecycle.recipient_enroll) (its transport key pair, generated in it, and the source token's
@@ -60,12 +60,33 @@ options:
   kek:
     description: The replica KEK package key_replicate returned with them, needed where RSA or EC keys are installed.
     type: dict
+  documents:
+    description:
+      - The token documents key_replicate returned for this replica
+        (RV(secops.keylifecycle.key_replicate#module:replicas[].documents)), each signed. They are the signed-policy
+        records, the used approval nonces, the signer certificates, the audit-checkpoint key history and the pin of
+        the audit journal.
+      - A replica keeps them as replica documents, outside its own logic; O(restore=true) writes them back as what
+        they were (the pin last).
+    type: list
+    elements: dict
+    default: []
+  checkpoint:
+    description:
+      - With O(restore=true), the journal's last C(audit-checkpoint) of this token (the checkpoint of the last
+        anchored task before the loss, for example the C(audit_checkpoint) that key_replicate returned). The restored
+        pin is moved to it after its signature verifies under the restored checkpoint key history, so the journal
+        continues. The action plugin reads it from the token's journal when it is not given.
+    type: dict
   transport_key_label:
     description: CKA_LABEL of the token's transport key pair (as recipient_enroll made it).
     type: str
     default: keylifecycle-transport
   restore:
-    description: The copies rebuild a primary token from a replica (journaled as C(key-restore)).
+    description:
+      - The copies rebuild a primary token from a replica (journaled as C(key-restore)); the documents are written
+        back as their own kinds, the journal pin last. Run it on the new token before any other lifecycle task
+        (the first task on an empty token pins it), after the Security Officer reinstalled the policy signers.
     type: bool
     default: false
 seealso:
@@ -87,6 +108,11 @@ EXAMPLES = r"""
 RETURN = r"""
 held:
   description: Every version the token holds copies or tombstones of (name, version, id, revision, state).
+  returned: success
+  type: list
+  elements: dict
+documents:
+  description: The documents the token holds (kind, label, sha256), for key_replicate's O(secops.keylifecycle.key_replicate#module:replicas[].documents).
   returned: success
   type: list
   elements: dict
@@ -129,6 +155,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._replication i
     ReplicaInstaller,
     ReplicaInstallResult,
     describe_installed,
+    document_inventory,
     held_versions,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_TRANSPORT_KEY_LABEL
@@ -136,6 +163,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import D
 ARGUMENT_SPEC = dict(
     packages={"type": "list", "elements": "dict", "default": []},
     kek={"type": "dict"},
+    documents={"type": "list", "elements": "dict", "default": []},
+    checkpoint={"type": "dict"},
     transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
     restore={"type": "bool", "default": False},
     **POLICY_ARGSPEC,
@@ -165,18 +194,22 @@ def main():
         before = held_versions(stores.keys)
         installer = ReplicaInstaller(stores.keys, stores.recipient.transport, stores.recipient.package_signer,
                                      policy, restore=params["restore"])
-        todo = installer.check(params["packages"], params["kek"]) if params["packages"] else []
-        events = installer.apply(todo, params["kek"], context, module.check_mode)
+        planned = ([], [], None)
+        if params["packages"] or params["documents"]:  # without them it only reports
+            planned = installer.check(params["packages"], params["kek"], params["documents"], params["checkpoint"])
+        events = installer.apply(planned, params["kek"], context, module.check_mode)
+        todo, documents_todo, pin = planned
         held = held_versions(stores.keys) if not module.check_mode else before
         after = {(entry["name"], entry["version"]): entry for entry in before}
         after.update({(entry["name"], entry["version"]): entry for entry in describe_installed(todo)})
         diff = {"before": {"held": _view(before)}, "after": {"held": _view(after.values())}}
-        result = ReplicaInstallResult(changed=bool(todo), audit_events=events, diff=diff,
+        result = ReplicaInstallResult(changed=bool(todo or documents_todo or pin), audit_events=events, diff=diff,
                                       installed=describe_installed(todo), held=held)
-        return result, dict(held=held, installed=result.installed)
+        documents = document_inventory(stores.keys.objects, from_replica=not params["restore"])
+        return result, dict(held=held, installed=result.installed, documents=documents)
 
-    run_lifecycle_module(module, work, empty_result={"held": [], "installed": []}, open_store=open_store,
-                         anchor=False)
+    run_lifecycle_module(module, work, empty_result={"held": [], "installed": [], "documents": []},
+                         open_store=open_store, anchor=False)
 
 
 if __name__ == "__main__":

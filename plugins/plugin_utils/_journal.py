@@ -482,6 +482,24 @@ class Journal:
                                "truncated while the task ran" % (self.path, intent_seq))
         return no_anchor()
 
+    def last_checkpoint(self, token_label):
+        """The checkpoint of the journal's last ``audit-checkpoint`` record of ``token_label`` (a dict), or None.
+
+        Reads backwards from the end; a restore moves the restored pin to it (replica_install)."""
+        with self._reading() as fd:
+            if fd is None:
+                raise self._deleted()
+            for _offset, line in _Tail(fd, os.fstat(fd).st_size).lines():
+                if _CHECKPOINT_MARK not in line:
+                    continue
+                try:
+                    checkpoint = json.loads(line.decode("ascii"))["event"]["keylifecycle"]["checkpoint"]
+                except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                    continue
+                if isinstance(checkpoint, dict) and checkpoint.get("token_label") == token_label:
+                    return checkpoint
+        return None
+
     def read_lines(self):
         """Every line of the journal (without newlines); empty if it does not exist."""
         return list(self.iter_lines())

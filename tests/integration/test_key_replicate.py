@@ -50,11 +50,11 @@ def replicate(runner, replica, transport):
     assert not held.get("failed"), held
     made = runner.task("key_replicate", {"replicas": [{
         "name": "dr", "host": "hsm-b", "public_key_pem": transport["public_key_pem"],
-        "fingerprint": transport["fingerprint"], "held": held["held"]}]})
+        "fingerprint": transport["fingerprint"], "held": held["held"], "documents": held["documents"]}]})
     assert not made.task.get("failed"), made.output
     entry = made.task["replicas"][0]
     stored = runner.task("replica_install", dict(replica_runner_args(replica), packages=entry["packages"],
-                                                 kek=entry["kek"]))
+                                                 kek=entry["kek"], documents=entry["documents"]))
     assert not stored.task.get("failed"), stored.output
     return made.task, stored.task
 
@@ -120,10 +120,13 @@ def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
     assert not [o for o in replica.objects() if o["label"] == "vault:v1" and o["class"] != "DATA"]
     assert key_state(replica)["vault:v1"][2] == "destroyed"
 
-    actions = [r["event"]["event"]["action"] for r in runner.journal_records()
-               if r["event"]["keylifecycle"]["phase"] == "change"]
+    changes = [r["event"] for r in runner.journal_records() if r["event"]["keylifecycle"]["phase"] == "change"]
+    actions = [e["event"]["action"] for e in changes if "name" in e.get("key", {})]
     assert actions.count("key-replicate") == 4 and actions.count("replica-install") == 4
     assert actions.count("replica-update") == 1 and actions.count("replica-withdraw") == 1
+    # the token's documents a restore needs went along (each stored once, when it changed)
+    kept = {e["key"]["label"] for e in changes if e["event"]["action"] == "replica-install" and "name" not in e["key"]}
+    assert {"audit-journal-pin", "audit-checkpoint-keys"} <= kept
 
 
 def test_packages_unwrap_outside_the_hsm_and_no_key_bytes_leak(runner, token, tmp_path):
@@ -169,3 +172,78 @@ def test_packages_unwrap_outside_the_hsm_and_no_key_bytes_leak(runner, token, tm
             if any(form in data for form in encodings(secret)):
                 secrets_found.append(str(path))
     assert secrets_found == [], secrets_found
+
+
+POLICY = {"require_backup": True}
+
+
+def wipe(token):
+    """Re-initialise the token (same label, same PINs): every object is gone, as after the loss of the partition."""
+    import os
+    import subprocess
+
+    done = subprocess.run(["softhsm2-util", "--init-token", "--token", token.label, "--label", token.label,
+                           "--so-pin", token.so_pin, "--pin", token.user_pin], capture_output=True, text=True,
+                          check=False, env={**os.environ, **token.env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert token.objects() == []
+
+
+def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(runner, token):
+    """Generate and rotate (require_backup: the collection's signing keys are backed up too), replicate, wipe the
+    primary, restore it from the replica: data encrypted under v1 and v2 before the wipe decrypts after it, the
+    versions come back with their state, and the audit journal continues (the next task is anchored, audit_verify
+    passes across the restore)."""
+    replica = make_token(token.root, "kl-replica")
+    keys = [dict(k, backup=None) if k["name"] != "local-only" else {"name": "local-only"} for k in KEYS[:2]]
+    assert runner.task("key_generate", {"keys": keys, "policy": POLICY}).task["changed"]
+    nonce, samples = secrets.token_bytes(12), {}
+    ok, samples[1] = token.gcm("encrypt", "vault:v1", nonce, b"encrypted under v1")
+    assert ok
+    assert runner.task("key_rotate", {"name": "vault", "force": True, "policy": POLICY}).task["changed"]
+    ok, samples[2] = token.gcm("encrypt", "vault:v2", nonce, b"encrypted under v2")
+    assert ok
+    transport = enroll_and_approve(runner, token, replica)
+    made, stored = replicate(runner, replica, transport)
+    assert {d["document_kind"] for d in made["replicas"][0]["documents"]} >= {
+        "audit journal pin", "audit checkpoint key history"}
+    before = key_state(token)
+    assert {"audit-checkpoint:v1", "package-signing:v1"} <= set(token.metadata())
+
+    wipe(token)
+
+    # the replacement primary: its transport key, the replica's package signer (the primary's own, copied)
+    replica_signer = runner.task("key_info", replica_runner_args(replica)).task["package_signer"]
+    assert replica_signer["fingerprint"] == made["package_signer"]["fingerprint"]
+    enrolled = runner.task("recipient_enroll", {"package_signer": replica_signer}).task
+    assert not enrolled.get("failed"), enrolled
+    new_transport = enrolled["transport_key"]
+    # the replica's Security Officer approves it; the replica wraps everything back to it
+    approved = runner.task("recipient_approve", dict(replica_runner_args(replica), so_pin_file=str(replica.so_pin_file),
+                                                     recipients=[{"name": "primary", "host": "hsm-a",
+                                                                  "kind": "replica",
+                                                                  "public_key_pem": new_transport["public_key_pem"],
+                                                                  "fingerprint": new_transport["fingerprint"]}]))
+    assert not approved.task.get("failed"), approved.output
+    back = runner.task("key_replicate", dict(replica_runner_args(replica), restore=True, replicas=[{
+        "name": "primary", "host": "hsm-a", "public_key_pem": new_transport["public_key_pem"],
+        "fingerprint": new_transport["fingerprint"], "held": []}]))
+    assert not back.task.get("failed"), back.output
+    entry = back.task["replicas"][0]
+    restored = runner.task("replica_install", {"restore": True, "packages": entry["packages"], "kek": entry["kek"],
+                                               "documents": entry["documents"]})
+    assert not restored.task.get("failed"), restored.output
+    assert key_state(token) == before
+
+    for number, ciphertext in samples.items():
+        ok, plain = token.gcm("decrypt", "vault:v%d" % number, nonce, bytes.fromhex(ciphertext))
+        assert ok and bytes.fromhex(plain) == b"encrypted under v%d" % number
+    # the journal continues: the next lifecycle task is anchored by the restored checkpoint key
+    after = runner.task("key_generate", {"name": "after-restore", "backup": True, "policy": POLICY})
+    assert not after.task.get("failed"), after.output
+    assert after.task["audit_checkpoint"]["key_id"] == made["audit_checkpoint"]["key_id"]
+    verified = runner.task("audit_verify", {"fail_on_error": False}).task
+    assert verified["ok"] is True, verified
+    actions = [r["event"]["event"]["action"] for r in runner.journal_records()
+               if r["event"]["keylifecycle"]["phase"] == "change"]
+    assert actions.count("key-restore") >= 4

@@ -84,10 +84,14 @@ def test_the_plan_installs_updates_withdraws_keeps_and_blocks():
     assert "generated before backup" in plan.blocked[0]["why"]
 
 
-def test_a_destroyed_version_the_replica_never_held_sends_nothing():
-    store = FakeStore(_version("vault", 1, state="destroyed", revision=2))
+def test_a_destroyed_version_goes_as_a_tombstone_once():
+    """Its history (version number, transitions, the destruction) goes along, never a key."""
+    destroyed = _version("vault", 1, state="destroyed", revision=2)
+    store = FakeStore(destroyed)
     plan = _rep().plan_replica(store, _replica(), ["vault"])
-    assert plan.packages == [] and plan.unchanged == [] and plan.blocked == []
+    assert [(v.label, action) for v, action in plan.packages] == [("vault:v1", "tombstone")]
+    plan = _rep().plan_replica(store, _replica(_held(destroyed)), ["vault"])
+    assert plan.packages == [] and [v.label for v in plan.unchanged] == ["vault:v1"]
 
 
 def test_a_replica_holding_another_key_under_the_label_is_refused():
@@ -146,3 +150,58 @@ def test_a_package_is_checked_against_its_own_metadata_and_addressee():
     with pytest.raises(_errors().InvalidOption) as info:
         _rep().validate_replica_package(_package(version, action="steal"), 0, FP)
     assert info.value.option == "packages"
+
+
+def _signed_checkpoint(private_key, key_id, seq, journal_id="j-1", label="primary"):
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import checkpoint_payload
+
+    checkpoint = {"journal_id": journal_id, "seq": seq, "head_hash": "ab" * 32,
+                  "signed_at": "2026-11-30T00:00:00+00:00", "key_id": key_id, "key_version": 1,
+                  "public_key_fingerprint": "sha256:" + "c" * 64, "token_label": label, "token_serial": "1"}
+    payload = checkpoint_payload(journal_id, seq, checkpoint["head_hash"], checkpoint["signed_at"])
+    checkpoint["signature"] = base64.b64encode(private_key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+    return checkpoint
+
+
+def test_a_restore_moves_the_pin_only_to_a_checkpoint_the_restored_key_signed():
+    """The replica's pin is behind the journal (every anchored task moves it); the restore moves it to the journal's
+    last checkpoint of the token, after verifying it under the restored key history. An older, foreign or forged
+    checkpoint is refused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    history = {"schema": 1, "revision": 1, "keys": {"k1": {"version": 1, "fingerprint": "sha256:x",
+                                                           "public_key_pem": pem}}}
+    todo = [("audit checkpoint key history", "audit-checkpoint-keys", history)]
+    pin = {"journal_id": "j-1", "seq": 7, "head_hash": "00" * 32, "token_label": "primary", "policy_serial": 3,
+           "revision": 9}
+    installer = _rep().ReplicaInstaller(store=None, transport=None, signer=None, policy=None, restore=True)
+
+    moved = installer._moved_pin(pin, _signed_checkpoint(key, "k1", 12), todo)
+    assert moved["seq"] == 12 and moved["head_hash"] == "ab" * 32 and moved["policy_serial"] == 3
+    assert installer._moved_pin(pin, None, todo) is pin  # no checkpoint: as the replica kept it
+    for bad in (_signed_checkpoint(key, "k1", 6),                       # behind the replicated pin
+                _signed_checkpoint(key, "k1", 12, journal_id="j-2"),    # another journal
+                _signed_checkpoint(key, "k1", 12, label="other"),       # another token
+                _signed_checkpoint(other, "k1", 12),                    # not the restored key's signature
+                _signed_checkpoint(key, "unknown", 12)):                # a key the history does not hold
+        with pytest.raises(_errors().PackageRejected) as info:
+            installer._moved_pin(pin, bad, todo)
+        assert info.value.option == "checkpoint"
+
+
+def test_the_pin_digest_ignores_its_moving_head():
+    pin = {"journal_id": "j-1", "seq": 7, "head_hash": "00" * 32, "revision": 3, "policy_serial": 2}
+    moved = dict(pin, seq=9, head_hash="11" * 32, revision=4)
+    assert _rep().document_digest("audit journal pin", pin) == _rep().document_digest("audit journal pin", moved)
+    assert _rep().document_digest("audit journal pin", pin) != _rep().document_digest(
+        "audit journal pin", dict(pin, policy_serial=3))
+    assert _rep().document_digest("approval nonce", pin) != _rep().document_digest("approval nonce", moved)

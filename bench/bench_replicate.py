@@ -1,0 +1,282 @@
+"""Benchmark replication and restore (see bench/README.md, "Replication benchmark").
+
+For each N, --repeat times, on fresh SoftHSM2 tokens (one SOFTHSM2_CONF, three tokens: primary, replica, restored):
+N AES-256 keys with ``backup: true`` are generated in the primary, the replica is enrolled (``recipient_enroll``)
+and approved by the primary's Security Officer (``recipient_approve`` kind replica), the restored token likewise by
+the replica's; none of this is timed. Then, timed:
+
+* replicate: one play of two tasks, ``key_replicate`` on the primary and ``replica_install`` on the replica with
+  the packages it returned (the N wraps, signing, and the N checked unwraps and stores). ``module_net`` is that
+  play minus the same play run again right after, when there is nothing to copy (same Ansible start, module
+  transfer, logins, enumerations).
+* restore: the same the other way, ``key_replicate restore: true`` on the replica and ``replica_install restore:
+  true`` on the restored token.
+* raw: python-pkcs11 in one process, on a second set of tokens set up the same way: for each key C_WrapKey
+  (CKM_RSA_PKCS_OAEP) under the same kind of trusted replica key in the source token, and C_UnwrapKey into the
+  target token (a token object, sensitive, extractable only under trusted keys): the same wraps and unwraps, and
+  nothing else (no signature, no check value, no metadata).
+
+The ratio module_net / raw is reported (target 1.5), never asserted. After each run the target tokens are counted:
+N secret keys each, or the run stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench_generate import PKCS11_MODULE, PYTHON, Ansible, environment, key_names, run
+
+TARGET_NET_VS_RAW = 1.5
+LABELS = ("kl-primary", "kl-replica", "kl-restored")
+#: the primary's policy: the collection's signing keys are backed up too, so the replica signs the restore with them
+POLICY = {"require_backup": True}
+
+
+class Tokens:
+    """Three fresh SoftHSM2 tokens under one SOFTHSM2_CONF, with 0600 user and SO PIN files each."""
+
+    def __init__(self, root):
+        self.root = root
+        self.env = {"SOFTHSM2_CONF": str(root / "softhsm2.conf")}
+        (root / "tokens").mkdir(parents=True)
+        (root / "softhsm2.conf").write_text("directories.tokendir = %s\nobjectstore.backend = file\n"
+                                            "log.level = ERROR\n" % (root / "tokens"))
+        for label in LABELS:
+            for kind in ("user", "so"):
+                path = root / ("%s.%s.pin" % (label, kind))
+                path.write_text(secrets.token_hex(8) + "\n")
+                path.chmod(0o600)
+            run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", self.pin(label, "so"),
+                 "--pin", self.pin(label, "user")], env=self.env)
+
+    def pin(self, label, kind="user"):
+        return (self.root / ("%s.%s.pin" % (label, kind))).read_text().strip()
+
+    def connection(self, label):
+        return {"pkcs11_module": PKCS11_MODULE, "token_label": label,
+                "user_pin_file": str(self.root / ("%s.user.pin" % label))}
+
+    def child(self, mode, *args):
+        start = time.perf_counter()
+        out = run([PYTHON, __file__, mode, str(self.root), *map(str, args)], env=self.env)
+        return json.loads(out), time.perf_counter() - start
+
+
+def task(name, module, args, register=None):
+    entry = {"name": name, "secops.keylifecycle.%s" % module: args}
+    if register:
+        entry["register"] = register
+    return entry
+
+
+def _officer(tokens, label):
+    """recipient_approve's connection: the token and its SO PIN file (no user PIN)."""
+    return {"pkcs11_module": PKCS11_MODULE, "token_label": label,
+            "so_pin_file": str(tokens.root / ("%s.so.pin" % label))}
+
+
+def setup(ansible, tokens, n):
+    """Keys in the primary; the replica enrolled and approved by the primary's officer, the restored token by the
+    replica's (not timed)."""
+    primary, replica, restored = (tokens.connection(label) for label in LABELS)
+    keys = [{"name": name, "backup": True} for name in key_names(n)]
+    ansible.play_tasks(tokens, [
+        task("generate", "key_generate", dict(primary, keys=keys, return_records=False, policy=POLICY)),
+        task("signer", "key_info", dict(primary, name=["package-signing"]), "info"),
+        task("enroll replica", "recipient_enroll", dict(replica, package_signer="{{ info.package_signer }}"),
+             "replica_enrolled"),
+        task("approve replica", "recipient_approve", dict(_officer(tokens, "kl-primary"), recipients=[{
+            "name": "replica", "kind": "replica",
+            "public_key_pem": "{{ replica_enrolled.transport_key.public_key_pem }}"}]))])
+    save_enrollment(ansible, tokens, "kl-replica")
+
+
+def setup_restore(ansible, tokens):
+    """The restored token enrolled with the replica's package signer (the primary's, copied) and approved by the
+    replica's officer (not timed)."""
+    replica, restored = tokens.connection("kl-replica"), tokens.connection("kl-restored")
+    ansible.play_tasks(tokens, [
+        task("signer of the replica", "key_info", dict(replica, name=["package-signing"]), "rinfo"),
+        task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.package_signer }}"),
+             "restored_enrolled"),
+        task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
+            "name": "restored", "kind": "replica",
+            "public_key_pem": "{{ restored_enrolled.transport_key.public_key_pem }}"}]))])
+    save_enrollment(ansible, tokens, "kl-restored")
+
+
+def copy_tasks(tokens, source, target, name, restore):
+    """key_replicate on ``source`` for ``target`` (enrolled as ``name``), then replica_install on ``target``."""
+    src, dst = tokens.connection(source), tokens.connection(target)
+    transport = "{{ (lookup('ansible.builtin.file', '%s') | from_json).transport_key.public_key_pem }}" % (
+        tokens.root / ("%s.enrollment.json" % target))
+    return [task("held", "replica_install", dict(dst, restore=restore), "held"),
+            task("replicate", "key_replicate", dict(src, restore=restore, policy=POLICY, replicas=[{
+                "name": name, "public_key_pem": transport, "held": "{{ held.held }}",
+                "documents": "{{ held.documents }}"}]), "made"),
+            task("install", "replica_install", dict(dst, restore=restore,
+                                                    packages="{{ made.replicas[0].packages }}",
+                                                    kek="{{ made.replicas[0].kek }}",
+                                                    documents="{{ made.replicas[0].documents }}"))]
+
+
+def save_enrollment(ansible, tokens, label):
+    """The target's enrollment (its transport public key), read again with recipient_enroll (idempotent), for the
+    copy play."""
+    ansible.play_tasks(tokens, [
+        task("enrollment of %s" % label, "recipient_enroll", tokens.connection(label), "enrollment"),
+        {"name": "save %s" % label, "ansible.builtin.copy": {
+            "content": "{{ enrollment | to_json }}", "dest": str(tokens.root / ("%s.enrollment.json" % label)),
+            "mode": "0600"}}])
+
+
+def timed_copy(ansible, tokens, source, target, name, restore):
+    """(first run, second run) wall times of the copy play: the second has nothing to copy."""
+    first, _tasks = ansible.play_tasks(tokens, copy_tasks(tokens, source, target, name, restore))
+    again, _tasks = ansible.play_tasks(tokens, copy_tasks(tokens, source, target, name, restore))
+    return first, again
+
+
+# ---- child process: raw python-pkcs11 -----------------------------------------------------------------------
+
+def _session(root, label):
+    import pkcs11
+    token = pkcs11.lib(PKCS11_MODULE).get_token(token_label=label)
+    pin = (Path(root) / ("%s.user.pin" % label)).read_text().strip()
+    return token.open(rw=True, user_pin=pin)
+
+
+def raw_copy(root, source, target):
+    """C_WrapKey of every bench key in ``source`` under its trusted replica key, C_UnwrapKey of each into ``target``
+    with the transport private key there; returns the seconds of the wraps and of the unwraps."""
+    from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+
+    oaep = (Mechanism.SHA_1, MGF.SHA1, None)
+    with _session(root, source) as session:
+        trusted = next(iter(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.TRUSTED: True})))
+        keys = sorted(((obj[Attribute.LABEL], obj) for obj in session.get_objects({
+            Attribute.CLASS: ObjectClass.SECRET_KEY}) if obj[Attribute.LABEL].startswith("bench-")),
+            key=lambda pair: pair[0])
+        start = time.perf_counter()
+        blobs = [(label, bytes(trusted.wrap_key(key, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep)))
+                 for label, key in keys]
+        wraps = time.perf_counter() - start
+    with _session(root, target) as session:
+        transport = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="keylifecycle-transport")
+        start = time.perf_counter()
+        for label, blob in blobs:
+            transport.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, blob, label=label, store=True,
+                                 mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep,
+                                 template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
+                                           Attribute.WRAP_WITH_TRUSTED: True, Attribute.PRIVATE: True})
+        unwraps = time.perf_counter() - start
+    return {"raw": wraps + unwraps, "wraps": wraps, "unwraps": unwraps, "keys": len(blobs)}
+
+
+def count_bench_keys(root, label):
+    from pkcs11 import Attribute, ObjectClass
+    with _session(root, label) as session:
+        return {"secret_keys": sum(1 for obj in session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY})
+                                   if obj[Attribute.LABEL].startswith("bench-"))}
+
+
+# ---- controller ------------------------------------------------------------------------------------------------
+
+def check(tokens, label, n, what):
+    counts = tokens.child("_count", label)[0]
+    if counts != {"secret_keys": n}:
+        raise SystemExit("%s left %s on %s, expected %d bench keys" % (what, counts, label, n))
+
+
+def _raw_restore_setup(ansible, tokens):
+    """The raw set's restored token: enrolled and approved by the replica's officer (the raw replica holds bare
+    copies, no package signer: the primary's signer is pinned)."""
+    ansible.play_tasks(tokens, [
+        task("signer", "key_info", dict(tokens.connection("kl-primary"), name=["package-signing"]), "info"),
+        task("enroll restored", "recipient_enroll", dict(tokens.connection("kl-restored"),
+                                                         package_signer="{{ info.package_signer }}"), "enrolled"),
+        task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
+            "name": "restored", "kind": "replica",
+            "public_key_pem": "{{ enrolled.transport_key.public_key_pem }}"}]))])
+
+
+def bench_size(n, args, ansible):
+    result = {"n": n, "loadavg_start": os.getloadavg()[0], "runs": []}
+    for i in range(args.repeat):
+        tokens = Tokens(args.work_dir / ("tokens-%d-%d" % (n, i)))
+        setup(ansible, tokens, n)
+        replicate, replicate_again = timed_copy(ansible, tokens, "kl-primary", "kl-replica", "replica", False)
+        check(tokens, "kl-replica", n, "replication")
+        setup_restore(ansible, tokens)
+        restore, restore_again = timed_copy(ansible, tokens, "kl-replica", "kl-restored", "restored", True)
+        check(tokens, "kl-restored", n, "restore")
+
+        raw_tokens = Tokens(args.work_dir / ("raw-%d-%d" % (n, i)))
+        setup(ansible, raw_tokens, n)
+        raw_replicate = raw_tokens.child("_raw", "kl-primary", "kl-replica")[0]
+        check(raw_tokens, "kl-replica", n, "raw replication")
+        _raw_restore_setup(ansible, raw_tokens)
+        raw_restore = raw_tokens.child("_raw", "kl-replica", "kl-restored")[0]
+        check(raw_tokens, "kl-restored", n, "raw restore")
+        result["runs"].append({
+            "replicate": replicate, "replicate_again": replicate_again, "restore": restore,
+            "restore_again": restore_again, "raw_replicate": raw_replicate["raw"],
+            "raw_restore": raw_restore["raw"], "raw_wraps": raw_replicate["wraps"],
+            "raw_unwraps": raw_replicate["unwraps"]})
+    med = {key: statistics.median(run_[key] for run_ in result["runs"]) for key in result["runs"][0]}
+    med["replicate_net"] = med["replicate"] - med["replicate_again"]
+    med["restore_net"] = med["restore"] - med["restore_again"]
+    result["median"] = med
+    result["replicate_net_vs_raw"] = med["replicate_net"] / med["raw_replicate"]
+    result["restore_net_vs_raw"] = med["restore_net"] / med["raw_restore"]
+    result["loadavg_end"] = os.getloadavg()[0]
+    return result
+
+
+def report(results):
+    print("\n| N | replicate (play) | nothing to copy | net | raw wraps + unwraps | net/raw | restore net | raw | "
+          "net/raw |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        m = r["median"]
+        print("| %d | %.2f s | %.2f s | %.2f s | %.2f s | **%.2f** | %.2f s | %.2f s | **%.2f** |" % (
+            r["n"], m["replicate"], m["replicate_again"], m["replicate_net"], m["raw_replicate"],
+            r["replicate_net_vs_raw"], m["restore_net"], m["raw_restore"], r["restore_net_vs_raw"]))
+    print("target net/raw <= %.1f (reported, not asserted)" % TARGET_NET_VS_RAW)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--collections-path", type=Path, required=True)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--sizes", default="100,1000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "replicate.json")
+    args = parser.parse_args()
+    env = environment(args.work_dir)
+    ansible = Ansible(args.work_dir, args.collections_path)
+    results = []
+    for n in sorted(int(size) for size in args.sizes.split(",")):
+        print("N=%d ..." % n, file=sys.stderr, flush=True)
+        results.append(bench_size(n, args, ansible))
+    report(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"environment": env, "repeat": args.repeat, "target_net_vs_raw":
+                                       TARGET_NET_VS_RAW, "results": results}, indent=2) + "\n")
+    print("\nJSON: %s" % args.output)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_raw":
+        print(json.dumps(raw_copy(sys.argv[2], sys.argv[3], sys.argv[4])))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_count":
+        print(json.dumps(count_bench_keys(sys.argv[2], sys.argv[3])))
+    else:
+        main()
