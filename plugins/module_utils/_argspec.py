@@ -128,6 +128,16 @@ AUDIT_CONTEXT_ARGSPEC = {
 
 # The batch modules' choice of a full or a summary result (doc_fragments/batch_result.py); _lifecycle_module
 # summarises, _lifecycle_action journals the events either way.
+#: an enrolled token a key is wrapped for, as recipient_enroll described it (key_distribute's recipients,
+#: key_replicate's replicas): who, where, its transport public key and pinned fingerprint, the OAEP hashes it unwraps
+TRANSPORT_TARGET_OPTIONS = {
+    "name": {"type": "str", "required": True},
+    "host": {"type": "str"},
+    "public_key_pem": {"type": "str", "required": True, "no_log": False},
+    "fingerprint": {"type": "str"},
+    "oaep_hashes": {"type": "list", "elements": "str", "choices": ["sha1", "sha256", "sha384", "sha512"]},
+}
+
 BATCH_RESULT_ARGSPEC = {
     "return_records": {"type": "bool", "default": True},
 }

@@ -50,7 +50,7 @@ def _version_record(version, now, max_period):
 def trusted_key_record(key):
     """What key_info returns about one trusted transport key (``_trusted_keys.TrustedTransportKey``)."""
     return {"label": key.label, "recipient": key.recipient, "host": key.host, "fingerprint": key.fingerprint,
-            "key_id": key.key_id}
+            "key_id": key.key_id, "kind": key.kind}
 
 
 def describe_trust(store):

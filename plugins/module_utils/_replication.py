@@ -135,6 +135,19 @@ def document_digest(kind, document):
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
+def require_replica(objects, token_label):
+    """key_replicate ``restore: true`` runs on a replica, never on a primary: a token that names a journal (its pin)
+    is refused, so that the restore mode (which anchors no checkpoint) cannot copy a primary's keys around its
+    journal."""
+    revisions = objects.newest(AUDIT_JOURNAL_PIN, AUDIT_JOURNAL_PIN.label)
+    if revisions is not None:
+        raise PolicyViolation(
+            "Token %r names audit journal %s: it is a primary, not a replica. restore: true wraps a replica's copies "
+            "back to a replacement primary; replicate a primary without it." % (token_label,
+                                                                                revisions.newest["journal_id"]),
+            option="restore")
+
+
 def token_documents(objects, from_replica=False):
     """``[(kind name, label, document)]``: the token's own documents of ``replicated_kinds`` (``from_replica``: the
     documents of another token this replica keeps, ``REPLICA_DOCUMENT``), in restore order."""
@@ -595,6 +608,12 @@ class ReplicaInstaller:
             if held.get((kind, label)) == package["sha256"]:
                 continue
             if self.restore and kind == AUDIT_JOURNAL_PIN.name:
+                current = objects.newest(AUDIT_JOURNAL_PIN, AUDIT_JOURNAL_PIN.label)
+                if current is not None:
+                    raise PolicyViolation(
+                        "Token %r already names audit journal %s: a restore rebuilds a token that lost its records "
+                        "(re-initialised), and this one has them. Nothing was installed."
+                        % (self.store.token_label, current.newest["journal_id"]), option="restore")
                 pin = document
                 continue
             if self.restore and (kind, label) in held and kind in _immutable_kind_names():

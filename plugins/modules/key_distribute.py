@@ -254,6 +254,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     HsmModule,
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
+    TRANSPORT_TARGET_OPTIONS,
     hsm_module_kwargs,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_distribution import (
@@ -273,15 +274,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
 )
 
 ARGUMENT_SPEC = dict(
-    recipients={"type": "list", "elements": "dict", "required": True, "options": {
-        "name": {"type": "str", "required": True},
-        "host": {"type": "str"},
-        "public_key_pem": {"type": "str", "required": True, "no_log": False},
-        "fingerprint": {"type": "str"},
-        "keys": {"type": "list", "elements": "str", "no_log": False},
-        "installed": {"type": "list", "elements": "dict"},
-        "oaep_hashes": {"type": "list", "elements": "str", "choices": list(OAEP_HASHES)},
-    }},
+    recipients={"type": "list", "elements": "dict", "required": True, "options": dict(
+        TRANSPORT_TARGET_OPTIONS, keys={"type": "list", "elements": "str", "no_log": False},
+        installed={"type": "list", "elements": "dict"})},
     oaep_hash={"type": "str", "choices": [AUTO_OAEP_HASH] + list(OAEP_HASHES), "default": DEFAULT_OAEP_HASH},
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,

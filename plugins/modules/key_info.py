@@ -304,8 +304,12 @@ trusted_transport_keys:
     key_id:
       description: CKA_ID, hex.
       type: str
+    kind:
+      description: V(recipient) or V(replica) (C(trusted-replica:<replica>@<host>:<fingerprint>), a replica token's
+        key, docs/replication.md); null when the label is not the collection's.
+      type: str
   sample: [{label: "trusted-transport:svc1@app1:sha256:9f86...", recipient: svc1, host: app1,
-            fingerprint: "sha256:9f86...", key_id: "9f86d081884c7d659a2feaa0c55ad015"}]
+            fingerprint: "sha256:9f86...", key_id: "9f86d081884c7d659a2feaa0c55ad015", kind: recipient}]
 package_signer:
   description:
     - The public record of the HSM's package-signing key (the managed key C(package-signing), EC P-256 where the

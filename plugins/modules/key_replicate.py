@@ -100,7 +100,8 @@ options:
       - This token is a replica, and the "replicas" are the replacement primary tokens to rebuild from it (approved
         by this token's Security Officer, as kind C(replica)). The documents sent are those the replica keeps of its
         primary. The task is journaled but anchors no checkpoint on the replica (the replica's copy of the
-        audit-checkpoint key belongs to its primary's journal).
+        audit-checkpoint key belongs to its primary's journal); so a token that names an audit journal (a primary)
+        is refused.
     type: bool
     default: false
 seealso:
@@ -195,6 +196,7 @@ error_option:
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
     POLICY_ARGSPEC,
+    TRANSPORT_TARGET_OPTIONS,
     HsmModule,
     hsm_module_kwargs,
 )
@@ -205,6 +207,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._replication i
     choose_oaep_hash,
     parse_replicas,
     plan_replication,
+    require_replica,
     token_documents,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_oaep_hashes
@@ -212,15 +215,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import AUTO_OAEP_HASH, OAEP_HASHES
 
 ARGUMENT_SPEC = dict(
-    replicas={"type": "list", "elements": "dict", "required": True, "options": {
-        "name": {"type": "str", "required": True},
-        "host": {"type": "str"},
-        "public_key_pem": {"type": "str", "required": True, "no_log": False},
-        "fingerprint": {"type": "str"},
-        "held": {"type": "list", "elements": "dict"},
-        "oaep_hashes": {"type": "list", "elements": "str", "choices": list(OAEP_HASHES)},
-        "documents": {"type": "list", "elements": "dict"},
-    }},
+    replicas={"type": "list", "elements": "dict", "required": True, "options": dict(
+        TRANSPORT_TARGET_OPTIONS, held={"type": "list", "elements": "dict"},
+        documents={"type": "list", "elements": "dict"})},
     restore={"type": "bool", "default": False},
     keys={"type": "list", "elements": "str", "no_log": False},
     oaep_hash={"type": "str", "choices": [AUTO_OAEP_HASH] + list(OAEP_HASHES), "default": AUTO_OAEP_HASH},
@@ -239,6 +236,8 @@ def main():
 
     def work(store, _policy, context):
         replicas = parsed["replicas"]
+        if params["restore"]:
+            require_replica(store.objects, store.token_label)
         plans = plan_replication(store, replicas, backup_keys(store, params["keys"]),
                                  find_trusted_transport_keys(store.session),
                                  token_documents(store.objects, from_replica=params["restore"]))

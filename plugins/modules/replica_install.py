@@ -86,7 +86,8 @@ options:
     description:
       - The copies rebuild a primary token from a replica (journaled as C(key-restore)); the documents are written
         back as their own kinds, the journal pin last. Run it on the new token before any other lifecycle task
-        (the first task on an empty token pins it), after the Security Officer reinstalled the policy signers.
+        (the first task on an empty token pins it), after the Security Officer reinstalled the policy signers. A
+        token that already names an audit journal is refused.
     type: bool
     default: false
 seealso:
@@ -126,10 +127,6 @@ audit_events:
   returned: always
   type: list
   elements: dict
-policy_in_force:
-  description: Not returned (the token anchors no journal); see M(secops.keylifecycle.key_install).
-  returned: never
-  type: dict
 error_kind:
   description: Category of the error (for example V(package_rejected), V(key_conflict)).
   returned: failure

@@ -70,7 +70,7 @@ _VERSION_FIELDS = ("curve", "size", "key_check_value", "public_key_fingerprint",
                    "retention_expired", "transitions", "distributable", "recipients", "wrap_with_trusted",
                    "extractable")
 # key_info's trusted transport keys (approved by the Security Officer)
-_TRUSTED_KEY_FIELDS = ("label", "recipient", "host", "fingerprint", "key_id")
+_TRUSTED_KEY_FIELDS = ("label", "recipient", "host", "fingerprint", "key_id", "kind")
 # key_info's policy signers (plugins/module_utils/_policy_signers.py, PolicySigner.as_dict)
 _SIGNER_FIELDS = ("name", "label", "fingerprint", "destroyable")
 # key_info's token_capabilities (probe_token; plugins/module_utils/_key_report.py, capability_summary)
@@ -347,7 +347,8 @@ def trusted_keys(key_info, versions, enrolled_fingerprints=()):
     """key_info's trusted transport keys, each with ``enrolled`` and ``enroll_recorded``.
 
     ``enrolled``: the key names a recipient (its label, as recipient_approve writes it) that some version not yet
-    destroyed lists among its recipients. That list is read from the token by key_info, the same list
+    destroyed lists among its recipients; a replica's key (kind ``replica``), while some version not yet destroyed
+    is backed up. That list is read from the token by key_info, the same list
     key_distribute plans against, so it is complete whatever the journal holds (a journal started after the
     enrollment, or recipients enrolled from another controller). A trusted key whose recipient no key lists any
     more, or whose label is not the collection's, is a finding: the Security Officer revokes it.
@@ -355,8 +356,16 @@ def trusted_keys(key_info, versions, enrolled_fingerprints=()):
     reference, not a finding: the journal may not hold every enrollment).
     """
     named = {r for v in versions if v["state"] != "destroyed" for r in v.get("recipients") or ()}
+    backed_up = any(v.get("backup") for v in versions if v["state"] != "destroyed")
     enrolled_fingerprints = set(enrolled_fingerprints)
-    return [dict(_complete(k, _TRUSTED_KEY_FIELDS), enrolled=bool(k.get("recipient") and k["recipient"] in named),
+
+    def bound(key):
+        if not key.get("recipient"):
+            return False
+        # a replica token's key is bound while the token holds a key that is backed up to replicas
+        return backed_up if key.get("kind") == "replica" else key["recipient"] in named
+
+    return [dict(_complete(k, _TRUSTED_KEY_FIELDS), enrolled=bound(k),
                  enroll_recorded=k.get("fingerprint") in enrolled_fingerprints)
             for k in key_info.get("trusted_transport_keys") or []]
 

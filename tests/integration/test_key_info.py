@@ -92,7 +92,7 @@ def test_trusted_distribution_is_reported_and_key_info_creates_nothing(runner, t
     [trusted] = info.task["trusted_transport_keys"]
     assert trusted["label"] == "trusted-transport:svc1@app1:" + trusted["fingerprint"]
     assert trusted["recipient"] == "svc1" and trusted["host"] == "app1" and len(trusted["key_id"]) == 32
-    assert set(trusted) == {"label", "recipient", "host", "fingerprint", "key_id"}
+    assert set(trusted) == {"label", "recipient", "host", "fingerprint", "key_id", "kind"} and trusted["kind"] == "recipient"
     signer = info.task["package_signer"]  # made by key_generate with the first distributable key
     assert signer["name"] == "package-signing" and signer["public_key_pem"].startswith("-----BEGIN PUBLIC KEY")
     assert signer["fingerprint"] == records["package-signing:v%d" % signer["version"]]["public_key_fingerprint"]

@@ -70,6 +70,16 @@ def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
     assert runner.task("key_generate", {"keys": KEYS}).task["changed"]
     transport = enroll_and_approve(runner, token, replica)
 
+    # check mode: the plan and the diff, nothing wrapped or signed, nothing changed
+    objects = token.objects()
+    checked = runner.task("key_replicate", {"replicas": [{
+        "name": "dr", "host": "hsm-b", "public_key_pem": transport["public_key_pem"]}]}, "--check", "--diff").task
+    assert not checked.get("failed"), checked
+    assert not checked["changed"] and checked["audit_events"] == []
+    assert all(p["wrapped"] is None and "signature" not in p for p in checked["replicas"][0]["packages"])
+    assert checked["diff"]["after"]["dr"] == ["archive:v1 active", "signer:v1 active", "vault:v1 active"]
+    assert token.objects() == objects
+
     made, stored = replicate(runner, replica, transport)
     labels = sorted(p["label"] if "label" in p else "%s:v%d" % (p["name"], p["version"])
                     for p in made["replicas"][0]["packages"])
@@ -247,3 +257,30 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
     actions = [r["event"]["event"]["action"] for r in runner.journal_records()
                if r["event"]["keylifecycle"]["phase"] == "change"]
     assert actions.count("key-restore") >= 4
+
+
+def test_restore_mode_is_refused_on_a_primary_and_onto_a_token_that_names_a_journal(runner, token):
+    """restore: true anchors no checkpoint, so it runs only on a replica; and a restore writes records only onto a
+    token that lost them."""
+    replica = make_token(token.root, "kl-replica")
+    assert runner.task("key_generate", {"keys": KEYS[:1], "policy": POLICY}).task["changed"]
+    transport = enroll_and_approve(runner, token, replica)
+    entry = {"name": "dr", "host": "hsm-b", "public_key_pem": transport["public_key_pem"]}
+    refused = runner.task("key_replicate", {"restore": True, "replicas": [entry]}).task
+    assert refused["failed"] and refused["error_option"] == "restore" and "is a primary" in refused["msg"], refused
+    made, _stored = replicate(runner, replica, transport)
+    # the replica's copies and records, offered back to the live primary (enrolled to the same signer)
+    enrolled = runner.task("recipient_enroll", {"package_signer": made["package_signer"]}).task
+    assert not enrolled.get("failed"), enrolled
+    runner.task("recipient_approve", dict(replica_runner_args(replica), so_pin_file=str(replica.so_pin_file),
+                                          recipients=[{"name": "primary", "kind": "replica",
+                                                       "public_key_pem": enrolled["transport_key"]["public_key_pem"]}]))
+    back = runner.task("key_replicate", dict(replica_runner_args(replica), restore=True, replicas=[{
+        "name": "primary", "public_key_pem": enrolled["transport_key"]["public_key_pem"]}])).task
+    assert not back.get("failed"), back
+    before = token.objects()
+    onto_live = runner.task("replica_install", {"restore": True, "packages": back["replicas"][0]["packages"],
+                                                "kek": back["replicas"][0]["kek"],
+                                                "documents": back["replicas"][0]["documents"]}).task
+    assert onto_live["failed"] and "already names audit journal" in onto_live["msg"], onto_live
+    assert token.objects() == before

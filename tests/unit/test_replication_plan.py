@@ -205,3 +205,10 @@ def test_the_pin_digest_ignores_its_moving_head():
     assert _rep().document_digest("audit journal pin", pin) != _rep().document_digest(
         "audit journal pin", dict(pin, policy_serial=3))
     assert _rep().document_digest("approval nonce", pin) != _rep().document_digest("approval nonce", moved)
+
+
+def test_the_shared_transport_target_options_name_the_oaep_hashes_the_wrap_knows():
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import TRANSPORT_TARGET_OPTIONS
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import OAEP_HASHES
+
+    assert TRANSPORT_TARGET_OPTIONS["oaep_hashes"]["choices"] == list(OAEP_HASHES)

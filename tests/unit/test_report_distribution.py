@@ -126,6 +126,16 @@ def test_trusted_keys_not_tied_to_an_enrolled_recipient_are_findings():
     assert subjects == ["trusted-transport:svc9@app9:" + FP9, "vendor-wrap (%s)" % FPX]
 
 
+def test_a_replica_key_is_bound_while_the_token_holds_a_backed_up_version():
+    replica = {"label": "trusted-replica:dr@hsm-b:" + FP9, "recipient": "dr", "host": "hsm-b", "fingerprint": FP9,
+               "key_id": "ab" * 16, "kind": "replica"}
+    backed_up = [{"name": "vault", "version": 1, "state": "active", "backup": True, "recipients": []}]
+    not_backed_up = [dict(backed_up[0], backup=False), dict(backed_up[0], version=2, state="destroyed")]
+    report = _report()
+    assert report.trusted_keys({"trusted_transport_keys": [replica]}, backed_up)[0]["enrolled"] is True
+    assert report.trusted_keys({"trusted_transport_keys": [replica]}, not_backed_up)[0]["enrolled"] is False
+
+
 def test_wraps_under_untrusted_keys_officer_actions_and_seals_come_from_the_journal():
     model = _model()
     assert [(w["label"], w["recipient"], w["host"], w["operator"]) for w in model["untrusted_wraps"]] == [
