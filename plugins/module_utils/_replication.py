@@ -440,7 +440,7 @@ def apply_replication(store, plans, oaep_hash, context, check_mode):
 def _event(store, plan, version, oaep_hash, context, signer):
     section = key_section(version, store.token_label)
     section.update(recipient=plan.replica.name, recipient_host=plan.replica.host,
-                   mechanism=mechanism_name(oaep_hash) if version.spec.type == "aes" else "CKM_AES_KEY_WRAP_PAD:kwp",
+                   mechanism=mechanism_name(oaep_hash) if version.spec.type == "aes" else KEK_MECHANISM,
                    transport_key_fingerprint=plan.replica.fingerprint, trusted_wrapping=True,
                    trusted_key_label=plan.trusted_key.label, trusted_kind="replica")
     if signer is not None and signer.version is not None:
