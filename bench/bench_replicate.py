@@ -119,11 +119,12 @@ def copy_tasks(tokens, source, target, name, restore):
     src, dst = tokens.connection(source), tokens.connection(target)
     transport = "{{ (lookup('ansible.builtin.file', '%s') | from_json).transport_key.public_key_pem }}" % (
         tokens.root / ("%s.enrollment.json" % target))
+    replica = {"name": name, "public_key_pem": transport, "held": "{{ held.held }}",
+               "documents": "{{ held.documents }}"}
     return [task("held", "replica_install", dict(dst, restore=restore), "held"),
-            task("replicate", "key_replicate", dict(src, restore=restore, policy=POLICY, replicas=[{
-                "name": name, "public_key_pem": transport, "held": "{{ held.held }}",
-                "documents": "{{ held.documents }}"}]), "made"),
-            task("install", "replica_install", dict(dst, restore=restore,
+            task("replicate", "key_replicate", dict(src, restore=restore, policy=POLICY, package_format="jsonl",
+                                                    return_records=False, replicas=[replica]), "made"),
+            task("install", "replica_install", dict(dst, restore=restore, return_records=False,
                                                     packages="{{ made.replicas[0].packages }}",
                                                     kek="{{ made.replicas[0].kek }}",
                                                     documents="{{ made.replicas[0].documents }}"))]
@@ -140,8 +141,9 @@ def save_enrollment(ansible, tokens, label):
 
 
 def timed_copy(ansible, tokens, source, target, name, restore):
-    """Wall time of the copy play (ansible-playbook start to end)."""
-    return ansible.play_tasks(tokens, copy_tasks(tokens, source, target, name, restore))[0]
+    """Wall time of the copy play (ansible-playbook start to end) and of its three tasks (held, replicate,
+    install)."""
+    return ansible.play_tasks(tokens, copy_tasks(tokens, source, target, name, restore))
 
 
 # ---- child process: raw python-pkcs11 -----------------------------------------------------------------------
@@ -153,9 +155,11 @@ def _session(root, label):
     return token.open(rw=True, user_pin=pin)
 
 
-def raw_copy(root, source, target):
+def raw_copy(root, source, target, with_metadata=False):
     """C_WrapKey of every bench key in ``source`` under its trusted replica key, C_UnwrapKey of each into ``target``
-    with the transport private key there; returns the seconds of the wraps and of the unwraps."""
+    with the transport private key there; returns the seconds of the wraps and of the unwraps. ``with_metadata``:
+    also read each key's metadata object in the source (one search of the data objects) and create it in the
+    target, as a replica that is a key store of its own needs."""
     from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
     oaep = (Mechanism.SHA_1, MGF.SHA1, None)
@@ -165,6 +169,11 @@ def raw_copy(root, source, target):
             Attribute.CLASS: ObjectClass.SECRET_KEY}) if obj[Attribute.LABEL].startswith("bench-")),
             key=lambda pair: pair[0])
         start = time.perf_counter()
+        metadata = {}
+        if with_metadata:
+            for obj in session.get_objects({Attribute.CLASS: ObjectClass.DATA,
+                                            Attribute.APPLICATION: "secops.keylifecycle"}):
+                metadata[obj[Attribute.LABEL]] = bytes(obj[Attribute.VALUE])
         blobs = [(label, bytes(trusted.wrap_key(key, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep)))
                  for label, key in keys]
         wraps = time.perf_counter() - start
@@ -176,6 +185,10 @@ def raw_copy(root, source, target):
                                  mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep,
                                  template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
                                            Attribute.WRAP_WITH_TRUSTED: True, Attribute.PRIVATE: True})
+            if with_metadata:
+                session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
+                                       Attribute.PRIVATE: True, Attribute.LABEL: label,
+                                       Attribute.APPLICATION: "secops.keylifecycle", Attribute.VALUE: metadata[label]})
         unwraps = time.perf_counter() - start
     return {"raw": wraps + unwraps, "wraps": wraps, "unwraps": unwraps, "keys": len(blobs)}
 
@@ -208,7 +221,8 @@ def _raw_restore_setup(ansible, tokens):
 
 
 def copy_both_ways(ansible, tokens, n):
-    """(replicate, restore) wall times on ``tokens`` holding ``n`` backup keys, each checked afterwards."""
+    """(replicate, restore): wall time and task times on ``tokens`` holding ``n`` backup keys, each checked
+    afterwards."""
     setup(ansible, tokens, n)
     replicate = timed_copy(ansible, tokens, "kl-primary", "kl-replica", "replica", False)
     check(tokens, "kl-replica", n, "replication")
@@ -228,20 +242,30 @@ def bench_size(n, args, ansible):
         setup(ansible, raw_tokens, n)
         raw_replicate = raw_tokens.child("_raw", "kl-primary", "kl-replica")[0]
         check(raw_tokens, "kl-replica", n, "raw replication")
+        meta_tokens = Tokens(args.work_dir / ("raw-metadata-%d-%d" % (n, i)))
+        setup(ansible, meta_tokens, n)
+        raw_metadata = meta_tokens.child("_raw_metadata", "kl-primary", "kl-replica")[0]
+        check(meta_tokens, "kl-replica", n, "raw replication with metadata")
         _raw_restore_setup(ansible, raw_tokens)
         raw_restore = raw_tokens.child("_raw", "kl-replica", "kl-restored")[0]
         check(raw_tokens, "kl-restored", n, "raw restore")
         result["runs"].append({
-            "replicate": replicate, "replicate_baseline": base_replicate, "restore": restore,
-            "restore_baseline": base_restore, "raw_replicate": raw_replicate["raw"],
+            "replicate": replicate[0], "replicate_baseline": base_replicate[0], "restore": restore[0],
+            "restore_baseline": base_restore[0], "replicate_tasks": replicate[1], "restore_tasks": restore[1],
+            "replicate_baseline_tasks": base_replicate[1], "restore_baseline_tasks": base_restore[1],
+            "raw_replicate": raw_replicate["raw"], "raw_replicate_metadata": raw_metadata["raw"],
             "raw_restore": raw_restore["raw"], "raw_wraps": raw_replicate["wraps"],
             "raw_unwraps": raw_replicate["unwraps"]})
-    med = {key: statistics.median(run_[key] for run_ in result["runs"]) for key in result["runs"][0]}
+    med = {key: statistics.median(run_[key] for run_ in result["runs"]) for key in result["runs"][0]
+           if not key.endswith("_tasks")}
+    for key in [key for key in result["runs"][0] if key.endswith("_tasks")]:  # held, replicate, install
+        med[key] = [statistics.median(run_[key][i] for run_ in result["runs"]) for i in range(3)]
     # the baseline copies one key: the net is for n - 1 keys, scaled to n
     med["replicate_net"] = (med["replicate"] - med["replicate_baseline"]) * n / max(n - 1, 1)
     med["restore_net"] = (med["restore"] - med["restore_baseline"]) * n / max(n - 1, 1)
     result["median"] = med
     result["replicate_net_vs_raw"] = med["replicate_net"] / med["raw_replicate"]
+    result["replicate_net_vs_raw_metadata"] = med["replicate_net"] / med["raw_replicate_metadata"]
     result["restore_net_vs_raw"] = med["restore_net"] / med["raw_restore"]
     result["loadavg_end"] = os.getloadavg()[0]
     return result
@@ -258,6 +282,16 @@ def report(results):
             r["replicate_net_vs_raw"], m["restore"], m["restore_baseline"], m["restore_net"], m["raw_restore"],
             r["restore_net_vs_raw"]))
     print("target net/raw <= %.1f (reported, not asserted)" % TARGET_NET_VS_RAW)
+    for r in results:
+        print("N=%d: raw with the metadata objects copied too %.2f s, replicate net / that %.2f" % (
+            r["n"], r["median"]["raw_replicate_metadata"], r["replicate_net_vs_raw_metadata"]))
+    print("\nTasks (held, key_replicate, replica_install), seconds, N keys and one key:")
+    for r in results:
+        m = r["median"]
+        for what in ("replicate", "restore"):
+            tasks = " / ".join("%.2f" % t for t in m[what + "_tasks"])
+            baseline = " / ".join("%.2f" % t for t in m[what + "_baseline_tasks"])
+            print("  N=%d %s: %s  one key: %s" % (r["n"], what, tasks, baseline))
 
 
 def main():
@@ -282,8 +316,8 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_raw":
-        print(json.dumps(raw_copy(sys.argv[2], sys.argv[3], sys.argv[4])))
+    if len(sys.argv) > 1 and sys.argv[1] in ("_raw", "_raw_metadata"):
+        print(json.dumps(raw_copy(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[1] == "_raw_metadata")))
     elif len(sys.argv) > 1 and sys.argv[1] == "_count":
         print(json.dumps(count_bench_keys(sys.argv[2], sys.argv[3])))
     else:

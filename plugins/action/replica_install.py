@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
+from ansible_collections.secops.keylifecycle.plugins.module_utils._replication import read_packages
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import LifecycleActionBase
 
 
@@ -15,8 +17,9 @@ class ActionModule(LifecycleActionBase):
     TOKEN_IS_PER_HOST = True
 
     def requested_keys(self, args):
-        packages = args.get("packages")
-        if not isinstance(packages, list):
+        try:
+            packages = read_packages(args.get("packages"))
+        except InvalidOption:  # the module refuses it, naming the option
             return []
         return sorted({str(p.get("name")) for p in packages if isinstance(p, dict) and p.get("name")})
 

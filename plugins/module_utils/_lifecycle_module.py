@@ -49,7 +49,7 @@ def _module_name(module, work):
 
 
 def run_lifecycle_module(module, work, validate=None, empty_result=None, open_store=None, anchor=True,
-                         rollover=False):
+                         rollover=False, keep_records=()):
     """Run ``work(store, policy, context)`` and exit the module with its result.
 
     ``work`` returns ``(result, output)``: ``result`` has ``changed``, ``audit_events`` and
@@ -58,7 +58,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     values on failure. ``open_store(session, token_label)`` returns the loaded store
     (default: the key store of an HSM token); ``anchor=False`` for modules that run on a
     recipient's token, which holds no audit checkpoint key. ``rollover=True`` (audit_rollover only) lets the
-    intent start a new journal that continues the one the token names.
+    intent start a new journal that continues the one the token names. ``keep_records``: the lists a summary
+    (``return_records: false``) keeps, because they are the task's product (key_replicate's packages).
     """
     require_dependencies(module)
     params = module.params
@@ -122,7 +123,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
                   audit_checkpoint=checkpoint)
     if params.get("return_records") is False:
-        output = summarise_output(output, params)
+        output = summarise_output(output, params, keep_records)
     diffs = []
     if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
         diffs = list(result.diff) if isinstance(result.diff, (list, tuple)) else [result.diff]
@@ -138,7 +139,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     module.exit_json(**output)
 
 
-def summarise_output(output, params):
+def summarise_output(output, params, keep=()):
     """A batch module's result with ``return_records: false``: every list of records replaced by its count in
     ``summary`` (the plan's entries counted by action too), and the audit events as one JSON Lines text
     (``audit_events_jsonl``), which the action plugin journals and replaces by ``audit_journal``. The result's
@@ -147,7 +148,8 @@ def summarise_output(output, params):
     One string instead of thousands of small dicts: Ansible copies, tags and scrubs a result node by node.
     """
     summary = {}
-    for name in [name for name, value in output.items() if isinstance(value, list) and name != "audit_events"]:
+    for name in [name for name, value in output.items()
+                 if isinstance(value, list) and name != "audit_events" and name not in keep]:
         records = output.pop(name)
         summary[name] = len(records)
         if name == "plan":

@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -392,7 +393,7 @@ def _wrap_version(store, plan, version, params):
                 "(recipient_approve, kind: replica)." % (label, plan.replica.name), option="replicas") from None
 
 
-def apply_replication(store, plans, oaep_hash, context, check_mode):
+def apply_replication(store, plans, oaep_hash, context, check_mode, package_format="list"):
     """Wrap every install, wrap each replica's KEK once where a key pair goes, sign every package (package-signing
     key, generated on first use). In check mode: the packages without wrapped keys and unsigned."""
     events, out = [], []
@@ -420,6 +421,8 @@ def apply_replication(store, plans, oaep_hash, context, check_mode):
         if signer is not None:
             packages = [signer.sign(package) for package in packages]
             kek_package = signer.sign(kek_package) if kek_package is not None else None
+        if package_format == "jsonl":
+            packages = package_lines(packages)
         documents = [{"format": REPLICA_PACKAGE_FORMAT, "kind": "replica-document", "source_token": store.token_label,
                       "replica": plan.replica.name, "replica_host": plan.replica.host,
                       "transport_key_fingerprint": plan.replica.fingerprint, "document_kind": kind, "label": label,
@@ -517,6 +520,28 @@ def validate_replica_package(package, index, transport_fingerprint):
         raise InvalidOption("%s installs %s but carries no wrapped key (made in check mode?). Run key_replicate "
                             "again without --check." % (where, label), option="packages")
     return version
+
+
+def package_lines(packages):
+    """The packages as one JSON Lines text (``package_format: jsonl``): Ansible passes one string between tasks far
+    more cheaply than thousands of small dicts (it copies, tags and scrubs a result node by node)."""
+    return "".join(json.dumps(package, sort_keys=True, separators=(",", ":")) + "\n" for package in packages)
+
+
+def read_packages(value):
+    """replica_install's ``packages``: the list key_replicate returned, or its JSON Lines text; InvalidOption when it
+    is neither."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        try:
+            return [json.loads(line) for line in value.splitlines() if line.strip()]
+        except ValueError:
+            pass
+    raise InvalidOption("packages must be the packages key_replicate returned for this replica: a list, or the JSON "
+                        "Lines text of package_format: jsonl, unchanged.", option="packages")
 
 
 def decode_blob(text, where):
@@ -837,7 +862,8 @@ def _pair_matches(private, public_key, key_type, offered):
 def describe_installed(todo):
     """What replica_install changed (or would), for its result and diff."""
     return [{"name": version.name, "version": version.version, "id": version.key_id, "revision": version.revision,
-             "state": version.state, "action": _action(package, version, current)} for package, version, current in todo]
+             "state": version.state, "action": _action(package, version, current)}
+            for package, version, current in todo]
 
 
 def _action(package, version, current):

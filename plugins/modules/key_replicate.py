@@ -36,6 +36,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
+  - secops.keylifecycle.batch_result
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
 attributes:
@@ -95,6 +96,15 @@ options:
     type: str
     choices: [auto, sha1, sha256, sha384, sha512]
     default: auto
+  package_format:
+    description:
+      - V(list), RV(replicas[].packages) is a list of packages; V(jsonl), it is one text of JSON Lines (one signed
+        package a line), which M(secops.keylifecycle.replica_install) takes as it is. For large batches, as Ansible
+        passes one string between tasks far more cheaply than thousands of small dicts (bench/README.md,
+        "Replication benchmark").
+    type: str
+    choices: [list, jsonl]
+    default: list
   restore:
     description:
       - This token is a replica, and the "replicas" are the replacement primary tokens to rebuild from it (approved
@@ -141,9 +151,10 @@ replicas:
       description: The replica's key-encryption key wrapped under its transport key (signed), where key pairs go.
       type: dict
     packages:
-      description: One signed package per version to install, update or withdraw (metadata, wrapped key or null).
-      type: list
-      elements: dict
+      description:
+        - One signed package per version to install, update, withdraw or record as destroyed (metadata, wrapped key
+          or null); with O(package_format=jsonl) one text, a package per line.
+      type: raw
     unchanged:
       description: Versions the replica holds in their newest revision.
       type: list
@@ -171,6 +182,18 @@ audit_events:
   returned: always
   type: list
   elements: dict
+summary:
+  description:
+    - With O(return_records=false), instead of RV(audit_events) (then not returned), how many events; RV(replicas)
+      is returned either way (the packages are the task's product).
+  returned: success, when O(return_records=false)
+  type: dict
+audit_journal:
+  description:
+    - With O(return_records=false), where the task's records are in the controller's audit journal, in place of
+      RV(audit_events); its fields are those of RV(secops.keylifecycle.key_generate#module:audit_journal).
+  returned: when O(return_records=false), once the module ran (not in check mode)
+  type: dict
 audit_checkpoint:
   description:
     - The signed checkpoint of the controller's journal made by this call; null in check mode or without a journal.
@@ -195,6 +218,7 @@ error_option:
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
+    BATCH_RESULT_ARGSPEC,
     POLICY_ARGSPEC,
     TRANSPORT_TARGET_OPTIONS,
     HsmModule,
@@ -219,6 +243,8 @@ ARGUMENT_SPEC = dict(
         TRANSPORT_TARGET_OPTIONS, held={"type": "list", "elements": "dict"},
         documents={"type": "list", "elements": "dict"})},
     restore={"type": "bool", "default": False},
+    package_format={"type": "str", "choices": ["list", "jsonl"], "default": "list"},
+    **BATCH_RESULT_ARGSPEC,
     keys={"type": "list", "elements": "str", "no_log": False},
     oaep_hash={"type": "str", "choices": [AUTO_OAEP_HASH] + list(OAEP_HASHES), "default": AUTO_OAEP_HASH},
     **POLICY_ARGSPEC,
@@ -244,11 +270,11 @@ def main():
         pinned = params["oaep_hash"] != AUTO_OAEP_HASH
         token_hashes = [params["oaep_hash"]] if pinned else probe_oaep_hashes(store.session, store.token_label)
         oaep_hash = choose_oaep_hash(replicas, token_hashes, store.token_label)
-        result = apply_replication(store, plans, oaep_hash, context, module.check_mode)
+        result = apply_replication(store, plans, oaep_hash, context, module.check_mode, params["package_format"])
         return result, dict(replicas=result.replicas, package_signer=result.package_signer, oaep_hash=oaep_hash)
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"replicas": [], "package_signer": None},
-                         anchor=not params["restore"])
+                         anchor=not params["restore"], keep_records=("replicas",))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ extends_documentation_fragment:
   - secops.keylifecycle.connection
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
+  - secops.keylifecycle.batch_result
   - secops.keylifecycle.attributes
   - secops.keylifecycle.attributes.action_group
 attributes:
@@ -53,10 +54,11 @@ attributes:
     support: full
 options:
   packages:
-    description: The packages key_replicate made for this replica (RV(secops.keylifecycle.key_replicate#module:replicas[].packages)).
-    type: list
-    elements: dict
-    default: []
+    description:
+      - The packages key_replicate made for this replica (RV(secops.keylifecycle.key_replicate#module:replicas[].packages)),
+        as it returned them, a list or the JSON Lines text of
+        O(secops.keylifecycle.key_replicate#module:package_format=jsonl).
+    type: raw
   kek:
     description: The replica KEK package key_replicate returned with them, needed where RSA or EC keys are installed.
     type: dict
@@ -127,6 +129,18 @@ audit_events:
   returned: always
   type: list
   elements: dict
+summary:
+  description:
+    - With O(return_records=false), instead of RV(installed) and RV(audit_events) (then not returned), how many of
+      each; RV(held) and RV(documents) are returned either way (key_replicate needs them).
+  returned: success, when O(return_records=false)
+  type: dict
+audit_journal:
+  description:
+    - With O(return_records=false), where the task's records are in the controller's audit journal, in place of
+      RV(audit_events); its fields are those of RV(secops.keylifecycle.key_generate#module:audit_journal).
+  returned: when O(return_records=false), once the module ran (not in check mode)
+  type: dict
 error_kind:
   description: Category of the error (for example V(package_rejected), V(key_conflict)).
   returned: failure
@@ -141,6 +155,7 @@ from dataclasses import dataclass
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
     AUDIT_CONTEXT_ARGSPEC,
+    BATCH_RESULT_ARGSPEC,
     POLICY_ARGSPEC,
     HsmModule,
     hsm_module_kwargs,
@@ -154,16 +169,18 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._replication i
     describe_installed,
     document_inventory,
     held_versions,
+    read_packages,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_TRANSPORT_KEY_LABEL
 
 ARGUMENT_SPEC = dict(
-    packages={"type": "list", "elements": "dict", "default": []},
+    packages={"type": "raw"},
     kek={"type": "dict"},
     documents={"type": "list", "elements": "dict", "default": []},
     checkpoint={"type": "dict"},
     transport_key_label={"type": "str", "default": DEFAULT_TRANSPORT_KEY_LABEL, "no_log": False},
     restore={"type": "bool", "default": False},
+    **BATCH_RESULT_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,
 )
@@ -192,8 +209,9 @@ def main():
         installer = ReplicaInstaller(stores.keys, stores.recipient.transport, stores.recipient.package_signer,
                                      policy, restore=params["restore"])
         planned = ([], [], None)
-        if params["packages"] or params["documents"]:  # without them it only reports
-            planned = installer.check(params["packages"], params["kek"], params["documents"], params["checkpoint"])
+        packages = read_packages(params["packages"])
+        if packages or params["documents"]:  # without them it only reports
+            planned = installer.check(packages, params["kek"], params["documents"], params["checkpoint"])
         events = installer.apply(planned, params["kek"], context, module.check_mode)
         todo, documents_todo, pin = planned
         held = held_versions(stores.keys) if not module.check_mode else before
@@ -206,7 +224,7 @@ def main():
         return result, dict(held=held, installed=result.installed, documents=documents)
 
     run_lifecycle_module(module, work, empty_result={"held": [], "installed": [], "documents": []},
-                         open_store=open_store, anchor=False)
+                         open_store=open_store, anchor=False, keep_records=("held", "documents"))
 
 
 if __name__ == "__main__":
