@@ -101,11 +101,14 @@ def setup(ansible, tokens, n):
 
 
 def setup_restore(ansible, tokens):
-    """The restored token enrolled with the replica's package signer (the primary's, copied) and approved by the
-    replica's officer (not timed)."""
+    """The restored token's officer pins the replica's package signer (the primary's, copied), trusted; the token
+    enrolled and approved by the replica's officer (not timed)."""
     replica, restored = tokens.connection("kl-replica"), tokens.connection("kl-restored")
     ansible.play_tasks(tokens, [
         task("signer of the replica", "key_info", dict(replica, name=["package-signing"]), "rinfo"),
+        task("officer pins it", "package_signer_approve", dict(_officer(tokens, "kl-restored"),
+                                                               package_signer="{{ rinfo.package_signer }}",
+                                                               fingerprint="{{ rinfo.package_signer.fingerprint }}")),
         task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.package_signer }}"),
              "restored_enrolled"),
         task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{

@@ -44,6 +44,8 @@ ACTIONS = {
     "recipient-revoke": (["configuration", "iam"], ["deletion"]),
     "key-seal": (["configuration"], ["change"]),
     "package-signer-pin": (["configuration"], ["creation"]),
+    # the Security Officer pins the package signer a token may be restored from, trusted (docs/replication.md)
+    "package-signer-approve": (["configuration", "iam"], ["creation"]),
     # monitoring (read-only modules, docs/monitoring.md): one record per drift finding, one per token check
     "key-drift": (["configuration"], ["info"]),
     "token-check": (["configuration"], ["info"]),

@@ -43,16 +43,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signi
     follow_certificates,
     verify_package,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._pinned_signer import PACKAGE_SIGNER_LABEL
-from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import load_public_key
-from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
-    public_key_pem,
-    spki_fingerprint,
-    token_can_hold,
+from ansible_collections.secops.keylifecycle.plugins.module_utils._pinned_signer import (
+    PACKAGE_SIGNER_LABEL,
+    load_signer_key,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import public_key_pem
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import probe_unwrap_oaep
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
-    FINGERPRINT_RE,
     check_transport_strength,
     decode_wrapped,
     validate_package,
@@ -133,26 +130,7 @@ def _signer_key(raw):
     if not isinstance(raw, dict) or not isinstance(raw.get("public_key_pem"), str):
         raise InvalidOption("package_signer must be a dict with public_key_pem: the package_signer that key_info "
                             "returns on the HSM host.", option="package_signer")
-    public_key = load_public_key(raw["public_key_pem"])
-    if public_key is None:
-        raise InvalidOption("package_signer.public_key_pem is not a readable EC (P-256 or stronger) or RSA (3072 bits "
-                            "or more) public key in PEM; pass "
-                            "package_signer.public_key_pem from key_info on the HSM host unchanged.",
-                            option="package_signer")
-    if not token_can_hold(public_key):
-        raise InvalidOption("package_signer.public_key_pem is an EC key on curve %s; the HSM's package signer is "
-                            "EC P-256, P-384 or P-521, or RSA. Pass package_signer from key_info on the HSM host "
-                            "unchanged. Nothing was pinned." % public_key.curve.name, option="package_signer")
-    fingerprint = spki_fingerprint(public_key)
-    pin = raw.get("fingerprint")
-    if pin is not None and not (isinstance(pin, str) and FINGERPRINT_RE.match(pin.lower())):
-        raise InvalidOption("package_signer.fingerprint must be sha256:<64 hex digits>.", option="package_signer")
-    if pin and pin.lower() != fingerprint:
-        raise PolicyViolation(
-            "package_signer: the public key's fingerprint %s does not match the pinned fingerprint %s. Confirm the "
-            "HSM's package signer with the Security Officer before pinning it. Nothing was pinned."
-            % (fingerprint, pin), option="package_signer")
-    return public_key, fingerprint
+    return load_signer_key(raw["public_key_pem"], raw.get("fingerprint"), "package_signer")
 
 
 def pin_package_signer(store, raw, context, check_mode, result):

@@ -585,6 +585,13 @@ class ReplicaInstaller:
             raise PackageRejected("Token %r pins no package signer: run recipient_enroll with the source token's "
                                   "package_signer (key_info or key_replicate) first." % self.store.token_label,
                                   option="packages")
+        if self.restore and not self.signer.trusted:
+            raise PolicyViolation(
+                "restore: the package signer %s pinned in token %r was pinned by an operator, not by the token's "
+                "Security Officer (CKA_TRUSTED false). A restore brings back the records that govern the token, so it "
+                "accepts packages only from a signer the Security Officer pinned: run package_signer_approve with the "
+                "SO PIN and the replica's package signer, then this task again. Nothing was installed."
+                % (self.signer.fingerprint, self.store.token_label), option="restore")
         if kek_package is not None:
             verify_package(kek_package, self.signer.public_key, where="the replica KEK package")
             if kek_package.get("transport_key_fingerprint") != self.transport.fingerprint:

@@ -46,8 +46,8 @@ CONTROLS = [
 ]
 LIFECYCLE_ACTIONS = ("key-generate", "key-rotate", "key-destroy", "key-distribute", "key-install", "key-withdraw",
                      "key-update", "transport-key-enroll", "recipient-approve", "recipient-revoke", "key-seal",
-                     "package-signer-pin", "key-replicate", "replica-install", "replica-update", "replica-withdraw",
-                     "key-restore")
+                     "package-signer-pin", "package-signer-approve", "key-replicate", "replica-install",
+                     "replica-update", "replica-withdraw", "key-restore")
 ROLLOVER_ACTION = "audit-journal-rollover"
 # The Security Officer's approvals and revocations of recipients' transport keys (docs/distribution.md).
 OFFICER_ACTIONS = ("recipient-approve", "recipient-revoke")

@@ -245,8 +245,20 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
         "fingerprint": new_transport["fingerprint"], "held": []}]))
     assert not back.task.get("failed"), back.output
     entry = back.task["replicas"][0]
-    restored = runner.task("replica_install", {"restore": True, "packages": entry["packages"], "kek": entry["kek"],
-                                               "documents": entry["documents"]})
+    restore_args = {"restore": True, "packages": entry["packages"], "kek": entry["kek"],
+                    "documents": entry["documents"]}
+    # the signer recipient_enroll pinned is the operator's word: a restore needs the Security Officer's
+    refused = runner.task("replica_install", restore_args).task
+    assert refused["failed"] and refused["error_option"] == "restore", refused
+    assert "package_signer_approve" in refused["msg"] and token.metadata() == {}
+    approved = runner.task("package_signer_approve", {"so_pin_file": str(token.so_pin_file),
+                                                      "package_signer": replica_signer,
+                                                      "fingerprint": made["package_signer"]["fingerprint"],
+                                                      "change_ref": "CHG-7"}).task
+    assert approved["changed"] and approved["package_signer"]["trusted"] is True, approved
+    again = runner.task("recipient_enroll", {"package_signer": replica_signer}).task  # leaves the trusted pin
+    assert not again.get("failed") and again["package_signer"]["trusted"] is True, again
+    restored = runner.task("replica_install", restore_args)
     assert not restored.task.get("failed"), restored.output
     assert key_state(token) == before
 
@@ -283,6 +295,9 @@ def test_restore_mode_is_refused_on_a_primary_and_onto_a_token_that_names_a_jour
     back = runner.task("key_replicate", dict(replica_runner_args(replica), restore=True, replicas=[{
         "name": "primary", "public_key_pem": enrolled["transport_key"]["public_key_pem"]}])).task
     assert not back.get("failed"), back
+    assert runner.task("package_signer_approve", {"so_pin_file": str(token.so_pin_file),
+                                                  "package_signer": made["package_signer"],
+                                                  "fingerprint": made["package_signer"]["fingerprint"]}).task["changed"]
     before = token.objects()
     onto_live = runner.task("replica_install", {"restore": True, "packages": back["replicas"][0]["packages"],
                                                 "kek": back["replicas"][0]["kek"],

@@ -18,12 +18,12 @@ def test_the_restore_drill_runs_end_to_end_and_its_report_says_what_was_checked(
     assert run.returncode == 0, run.stdout + run.stderr
     (run_dir,) = [path for path in drill_base.iterdir() if path.is_dir()]
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["passed"] is True and len(report["checks"]) == 7 and all(c["ok"] for c in report["checks"])
+    assert report["passed"] is True and len(report["checks"]) == 8 and all(c["ok"] for c in report["checks"])
     assert set(report["seconds"]) == {"1 generate, encrypt, rotate", "2 replicate", "3 wipe", "4 restore",
                                       "5 decrypt, continue, verify"}
     assert all(seconds > 0 for seconds in report["seconds"].values())
     html = (run_dir / "report.html").read_text()
-    assert "PASSED" in html and html.count('class="ok">passed') == 7 and "FAILED" not in html
+    assert "PASSED" in html and html.count('class="ok">passed') == 8 and "FAILED" not in html
 
     # the restored primary, read independently: every version with the id and metadata the replica kept
     env = {"SOFTHSM2_CONF": str(run_dir / "primary" / "softhsm2.conf")}
@@ -52,5 +52,8 @@ def test_the_restore_drill_runs_end_to_end_and_its_report_says_what_was_checked(
     records = [json.loads(line)["event"] for line in (run_dir / "audit" / "journal.jsonl").read_text().splitlines()]
     restored = [e for e in records if e["event"]["action"] == "key-restore" and e["keylifecycle"]["phase"] == "change"]
     assert {e["key"]["label"] for e in restored} >= {"drill-records:v1", "drill-records:v2", "audit-journal-pin"}
+    # the restore came after the replacement token's Security Officer pinned the signer it accepts packages from
+    order = [e["event"]["action"] for e in records if e["keylifecycle"]["phase"] == "change"]
+    assert order.index("package-signer-approve") < order.index("key-restore")
     checkpoints = [e["keylifecycle"]["checkpoint"] for e in records if e["event"]["action"] == "audit-checkpoint"]
     assert len({c["key_id"] for c in checkpoints}) == 1 and checkpoints[-1]["token_label"] == "drill-primary"

@@ -52,3 +52,16 @@ def test_operator_with_control_characters_refused(audit):
     bad = audit.AuditContext(operator="alice\nroot", operator_source="x", run_id="r", host="h")
     with pytest.raises(ValueError):
         audit.build_event("key-generate", "success", bad)
+
+
+def test_the_schema_document_lists_every_action(audit):
+    """docs/audit-schema.md names each event.action the schema accepts, and no other."""
+    import re
+
+    from tests.conftest import REPO
+
+    row = [line for line in (REPO / "docs" / "audit-schema.md").read_text().splitlines()
+           if line.startswith("| `event.action` |")]
+    assert len(row) == 1
+    listed = re.findall(r"`([a-z-]+)`", row[0].split("|")[3])
+    assert sorted(listed) == sorted(audit.ACTIONS)
