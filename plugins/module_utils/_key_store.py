@@ -78,6 +78,39 @@ class Anomaly:
         return {"label": self.label, "problem": self.problem}
 
 
+class RecordedVersions:
+    """The ``(name, version)`` pairs on the token, indexed by name: a plain set made every per-key question (its
+    versions, its next number) scan the whole token, quadratic in a batch of a thousand keys."""
+
+    def __init__(self, pairs=()):
+        self._by_name = {}
+        for pair in pairs:
+            self.add(pair)
+
+    def add(self, pair):
+        self._by_name.setdefault(pair[0], set()).add(pair[1])
+
+    def discard(self, pair):
+        numbers = self._by_name.get(pair[0])
+        if numbers is not None:
+            numbers.discard(pair[1])
+            if not numbers:
+                del self._by_name[pair[0]]
+
+    def __iter__(self):
+        return ((name, number) for name, numbers in self._by_name.items() for number in numbers)
+
+    def __contains__(self, pair):
+        return pair[1] in self._by_name.get(pair[0], ())
+
+    def names(self):
+        return sorted(self._by_name)
+
+    def of(self, name):
+        """The version numbers of ``name``, ascending."""
+        return sorted(self._by_name.get(name, ()))
+
+
 class TokenKeyStore:
     """Our key versions on one logged-in session, indexed once per module call."""
 
@@ -85,7 +118,7 @@ class TokenKeyStore:
         self.session = session
         self.token_label = token_label
         self.objects = TokenObjects(session, token_label)
-        self._versions = set()
+        self._versions = RecordedVersions()
         self._decoded = {}
         self._kcv_index = None
         self.anomalies = []
@@ -102,7 +135,8 @@ class TokenKeyStore:
         self._decoded.clear()
         self.anomalies = []
         parsed = filter(None, map(parse_label, self.objects.labels()))
-        self._versions = {key for key in parsed if self._objects(*key).metadata or self._objects(*key).key_objects()}
+        self._versions = RecordedVersions(key for key in parsed
+                                          if self._objects(*key).metadata or self._objects(*key).key_objects())
         for name, version in sorted(self._versions):
             label = version_label(name, version)
             objects = self._objects(name, version)
@@ -121,17 +155,16 @@ class TokenKeyStore:
                               keys(ObjectClass.PRIVATE_KEY, label), keys(ObjectClass.PUBLIC_KEY, label))
 
     def names(self):
-        return sorted({name for name, _version in self._versions})
+        return self._versions.names()
 
     def next_version(self, name):
         """The next free version number: above every version on the token, recorded or half-made."""
-        return max([version for key_name, version in self._versions if key_name == name], default=0) + 1
+        return max(self._versions.of(name), default=0) + 1
 
     def half_made(self, name):
         """Version numbers of ``name`` that have key objects but no metadata (an interrupted generation)."""
-        return sorted(version for (key_name, version) in self._versions
-                      if key_name == name and not self._objects(name, version).metadata
-                      and self._objects(name, version).key_objects())
+        return [version for version in self._versions.of(name)
+                if not self._objects(name, version).metadata and self._objects(name, version).key_objects()]
 
     def discard_half_made(self, name, version):
         """Destroy the key objects of a version that never got its metadata; return their CKA_ID (hex).
@@ -156,7 +189,8 @@ class TokenKeyStore:
             if not objects.metadata:
                 continue  # half-made: removed by remove_half_made
             revisions = self.objects.newest(KEY_METADATA, version_label(name, version))
-            if len(self.key_groups(name, version)) > 1 or revisions.duplicated:
+            # one key object (an AES key) carries one CKA_ID: no attribute to read
+            if (len(objects.key_objects()) > 1 and len(self.key_groups(name, version)) > 1) or revisions.duplicated:
                 found.append((name, version))
         return found
 
@@ -215,8 +249,8 @@ class TokenKeyStore:
     def versions(self, name):
         """All recorded versions of a logical key, oldest first, with the token's evidence."""
         result = []
-        for (key_name, version) in sorted(k for k in self._versions if k[0] == name):
-            decoded = self._version(key_name, version)
+        for version in self._versions.of(name):
+            decoded = self._version(name, version)
             if decoded is not None:
                 result.append(decoded)
         return result
