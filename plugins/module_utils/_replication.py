@@ -67,6 +67,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     validate_name,
     version_label,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import CHECKPOINT_KEY_NAME
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
     ensure_package_signer,
     signer_record,
@@ -106,6 +107,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
 
 REPLICA_PACKAGE_FORMAT = 1
 KEK_MECHANISM = "CKM_AES_KEY_WRAP_PAD:rfc5649"
+#: copies a replica keeps unable to sign (CKA_SIGN false, CKA_MODIFIABLE false): the audit-checkpoint key anchors
+#: the primary's journal, and nothing on a replica anchors it (key_replicate restore: true signs no checkpoint), so
+#: whoever holds the replica's user PIN cannot sign checkpoints of the primary's journal; a restore unwraps it anew
+#: with the usages of its state
+LOCKED_ON_REPLICA = (CHECKPOINT_KEY_NAME,)
 NOT_EXTRACTABLE_WHY = "not extractable: generated before backup was set; rotate the key to back up its next version"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
 _HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
@@ -739,8 +745,12 @@ class ReplicaInstaller:
 
     # ---- steps ------------------------------------------------------------------------------------
 
+    def _locked(self, version):
+        return not self.restore and version.name in LOCKED_ON_REPLICA
+
     def _usages(self, version):
-        return allowed_usages(version, self.policy.compromise_disables_decrypt)
+        usages = allowed_usages(version, self.policy.compromise_disables_decrypt)
+        return usages - {"sign"} if self._locked(version) else usages
 
     def _offered(self):
         if self._mechanisms is None:
@@ -829,7 +839,8 @@ class ReplicaInstaller:
                                   "more was installed." % (version.label, version.public_key_fingerprint),
                                   option="packages")
         with pkcs11_errors("C_CopyObject for %s" % version.label, token_label=self.store.token_label):
-            stored = private.copy({Attribute.TOKEN: True, Attribute.SIGN: "sign" in usages})
+            stored = private.copy({Attribute.TOKEN: True, Attribute.SIGN: "sign" in usages,
+                                   **({Attribute.MODIFIABLE: False} if self._locked(version) else {})})
             destroy_quietly(private)
             public = self.store.session.create_object({
                 **public_key_attributes(public_key), Attribute.TOKEN: True, Attribute.PRIVATE: False,
@@ -838,8 +849,9 @@ class ReplicaInstaller:
         return [stored, public]
 
     def _update(self, current, version):
-        disabled = set(current.spec.usage) - self._usages(version)
-        self.store.set_usage(version, sorted(disabled))
+        if not self._locked(version):  # a locked copy's private key has no usage left to switch off
+            disabled = set(current.spec.usage) - self._usages(version)
+            self.store.set_usage(version, sorted(disabled))
         self.store.record_revision(version)
 
     def _withdraw(self, current, version):

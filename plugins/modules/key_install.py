@@ -126,7 +126,7 @@ installed:
   elements: dict
 package_signer:
   description: The package signer pinned in this token after the task (C(label), C(id), C(type) V(ec) or V(rsa),
-    C(curve) (null for RSA), C(fingerprint)), or null when none is pinned.
+    C(curve) (null for RSA), C(fingerprint), C(trusted)), or null when none is pinned.
   returned: success
   type: dict
 package_signer_rollover:

@@ -183,6 +183,12 @@ package_signer:
     fingerprint:
       description: C(sha256:<hex>) of the signer's DER SubjectPublicKeyInfo.
       type: str
+    trusted:
+      description:
+        - CKA_TRUSTED of the pinned object - true when this token's Security Officer pinned it
+          (M(secops.keylifecycle.package_signer_approve)), which a restore requires. A trusted pin of the same
+          signer is left as it is.
+      type: bool
 installed:
   description:
     - Key versions on this token (C(name), C(version), C(id), C(key_check_value), C(state), C(recipient),

@@ -22,7 +22,9 @@ description:
     the signed public key, whose fingerprint is the recorded one), then copied onto the token with the label and
     CKA_ID of the source, CKA_SENSITIVE true, CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED true (it leaves only under a
     key this token's Security Officer made trusted, for a restore), and the usages of its state. Its metadata object
-    is the source's, byte for byte, in the same revision.
+    is the source's, byte for byte, in the same revision. The source's C(audit-checkpoint) key is stored with
+    CKA_SIGN and CKA_MODIFIABLE false (a replica never anchors the source's journal); O(restore=true) gives it the
+    usages of its state.
   - A newer revision updates the copy (usages of its new state, then its metadata); a destroyed version's copy is
     destroyed (C_DestroyObject), the token searched again by CKA_ID, CKA_LABEL and check value, and only then the
     tombstone revision written. A revision older than or equal to the one held is ignored, so a replayed package

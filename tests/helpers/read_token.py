@@ -18,7 +18,7 @@ BOOLEAN = {
                              "NEVER_EXTRACTABLE", "ENCRYPT", "DECRYPT", "WRAP", "UNWRAP", "SIGN", "VERIFY",
                              "DERIVE", "MODIFIABLE"],
     ObjectClass.PRIVATE_KEY: ["TOKEN", "PRIVATE", "SENSITIVE", "EXTRACTABLE", "LOCAL", "ALWAYS_SENSITIVE",
-                              "NEVER_EXTRACTABLE", "DECRYPT", "UNWRAP", "SIGN", "DERIVE"],
+                              "NEVER_EXTRACTABLE", "DECRYPT", "UNWRAP", "SIGN", "DERIVE", "MODIFIABLE"],
     ObjectClass.PUBLIC_KEY: ["TOKEN", "PRIVATE", "ENCRYPT", "WRAP", "VERIFY", "LOCAL"],
     ObjectClass.DATA: ["TOKEN", "PRIVATE"],
 }

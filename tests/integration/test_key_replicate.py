@@ -7,13 +7,16 @@ with python-pkcs11 (tests/helpers/read_token.py), AES-GCM across the two tokens,
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import subprocess
+import sys
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 
-from tests.conftest import make_token
+from tests.conftest import PKCS11_MODULE, make_token
 from tests.integration.test_key_distribute import encodings, files_under
 
 KEYS = [
@@ -60,6 +63,26 @@ def replicate(runner, replica, transport, compact=False):
                                                  return_records=not compact))
     assert not stored.task.get("failed"), stored.output
     return made.task, stored.task
+
+
+# Raw python-pkcs11 on a replica, outside the collection: try to switch a private key copy's CKA_SIGN on.
+# argv = module, token label, PIN file, label
+TRY_SIGN_ON = r"""
+import sys
+import pkcs11
+from pkcs11 import Attribute, ObjectClass
+from pkcs11.exceptions import PKCS11Error
+
+module, token_label, pin_file, label = sys.argv[1:5]
+tok = pkcs11.lib(module).get_token(token_label=token_label)
+with tok.open(rw=True, user_pin=open(pin_file).read().strip()) as s:
+    key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+    try:
+        key[Attribute.SIGN] = True
+        print("allowed")
+    except PKCS11Error as exc:
+        print("refused %s" % type(exc).__name__)
+"""
 
 
 def key_state(token):
@@ -194,9 +217,6 @@ POLICY = {"require_backup": True}
 
 def wipe(token):
     """Re-initialise the token (same label, same PINs): every object is gone, as after the loss of the partition."""
-    import os
-    import subprocess
-
     done = subprocess.run(["softhsm2-util", "--init-token", "--token", token.label, "--label", token.label,
                            "--so-pin", token.so_pin, "--pin", token.user_pin], capture_output=True, text=True,
                           check=False, env={**os.environ, **token.env})
@@ -222,6 +242,14 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
     made, stored = replicate(runner, replica, transport)
     assert {d["document_kind"] for d in made["replicas"][0]["documents"]} >= {
         "audit journal pin", "audit checkpoint key history"}
+    # the replica keeps the primary's audit-checkpoint key unable to sign (and unable to be switched to sign): whoever
+    # holds the replica's user PIN cannot anchor the primary's journal
+    copy = {(o["label"], o["class"]): o for o in replica.objects()}[("audit-checkpoint:v1", "PRIVATE_KEY")]
+    assert not copy["sign"] and not copy["modifiable"] and copy["sensitive"] and copy["extractable"], copy
+    tried = subprocess.run([sys.executable, "-c", TRY_SIGN_ON, PKCS11_MODULE, replica.label, str(replica.pin_file),
+                            "audit-checkpoint:v1"], capture_output=True, text=True, check=False,
+                           env={**os.environ, **replica.env})
+    assert tried.returncode == 0 and tried.stdout.startswith("refused"), tried.stdout + tried.stderr
     before = key_state(token)
     assert {"audit-checkpoint:v1", "package-signing:v1"} <= set(token.metadata())
 
