@@ -37,6 +37,7 @@ author:
   - secops.keylifecycle maintainers (@secops)
 extends_documentation_fragment:
   - secops.keylifecycle.connection
+  - secops.keylifecycle.officer
   - secops.keylifecycle.policy
   - secops.keylifecycle.audit_context
   - secops.keylifecycle.attributes
@@ -109,26 +110,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  so_pin:
-    description:
-      - The token's Security Officer PIN. Keep it in Ansible Vault, readable by the officer only; refused unless
-        pipelining is on for the host (as O(user_pin) is).
-      - If not set, the E(PKCS11_SO_PIN) environment variable of the module's host is used (an empty one counts as
-        unset); a task refuses E(PKCS11_SO_PIN) given through C(environment:).
-      - Not part of C(module_defaults) for C(group/secops.keylifecycle.hsm) on purpose; operators' plays and
-        scheduled rotation never hold it.
-      - Mutually exclusive with O(so_pin_file). One of them (or E(PKCS11_SO_PIN)) is required.
-    type: str
-  so_pin_file:
-    description:
-      - Path, on the module's host, of a file holding the Security Officer PIN (one line), readable only by its
-        owner (mode V(0600) or V(0400)); a group- or world-accessible file is refused.
-    type: path
-  approved_by:
-    description:
-      - The Security Officer's name, recorded as C(keylifecycle.approved_by) in each event. Defaults to the operator
-        the controller resolved for the task.
-    type: str
   change_ref:
     description:
       - A change or ticket reference recorded in each event (C(keylifecycle.change_ref)). Required with signed
