@@ -201,3 +201,16 @@ def hsm_module_kwargs(argument_spec, mutually_exclusive=(), required_one_of=(), 
     if required_one_of:
         kwargs["required_one_of"] = list(required_one_of)
     return kwargs
+
+
+#: the options every Security Officer module takes besides its own (the approver and the change come with
+#: APPROVALS_ARGSPEC where the module checks signed approvals, else with OFFICER_APPROVER_ARGSPEC)
+OFFICER_COMMON_ARGSPEC = {**OFFICER_ARGSPEC, **POLICY_ARGSPEC, **AUDIT_CONTEXT_ARGSPEC}
+OFFICER_APPROVER_ARGSPEC = {"approved_by": {"type": "str"}, "change_ref": {"type": "str"}}
+
+
+def officer_module(argument_spec):
+    """The HsmModule of a Security Officer module (recipient_approve, policy_signer, package_signer_approve): check
+    mode supported, so_pin and so_pin_file mutually exclusive."""
+    return HsmModule(**hsm_module_kwargs(argument_spec, supports_check_mode=True,
+                                         mutually_exclusive=[list(pair) for pair in OFFICER_MUTUALLY_EXCLUSIVE]))

@@ -147,12 +147,9 @@ error_option:
 
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
-    AUDIT_CONTEXT_ARGSPEC,
-    OFFICER_ARGSPEC,
-    OFFICER_MUTUALLY_EXCLUSIVE,
-    POLICY_ARGSPEC,
-    HsmModule,
-    hsm_module_kwargs,
+    OFFICER_APPROVER_ARGSPEC,
+    OFFICER_COMMON_ARGSPEC,
+    officer_module,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._officer_module import run_officer_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signer_install import (
@@ -163,17 +160,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signer
 ARGUMENT_SPEC = dict(
     name={"type": "str", "required": True},
     public_key_pem={"type": "str", "required": True, "no_log": False},
-    approved_by={"type": "str"},
-    change_ref={"type": "str"},
-    **OFFICER_ARGSPEC,
-    **POLICY_ARGSPEC,
-    **AUDIT_CONTEXT_ARGSPEC,
+    **OFFICER_APPROVER_ARGSPEC,
+    **OFFICER_COMMON_ARGSPEC,
 )
 
 
 def main():
-    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True,
-                                           mutually_exclusive=[list(pair) for pair in OFFICER_MUTUALLY_EXCLUSIVE]))
+    module = officer_module(ARGUMENT_SPEC)
     params = module.params
 
     def validate(policy):

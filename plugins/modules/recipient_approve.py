@@ -221,13 +221,9 @@ error_option:
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approval import validate_approval_options
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import (
-    AUDIT_CONTEXT_ARGSPEC,
     APPROVALS_ARGSPEC,
-    OFFICER_ARGSPEC,
-    OFFICER_MUTUALLY_EXCLUSIVE,
-    POLICY_ARGSPEC,
-    HsmModule,
-    hsm_module_kwargs,
+    OFFICER_COMMON_ARGSPEC,
+    officer_module,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import ApprovalGate
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
@@ -252,15 +248,12 @@ ARGUMENT_SPEC = dict(
     recipients={"type": "list", "elements": "dict", "required": True, "options": RECIPIENT_OPTIONS},
     state={"type": "str", "choices": ["present", "absent"], "default": "present"},
     **APPROVALS_ARGSPEC,
-    **OFFICER_ARGSPEC,
-    **POLICY_ARGSPEC,
-    **AUDIT_CONTEXT_ARGSPEC,
+    **OFFICER_COMMON_ARGSPEC,
 )
 
 
 def main():
-    module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True,
-                                           mutually_exclusive=[list(pair) for pair in OFFICER_MUTUALLY_EXCLUSIVE]))
+    module = officer_module(ARGUMENT_SPEC)
     params = module.params
 
     def validate(policy):

@@ -250,7 +250,11 @@ def test_module_docs_match_the_argument_specs():
         assert bool(options[name].get("required")) == bool(spec.get("required")), name
     assert policy_sign.ARGUMENT_SPEC["private_key_passphrase"]["no_log"] is True
     assert options["approvals"]["elements"] == policy_sign.ARGUMENT_SPEC["approvals"]["elements"] == "raw"
-    own = yaml.safe_load(policy_signer.DOCUMENTATION)["options"]
+    from ansible_collections.secops.keylifecycle.plugins.doc_fragments.officer import ModuleDocFragment as Officer
+
+    documented = yaml.safe_load(policy_signer.DOCUMENTATION)
+    assert "secops.keylifecycle.officer" in documented["extends_documentation_fragment"]
+    own = dict(yaml.safe_load(Officer.DOCUMENTATION)["options"], **documented["options"])
     for name in ("name", "public_key_pem", "approved_by", "change_ref", "so_pin", "so_pin_file"):
         assert name in own and own[name]["type"] == policy_signer.ARGUMENT_SPEC[name]["type"], name
     assert policy_signer.ARGUMENT_SPEC["so_pin"]["no_log"] is True
