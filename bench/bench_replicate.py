@@ -101,15 +101,15 @@ def setup(ansible, tokens, n):
 
 
 def setup_restore(ansible, tokens):
-    """The restored token's officer pins the replica's package signer (the primary's, copied), trusted; the token
-    enrolled and approved by the replica's officer (not timed)."""
+    """The restored token's officer pins the replica's restore signer (made by replica_install with the first
+    copies), trusted; the token enrolled and approved by the replica's officer (not timed)."""
     replica, restored = tokens.connection("kl-replica"), tokens.connection("kl-restored")
     ansible.play_tasks(tokens, [
-        task("signer of the replica", "key_info", dict(replica, name=["package-signing"]), "rinfo"),
+        task("signer of the replica", "key_info", dict(replica, name=["restore-signing"]), "rinfo"),
         task("officer pins it", "package_signer_approve", dict(_officer(tokens, "kl-restored"),
-                                                               package_signer="{{ rinfo.package_signer }}",
-                                                               fingerprint="{{ rinfo.package_signer.fingerprint }}")),
-        task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.package_signer }}"),
+                                                               package_signer="{{ rinfo.restore_signer }}",
+                                                               fingerprint="{{ rinfo.restore_signer.fingerprint }}")),
+        task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.restore_signer }}"),
              "restored_enrolled"),
         task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
             "name": "restored", "kind": "replica",

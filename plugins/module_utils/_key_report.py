@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._drift import find_drift
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import RESTORE_KEY_NAME
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import signer_record
 from ansible_collections.secops.keylifecycle.plugins.module_utils._trusted_keys import find_trusted_transport_keys
 
@@ -54,13 +55,15 @@ def trusted_key_record(key):
 
 
 def describe_trust(store):
-    """The trusted transport keys on the token (approved by the Security Officer) and the HSM's package signer.
+    """The trusted transport keys on the token (approved by the Security Officer), the HSM's package signer and, on
+    a replica, its restore signer.
 
-    Read only: one C_FindObjects for the trusted keys; the signer's public record or None when the token has no
-    package-signing key yet (nothing is generated here).
+    Read only: one C_FindObjects for the trusted keys; each signer's public record or None when the token has no
+    such key yet (nothing is generated here).
     """
     keys = sorted(find_trusted_transport_keys(store.session), key=lambda k: (k.label, k.key_id))
-    return {"trusted_transport_keys": [trusted_key_record(k) for k in keys], "package_signer": signer_record(store)}
+    return {"trusted_transport_keys": [trusted_key_record(k) for k in keys], "package_signer": signer_record(store),
+            "restore_signer": signer_record(store, RESTORE_KEY_NAME)}
 
 
 def describe_keys(store, names=None, states=None, policy=None, now=None):

@@ -6,8 +6,9 @@
 
 PRIVATE: not part of the public interface.
 
-Two such keys exist: ``audit-checkpoint`` (``_checkpoint``) signs journal heads and
-``package-signing`` (``_package_signing``) signs distribution packages. Each is an
+Three such keys exist: ``audit-checkpoint`` (``_checkpoint``) signs journal heads,
+``package-signing`` (``_package_signing``) signs distribution packages, and on a replica token
+``restore-signing`` signs the packages of a restore (``_replication``). Each is an
 ordinary managed key (sign/verify, CKA_SENSITIVE true, never extractable, not
 distributable), generated in the token on first use. Its type follows the token
 (``_signatures``): EC P-256 (CKM_ECDSA over the SHA-256 of the payload, DER) where the
@@ -52,6 +53,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe i
 
 CHECKPOINT_KEY_NAME = "audit-checkpoint"
 PACKAGE_KEY_NAME = "package-signing"
+#: a replica's own signer of restore packages: never backed up, so it signs only on the replica it was made in
+RESTORE_KEY_NAME = "restore-signing"
 #: the managed signing keys whose versions certify their successors, and the label prefix of the certificates
 CERTIFICATE_PREFIXES = {PACKAGE_KEY_NAME: "package-signer-certificate",
                         CHECKPOINT_KEY_NAME: "audit-checkpoint-certificate"}
@@ -67,11 +70,14 @@ def signed_time(moment):
 class ManagedSigningKey:
     """One named signing key on a loaded TokenKeyStore (user session)."""
 
-    def __init__(self, store, name, purpose):
+    def __init__(self, store, name, purpose, backup=None):
         self.store = store
         self.name = name
         #: what it signs, for error messages and audit reasons (``audit checkpoint``, ``package``)
         self.purpose = purpose
+        #: whether a new version is generated for backup (copied to replicas); None: as the policy says
+        #: (``store.backup_managed_keys``)
+        self.backup = backup
         self._offered = None
 
     def offered(self):
@@ -94,7 +100,8 @@ class ManagedSigningKey:
                 "and CKM_ECDSA) nor RSA signing (CKM_RSA_PKCS_KEY_PAIR_GEN with CKM_SHA256_RSA_PKCS_PSS, "
                 "CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS). Every lifecycle task signs with it: use a "
                 "token that offers one of them." % (self.store.token_label, self.purpose, self.name))
-        raw["backup"] = self.store.backup_managed_keys  # kept with the token's keys on its replicas
+        # kept with the token's keys on its replicas, unless the key is the token's own (a replica's restore signer)
+        raw["backup"] = self.store.backup_managed_keys if self.backup is None else self.backup
         return build_key_spec(raw, BASELINE)
 
     def active_version(self):

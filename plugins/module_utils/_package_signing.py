@@ -43,6 +43,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import u
 from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import (
     CERTIFICATE_PREFIXES,
     PACKAGE_KEY_NAME,
+    RESTORE_KEY_NAME,
     ManagedSigningKey,
     certificate_payload,
     certificates as certificates_of,
@@ -56,6 +57,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 
 SIGNER_KEY_NAME = PACKAGE_KEY_NAME
 SIGNER_PURPOSE = "package"
+#: what each signing key signs; ``restore-signing`` is a replica's own (``_replication``), never backed up
+SIGNER_PURPOSES = {PACKAGE_KEY_NAME: (SIGNER_PURPOSE, None), RESTORE_KEY_NAME: ("restore package", False)}
 #: fields a signed package carries beyond what key_distribute puts in it
 SIGNATURE_FIELDS = ("signed_at", "signer_fingerprint", "signature")
 #: fields left out of the signed payload (the wrapped blob is covered by its hash)
@@ -106,11 +109,13 @@ def verify_package(package, signer_public_key, where=None):
 
 
 class PackageSigner:
-    """Signs packages with the HSM's ``package-signing`` key, through a loaded TokenKeyStore (user session)."""
+    """Signs packages with the HSM's ``package-signing`` key (or, ``name``, a replica's ``restore-signing`` key),
+    through a loaded TokenKeyStore (user session)."""
 
-    def __init__(self, store):
+    def __init__(self, store, name=SIGNER_KEY_NAME):
         self.store = store
-        self.key = ManagedSigningKey(store, SIGNER_KEY_NAME, SIGNER_PURPOSE)
+        purpose, backup = SIGNER_PURPOSES[name]
+        self.key = ManagedSigningKey(store, name, purpose, backup=backup)
         self.version = None
 
     def prepare(self, operator, now=None):
@@ -123,7 +128,7 @@ class PackageSigner:
             self.version = self.key.active_version()
         if self.version is None:
             raise KeyNotFound("Token %r has no active %r key to sign packages with; key_distribute generates it "
-                              "on first use." % (self.store.token_label, SIGNER_KEY_NAME))
+                              "on first use." % (self.store.token_label, self.key.name))
         return self.version
 
     def sign(self, package):
@@ -136,25 +141,26 @@ class PackageSigner:
 
     def public_record(self):
         """``{"name", "key_id", "version", "fingerprint", "public_key_pem", "certificates"}`` of the active version."""
-        return dict(self.key.public_record(self._active()), certificates=signer_certificates(self.store))
+        certified = signer_certificates(self.store) if self.key.name in CERTIFICATE_PREFIXES else []
+        return dict(self.key.public_record(self._active()), certificates=certified)
 
 
-def ensure_package_signer(store, context, events):
-    """Make sure the token has an active package-signing key; a new one adds its ``key-generate`` event.
+def ensure_package_signer(store, context, events, name=SIGNER_KEY_NAME):
+    """Make sure the token has an active ``name`` signing key; a new one adds its ``key-generate`` event.
 
     Returns ``(signer, created)``: a PackageSigner ready to sign with that version.
     """
-    signer = PackageSigner(store)
+    signer = PackageSigner(store, name)
     version, created = signer.prepare(context.operator)
     if created:
         events.append(signer.key.generated_event(version, context))
     return signer, created
 
 
-def signer_record(store):
-    """The public record of the token's active package-signing key, or None (read-only: never generates)."""
-    version = ManagedSigningKey(store, SIGNER_KEY_NAME, SIGNER_PURPOSE).active_version()
-    return PackageSigner(store).public_record() if version is not None else None
+def signer_record(store, name=SIGNER_KEY_NAME):
+    """The public record of the token's active ``name`` signing key, or None (read-only: never generates)."""
+    signer = PackageSigner(store, name)
+    return signer.public_record() if signer.key.active_version() is not None else None
 
 
 # ---- rollover: each new signer certified by the one before it (``_managed_signing.certify_successor``) -----

@@ -67,7 +67,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     validate_name,
     version_label,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import CHECKPOINT_KEY_NAME
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import (
+    CHECKPOINT_KEY_NAME,
+    PACKAGE_KEY_NAME,
+    RESTORE_KEY_NAME,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
     ensure_package_signer,
     signer_record,
@@ -107,11 +111,12 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
 
 REPLICA_PACKAGE_FORMAT = 1
 KEK_MECHANISM = "CKM_AES_KEY_WRAP_PAD:rfc5649"
-#: copies a replica keeps unable to sign (CKA_SIGN false, CKA_MODIFIABLE false): the audit-checkpoint key anchors
-#: the primary's journal, and nothing on a replica anchors it (key_replicate restore: true signs no checkpoint), so
-#: whoever holds the replica's user PIN cannot sign checkpoints of the primary's journal; a restore unwraps it anew
-#: with the usages of its state
-LOCKED_ON_REPLICA = (CHECKPOINT_KEY_NAME,)
+#: copies a replica keeps unable to sign (CKA_SIGN false, CKA_MODIFIABLE false), so that whoever holds the replica's
+#: user PIN cannot speak for the primary: the audit-checkpoint key anchors the primary's journal (nothing on a
+#: replica anchors it), and the package-signing key signs what the primary's recipients install (a replica signs
+#: the packages of a restore with its own restore-signing key, which the replacement's Security Officer pins). A
+#: restore unwraps each anew with the usages of its state.
+LOCKED_ON_REPLICA = (CHECKPOINT_KEY_NAME, PACKAGE_KEY_NAME)
 NOT_EXTRACTABLE_WHY = "not extractable: generated before backup was set; rotate the key to back up its next version"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
 _HEX_ID = re.compile(r"^[0-9a-f]{2,64}\Z")
@@ -273,6 +278,11 @@ def backup_keys(store, names=None):
     spec now says backup); ``names`` selects some (each must exist)."""
     selected = []
     for name in names if names is not None else store.names():
+        if name == RESTORE_KEY_NAME:  # a replica's own signer: it signs only in the token it was made in
+            if names is None:
+                continue
+            raise PolicyViolation("key %r is the replica's own signer of restore packages, which never leaves its "
+                                  "token; leave it out of keys." % name, option="keys")
         versions = store.versions(name)
         if not versions:
             raise KeyNotFound("key %r does not exist on token %r." % (name, store.token_label), option="keys")
@@ -399,13 +409,15 @@ def _wrap_version(store, plan, version, params):
                 "(recipient_approve, kind: replica)." % (label, plan.replica.name), option="replicas") from None
 
 
-def apply_replication(store, plans, oaep_hash, context, check_mode, package_format="list"):
+def apply_replication(store, plans, oaep_hash, context, check_mode, package_format="list", restore=False):
     """Wrap every install, wrap each replica's KEK once where a key pair goes, sign every package (package-signing
-    key, generated on first use). In check mode: the packages without wrapped keys and unsigned."""
+    key, or for a ``restore`` the replica's restore-signing key, generated on first use). In check mode: the
+    packages without wrapped keys and unsigned."""
     events, out = [], []
     signer, created = None, False
+    signer_name = RESTORE_KEY_NAME if restore else PACKAGE_KEY_NAME
     if not check_mode and any(plan.packages or plan.documents for plan in plans):
-        signer, created = ensure_package_signer(store, context, events)
+        signer, created = ensure_package_signer(store, context, events, signer_name)
     params = oaep_parameters(oaep_hash)
     for plan in plans:
         packages, kek_package = [], None
@@ -443,7 +455,8 @@ def apply_replication(store, plans, oaep_hash, context, check_mode, package_form
                     "unchanged": [{"name": v.name, "version": v.version, "id": v.key_id} for v in plan.unchanged],
                     "blocked": list(plan.blocked)})
     return ReplicationResult(replicas=out, audit_events=events, diff=_diff(plans), changed=created,
-                             package_signer=signer.public_record() if signer is not None else signer_record(store))
+                             package_signer=signer.public_record() if signer is not None
+                             else signer_record(store, signer_name))
 
 
 def _event(store, plan, version, oaep_hash, context, signer):
@@ -479,10 +492,22 @@ def held_versions(store):
     """What this token holds of copied keys, for key_replicate's ``replicas[].held``: every version with metadata."""
     held = []
     for name in store.names():
+        if name == RESTORE_KEY_NAME:
+            continue  # the replica's own signer, not a copy
         for version in store.versions(name):
             held.append({"name": version.name, "version": version.version, "id": version.key_id,
                          "revision": version.revision, "state": version.state})
     return held
+
+
+def ensure_restore_signer(store, context, events, generate):
+    """The replica's own signer of restore packages (``restore-signing``): generated in its token (never backed up)
+    when ``generate`` and it has none, so that its public record is known, and journaled, before a restore needs it.
+    Returns ``(record or None, created)``."""
+    if generate:
+        signer, created = ensure_package_signer(store, context, events, RESTORE_KEY_NAME)
+        return signer.public_record(), created
+    return signer_record(store, RESTORE_KEY_NAME), False
 
 
 def _field(package, name, check, where, text):

@@ -340,6 +340,14 @@ package_signer:
           previous version (RV(secops.keylifecycle.key_distribute#module:package_signer) describes the fields).
       type: list
       elements: dict
+restore_signer:
+  description:
+    - On a replica token, the public record of its own signer of restore packages (the managed key
+      C(restore-signing), made by M(secops.keylifecycle.replica_install) with the first copies, never backed up),
+      with the fields of RV(package_signer) (no certificates). The Security Officer of a replacement token pins it
+      with M(secops.keylifecycle.package_signer_approve) before a restore (docs/replication.md). Null elsewhere.
+  returned: success
+  type: dict
 policy_signers:
   description:
     - The environment's policy signers the Security Officer installed in the token

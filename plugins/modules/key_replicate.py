@@ -111,7 +111,9 @@ options:
         by this token's Security Officer, as kind C(replica)). The documents sent are those the replica keeps of its
         primary. The task is journaled but anchors no checkpoint on the replica (the replica's copy of the
         audit-checkpoint key belongs to its primary's journal); so a token that names an audit journal (a primary)
-        is refused.
+        is refused. The packages are signed by the replica's own C(restore-signing) key
+        (RV(secops.keylifecycle.replica_install#module:restore_signer)), not by its copy of the primary's
+        package-signing key, which cannot sign on a replica.
     type: bool
     default: false
 seealso:
@@ -170,7 +172,9 @@ replicas:
       type: list
       elements: dict
 package_signer:
-  description: The token's package-signing key (public record), which the replica pins.
+  description:
+    - The token's package-signing key (public record), which the replica pins; with O(restore=true), the replica's
+      C(restore-signing) key, which the Security Officer of the replacement token pins.
   returned: success
   type: dict
 oaep_hash:
@@ -270,7 +274,8 @@ def main():
         pinned = params["oaep_hash"] != AUTO_OAEP_HASH
         token_hashes = [params["oaep_hash"]] if pinned else probe_oaep_hashes(store.session, store.token_label)
         oaep_hash = choose_oaep_hash(replicas, token_hashes, store.token_label)
-        result = apply_replication(store, plans, oaep_hash, context, module.check_mode, params["package_format"])
+        result = apply_replication(store, plans, oaep_hash, context, module.check_mode, params["package_format"],
+                                   restore=params["restore"])
         return result, dict(replicas=result.replicas, package_signer=result.package_signer, oaep_hash=oaep_hash)
 
     run_lifecycle_module(module, work, validate=validate, empty_result={"replicas": [], "package_signer": None},

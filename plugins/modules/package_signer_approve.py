@@ -13,8 +13,9 @@ description:
   - The Security Officer's step of a restore (docs/replication.md, "Restore"). Runs where the replacement token is, in
     a Security Officer session (CKU_SO, logged in with the SO PIN from O(so_pin_file), O(so_pin) or
     E(PKCS11_SO_PIN)); the user PIN is not used.
-  - Pins O(package_signer), the package signer of the replica the token is restored from (the C(package_signer) that
-    M(secops.keylifecycle.key_info) or M(secops.keylifecycle.key_replicate) returns there), in the token as
+  - Pins O(package_signer), the signer of the replica the token is restored from (its C(restore-signing) key, the
+    RV(secops.keylifecycle.key_info#module:restore_signer) that M(secops.keylifecycle.key_info) returns there), in
+    the token as
     C(keylifecycle-package-signer) with CKA_TRUSTED true - a public key object that may only verify, CKA_MODIFIABLE
     false. Only a Security Officer session can create a CKA_TRUSTED object; a user session is refused by the token.
   - M(secops.keylifecycle.replica_install) with C(restore=true) accepts packages only from a pinned signer with
@@ -25,8 +26,9 @@ description:
     created first. The same key already pinned trusted is left as it is (C(changed=false)).
     M(secops.keylifecycle.recipient_enroll) with the same signer leaves a trusted pin as it is; an operator can
     destroy it (a public object), and then the restore is refused, not misled.
-  - O(fingerprint) is the officer's confirmation, obtained out of band from the source token's owner (for example
-    from the last compliance report); a key whose fingerprint differs is refused and nothing is pinned.
+  - O(fingerprint) is the officer's confirmation, obtained out of band and recorded before the loss (the
+    RV(secops.keylifecycle.replica_install#module:restore_signer) of the replication, or its C(key-generate) record in
+    the journal); a key whose fingerprint differs is refused and nothing is pinned.
   - Journaled as C(package-signer-approve) with the approving officer (O(approved_by)) and O(change_ref). Takes no
     lease and signs no checkpoint (a Security Officer session cannot use the token's private keys).
 author:
@@ -76,11 +78,11 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Trust the replica's package signer for the restore (Security Officer of the replacement token)
+- name: Trust the replica's restore signer for the restore (Security Officer of the replacement token)
   secops.keylifecycle.package_signer_approve:
     token_label: prod-keys
     so_pin_file: /etc/keylifecycle/officer/prod-keys.so.pin
-    package_signer: "{{ dr_info.package_signer }}"
+    package_signer: "{{ dr_info.restore_signer }}"
     fingerprint: "{{ keylifecycle_restore_signer_fingerprint }}"
     approved_by: dana.officer
     change_ref: CHG-3001

@@ -22,9 +22,11 @@ description:
     the signed public key, whose fingerprint is the recorded one), then copied onto the token with the label and
     CKA_ID of the source, CKA_SENSITIVE true, CKA_EXTRACTABLE and CKA_WRAP_WITH_TRUSTED true (it leaves only under a
     key this token's Security Officer made trusted, for a restore), and the usages of its state. Its metadata object
-    is the source's, byte for byte, in the same revision. The source's C(audit-checkpoint) key is stored with
-    CKA_SIGN and CKA_MODIFIABLE false (a replica never anchors the source's journal); O(restore=true) gives it the
-    usages of its state.
+    is the source's, byte for byte, in the same revision. The source's C(audit-checkpoint) and C(package-signing)
+    keys are stored with CKA_SIGN and CKA_MODIFIABLE false (a replica neither anchors the source's journal nor signs
+    what its recipients install); O(restore=true) gives them the usages of their state.
+  - With the first copies it stores, it generates the replica's own signer of restore packages (C(restore-signing),
+    never backed up) and returns its public record (RV(restore_signer)) on every run.
   - A newer revision updates the copy (usages of its new state, then its metadata); a destroyed version's copy is
     destroyed (C_DestroyObject), the token searched again by CKA_ID, CKA_LABEL and check value, and only then the
     tombstone revision written. A revision older than or equal to the one held is ignored, so a replayed package
@@ -121,6 +123,15 @@ documents:
   returned: success
   type: list
   elements: dict
+restore_signer:
+  description:
+    - The public record of the replica's own signer of restore packages (the managed key C(restore-signing),
+      generated in this token, never backed up, with the first task that stores anything here), with the fields
+      of RV(secops.keylifecycle.key_info#module:package_signer) (no certificates). Record its fingerprint; the
+      Security Officer of a replacement token confirms it before a restore (M(secops.keylifecycle.package_signer_approve)).
+      Null with O(restore=true) and before the first copies.
+  returned: success
+  type: dict
 installed:
   description: The versions this task installed, updated or withdrew (in check mode, would), with the action.
   returned: success
@@ -170,6 +181,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._replication i
     ReplicaInstallResult,
     describe_installed,
     document_inventory,
+    ensure_restore_signer,
     held_versions,
     read_packages,
 )
@@ -216,16 +228,21 @@ def main():
             planned = installer.check(packages, params["kek"], params["documents"], params["checkpoint"])
         events = installer.apply(planned, params["kek"], context, module.check_mode)
         todo, documents_todo, pin = planned
+        restore_signer, created = None, False
+        if not params["restore"]:
+            restore_signer, created = ensure_restore_signer(stores.keys, context, events,
+                                                            generate=bool(todo or documents_todo) and not module.check_mode)
         held = held_versions(stores.keys) if not module.check_mode else before
         after = {(entry["name"], entry["version"]): entry for entry in before}
         after.update({(entry["name"], entry["version"]): entry for entry in describe_installed(todo)})
         diff = {"before": {"held": _view(before)}, "after": {"held": _view(after.values())}}
-        result = ReplicaInstallResult(changed=bool(todo or documents_todo or pin), audit_events=events, diff=diff,
-                                      installed=describe_installed(todo), held=held)
+        result = ReplicaInstallResult(changed=bool(todo or documents_todo or pin or created), audit_events=events,
+                                      diff=diff, installed=describe_installed(todo), held=held)
         documents = document_inventory(stores.keys.objects, from_replica=not params["restore"])
-        return result, dict(held=held, installed=result.installed, documents=documents)
+        return result, dict(held=held, installed=result.installed, documents=documents, restore_signer=restore_signer)
 
-    run_lifecycle_module(module, work, empty_result={"held": [], "installed": [], "documents": []},
+    run_lifecycle_module(module, work, empty_result={"held": [], "installed": [], "documents": [],
+                                                     "restore_signer": None},
                          open_store=open_store, anchor=False, keep_records=("held", "documents"))
 
 

@@ -65,18 +65,30 @@ def replicate(runner, replica, transport, compact=False):
     return made.task, stored.task
 
 
-# Raw python-pkcs11 on a replica, outside the collection: try to switch a private key copy's CKA_SIGN on.
-# argv = module, token label, PIN file, label
+# Raw python-pkcs11 on a replica, outside the collection: sign with a private key copy, then try to switch its
+# CKA_SIGN on. argv = module, token label, PIN file, label. Prints one line per attempt.
 TRY_SIGN_ON = r"""
+import hashlib
 import sys
 import pkcs11
-from pkcs11 import Attribute, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11._pkcs11 import SignMixin
 from pkcs11.exceptions import PKCS11Error
 
 module, token_label, pin_file, label = sys.argv[1:5]
 tok = pkcs11.lib(module).get_token(token_label=token_label)
 with tok.open(rw=True, user_pin=open(pin_file).read().strip()) as s:
     key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+    if not hasattr(key, "sign"):  # python-pkcs11 offers sign() only where CKA_SIGN is true: call C_Sign anyway
+        key = type("AnyKey", (SignMixin, type(key)), {})(key.wrapper)
+    try:
+        if key.key_type == KeyType.EC:
+            key.sign(hashlib.sha256(b"forged").digest(), mechanism=Mechanism.ECDSA)
+        else:
+            key.sign(b"forged", mechanism=Mechanism.SHA256_RSA_PKCS)
+        print("signed")
+    except PKCS11Error as exc:
+        print("refused to sign %s" % type(exc).__name__)
     try:
         key[Attribute.SIGN] = True
         print("allowed")
@@ -88,7 +100,7 @@ with tok.open(rw=True, user_pin=open(pin_file).read().strip()) as s:
 def key_state(token):
     """label -> (id, revision, state) of the managed keys' newest metadata."""
     return {label: (doc["id"], doc["revision"], doc["state"]) for label, doc in token.metadata().items()
-            if not label.startswith(("audit-checkpoint:", "package-signing:"))}
+            if not label.startswith(("audit-checkpoint:", "package-signing:", "restore-signing:"))}
 
 
 def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
@@ -242,22 +254,30 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
     made, stored = replicate(runner, replica, transport)
     assert {d["document_kind"] for d in made["replicas"][0]["documents"]} >= {
         "audit journal pin", "audit checkpoint key history"}
-    # the replica keeps the primary's audit-checkpoint key unable to sign (and unable to be switched to sign): whoever
-    # holds the replica's user PIN cannot anchor the primary's journal
-    copy = {(o["label"], o["class"]): o for o in replica.objects()}[("audit-checkpoint:v1", "PRIVATE_KEY")]
-    assert not copy["sign"] and not copy["modifiable"] and copy["sensitive"] and copy["extractable"], copy
-    tried = subprocess.run([sys.executable, "-c", TRY_SIGN_ON, PKCS11_MODULE, replica.label, str(replica.pin_file),
-                            "audit-checkpoint:v1"], capture_output=True, text=True, check=False,
-                           env={**os.environ, **replica.env})
-    assert tried.returncode == 0 and tried.stdout.startswith("refused"), tried.stdout + tried.stderr
+    # the replica keeps the primary's signing keys unable to sign (and unable to be switched to sign): whoever holds
+    # the replica's user PIN can neither anchor the primary's journal nor sign packages the primary's recipients take
+    objects = {(o["label"], o["class"]): o for o in replica.objects()}
+    for label in ("audit-checkpoint:v1", "package-signing:v1"):
+        copy = objects[(label, "PRIVATE_KEY")]
+        assert not copy["sign"] and not copy["modifiable"] and copy["sensitive"] and copy["extractable"], copy
+        tried = subprocess.run([sys.executable, "-c", TRY_SIGN_ON, PKCS11_MODULE, replica.label,
+                                str(replica.pin_file), label], capture_output=True, text=True, check=False,
+                               env={**os.environ, **replica.env})
+        lines = tried.stdout.splitlines()
+        assert tried.returncode == 0 and len(lines) == 2, tried.stdout + tried.stderr
+        assert lines[0].startswith("refused to sign") and lines[1].startswith("refused "), lines
+    # the replica signs a restore with a key of its own, made with the first copies and never backed up
+    own = stored["restore_signer"]
+    assert own["name"] == "restore-signing" and own["fingerprint"] != made["package_signer"]["fingerprint"], own
+    assert not objects[("restore-signing:v1", "PRIVATE_KEY")]["extractable"]
     before = key_state(token)
     assert {"audit-checkpoint:v1", "package-signing:v1"} <= set(token.metadata())
 
     wipe(token)
 
-    # the replacement primary: its transport key, the replica's package signer (the primary's own, copied)
-    replica_signer = runner.task("key_info", replica_runner_args(replica)).task["package_signer"]
-    assert replica_signer["fingerprint"] == made["package_signer"]["fingerprint"]
+    # the replacement primary: its transport key, the replica's restore signer pinned
+    replica_signer = runner.task("key_info", replica_runner_args(replica)).task["restore_signer"]
+    assert replica_signer["fingerprint"] == own["fingerprint"]
     enrolled = runner.task("recipient_enroll", {"package_signer": replica_signer}).task
     assert not enrolled.get("failed"), enrolled
     new_transport = enrolled["transport_key"]
@@ -272,6 +292,7 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
         "name": "primary", "host": "hsm-a", "public_key_pem": new_transport["public_key_pem"],
         "fingerprint": new_transport["fingerprint"], "held": []}]))
     assert not back.task.get("failed"), back.output
+    assert back.task["package_signer"]["fingerprint"] == own["fingerprint"]
     entry = back.task["replicas"][0]
     restore_args = {"restore": True, "packages": entry["packages"], "kek": entry["kek"],
                     "documents": entry["documents"]}
@@ -281,7 +302,7 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
     assert "package_signer_approve" in refused["msg"] and token.metadata() == {}
     approved = runner.task("package_signer_approve", {"so_pin_file": str(token.so_pin_file),
                                                       "package_signer": replica_signer,
-                                                      "fingerprint": made["package_signer"]["fingerprint"],
+                                                      "fingerprint": own["fingerprint"],  # recorded before the loss
                                                       "change_ref": "CHG-7"}).task
     assert approved["changed"] and approved["package_signer"]["trusted"] is True, approved
     again = runner.task("recipient_enroll", {"package_signer": replica_signer}).task  # leaves the trusted pin
@@ -289,6 +310,7 @@ def test_a_wiped_primary_is_restored_from_its_replica_and_the_journal_continues(
     restored = runner.task("replica_install", restore_args)
     assert not restored.task.get("failed"), restored.output
     assert key_state(token) == before
+    assert not [label for label in token.metadata() if label.startswith("restore-signing:")]  # stays on the replica
 
     for number, ciphertext in samples.items():
         ok, plain = token.gcm("decrypt", "vault:v%d" % number, nonce, bytes.fromhex(ciphertext))
@@ -313,9 +335,9 @@ def test_restore_mode_is_refused_on_a_primary_and_onto_a_token_that_names_a_jour
     entry = {"name": "dr", "host": "hsm-b", "public_key_pem": transport["public_key_pem"]}
     refused = runner.task("key_replicate", {"restore": True, "replicas": [entry]}).task
     assert refused["failed"] and refused["error_option"] == "restore" and "is a primary" in refused["msg"], refused
-    made, _stored = replicate(runner, replica, transport)
-    # the replica's copies and records, offered back to the live primary (enrolled to the same signer)
-    enrolled = runner.task("recipient_enroll", {"package_signer": made["package_signer"]}).task
+    _made, stored = replicate(runner, replica, transport)
+    # the replica's copies and records, offered back to the live primary (enrolled to the replica's restore signer)
+    enrolled = runner.task("recipient_enroll", {"package_signer": stored["restore_signer"]}).task
     assert not enrolled.get("failed"), enrolled
     runner.task("recipient_approve", dict(replica_runner_args(replica), so_pin_file=str(replica.so_pin_file),
                                           recipients=[{"name": "primary", "kind": "replica",
@@ -324,8 +346,9 @@ def test_restore_mode_is_refused_on_a_primary_and_onto_a_token_that_names_a_jour
         "name": "primary", "public_key_pem": enrolled["transport_key"]["public_key_pem"]}])).task
     assert not back.get("failed"), back
     assert runner.task("package_signer_approve", {"so_pin_file": str(token.so_pin_file),
-                                                  "package_signer": made["package_signer"],
-                                                  "fingerprint": made["package_signer"]["fingerprint"]}).task["changed"]
+                                                  "package_signer": stored["restore_signer"],
+                                                  "fingerprint": stored["restore_signer"]["fingerprint"]}
+                       ).task["changed"]
     before = token.objects()
     onto_live = runner.task("replica_install", {"restore": True, "packages": back["replicas"][0]["packages"],
                                                 "kek": back["replicas"][0]["kek"],

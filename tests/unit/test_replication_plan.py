@@ -112,6 +112,18 @@ def test_only_backup_keys_are_replicated_and_a_named_other_key_is_refused():
         _rep().backup_keys(store, ["missing"])
 
 
+def test_the_replicas_own_restore_signer_never_goes_along():
+    """restore-signing signs only in the replica that made it: never selected (even with a backup spec), refused
+    when named, and not reported among the copies the replica holds."""
+    own = _version("restore-signing", 1, key_type="ec")  # as if it had been made for backup
+    store = FakeStore(_version("vault", 1), own)
+    assert _rep().backup_keys(store) == ["vault"]
+    with pytest.raises(_errors().PolicyViolation, match="never leaves its token") as info:
+        _rep().backup_keys(store, ["restore-signing"])
+    assert info.value.option == "keys"
+    assert [entry["name"] for entry in _rep().held_versions(store)] == ["vault"]
+
+
 def test_a_replica_without_an_approved_key_is_refused_before_any_wrap():
     store = FakeStore(_version("vault", 1))
     approved_for_a_recipient = SimpleNamespace(kind="recipient", fingerprint=FP, recipient="dr", host="hsm-b")
