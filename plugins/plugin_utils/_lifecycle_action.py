@@ -503,3 +503,18 @@ def _journal_recovery(kind, path):
         how = ("Restore the journal the token names from the log store to that path, or, if it is lost, start a new "
                "journal with playbooks/audit_rollover.yml (journaled, and approved where the policy says so)")
     return "The journal this task wrote is %s. %s." % (path, how)
+
+
+class OfficerActionBase(LifecycleActionBase):
+    """Controller side of the Security Officer modules (recipient_approve, policy_signer, package_signer_approve).
+
+    The Security Officer's PIN is the control: policy.authorization names no action for them (AUTHORIZATION_ACTION
+    empty), an operator override is still checked against policy.allow_operator_override, and the task names no
+    logical keys. The SO PIN is guarded like the user PIN (plugin_utils/_pin_guard.py): so_pin only with
+    pipelining, never PKCS11_SO_PIN in environment:.
+    """
+
+    AUTHORIZATION_ACTION = ""
+
+    def requested_keys(self, args):
+        return []
