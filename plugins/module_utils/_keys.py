@@ -43,6 +43,10 @@ METADATA_APPLICATION = "secops.keylifecycle"
 METADATA_SCHEMA = 1
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+#: the collection's own signing keys (``_managed_signing``): audit-checkpoint, package-signing and a replica's
+#: restore-signing. The collection generates them (never extractable or distributable, unless backed up); a key
+#: spec may not take their names
+MANAGED_KEY_NAMES = ("audit-checkpoint", "package-signing", "restore-signing")
 LABEL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62}):v([1-9][0-9]{0,8})\Z")
 
 STATES = ("active", "deactivated", "compromised", "destroyed")
@@ -263,10 +267,15 @@ def _backup(raw, policy, where):
     return bool(given)
 
 
-def build_key_specs(raw_specs, policy):
+def build_key_specs(raw_specs, policy, option="keys"):
+    """The task's key specs, checked; ``option`` names the option they came from in errors (``keys`` or ``name``)."""
     specs = [build_key_spec(raw, policy) for raw in raw_specs]
     seen = set()
     for spec in specs:
+        if spec.name in MANAGED_KEY_NAMES:
+            raise InvalidOption("key %r is the name of one of the collection's own signing keys (%s), which it "
+                                "generates itself; give the key another name. Nothing was changed."
+                                % (spec.name, ", ".join(MANAGED_KEY_NAMES)), option=option)
         if spec.name in seen:
             raise InvalidOption("key %r is listed twice in keys; list each key once." % spec.name, option="keys")
         seen.add(spec.name)

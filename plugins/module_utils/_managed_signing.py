@@ -35,7 +35,12 @@ from datetime import timezone
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import CapabilityMissing, KeyNotFound
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
-from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import build_key_spec, format_time, utc_now
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    MANAGED_KEY_NAMES,
+    build_key_spec,
+    format_time,
+    utc_now,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import BASELINE
 from ansible_collections.secops.keylifecycle.plugins.module_utils._signatures import (
     MIN_RSA_BITS,
@@ -51,10 +56,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe import offered_mechanisms
 
-CHECKPOINT_KEY_NAME = "audit-checkpoint"
-PACKAGE_KEY_NAME = "package-signing"
-#: a replica's own signer of restore packages: never backed up, so it signs only on the replica it was made in
-RESTORE_KEY_NAME = "restore-signing"
+#: RESTORE_KEY_NAME: a replica's own signer of restore packages, never backed up, so it signs only on the replica
+#: it was made in
+CHECKPOINT_KEY_NAME, PACKAGE_KEY_NAME, RESTORE_KEY_NAME = MANAGED_KEY_NAMES
 #: the managed signing keys whose versions certify their successors, and the label prefix of the certificates
 CERTIFICATE_PREFIXES = {PACKAGE_KEY_NAME: "package-signer-certificate",
                         CHECKPOINT_KEY_NAME: "audit-checkpoint-certificate"}

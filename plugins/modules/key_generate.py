@@ -48,6 +48,8 @@ options:
   name:
     description:
       - Name of one logical key. 1 to 63 letters, digits, V(.), V(_) or V(-), starting with a letter or digit.
+      - Not the name of one of the collection's own signing keys (V(audit-checkpoint), V(package-signing),
+        V(restore-signing)), which it generates itself.
       - Mutually exclusive with O(keys).
     type: str
   type:
@@ -124,7 +126,7 @@ options:
     elements: dict
     suboptions:
       name:
-        description: Name of the logical key.
+        description: Name of the logical key, as O(name).
         type: str
         required: true
       type:
@@ -441,7 +443,8 @@ def main():
     specs = []
 
     def validate(policy):
-        specs.extend(build_key_specs(requested_specs(module.params), policy))
+        specs.extend(build_key_specs(requested_specs(module.params), policy,
+                                     option="keys" if module.params["keys"] is not None else "name"))
 
     def work(store, policy, context):
         result = apply_generation(store, plan_generation(store, specs), context, module.check_mode, policy)

@@ -77,6 +77,23 @@ def test_duplicate_names_in_batch(keys_mod, baseline):
         keys_mod.build_key_specs([{"name": "k"}, {"name": "k"}], baseline)
 
 
+@pytest.mark.parametrize("name", ["audit-checkpoint", "package-signing", "restore-signing"])
+def test_the_collections_own_signing_keys_cannot_be_declared(keys_mod, baseline, name):
+    """An operator's key spec may not take a managed key's name: it would be used to sign packages or checkpoints
+    (or to sign a restore) with whatever type, usage and distributability the operator gave it."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _managed_signing
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption
+
+    assert name in (_managed_signing.CHECKPOINT_KEY_NAME, _managed_signing.PACKAGE_KEY_NAME,
+                    _managed_signing.RESTORE_KEY_NAME)
+    with pytest.raises(InvalidOption, match="own signing keys") as err:
+        keys_mod.build_key_specs([{"name": "ok"}, {"name": name, "type": "ec", "distributable": True}], baseline)
+    assert err.value.option == "keys"
+    with pytest.raises(InvalidOption) as err:
+        keys_mod.build_key_specs([{"name": name}], baseline, option="name")
+    assert err.value.option == "name"
+
+
 def test_label_round_trip(keys_mod):
     assert keys_mod.parse_label(keys_mod.version_label("payments-db", 12)) == ("payments-db", 12)
     assert keys_mod.parse_label("payments-db") is None
