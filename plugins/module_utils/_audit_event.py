@@ -200,7 +200,7 @@ _FIELD_CHECKS = {
     "keylifecycle.repair.length": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
     "keylifecycle.repair.sha256": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
     "keylifecycle.drift.kind": lambda v: v in ("usage_enabled", "destroyed_present", "unexplained_object",
-                                               "lost_sensitive", "gained_extractable"),
+                                               "lost_sensitive", "gained_extractable", "managed_key_altered"),
     "keylifecycle.drift.attribute": lambda v: isinstance(v, str) and bool(re.match(r"^CKA_[A-Z_]{1,30}\Z", v)),
     "keylifecycle.drift.object_class": lambda v: v in ("SECRET_KEY", "PRIVATE_KEY", "PUBLIC_KEY"),
     "keylifecycle.drift.expected": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),

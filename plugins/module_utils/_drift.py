@@ -27,6 +27,10 @@ for the secret or private key the evidence attributes) and compared with the rec
   CKA_NEVER_EXTRACTABLE false (it was once extractable); a version sealed at the migration
   to trusted wrapping (metadata ``sealed_at``) with CKA_EXTRACTABLE true again. A sealed
   version's CKA_EXTRACTABLE false is what its record says, not drift.
+* ``managed_key_altered``: a version of one of the collection's own signing keys (``_keys.MANAGED_KEY_NAMES``)
+  whose record is not what the collection makes: a sign/verify key pair (EC or RSA) that is not distributable.
+  key_generate refuses those names; a token where an operator declared one before that, of another type or
+  distributable, would otherwise sign packages, checkpoints or restores with it unnoticed.
 
 The expected evidence follows from how every version is made (``_key_store.generate``:
 inside the token, SENSITIVE true, EXTRACTABLE only when distributable or backed up); the metadata does
@@ -45,7 +49,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_rotation 
     DECRYPTING_USAGES,
     PROTECTING_USAGES,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import parse_label, version_label
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    MANAGED_KEY_NAMES,
+    parse_label,
+    version_label,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     EC_NO_USAGES,
     EVIDENCE_ATTRIBUTES,
@@ -55,7 +63,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 )
 
 
-DRIFT_KINDS = ("usage_enabled", "destroyed_present", "unexplained_object", "lost_sensitive", "gained_extractable")
+DRIFT_KINDS = ("usage_enabled", "destroyed_present", "unexplained_object", "lost_sensitive", "gained_extractable",
+               "managed_key_altered")
+#: what the record of a managed signing key must say (``_managed_signing.ManagedSigningKey.spec``)
+_MANAGED_TYPES, _MANAGED_USAGE = ("ec", "rsa"), ("sign", "verify")  # usage sorted
 
 
 @dataclass(frozen=True)
@@ -143,7 +154,7 @@ def version_drift(label, version, objects, compromise_disables_decrypt=False):
         return [Finding(label, "destroyed_present", o.key_id, "absent (destroyed)",
                         "%s object present" % o.object_class, object_class=o.object_class, state=version.state)
                 for o in objects]
-    findings = []
+    findings = _managed_key_drift(label, version)
     expected = _expected_classes(version.spec)
     explained = set()
     for obj in objects:
@@ -158,6 +169,19 @@ def version_drift(label, version, objects, compromise_disables_decrypt=False):
         explained.add(obj.object_class)
         findings.extend(_attribute_drift(label, version, obj, compromise_disables_decrypt))
     return findings
+
+
+def _managed_key_drift(label, version):
+    """A finding when ``version`` is of a managed signing key but its record is not what the collection makes."""
+    spec = version.spec
+    if spec.name not in MANAGED_KEY_NAMES or (
+            spec.type in _MANAGED_TYPES and tuple(sorted(spec.usage)) == _MANAGED_USAGE and not spec.distributable):
+        return []
+    return [Finding(label, "managed_key_altered", version.key_id,
+                    "EC or RSA key pair, usage sign and verify, not distributable",
+                    "%s, usage %s, %sdistributable" % (spec.type.upper(), " and ".join(sorted(spec.usage)),
+                                                       "" if spec.distributable else "not "),
+                    state=version.state)]
 
 
 def _attribute_drift(label, version, obj, compromise_disables_decrypt):

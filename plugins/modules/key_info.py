@@ -255,7 +255,9 @@ drift:
           V(unexplained_object) (a key object no metadata explains - no metadata, another CKA_ID, a class the key
           type does not have, or a second object of its class), V(lost_sensitive) (CKA_SENSITIVE or
           CKA_ALWAYS_SENSITIVE false), V(gained_extractable) (CKA_EXTRACTABLE true or CKA_NEVER_EXTRACTABLE false
-          on a key that is not distributable).
+          on a key that is not distributable), V(managed_key_altered) (a version of one of the collection's own
+          signing keys recorded as other than an EC or RSA sign/verify key pair that is not distributable; the
+          finding has no attribute).
       type: str
     attribute:
       description: The attribute compared (for example V(CKA_ENCRYPT)), or null for a finding about a whole object.

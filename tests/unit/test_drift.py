@@ -55,6 +55,41 @@ def test_a_deactivated_version_with_a_protecting_usage_back_on(drift, usage):
         usage.upper())
 
 
+@pytest.mark.parametrize("name", ["audit-checkpoint", "package-signing", "restore-signing"])
+def test_a_managed_signing_key_recorded_otherwise_than_the_collection_makes_it(drift, name):
+    """An operator-declared package-signing (say) of another type, or distributable, is reported once per version;
+    one as the collection makes it (EC or RSA, sign and verify, not distributable) is not."""
+    from dataclasses import replace
+
+    made = version("active", key_type="ec", usage=("verify", "sign"))
+    made = replace(made, spec=replace(made.spec, name=name))
+    private = attributes(drift, "PRIVATE_KEY", usages={"sign": True})
+    public = attributes(drift, "PUBLIC_KEY", usages={"verify": True})
+    assert drift.version_drift("%s:v1" % name, made, [private, public]) == []
+    assert drift.version_drift("%s:v1" % name, replace(made, spec=replace(made.spec, type="rsa", curve=None)),
+                               [private, public]) == []
+    for altered, actual in (
+            (replace(made.spec, distributable=True), "EC, usage sign and verify, distributable"),
+            (replace(made.spec, type="aes", curve=None, usage=("decrypt", "encrypt")),
+             "AES, usage decrypt and encrypt, not distributable"),
+            (replace(made.spec, usage=("derive", "sign", "verify")), "EC, usage derive and sign and verify, "
+                                                                     "not distributable")):
+        findings = drift.version_drift("%s:v1" % name, replace(made, spec=altered), [private, public])
+        managed = [f for f in findings if f.kind == "managed_key_altered"]
+        assert len(managed) == 1 and managed[0].actual == actual, findings
+        assert managed[0].expected == "EC or RSA key pair, usage sign and verify, not distributable"
+    # an ordinary key of the same shape is not a managed key
+    assert drift.version_drift("k:v1", replace(made, spec=replace(made.spec, name="k", distributable=True)),
+                               [private, public]) == []
+
+
+def test_every_drift_kind_is_in_the_audit_schema(drift):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import _FIELD_CHECKS
+
+    assert all(_FIELD_CHECKS["keylifecycle.drift.kind"](kind) for kind in drift.DRIFT_KINDS)
+    assert not _FIELD_CHECKS["keylifecycle.drift.kind"]("something_else")
+
+
 def test_a_usage_outside_the_spec_is_drift_even_while_active(drift):
     obj = attributes(drift, usages={"encrypt": True, "decrypt": True, "sign": True})
     assert kinds(drift.version_drift("k:v1", version("active"), [obj])) == [("usage_enabled", "CKA_SIGN")]
