@@ -54,6 +54,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     parse_label,
     version_label,
 )
+from ansible_collections.secops.keylifecycle.plugins.module_utils._managed_signing import (
+    MANAGED_KEY_TYPES,
+    MANAGED_KEY_USAGE,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     EC_NO_USAGES,
     EVIDENCE_ATTRIBUTES,
@@ -65,8 +69,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 
 DRIFT_KINDS = ("usage_enabled", "destroyed_present", "unexplained_object", "lost_sensitive", "gained_extractable",
                "managed_key_altered")
-#: what the record of a managed signing key must say (``_managed_signing.ManagedSigningKey.spec``)
-_MANAGED_TYPES, _MANAGED_USAGE = ("ec", "rsa"), ("sign", "verify")  # usage sorted
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ def _managed_key_drift(label, version):
     """A finding when ``version`` is of a managed signing key but its record is not what the collection makes."""
     spec = version.spec
     if spec.name not in MANAGED_KEY_NAMES or (
-            spec.type in _MANAGED_TYPES and tuple(sorted(spec.usage)) == _MANAGED_USAGE and not spec.distributable):
+            spec.type in MANAGED_KEY_TYPES and tuple(sorted(spec.usage)) == MANAGED_KEY_USAGE
+            and not spec.distributable):
         return []
     return [Finding(label, "managed_key_altered", version.key_id,
                     "EC or RSA key pair, usage sign and verify, not distributable",

@@ -59,6 +59,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_probe i
 #: RESTORE_KEY_NAME: a replica's own signer of restore packages, never backed up, so it signs only on the replica
 #: it was made in
 CHECKPOINT_KEY_NAME, PACKAGE_KEY_NAME, RESTORE_KEY_NAME = MANAGED_KEY_NAMES
+#: what every managed signing key is made as (``ManagedSigningKey.spec``): a key pair of one of these types, for
+#: these usages (sorted), not distributable
+MANAGED_KEY_TYPES = ("ec", "rsa")
+MANAGED_KEY_USAGE = ("sign", "verify")
 #: the managed signing keys whose versions certify their successors, and the label prefix of the certificates
 CERTIFICATE_PREFIXES = {PACKAGE_KEY_NAME: "package-signer-certificate",
                         CHECKPOINT_KEY_NAME: "audit-checkpoint-certificate"}
@@ -95,9 +99,9 @@ class ManagedSigningKey:
         the token and the mechanisms) when it can make neither."""
         key_type, _scheme = managed_key_type(self.offered())
         if key_type == "ec":
-            raw = {"name": self.name, "type": "ec", "curve": "P-256", "usage": ["sign", "verify"]}
+            raw = {"name": self.name, "type": "ec", "curve": "P-256", "usage": list(MANAGED_KEY_USAGE)}
         elif key_type == "rsa":
-            raw = {"name": self.name, "type": "rsa", "size": MIN_RSA_BITS, "usage": ["sign", "verify"]}
+            raw = {"name": self.name, "type": "rsa", "size": MIN_RSA_BITS, "usage": list(MANAGED_KEY_USAGE)}
         else:
             raise CapabilityMissing(
                 "token %s cannot make the %s signing key %r: it offers neither EC P-256 signing (CKM_EC_KEY_PAIR_GEN "

@@ -160,7 +160,8 @@ def ensure_package_signer(store, context, events, name=SIGNER_KEY_NAME):
 def signer_record(store, name=SIGNER_KEY_NAME):
     """The public record of the token's active ``name`` signing key, or None (read-only: never generates)."""
     signer = PackageSigner(store, name)
-    return signer.public_record() if signer.key.active_version() is not None else None
+    signer.version = signer.key.active_version()
+    return signer.public_record() if signer.version is not None else None
 
 
 # ---- rollover: each new signer certified by the one before it (``_managed_signing.certify_successor``) -----
