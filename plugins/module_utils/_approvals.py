@@ -295,6 +295,29 @@ def verify_signature(public_key, doc):
     return True
 
 
+def count_recorded_approvals(policy, action, approvals, token_label, targets):
+    """How many distinct approvers of ``policy`` signed one of ``approvals`` for ``action`` on every one of
+    ``targets`` on this token: the check of approvals kept in a record the token accepted earlier (a signed policy
+    record). Their nonces were consumed and their validity checked when the record was accepted; what is checked
+    again is what a forged record could not bring: signatures of the policy's approvers over this very change."""
+    keys = approver_keys(policy)
+    wanted = {canonical_bytes(entry) for entry in canonical_keys([_as_subject(t) for t in targets], "targets")}
+    approvers = set()
+    for index, raw in enumerate(approvals or ()):
+        try:
+            doc = parse_approval(raw, "approvals[%d]" % index)
+        except InvalidOption:
+            continue
+        known, request = keys.get(doc["approver"]), doc["request"]
+        if known is None or request["action"] != action or not verify_signature(known[1], doc):
+            continue
+        if request["token"] != token_label and not (action == "policy_change" and request["token"] == ANY_TOKEN):
+            continue
+        if wanted <= {canonical_bytes(entry) for entry in request["keys"]}:
+            approvers.add(doc["approver"])
+    return len(approvers)
+
+
 @dataclass
 class ApprovalOutcome:
     """What a checked set of approvals gives the task: the fields of its audit events and its return value."""

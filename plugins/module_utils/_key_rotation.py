@@ -48,10 +48,13 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     KeyNotFound,
+    PolicyViolation,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
+    MANAGED_KEY_NAMES,
     Transition,
     format_time,
+    successor_policy_problem,
     utc_now,
     validate_name,
 )
@@ -378,14 +381,29 @@ def _event(action_reason, context, token_label, new, old, approval=None, certifi
     return build_event("key-rotate", "success", context, key=key, reason=action_reason, extra=approval)
 
 
+def refuse_disallowed_successors(specs, policy):
+    """Refuse the whole batch (check mode too) where the policy in force no longer allows a key's next version:
+    rotation generates it from the key's recorded spec, which key_generate checked against the policy of its day.
+    The collection's own signing keys (MANAGED_KEY_NAMES) keep the shape the collection gives them."""
+    problems = [problem for problem in (successor_policy_problem(spec, policy) for spec in specs
+                                        if spec.name not in MANAGED_KEY_NAMES) if problem]
+    if problems:
+        raise PolicyViolation(
+            "Cannot rotate, nothing was changed: a rotation generates the next version with the key's recorded "
+            "spec, and the policy in force no longer allows it: %s. Generate a key that the policy allows under a "
+            "new name, move its users to it, and retire this one (key_rotate retire: true; with reason: compromise "
+            "for a compromised key), or leave it out of this rotation." % "; ".join(problems), option="name")
+
+
 def apply_rotation(store, plans, context, reason, policy, check_mode, approval=None):
     """Carry out a rotation plan (repairs first); in check mode only describe it.
 
     ``approval`` (``approved_by``, ``change_ref``) is recorded in the rotation events. A successor the token cannot
     generate refuses the whole batch first, in check mode too (``require_generation``).
     """
-    require_generation(store.session, store.token_label,
-                       [plan.current.spec for plan in plans if plan.action == "rotate"], policy.require_trusted_wrapping)
+    successors = [plan.current.spec for plan in plans if plan.action == "rotate"]
+    refuse_disallowed_successors(successors, policy)
+    require_generation(store.session, store.token_label, successors, policy.require_trusted_wrapping)
     now = utc_now()
     before, after, rotated, events, compromised = {}, {}, [], [], []
     old_state = "compromised" if reason == "compromise" else "deactivated"

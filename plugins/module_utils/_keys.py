@@ -282,6 +282,23 @@ def build_key_specs(raw_specs, policy, option="keys"):
     return specs
 
 
+def successor_policy_problem(spec, policy):
+    """Why the policy in force does not allow a new version of a key recorded with ``spec`` (its type, size or curve
+    and usage), or None. A rotation generates the successor from the recorded spec, so this is checked again at
+    rotation: the policy may have been tightened since the key was generated."""
+    where = "key %r" % spec.name
+    try:
+        _allowed_type(spec.type, policy, where)
+        if spec.type == "ec":
+            _allowed_curve(spec.curve, policy, where)
+        else:
+            _allowed_size(spec.type, spec.size, policy, where)
+        _allowed_usage(spec.type, spec.usage, policy, where)
+    except (PolicyViolation, InvalidOption) as exc:
+        return exc.message.rstrip(".")
+    return None
+
+
 def _stored_duration(value, option):
     """A duration read from metadata. One longer than MAX_DURATION (written before durations were bounded) is
     read as MAX_DURATION, so that the dates derived from it stay representable and the key can still rotate."""

@@ -38,7 +38,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import POLICY_ARGSPEC, policy_overrides
-from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import InvalidOption, PolicyRefused
+from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import Attribute, p11_exc
+from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
+    InvalidOption,
+    MetadataCorrupt,
+    PolicyRefused,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time
 from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import (
     APPROVAL_SCHEMA,
@@ -236,14 +241,64 @@ class PolicyAcceptance:
                            % self.doc["serial"], extra=extra)
 
 
-def policy_records(objects):
-    """The signed policies the token recorded, by serial (``SIGNED_POLICY_RECORD``, immutable public objects)."""
-    records = {}
+def policy_records(objects, signers, token):
+    """The signed policies the token recorded that prove themselves, by serial, and the labels of those that do not.
+
+    The records are public data objects (``SIGNED_POLICY_RECORD``): a Security Officer session cannot be required
+    to write them, so any user session could create one. Each is therefore checked again, in serial order, before
+    it counts as a floor or as the policy in force (``_record_problem``): a document that verifies in the token with
+    one of its policy signers (``signers``: fingerprint -> PolicySigner), the digest and serial the record names,
+    and, after the first, the approvals of the policy recorded before it. A record that fails counts for nothing
+    (it cannot lower anything, and it cannot be destroyed either); its label and why are returned to be reported.
+    """
+    candidates, rejected = [], []
     for label in objects.document_labels(SIGNED_POLICY_RECORD):
-        revisions = objects.newest(SIGNED_POLICY_RECORD, label)
-        if revisions is not None:
-            records[revisions.newest["serial"]] = revisions.newest
-    return records
+        for obj in objects.document_objects(SIGNED_POLICY_RECORD, label):
+            try:
+                record = SIGNED_POLICY_RECORD.decode(label, obj[Attribute.VALUE])
+            except (MetadataCorrupt, p11_exc.PKCS11Error):
+                rejected.append("%s (not a signed policy record)" % label)
+                continue
+            candidates.append((record["serial"], label, record))
+    records = {}
+    for serial, label, record in sorted(candidates, key=lambda item: item[0]):
+        problem = _record_problem(record, records, signers, token)
+        if problem is None and serial in records and records[serial]["sha256"] != record["sha256"]:
+            problem = "a second record of serial %d" % serial
+        if problem is not None:
+            rejected.append("%s (%s)" % (label, problem))
+        else:
+            records.setdefault(serial, record)
+    return records, rejected
+
+
+def _record_problem(record, earlier, signers, token):
+    """Why ``record`` does not prove itself given the ``earlier`` valid records (by serial), or None."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import count_recorded_approvals
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import verify_in_token
+
+    try:
+        doc = parse_signed_policy(record["document"], option="the recorded policy")
+    except InvalidOption:
+        return "its document is not a signed policy"
+    if doc["serial"] != record["serial"] or policy_digest(doc) != record["sha256"]:
+        return "its document is not the serial and digest it names"
+    signer = signers.get(doc["signer"])
+    if signer is None or not verify_in_token(signer, policy_payload(doc), doc["signature"]):
+        return "its document does not verify with a policy signer of the token"
+    before = [serial for serial in earlier if serial < record["serial"]]
+    if not before:
+        return None  # the first policy the token accepted: nothing was in force to approve it
+    try:
+        previous = load_policy(earlier[max(before)]["document"]["policy"])
+    except (InvalidOption, PolicyRefused, ValueError, TypeError):
+        return "the policy before it cannot be read"
+    required = (previous.approvals_required or {}).get("policy_change", 0)
+    if required and count_recorded_approvals(previous, "policy_change", doc.get("approvals"), token,
+                                             [{"policy": record["sha256"]}]) < required:
+        return "it lacks the %d approval(s) for a policy change that the policy before it requires" % required
+    return None
 
 
 def _check_change(doc, digest, records, token, context, objects, now, check_mode):
@@ -354,7 +409,7 @@ def verify_policy(session, params, journal_pin, now, context=None, objects=None,
         raise _refuse("policy_expired", (
             "%s, signed by %s, expired at %s (it is now %s). Have the Security Officer sign the policy again with "
             "a later not_after." % (described, signer.name, doc["not_after"], format_time(now))))
-    records = policy_records(objects) if objects is not None else {}
+    records, rejected = policy_records(objects, present, token) if objects is not None else ({}, [])
     floor = list(records) + ([pin["policy_serial"]] if _is_int(pin.get("policy_serial")) else [])
     accepted = max(floor) if floor else None
     if _is_int(accepted) and doc["serial"] < accepted:
@@ -376,6 +431,8 @@ def verify_policy(session, params, journal_pin, now, context=None, objects=None,
         acceptance = _check_change(doc, digest, records, token, context, objects, now, check_mode)
     in_force = {"signed": True, "sha256": digest, "serial": doc["serial"], "signer": signer.fingerprint,
                 "signer_name": signer.name, "environment": doc["environment"], "not_after": doc["not_after"]}
+    if rejected:
+        in_force["rejected_records"] = rejected
     if acceptance is not None and acceptance.approval is not None:
         in_force["approvals"] = acceptance.approval.as_dict()
     if journal_pin is not None:

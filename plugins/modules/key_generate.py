@@ -374,6 +374,15 @@ policy_in_force:
     not_after:
       description: When the signed policy expires (UTC); after it every lifecycle task is refused.
       type: str
+    rejected_records:
+      description:
+        - The signed policy records on the token that do not prove themselves (a document that does not verify
+          with its policy signers, or a change without the approvals the policy before it required), each as
+          C(<label> (<why>)). They count for nothing; only raw PKCS#11 with the user PIN writes one
+          (docs/access-control.md, "A change of policy").
+      type: list
+      elements: str
+      returned: when the token holds such a record
   sample: {signed: true, sha256: "5d41...", serial: 3, signer: "sha256:3b1f...", signer_name: dana,
            environment: prod, not_after: "2027-06-30T00:00:00+00:00"}
 error_kind:

@@ -305,6 +305,47 @@ def test_a_new_policy_needs_the_approvals_the_policy_in_force_requires(
     assert not run(capsys, hsm_token, journal, signed=signed(), name="fourth").get("failed")
 
 
+def _forge_policy_record(settings, serial, document, sha256):
+    """What any user session can do with raw PKCS#11: create a signed policy record (a public data object)."""
+    import json
+
+    from pkcs11 import Attribute, ObjectClass
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
+
+    with open_session(settings) as session:
+        session.create_object({
+            Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: False,
+            Attribute.MODIFIABLE: False, Attribute.LABEL: "signed-policy:%d" % serial,
+            Attribute.APPLICATION: "secops.keylifecycle.signed-policy",
+            Attribute.VALUE: json.dumps({"schema": 1, "serial": serial, "sha256": sha256, "document": document,
+                                         "accepted_at": "2020-01-01T00:00:00+00:00"}).encode()})
+
+
+def test_a_forged_policy_record_counts_for_nothing(capsys, hsm_token, settings, journal, people, signed):
+    """A signed policy record written by a user session, not by an accepted change: the officer-signed draft of
+    a looser policy recorded as if accepted, without the approvals the policy in force requires, and a record
+    whose document is not the policy it names. Neither puts its policy in force; both are reported."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import policy_digest
+
+    first = signed(approvals_required={"policy_change": 2, "compromise_rotate": 2})
+    _key(capsys, hsm_token, journal, first)
+    looser = signed(approvals_required={"policy_change": 0, "compromise_rotate": 0}, max_rotation_period="30d")
+    _forge_policy_record(settings, 2, looser, policy_digest(looser))
+    _forge_policy_record(settings, 3, looser, policy_digest(first))
+    before, pin = objects_of(settings), pin_of(settings)
+    refused = run(capsys, hsm_token, journal, signed=looser, name="other")
+    assert refused.get("failed") and refused["error_kind"] == "approval_missing", refused
+    assert objects_of(settings) == before and pin_of(settings) == pin
+    # the policy in force is still the first: a compromise rotation needs its two approvals
+    assert _compromise(capsys, hsm_token, journal, looser, [])["error_kind"] == "approval_missing"
+    kept = run(capsys, hsm_token, journal, signed=first, name="other")
+    assert not kept.get("failed") and kept["policy_in_force"]["serial"] == 1, kept
+    assert sorted(kept["policy_in_force"]["rejected_records"]) == [
+        "signed-policy:2 (it lacks the 2 approval(s) for a policy change that the policy before it requires)",
+        "signed-policy:3 (its document is not the serial and digest it names)"]
+
+
 def test_recipient_approval_needs_signed_approvals(capsys, hsm_token, settings, journal, people, signed):
     """recipient_approve (SO session): M approvals of other people over the recipient and its key fingerprint."""
     from cryptography.hazmat.primitives import serialization

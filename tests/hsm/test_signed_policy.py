@@ -363,3 +363,28 @@ def test_a_removed_signer_is_refused(capsys, hsm_token, settings, journal):
     msg = refused(capsys, hsm_token, settings, journal, "policy_signer_removed", policy={})
     assert signer.fingerprint in msg
     refused(capsys, hsm_token, settings, journal, "policy_signer_removed", signed=signer.sign(serial=2))
+
+
+def test_a_rotation_the_policy_in_force_no_longer_allows_is_refused(capsys, hsm_token, settings, journal, dana):
+    """Rotation generates the next version with the key's recorded spec: after the officer tightens the policy, a
+    key it no longer allows cannot rotate (check mode says so too), and nothing changes; retiring it still works."""
+    first = dana.sign(policy={}, serial=1)
+    made = run(capsys, hsm_token, journal, signed=first, name="legacy", type="rsa", size=3072, usage=["sign", "verify"])
+    assert not made.get("failed"), made
+    assert not run(capsys, hsm_token, journal, signed=first, name="fine").get("failed")
+    strict = dana.sign(policy={"min_rsa_bits": 4096}, serial=2)
+    assert run(capsys, hsm_token, journal, signed=strict, name="fresh", type="rsa", size=3072)["error_kind"] == \
+        "policy_violation"
+    before, pin = objects_of(settings), pin_of(settings)
+    for check_mode in (True, False):
+        refused = run(capsys, hsm_token, journal, module="key_rotate", signed=strict, name=["fine", "legacy"],
+                      force=True, check_mode=check_mode)
+        assert refused.get("failed") and (refused["error_kind"], refused["error_option"]) == (
+            "policy_violation", "name"), refused
+        assert "key 'legacy': size 3072 is below the policy minimum for RSA keys (4096 bits)" in refused["msg"]
+        assert "retire" in refused["msg"] and "fine" not in refused["msg"].split(":", 2)[-1]
+        assert objects_of(settings) == before and pin_of(settings) == pin
+    assert not run(capsys, hsm_token, journal, module="key_rotate", signed=strict, name=["fine"], force=True).get(
+        "failed")
+    retired = run(capsys, hsm_token, journal, module="key_rotate", signed=strict, name=["legacy"], retire=True)
+    assert not retired.get("failed") and retired["changed"], retired
