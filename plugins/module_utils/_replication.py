@@ -671,12 +671,7 @@ class ReplicaInstaller:
             if held.get((kind, label)) == package["sha256"]:
                 continue
             if self.restore and kind == AUDIT_JOURNAL_PIN.name:
-                current = objects.newest(AUDIT_JOURNAL_PIN, AUDIT_JOURNAL_PIN.label)
-                if current is not None:
-                    raise PolicyViolation(
-                        "Token %r already names audit journal %s: a restore rebuilds a token that lost its records "
-                        "(re-initialised), and this one has them. Nothing was installed."
-                        % (self.store.token_label, current.newest["journal_id"]), option="restore")
+                self._refuse_live_token(objects)
                 pin = document
                 continue
             if self.restore and (kind, label) in held and kind in _immutable_kind_names():
@@ -684,9 +679,22 @@ class ReplicaInstaller:
                                   "the token being restored. Nothing was installed."
                                   % (self.store.token_label, kind, label), option="documents")
             todo.append((kind, label, document))
+        if self.restore and (AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label) in held and not any(
+                package.get("document_kind") == AUDIT_JOURNAL_PIN.name
+                and package.get("sha256") == held[(AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label)]
+                for package in documents or ()):
+            self._refuse_live_token(objects)  # a live token, whether or not the replica's pin came with the packages
         if pin is not None:
             pin = self._moved_pin(pin, checkpoint, todo)
         return todo, pin
+
+    def _refuse_live_token(self, objects):
+        current = objects.newest(AUDIT_JOURNAL_PIN, AUDIT_JOURNAL_PIN.label)
+        if current is not None:
+            raise PolicyViolation(
+                "Token %r already names audit journal %s: a restore rebuilds a token that lost its records "
+                "(re-initialised), and this one has them. Nothing was installed."
+                % (self.store.token_label, current.newest["journal_id"]), option="restore")
 
     def _moved_pin(self, pin, checkpoint, todo):
         """The source's pin moved to the journal's last checkpoint of this token (``checkpoint``): signed by a key of

@@ -354,4 +354,13 @@ def test_restore_mode_is_refused_on_a_primary_and_onto_a_token_that_names_a_jour
                                                 "kek": back["replicas"][0]["kek"],
                                                 "documents": back["replicas"][0]["documents"]}).task
     assert onto_live["failed"] and "already names audit journal" in onto_live["msg"], onto_live
+    # the same without the replica's pin among the documents, or without documents: still the live token's records
+    copy = back["replicas"][0]
+    without_pin = [document for document in copy["documents"] if document["document_kind"] != "audit journal pin"]
+    assert len(without_pin) == len(copy["documents"]) - 1
+    for documents in (without_pin, []):
+        sneaked = runner.task("replica_install", {"restore": True, "packages": copy["packages"], "kek": copy["kek"],
+                                                  "documents": documents}).task
+        assert sneaked["failed"] and sneaked["error_option"] == "restore", sneaked
+        assert "already names audit journal" in sneaked["msg"], sneaked
     assert token.objects() == before
