@@ -68,6 +68,14 @@ def signature_valid(checkpoint, public_keys, key_id=None, signature=None):
     return key is not None and _signatures.signature_valid(key, signature, payload)
 
 
+def _event_of(content):
+    """The event of a record's content (bytes), or False when it is not JSON (a record the slow path reports)."""
+    try:
+        return json.loads(content[content.find(_EVENT) + 9:])
+    except ValueError:
+        return False
+
+
 class TokenView:
     """What the module half of audit_verify read from the token (or nothing: ``read`` false)."""
 
@@ -83,7 +91,8 @@ class TokenView:
 
     def owns(self, checkpoint):
         """Whether a checkpoint was signed on this token: its key is one of the token's, its label/serial match."""
-        if checkpoint.get("key_id") not in self.public_keys:
+        key_id = checkpoint.get("key_id")
+        if not isinstance(key_id, str) or key_id not in self.public_keys:
             return False
         for field, mine in (("token_label", self.label), ("token_serial", self.serial)):
             if checkpoint.get(field) is not None and mine is not None and checkpoint.get(field) != mine:
@@ -160,10 +169,11 @@ class _Verifier:
                     if head is not None and head.group(2) == jid and int(head.group(1)) == expected_seq:
                         digest = _sha256(prev_raw + _sha256(content).digest()).digest()
                         stated = raw[-67:-3]
-                        if _hexlify(digest) == stated:
-                            if _candidate(content):
+                        event = _event_of(content) if _candidate(content) else None
+                        if _hexlify(digest) == stated and event is not False:  # False: not JSON, the slow path says so
+                            if isinstance(event, dict):
                                 self._event(expected_seq, head.group(3).decode("ascii"), stated.decode("ascii"),
-                                            json.loads(content[content.find(_EVENT) + 9:]))
+                                            event)
                             records += 1
                             window[expected_seq % _WINDOW] = (expected_seq, stated)
                             if expected_seq in watch:
@@ -260,7 +270,8 @@ class _Verifier:
         if prev_hex is not None and fields["prev_hash"].encode("ascii") != prev_hex:
             self._bad(number, seq, expected_seq, "prev_hash does not match the previous record: records were deleted, "
                                                  "replaced or reordered")
-        jid = self._journal_id(str(fields.get("journal_id")).encode("ascii"), jid, number, seq, expected_seq)
+        jid = self._journal_id(str(fields.get("journal_id")).encode("ascii", "backslashreplace"), jid, number, seq,
+                               expected_seq)
         if isinstance(fields.get("event"), dict):
             self._event(seq, fields.get("record_id"), fields["hash"], fields["event"])
         return seq, fields["hash"].encode("ascii"), jid
@@ -272,12 +283,13 @@ class _Verifier:
         action = (event.get("event") or {}).get("action") if isinstance(event.get("event"), dict) else None
         phase = keylifecycle.get("phase")
         if seq == 1 and action == "audit-journal-rollover":
-            self.genesis = keylifecycle.get("previous_journal") or {}
-        if phase == "intent":
+            genesis = keylifecycle.get("previous_journal")
+            self.genesis = genesis if isinstance(genesis, dict) else {}  # malformed: names no journal that is kept
+        if phase == "intent" and isinstance(record_id, str):
             self.open_intents[record_id] = (seq, record_hash)
             self.last_intent = seq
-        elif phase == "outcome":
-            self.open_intents.pop(keylifecycle.get("intent_id"), None)
+        elif phase == "outcome" and isinstance(keylifecycle.get("intent_id"), str):
+            self.open_intents.pop(keylifecycle["intent_id"], None)
         checkpoint = keylifecycle.get("checkpoint")
         if action == "audit-checkpoint" and isinstance(checkpoint, dict):
             self._checkpoint_record(seq, checkpoint)
@@ -544,9 +556,17 @@ def _follow_rollover(report, previous, token, depth):
     """A rollover genesis: verify the journal it continues when its file is at hand, and that its head matches."""
     path, journal_id = previous.get("path"), previous.get("journal_id")
     entry = {"journal_id": journal_id, "path": path, "records": None, "ok": None}
-    if not path or not os.path.exists(path):
+    if not isinstance(path, str) or not path or not os.path.exists(path):
         entry["present"] = False
         report["journals"].append(entry)
+        if previous.get("lost") is True:
+            entry["lost"] = True  # declared lost at the rollover, which the token checked against its pin
+        else:
+            report["problems"].append(
+                "previous journal %s is not at %s, where the rollover's genesis record says it was kept: the "
+                "history before the rollover cannot be verified (it was deleted or moved after the rollover). Put "
+                "the kept journal back there (from the log store or a backup) and verify again"
+                % (journal_id, path))
         return
     if depth >= MAX_PREVIOUS_JOURNALS:
         entry["present"] = True

@@ -295,10 +295,29 @@ def test_a_rollover_is_followed_to_the_previous_journal(tmp_path, key):
         "4 (hash %s): the journal was changed after the rollover" % (
             old.journal_id, old.path, old.prev, previous["head_hash"])]
     assert report["journals"][0]["ok"] is True and report["journals"][1]["ok"] is False
-    old.path.unlink()
+    old.path.unlink()  # the kept journal deleted: the history before the rollover is gone, which is not ok
     report = verify(new.path, token(key, pin=pin_of(new, key, 2)))
-    assert report["ok"] and report["journals"][1] == {"journal_id": old.journal_id, "path": str(old.path),
-                                                      "records": None, "ok": None, "present": False}
+    assert not report["ok"] and report["journals"][1] == {"journal_id": old.journal_id, "path": str(old.path),
+                                                          "records": None, "ok": None, "present": False}
+    assert report["problems"] == [
+        "previous journal %s is not at %s, where the rollover's genesis record says it was kept: the history before "
+        "the rollover cannot be verified (it was deleted or moved after the rollover). Put the kept journal back "
+        "there (from the log store or a backup) and verify again" % (old.journal_id, old.path)]
+
+
+def test_a_journal_declared_lost_at_the_rollover_is_not_a_problem(tmp_path, key):
+    old = Writer(tmp_path / "old.jsonl")
+    old.task(key)
+    new = Writer(tmp_path / "new.jsonl")
+    previous = {"journal_id": old.journal_id, "head_seq": old.seq, "head_hash": old.prev,
+                "path": str(tmp_path / "gone.jsonl"), "lost": True}
+    new.record({"event": {"action": "audit-journal-rollover"},
+                "keylifecycle": {"phase": "change", "previous_journal": previous}})
+    new.task(key)
+    report = verify(new.path, token(key, pin=pin_of(new, key, 2)))
+    assert report["ok"], report["problems"]
+    assert report["journals"][1] == {"journal_id": old.journal_id, "path": previous["path"], "records": None,
+                                     "ok": None, "present": False, "lost": True}
 
 
 def test_a_torn_last_line_is_reported_not_verified(writer):
