@@ -21,8 +21,9 @@ options:
         ECDSA P-256 signature inside the token, before it changes anything, and refuses the task, journaled, with
         the token unchanged, when it is missing or malformed (C(policy_unsigned)), signed by another key or altered
         (C(policy_signature_invalid)), past its C(not_after) (C(policy_expired)), older than the highest serial the
-        token accepted (C(policy_rolled_back)), or when O(policy) differs from its C(policy) (C(policy_mismatch),
-        naming the settings). The task runs with exactly the signed settings. A policy signer the token once held
+        token accepted (C(policy_rolled_back)), signed for another environment than the policy in force on the token
+        (C(policy_environment_changed)), or when O(policy) differs from its C(policy) (C(policy_mismatch), naming the
+        settings). The task runs with exactly the signed settings. A policy signer the token once held
         and no longer holds is refused too (C(policy_signer_removed)).
       - On a token without a policy signer it is not checked and O(policy) applies as given; the compliance report
         lists such a token as a finding. Modules that act on a recipient's token

@@ -201,8 +201,9 @@ class PolicyRefused(_Refusal):
     #: policy_signature_invalid: signed by a key that is not one of the token's signers, or altered after signing;
     #: policy_expired: the signed policy's not_after is past;
     #: policy_rolled_back: its serial is lower than the highest the token accepted;
-    #: policy_mismatch: the policy option differs from the signed policy
+    #: policy_mismatch: the policy option differs from the signed policy;
+    #: policy_environment_changed: signed for another environment than the policy in force on the token
     KINDS = ("policy_signer_removed", "policy_unsigned", "policy_signature_invalid", "policy_expired",
-             "policy_rolled_back", "policy_mismatch")
+             "policy_rolled_back", "policy_mismatch", "policy_environment_changed")
 
     OPTION = "signed_policy"

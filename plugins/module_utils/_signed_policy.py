@@ -417,6 +417,13 @@ def verify_policy(session, params, journal_pin, now, context=None, objects=None,
             "%s is older than the policy token %r already accepted (serial %d): an earlier policy was brought "
             "back. Use the current signed policy, or have the Security Officer sign a new one with a serial of at "
             "least %d." % (described, token, accepted, accepted)))
+    in_force_environment = records[max(records)]["document"]["environment"] if records else None
+    if in_force_environment is not None and doc["environment"] != in_force_environment:
+        raise _refuse("policy_environment_changed", (
+            "%s is the policy of environment %r, but the policy in force on token %r (serial %d) is environment "
+            "%r's: a token belongs to one environment, and a policy (or the approvals of a change) signed for "
+            "another one does not apply to it. Use this environment's signed policy (its inventory's "
+            "key_policy_signed)." % (described, doc["environment"], token, max(records), in_force_environment)))
     given = policy_overrides(params)
     differences = policy_differences(given, doc["policy"])
     if differences:

@@ -388,3 +388,14 @@ def test_a_rotation_the_policy_in_force_no_longer_allows_is_refused(capsys, hsm_
         "failed")
     retired = run(capsys, hsm_token, journal, module="key_rotate", signed=strict, name=["legacy"], retire=True)
     assert not retired.get("failed") and retired["changed"], retired
+
+
+def test_a_policy_of_another_environment_is_refused(capsys, hsm_token, settings, journal, dana):
+    """A token belongs to the environment of its first policy: a later policy signed for staging (a looser one,
+    or one whose change approvals were made for every token, token: *) does not apply to a prod token."""
+    assert not run(capsys, hsm_token, journal, signed=dana.sign(serial=1)).get("failed")
+    looser = dana.sign(policy={}, serial=2, environment="staging")
+    msg = refused(capsys, hsm_token, settings, journal, "policy_environment_changed", signed=looser)
+    assert "environment 'staging'" in msg and "environment 'prod''s" in msg
+    done = run(capsys, hsm_token, journal, signed=dana.sign(policy={}, serial=2))
+    assert not done.get("failed") and done["policy_in_force"]["serial"] == 2, done
