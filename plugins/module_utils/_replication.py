@@ -375,7 +375,7 @@ def _b64(blob):
     return base64.b64encode(bytes(blob)).decode("ascii") if blob is not None else None
 
 
-def _package(store, plan, version, action, oaep_hash, wrapped):
+def _package(store, plan, version, action, oaep_hash, wrapped, kek_id=None):
     package = {
         "format": REPLICA_PACKAGE_FORMAT, "kind": "replica", "action": action,
         "source_token": store.token_label, "replica": plan.replica.name, "replica_host": plan.replica.host,
@@ -391,6 +391,7 @@ def _package(store, plan, version, action, oaep_hash, wrapped):
         else:
             package["mechanism"] = KEK_MECHANISM
             package["public_key_pem"] = store.public_key_pem(version.name, version.version)
+            package["kek_id"] = kek_id  # signed: the KEK package this one unwraps under
     return package
 
 
@@ -421,11 +422,11 @@ def apply_replication(store, plans, oaep_hash, context, check_mode, package_form
     params = oaep_parameters(oaep_hash)
     for plan in plans:
         packages, kek_package = [], None
+        kek_id = bytes(plan.kek[Attribute.ID]).hex() if plan.kek is not None else None
         if plan.kek is not None and not check_mode:
             with pkcs11_errors("C_WrapKey of the replica KEK", token_label=store.token_label):
                 blob = plan.trusted_key.obj.wrap_key(plan.kek, mechanism=Mechanism.RSA_PKCS_OAEP,
                                                      mechanism_param=params)
-                kek_id = bytes(plan.kek[Attribute.ID]).hex()
             kek_package = {"format": REPLICA_PACKAGE_FORMAT, "kind": "replica-kek", "source_token": store.token_label,
                            "replica": plan.replica.name, "replica_host": plan.replica.host,
                            "transport_key_fingerprint": plan.replica.fingerprint, "id": kek_id,
@@ -435,7 +436,7 @@ def apply_replication(store, plans, oaep_hash, context, check_mode, package_form
             if action == "install" and not check_mode:
                 wrapped = _wrap_version(store, plan, version, params)
                 events.append(_event(store, plan, version, oaep_hash, context, signer))
-            packages.append(_package(store, plan, version, action, oaep_hash, wrapped))
+            packages.append(_package(store, plan, version, action, oaep_hash, wrapped, kek_id))
         if signer is not None:
             packages = [signer.sign(package) for package in packages]
             kek_package = signer.sign(kek_package) if kek_package is not None else None
@@ -648,14 +649,19 @@ class ReplicaInstaller:
             if package["type"] != "aes" and kek_package is None:
                 raise InvalidOption("packages[%d] (%s) needs the replica KEK package (kek) that key_replicate "
                                     "returned with it." % (index, version.label), option="kek")
+            if package["type"] != "aes" and package.get("kek_id") not in (None, kek_package.get("id")):
+                raise PackageRejected("packages[%d] (%s) was wrapped under replica KEK %s, and kek is KEK %s: pass "
+                                      "the kek key_replicate returned with these packages. Nothing was installed."
+                                      % (index, version.label, package["kek_id"], kek_package.get("id")),
+                                      option="kek")
         elif current is None and package["action"] != "tombstone":
             return None  # an update or withdrawal of a version this token never held
         return package, version, current
 
     def _check_documents(self, documents, checkpoint):
         order, objects = _kind_order(), self.store.objects
-        held = {(entry["kind"], entry["label"]): entry["sha256"]
-                for entry in document_inventory(objects, from_replica=not self.restore)}
+        kept = {(kind, label): document for kind, label, document in token_documents(objects, not self.restore)}
+        held = {key: document_digest(key[0], document) for key, document in kept.items()}
         todo, pin = [], None
         for index, package in enumerate(documents or ()):
             where = "documents[%d]" % index
@@ -668,8 +674,9 @@ class ReplicaInstaller:
             if package.get("transport_key_fingerprint") != self.transport.fingerprint:
                 raise PackageRejected("%s is addressed to another transport key. Nothing was installed." % where,
                                       option="documents")
-            if held.get((kind, label)) == package["sha256"]:
-                continue
+            if held.get((kind, label)) == package["sha256"] or (
+                    not self.restore and _older(kind, document, kept.get((kind, label)))):
+                continue  # held already, or (on a replica) a replay of a revision at or below the one held
             if self.restore and kind == AUDIT_JOURNAL_PIN.name:
                 self._refuse_live_token(objects)
                 pin = document
@@ -731,6 +738,9 @@ class ReplicaInstaller:
         events = []
         if check_mode:
             return events
+        if any(current is None and package["action"] == "install" and version.spec.type != "aes"
+               for package, version, current in todo):
+            self._kek_key(kek_package)  # a KEK that does not unwrap here is refused before any copy is stored
         for package, version, current in todo:
             if current is None and package["action"] == "tombstone":
                 self.store.record_copy(version, [])
@@ -895,6 +905,18 @@ class ReplicaInstaller:
                                        "tombstone was not written. Inspect the token." % (
                                            version.label, self.store.token_label, "; ".join(found)))
         self.store.record_revision(version)
+
+
+def _older(kind_name, document, held):
+    """Whether ``document`` is a revision of its kind at or below ``held`` (the same label's document this token
+    keeps): a replay of an earlier key_replicate's package."""
+    if held is None:
+        return False
+    kind = next(kind for kind in replicated_kinds() if kind.name == kind_name)
+    try:
+        return kind.revision(document) <= kind.revision(held)
+    except (KeyError, TypeError, ValueError):
+        return False  # a document whose revision cannot be read is checked as any other
 
 
 def _immutable_kind_names():

@@ -150,6 +150,17 @@ def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
     again, stored_again = replicate(runner, replica, transport)
     assert again["replicas"][0]["packages"] == [] and not stored_again["changed"]
 
+    # the first run's documents replayed after the checkpoint key rotated (its key history moved on): the replica
+    # keeps the newer revision, and the replay changes nothing
+    first_documents = made["replicas"][0]["documents"]
+    assert runner.task("key_rotate", {"name": "audit-checkpoint", "force": True}).task["changed"]
+    replicate(runner, replica, transport)
+    kept = runner.task("replica_install", replica_runner_args(replica)).task["documents"]
+    assert kept != stored_again["documents"]
+    replayed = runner.task("replica_install", dict(replica_runner_args(replica), documents=first_documents)).task
+    assert not replayed.get("failed") and not replayed["changed"], replayed
+    assert runner.task("replica_install", replica_runner_args(replica)).task["documents"] == kept
+
     # rotation: the new version is installed, the old one updated to deactivated (decrypt-only on the replica too)
     assert runner.task("key_rotate", {"name": "vault", "force": True}).task["changed"]
     made, stored = replicate(runner, replica, transport)

@@ -224,3 +224,41 @@ def test_the_shared_transport_target_options_name_the_oaep_hashes_the_wrap_knows
     from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import OAEP_HASHES
 
     assert TRANSPORT_TARGET_OPTIONS["oaep_hashes"]["choices"] == list(OAEP_HASHES)
+
+
+def test_a_key_pair_package_is_refused_with_another_runs_kek_before_anything_is_stored():
+    """Each key pair's package names (signed) the KEK it was wrapped under; a kek package that is not that one is
+    refused by the check that runs before any copy is stored."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import package_payload
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
+
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def signed(value):
+        value = dict(value, signed_at="2026-12-03T10:00:00+00:00", signer_fingerprint=spki_fingerprint(key.public_key()))
+        der = key.sign(package_payload(value), ec.ECDSA(hashes.SHA256()))
+        return dict(value, signature=base64.b64encode(der).decode())
+
+    class Store:
+        token_label = "replica"
+
+        @staticmethod
+        def version(_name, _number):
+            return None
+
+    installer = _rep().ReplicaInstaller(Store(), SimpleNamespace(fingerprint=FP),
+                                        SimpleNamespace(public_key=key.public_key(), trusted=False), policy=None)
+    pair = _version("signer", 1, key_type="ec")
+    kek = signed({"format": 1, "kind": "replica-kek", "transport_key_fingerprint": FP, "id": "aa" * 16,
+                  "mechanism": "CKM_RSA_PKCS_OAEP:sha1", "wrapped": "AAAA"})
+    ok = signed(_package(pair, mechanism=_rep().KEK_MECHANISM, kek_id="aa" * 16))
+    assert installer._check_package(0, ok, kek)[1].label == "signer:v1"
+    other = signed(_package(pair, mechanism=_rep().KEK_MECHANISM, kek_id="bb" * 16))
+    with pytest.raises(_errors().PackageRejected, match="wrapped under replica KEK bbbb") as info:
+        installer._check_package(0, other, kek)
+    assert info.value.option == "kek"
