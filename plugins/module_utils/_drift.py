@@ -27,6 +27,10 @@ for the secret or private key the evidence attributes) and compared with the rec
   CKA_NEVER_EXTRACTABLE false (it was once extractable); a version sealed at the migration
   to trusted wrapping (metadata ``sealed_at``) with CKA_EXTRACTABLE true again. A sealed
   version's CKA_EXTRACTABLE false is what its record says, not drift.
+* ``key_missing``: a version recorded as active, deactivated or compromised whose key object(s) are gone from
+  the token. Only key_destroy may destroy a version (after its retention, with its approvals, verified absent and
+  journaled); key objects are destroyable in PKCS#11 (the module must be able to destroy them), so a user
+  session's raw C_DestroyObject can remove one inside its retention, and with it every piece of data under it.
 * ``managed_key_altered``: a version of one of the collection's own signing keys (``_keys.MANAGED_KEY_NAMES``)
   whose record is not what the collection makes: a sign/verify key pair (EC or RSA) that is not distributable.
   key_generate refuses those names; a token where an operator declared one before that, of another type or
@@ -68,7 +72,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 
 
 DRIFT_KINDS = ("usage_enabled", "destroyed_present", "unexplained_object", "lost_sensitive", "gained_extractable",
-               "managed_key_altered")
+               "managed_key_altered", "key_missing")
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,16 @@ def version_drift(label, version, objects, compromise_disables_decrypt=False):
     return findings
 
 
+def _missing(label, version):
+    """A finding when ``version`` (recorded, not destroyed) has no key object left on the token."""
+    if version is None or version.state == "destroyed":
+        return []
+    return [Finding(label, "key_missing", version.key_id,
+                    "the %s object(s) of a version that is %s" % (" and ".join(_expected_classes(version.spec)),
+                                                                   version.state),
+                    "absent (destroyed outside key_destroy)", state=version.state)]
+
+
 def _managed_key_drift(label, version):
     """A finding when ``version`` is of a managed signing key but its record is not what the collection makes."""
     spec = version.spec
@@ -227,10 +241,11 @@ def find_drift(store, names=None, compromise_disables_decrypt=False):
             continue
         label = version_label(name, number)
         key_objects = [obj for object_class in key_classes() for obj in store.objects.key_objects(object_class, label)]
-        if not key_objects:
-            continue
         if name not in recorded:
             recorded[name] = {v.version: v for v in store.versions(name)}
+        if not key_objects:
+            findings.extend(_missing(label, recorded[name].get(number)))
+            continue
         with pkcs11_errors("C_GetAttributeValue (drift check of %s)" % label, token_label=store.token_label):
             attributes = [read_key_object(obj) for obj in key_objects]
         findings.extend(version_drift(label, recorded[name].get(number), attributes, compromise_disables_decrypt))
