@@ -328,8 +328,9 @@ def approved_transport_keys(store):
 def approved_key(recipient, trusted_keys):
     """The trusted key approved for this recipient and host with its transport key's fingerprint, or None."""
     for key in trusted_keys:
-        if (key.fingerprint, key.recipient, key.host) == (recipient.fingerprint, recipient.name, recipient.host):
-            return key
+        if (key.fingerprint, key.recipient, key.host, key.kind) == (
+                recipient.fingerprint, recipient.name, recipient.host, "recipient"):
+            return key  # a replica's trusted key (kind replica) is approved for replication, not distribution
     return None
 
 

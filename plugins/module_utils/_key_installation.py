@@ -133,6 +133,12 @@ def _signer_key(raw):
     return load_signer_key(raw["public_key_pem"], raw.get("fingerprint"), "package_signer")
 
 
+def check_package_signer_option(raw):
+    """Refuse a malformed ``package_signer`` option before the token is opened (nothing is enrolled then)."""
+    if raw is not None:
+        _signer_key(raw)
+
+
 def pin_package_signer(store, raw, context, check_mode, result):
     """Pin the HSM's package signer in the recipient's token (once); return what is pinned (a dict) or None.
 

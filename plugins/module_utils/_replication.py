@@ -514,8 +514,10 @@ def ensure_restore_signer(store, context, events, generate):
 def _field(package, name, check, where, text):
     value = package.get(name)
     if not check(value):
-        raise InvalidOption("%s: %s %r is not valid; %s. Pass the packages key_replicate returned for this replica, "
-                            "unchanged." % (where, name, value, text), option="packages")
+        shown = "(%d characters, not shown)" % len(value) if name in ("wrapped", "metadata") and isinstance(
+            value, str) else repr(value)  # a blob is never echoed, not even a malformed one
+        raise InvalidOption("%s: %s %s is not valid; %s. Pass the packages key_replicate returned for this replica, "
+                            "unchanged." % (where, name, shown, text), option="packages")
     return value
 
 

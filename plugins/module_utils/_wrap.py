@@ -175,8 +175,10 @@ def validate_package(package, index, recipient=None):
     def field(name, check, text):
         value = package.get(name)
         if not check(value):
-            raise InvalidOption("%s: %s %r is not valid; %s. Pass the packages that key_distribute returned, "
-                                "unchanged." % (where, name, value, text), option="packages")
+            shown = "(%d characters, not shown)" % len(value) if name in ("wrapped", "signature") and isinstance(
+                value, str) else repr(value)  # a blob is never echoed, not even a malformed one
+            raise InvalidOption("%s: %s %s is not valid; %s. Pass the packages that key_distribute returned, "
+                                "unchanged." % (where, name, shown, text), option="packages")
         return value
 
     def is_str(pattern):

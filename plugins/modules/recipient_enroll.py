@@ -227,7 +227,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
     POLICY_ARGSPEC,
     hsm_module_kwargs,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import enroll, pin_package_signer
+from ansible_collections.secops.keylifecycle.plugins.module_utils._key_installation import (
+    check_package_signer_option,
+    enroll,
+    pin_package_signer,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
@@ -266,8 +270,8 @@ def main():
         return result, dict(transport_key=transport, package_signer=signer, plan=result.plan,
                             installed=store.inventory())
 
-    run_lifecycle_module(module, work, empty_result={"plan": [], "installed": []}, open_store=open_store,
-                         anchor=False)
+    run_lifecycle_module(module, work, validate=lambda _policy: check_package_signer_option(params["package_signer"]),
+                         empty_result={"plan": [], "installed": []}, open_store=open_store, anchor=False)
 
 
 if __name__ == "__main__":

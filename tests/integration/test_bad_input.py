@@ -109,6 +109,9 @@ CASES = [
     Case("enroll-key-size-word", "recipient_enroll", {"key_size": "huge"}, "key_size"),
     Case("enroll-key-size-small", "recipient_enroll", {"key_size": 1024}, "key_size"),
     Case("enroll-policy-string", "recipient_enroll", {"policy": "strict"}, "policy"),
+    # refused before the token is opened: no transport key is made first (the token is compared after every case)
+    Case("enroll-package-signer-not-a-key", "recipient_enroll", {"package_signer": {"public_key_pem": "not a key"}},
+         "package_signer"),
     # token_check
     Case("token-check-min-pin-length", "token_check", {"min_pin_length": "six"}, "min_pin_length"),
     Case("token-check-storage-paths", "token_check", {"storage_paths": {"a": 1}}, "storage_paths"),

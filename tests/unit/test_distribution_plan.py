@@ -73,10 +73,10 @@ def _recipient(name="app", keys=None, installed=None):
                              installed=installed or {})
 
 
-def _trusted(recipient="app", host="app", fingerprint=FINGERPRINT):
-    label = "trusted-transport:%s@%s:%s" % (recipient, host, fingerprint)
+def _trusted(recipient="app", host="app", fingerprint=FINGERPRINT, kind="recipient"):
+    label = "trusted-%s:%s@%s:%s" % ("transport" if kind == "recipient" else kind, recipient, host, fingerprint)
     return SimpleNamespace(label=label, recipient=recipient, host=host, fingerprint=fingerprint, key_id="00",
-                           obj=None, modifiable=False)
+                           obj=None, modifiable=False, kind=kind)
 
 
 def _plan(store, recipients, trusted=None, require=True):
@@ -145,7 +145,8 @@ def test_the_approved_trusted_key_of_the_recipient_is_chosen():
     assert plan.trusted_key.label == "trusted-transport:app@app:" + FINGERPRINT
 
 
-@pytest.mark.parametrize("trusted", [[], [_trusted(host="other-host")], [_trusted(fingerprint="sha256:" + "1" * 64)]])
+@pytest.mark.parametrize("trusted", [[], [_trusted(host="other-host")], [_trusted(fingerprint="sha256:" + "1" * 64)],
+                                     [_trusted(kind="replica")]])  # a replica's key is not a recipient's
 def test_a_recipient_without_an_approved_key_is_refused_before_any_wrap(trusted):
     with pytest.raises(_errors().PolicyViolation) as err:
         _plan(_store(), [_recipient()], trusted=trusted)

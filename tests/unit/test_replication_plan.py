@@ -162,6 +162,9 @@ def test_a_package_is_checked_against_its_own_metadata_and_addressee():
     with pytest.raises(_errors().InvalidOption) as info:
         _rep().validate_replica_package(_package(version, action="steal"), 0, FP)
     assert info.value.option == "packages"
+    with pytest.raises(_errors().InvalidOption, match="not shown") as info:  # a malformed blob is never echoed
+        _rep().validate_replica_package(_package(version, wrapped="U0VDUkVUS0VZ\n"), 0, FP)
+    assert "U0VDUkVU" not in info.value.message
 
 
 def _signed_checkpoint(private_key, key_id, seq, journal_id="j-1", label="primary"):

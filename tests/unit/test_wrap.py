@@ -93,6 +93,13 @@ def test_malformed_packages_are_refused_naming_the_field(wrap, errors, field, va
     assert "packages[3]" in caught.value.message or "addressed" in caught.value.message
 
 
+def test_a_malformed_blob_is_not_echoed(wrap, errors):
+    for field in ("wrapped", "signature"):
+        with pytest.raises(errors.InvalidOption, match="not valid") as caught:
+            wrap.validate_package(dict(PACKAGE, **{field: "U0VDUkVUS0VZQllURVM=\n"}), 0, "billing")
+        assert "U0VDUkVU" not in caught.value.message and "(21 characters, not shown)" in caught.value.message
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("recipient", "reports", "addressed to recipient 'reports'"),
     ("signature", None, "carries no signature: it is not signed by the HSM"),
