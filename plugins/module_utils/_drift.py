@@ -181,9 +181,9 @@ def _missing(label, version):
     """A finding when ``version`` (recorded, not destroyed) has no key object left on the token."""
     if version is None or version.state == "destroyed":
         return []
+    classes = " and ".join(_expected_classes(version.spec))
     return [Finding(label, "key_missing", version.key_id,
-                    "the %s object(s) of a version that is %s" % (" and ".join(_expected_classes(version.spec)),
-                                                                   version.state),
+                    "the %s object(s) of a version that is %s" % (classes, version.state),
                     "absent (destroyed outside key_destroy)", state=version.state)]
 
 

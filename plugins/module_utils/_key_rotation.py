@@ -261,10 +261,22 @@ def _retire(store, version, state, operator, reason, now, disable_decrypt, appro
         disabled += [u for u in DECRYPTING_USAGES if u in version.spec.usage]
     retain_until = _retain_until(version, now)  # before anything changes: it is what can fail on bad metadata
     store.set_usage(version, disabled)
+    sealed_at = version.sealed_at
+    if state == "compromised" and _sealed_by_compromise(version):
+        store.make_unextractable(version)
+        sealed_at = now
     transition = _transition(state, now, operator, reason, approval if state == "compromised" else None)
     updated = replace(version, state=state, retain_until=retain_until, revision=version.revision + 1,
-                      transitions=version.transitions + (transition,))
+                      transitions=version.transitions + (transition,), sealed_at=sealed_at)
     return store.update_metadata(version, updated)
+
+
+def _sealed_by_compromise(version):
+    """A compromised distributable version is made non-extractable, so that the token itself refuses to wrap it for
+    anyone again (a user session can wrap an extractable version under any trusted key). A backup version keeps
+    CKA_EXTRACTABLE: its replicas must still receive it (docs/replication.md)."""
+    return (version.spec.distributable and not version.spec.backup and version.sealed_at is None
+            and version.evidence.get("extractable", True))
 
 
 def _retain_until(version, now):

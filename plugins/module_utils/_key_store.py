@@ -390,9 +390,8 @@ class TokenKeyStore:
                 for obj in targets:
                     obj[usage_attribute(usage)] = False
 
-    def seal(self, version, now):
-        """Make a version's key non-extractable (CKA_EXTRACTABLE false; the token refuses the way back), then record
-        ``sealed_at`` in its metadata. Recipients keep what they hold; nothing new can be wrapped from it."""
+    def make_unextractable(self, version):
+        """CKA_EXTRACTABLE false on a version's key (the token refuses the way back); returns its evidence flags."""
         self._keep_lease()
         primary = self._objects(version.name, version.version).primary()
         if primary is None:
@@ -400,7 +399,12 @@ class TokenKeyStore:
         with pkcs11_errors("C_SetAttributeValue (CKA_EXTRACTABLE false) for %s" % version.label,
                            token_label=self.token_label):
             primary[Attribute.EXTRACTABLE] = False
-            flags = evidence(primary)
+            return evidence(primary)
+
+    def seal(self, version, now):
+        """Make a version's key non-extractable (``make_unextractable``), then record ``sealed_at`` in its metadata.
+        Recipients keep what they hold; nothing new can be wrapped from it."""
+        flags = self.make_unextractable(version)
         updated = self.update_metadata(version, replace(version, sealed_at=now, revision=version.revision + 1))
         updated = replace(updated, evidence=flags)
         self._decoded[(version.name, version.version)] = updated

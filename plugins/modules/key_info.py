@@ -258,7 +258,7 @@ drift:
           on a key that is not distributable), V(managed_key_altered) (a version of one of the collection's own
           signing keys recorded as other than an EC or RSA sign/verify key pair that is not distributable; the
           finding has no attribute), V(key_missing) (a version recorded as active, deactivated or compromised whose
-          key objects are gone: destroyed outside M(secops.keylifecycle.key_destroy); no attribute).
+          key objects are gone, destroyed outside M(secops.keylifecycle.key_destroy); no attribute).
       type: str
     attribute:
       description: The attribute compared (for example V(CKA_ENCRYPT)), or null for a finding about a whole object.

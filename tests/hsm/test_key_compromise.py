@@ -118,3 +118,25 @@ def test_unknown_or_destroyed_version_is_refused(settings, hsm_token):
         _run(settings, ["k"], versions=[1])
     assert destroyed.value.option == "version" and "destroyed" in str(destroyed.value)
     assert hsm_token.metadata()["k:v2"] == before["k:v2"]
+
+
+def test_a_compromised_distributable_version_is_sealed_so_the_token_refuses_to_wrap_it(settings, hsm_token):
+    """A user session can wrap an extractable distributable version under any trusted key; once the version is
+    compromised the token refuses (CKA_EXTRACTABLE false, which no session can turn back), and the metadata says
+    when (sealed_at)."""
+    with _open(settings) as session:
+        store = _store(session, settings.token_label)
+        store.generate(_spec(name="shared", distributable=True), 1, "alice", _now())
+        store.generate(_spec(name="kept", distributable=True), 1, "alice", _now())
+    assert _secret(hsm_token, "shared:v1")["extractable"]
+    result = _run(settings, ["shared"], versions=[1])
+    assert result.changed and _states(hsm_token)["shared:v1"] == "compromised"
+    assert not _secret(hsm_token, "shared:v1")["extractable"] and _secret(hsm_token, "kept:v1")["extractable"]
+    assert hsm_token.metadata()["shared:v1"]["sealed_at"]
+    with _open(settings) as session:  # the way back is refused by the token
+        from pkcs11 import Attribute, ObjectClass
+        from pkcs11.exceptions import PKCS11Error
+
+        [key] = session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: "shared:v1"})
+        with pytest.raises(PKCS11Error):
+            key[Attribute.EXTRACTABLE] = True
