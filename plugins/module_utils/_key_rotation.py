@@ -261,14 +261,13 @@ def _retire(store, version, state, operator, reason, now, disable_decrypt, appro
         disabled += [u for u in DECRYPTING_USAGES if u in version.spec.usage]
     retain_until = _retain_until(version, now)  # before anything changes: it is what can fail on bad metadata
     store.set_usage(version, disabled)
-    sealed_at = version.sealed_at
+    sealed_at, flags = version.sealed_at, None
     if state == "compromised" and _sealed_by_compromise(version):
-        store.make_unextractable(version)
-        sealed_at = now
+        flags, sealed_at = store.make_unextractable(version), now
     transition = _transition(state, now, operator, reason, approval if state == "compromised" else None)
     updated = replace(version, state=state, retain_until=retain_until, revision=version.revision + 1,
                       transitions=version.transitions + (transition,), sealed_at=sealed_at)
-    return store.update_metadata(version, updated)
+    return store.update_metadata(version, updated, flags)
 
 
 def _sealed_by_compromise(version):

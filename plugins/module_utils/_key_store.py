@@ -350,7 +350,7 @@ class TokenKeyStore:
         self._decoded[(spec.name, version)] = result
         return result
 
-    def update_metadata(self, current, updated):
+    def update_metadata(self, current, updated, evidence_flags=None):
         """Record a version's new metadata as a new revision object; earlier revisions stay.
 
         A CKO_DATA object's value cannot be changed on every token, so metadata is never
@@ -361,7 +361,8 @@ class TokenKeyStore:
         """
         self._keep_lease()
         self._write_metadata(updated, "metadata update for %s" % current.label)
-        updated = replace(updated, evidence=current.evidence)
+        # evidence_flags: the key's attributes read again after this change made them differ (make_unextractable)
+        updated = replace(updated, evidence=current.evidence if evidence_flags is None else evidence_flags)
         self._decoded[(current.name, current.version)] = updated
         return updated
 
@@ -405,10 +406,7 @@ class TokenKeyStore:
         """Make a version's key non-extractable (``make_unextractable``), then record ``sealed_at`` in its metadata.
         Recipients keep what they hold; nothing new can be wrapped from it."""
         flags = self.make_unextractable(version)
-        updated = self.update_metadata(version, replace(version, sealed_at=now, revision=version.revision + 1))
-        updated = replace(updated, evidence=flags)
-        self._decoded[(version.name, version.version)] = updated
-        return updated
+        return self.update_metadata(version, replace(version, sealed_at=now, revision=version.revision + 1), flags)
 
     def destroy_key_objects(self, version):
         """C_DestroyObject on every key object of a version (the metadata stays, to become a tombstone)."""

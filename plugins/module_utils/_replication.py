@@ -107,6 +107,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     load_transport_public_key,
     mechanism_name,
     oaep_parameters,
+    shown_value,
 )
 
 REPLICA_PACKAGE_FORMAT = 1
@@ -422,7 +423,10 @@ def apply_replication(store, plans, oaep_hash, context, check_mode, package_form
     params = oaep_parameters(oaep_hash)
     for plan in plans:
         packages, kek_package = [], None
-        kek_id = bytes(plan.kek[Attribute.ID]).hex() if plan.kek is not None else None
+        kek_id = None
+        if plan.kek is not None:
+            with pkcs11_errors("C_GetAttributeValue of the replica KEK", token_label=store.token_label):
+                kek_id = bytes(plan.kek[Attribute.ID]).hex()
         if plan.kek is not None and not check_mode:
             with pkcs11_errors("C_WrapKey of the replica KEK", token_label=store.token_label):
                 blob = plan.trusted_key.obj.wrap_key(plan.kek, mechanism=Mechanism.RSA_PKCS_OAEP,
@@ -514,10 +518,8 @@ def ensure_restore_signer(store, context, events, generate):
 def _field(package, name, check, where, text):
     value = package.get(name)
     if not check(value):
-        shown = "(%d characters, not shown)" % len(value) if name in ("wrapped", "metadata") and isinstance(
-            value, str) else repr(value)  # a blob is never echoed, not even a malformed one
         raise InvalidOption("%s: %s %s is not valid; %s. Pass the packages key_replicate returned for this replica, "
-                            "unchanged." % (where, name, shown, text), option="packages")
+                            "unchanged." % (where, name, shown_value(name, value), text), option="packages")
     return value
 
 
@@ -680,30 +682,26 @@ class ReplicaInstaller:
                     not self.restore and _older(kind, document, kept.get((kind, label)))):
                 continue  # held already, or (on a replica) a replay of a revision at or below the one held
             if self.restore and kind == AUDIT_JOURNAL_PIN.name:
-                self._refuse_live_token(objects)
-                pin = document
+                pin = document  # written last, once the token is known not to name a journal (below)
                 continue
             if self.restore and (kind, label) in held and kind in _immutable_kind_names():
                 raise KeyConflict("Token %r already holds a different %s %r, which no session can change: it is not "
                                   "the token being restored. Nothing was installed."
                                   % (self.store.token_label, kind, label), option="documents")
             todo.append((kind, label, document))
-        if self.restore and (AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label) in held and not any(
-                package.get("document_kind") == AUDIT_JOURNAL_PIN.name
-                and package.get("sha256") == held[(AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label)]
+        pin_key = (AUDIT_JOURNAL_PIN.name, AUDIT_JOURNAL_PIN.label)
+        if self.restore and pin_key in kept and not any(
+                package.get("document_kind") == AUDIT_JOURNAL_PIN.name and package.get("sha256") == held[pin_key]
                 for package in documents or ()):
-            self._refuse_live_token(objects)  # a live token, whether or not the replica's pin came with the packages
-        if pin is not None:
-            pin = self._moved_pin(pin, checkpoint, todo)
-        return todo, pin
-
-    def _refuse_live_token(self, objects):
-        current = objects.newest(AUDIT_JOURNAL_PIN, AUDIT_JOURNAL_PIN.label)
-        if current is not None:
+            # the token names a journal, whether or not (or another) replica's pin came with the packages; the same
+            # pin again is a re-run of the same restore, which changes nothing
             raise PolicyViolation(
                 "Token %r already names audit journal %s: a restore rebuilds a token that lost its records "
                 "(re-initialised), and this one has them. Nothing was installed."
-                % (self.store.token_label, current.newest["journal_id"]), option="restore")
+                % (self.store.token_label, kept[pin_key]["journal_id"]), option="restore")
+        if pin is not None:
+            pin = self._moved_pin(pin, checkpoint, todo)
+        return todo, pin
 
     def _moved_pin(self, pin, checkpoint, todo):
         """The source's pin moved to the journal's last checkpoint of this token (``checkpoint``): signed by a key of

@@ -161,6 +161,17 @@ def _is_utc_time(value):
         return False
 
 
+#: package fields whose value is never echoed in an error, not even a malformed one
+BLOB_FIELDS = ("wrapped", "signature", "metadata")
+
+
+def shown_value(name, value):
+    """How an error names a package field's value: its length for a blob (BLOB_FIELDS), else its repr."""
+    if name in BLOB_FIELDS and isinstance(value, str):
+        return "(%d characters, not shown)" % len(value)
+    return repr(value)
+
+
 def validate_package(package, index, recipient=None):
     """Check one package's fields (types and patterns), before anything touches the token.
 
@@ -175,10 +186,8 @@ def validate_package(package, index, recipient=None):
     def field(name, check, text):
         value = package.get(name)
         if not check(value):
-            shown = "(%d characters, not shown)" % len(value) if name in ("wrapped", "signature") and isinstance(
-                value, str) else repr(value)  # a blob is never echoed, not even a malformed one
             raise InvalidOption("%s: %s %s is not valid; %s. Pass the packages that key_distribute returned, "
-                                "unchanged." % (where, name, shown, text), option="packages")
+                                "unchanged." % (where, name, shown_value(name, value), text), option="packages")
         return value
 
     def is_str(pattern):
