@@ -242,7 +242,9 @@ class PolicyAcceptance:
 
 
 def policy_records(objects, signers, token):
-    """The signed policies the token recorded that prove themselves, by serial, and the labels of those that do not.
+    """``(records, signed_serials, rejected)``: the signed policies the token recorded that prove themselves, by
+    serial; the serials of every record whose document at least verifies with one of the token's policy signers (the
+    floor); and the labels of the records that do not prove themselves, with why.
 
     The records are public data objects (``SIGNED_POLICY_RECORD``): a Security Officer session cannot be required
     to write them, so any user session could create one. Each is therefore checked again, in serial order, before
@@ -250,8 +252,12 @@ def policy_records(objects, signers, token):
     one of its policy signers (``signers``: fingerprint -> PolicySigner), the digest and serial the record names,
     and, after the first, the approvals of the policy recorded before it. A record that fails counts for nothing
     (it cannot lower anything, and it cannot be destroyed either); its label and why are returned to be reported.
+
+    The floor counts every record signed by the token's signers, approved or not: a forged record of an older serial
+    can make a genuine later one fail its approval check (against the forged one's approvers), and the floor must
+    not drop with it. A floor raised by an officer-signed record can refuse tasks, never weaken them.
     """
-    candidates, rejected = [], []
+    candidates, rejected, signed_serials = [], [], set()
     for label in objects.document_labels(SIGNED_POLICY_RECORD):
         for obj in objects.document_objects(SIGNED_POLICY_RECORD, label):
             try:
@@ -262,20 +268,21 @@ def policy_records(objects, signers, token):
             candidates.append((record["serial"], label, record))
     records = {}
     for serial, label, record in sorted(candidates, key=lambda item: item[0]):
-        problem = _record_problem(record, records, signers, token)
+        problem = _signature_problem(record, signers)
+        if problem is None:
+            signed_serials.add(serial)
+            problem = _approval_problem(record, records, token)
         if problem is None and serial in records and records[serial]["sha256"] != record["sha256"]:
             problem = "a second record of serial %d" % serial
         if problem is not None:
             rejected.append("%s (%s)" % (label, problem))
         else:
             records.setdefault(serial, record)
-    return records, rejected
+    return records, signed_serials, rejected
 
 
-def _record_problem(record, earlier, signers, token):
-    """Why ``record`` does not prove itself given the ``earlier`` valid records (by serial), or None."""
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import count_recorded_approvals
-    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+def _signature_problem(record, signers):
+    """Why ``record``'s document is not the one it names, signed by a policy signer of the token, or None."""
     from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import verify_in_token
 
     try:
@@ -287,6 +294,15 @@ def _record_problem(record, earlier, signers, token):
     signer = signers.get(doc["signer"])
     if signer is None or not verify_in_token(signer, policy_payload(doc), doc["signature"]):
         return "its document does not verify with a policy signer of the token"
+    return None
+
+
+def _approval_problem(record, earlier, token):
+    """Why ``record`` (signed) lacks the approvals of a change that the ``earlier`` valid record before it
+    requires, or None."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._approvals import count_recorded_approvals
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+
     before = [serial for serial in earlier if serial < record["serial"]]
     if not before:
         return None  # the first policy the token accepted: nothing was in force to approve it
@@ -295,7 +311,7 @@ def _record_problem(record, earlier, signers, token):
     except (InvalidOption, PolicyRefused, ValueError, TypeError):
         return "the policy before it cannot be read"
     required = (previous.approvals_required or {}).get("policy_change", 0)
-    if required and count_recorded_approvals(previous, "policy_change", doc.get("approvals"), token,
+    if required and count_recorded_approvals(previous, "policy_change", record["document"].get("approvals"), token,
                                              [{"policy": record["sha256"]}]) < required:
         return "it lacks the %d approval(s) for a policy change that the policy before it requires" % required
     return None
@@ -409,8 +425,9 @@ def verify_policy(session, params, journal_pin, now, context=None, objects=None,
         raise _refuse("policy_expired", (
             "%s, signed by %s, expired at %s (it is now %s). Have the Security Officer sign the policy again with "
             "a later not_after." % (described, signer.name, doc["not_after"], format_time(now))))
-    records, rejected = policy_records(objects, present, token) if objects is not None else ({}, [])
-    floor = list(records) + ([pin["policy_serial"]] if _is_int(pin.get("policy_serial")) else [])
+    records, signed_serials, rejected = policy_records(objects, present, token) if objects is not None else (
+        {}, set(), [])
+    floor = list(signed_serials) + ([pin["policy_serial"]] if _is_int(pin.get("policy_serial")) else [])
     accepted = max(floor) if floor else None
     if _is_int(accepted) and doc["serial"] < accepted:
         raise _refuse("policy_rolled_back", (

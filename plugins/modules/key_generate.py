@@ -378,8 +378,9 @@ policy_in_force:
       description:
         - The signed policy records on the token that do not prove themselves (a document that does not verify
           with its policy signers, or a change without the approvals the policy before it required), each as
-          C(<label> (<why>)). They count for nothing; only raw PKCS#11 with the user PIN writes one
-          (docs/access-control.md, "A change of policy").
+          C(<label> (<why>)). None is the policy in force; one whose document the token's signers signed still
+          raises the serial floor. Only raw PKCS#11 with the user PIN writes one (docs/access-control.md, "A change
+          of policy").
       type: list
       elements: str
       returned: when the token holds such a record

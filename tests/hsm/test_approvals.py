@@ -339,9 +339,14 @@ def test_a_forged_policy_record_counts_for_nothing(capsys, hsm_token, settings, 
     assert objects_of(settings) == before and pin_of(settings) == pin
     # the policy in force is still the first: a compromise rotation needs its two approvals
     assert _compromise(capsys, hsm_token, journal, looser, [])["error_kind"] == "approval_missing"
-    kept = run(capsys, hsm_token, journal, signed=first, name="other")
-    assert not kept.get("failed") and kept["policy_in_force"]["serial"] == 1, kept
-    assert sorted(kept["policy_in_force"]["rejected_records"]) == [
+    # the officer-signed draft still counts as the floor (a floor can refuse, never weaken): the first policy is now
+    # refused as rolled back, and the draft takes effect only with the approvals the policy in force requires
+    assert run(capsys, hsm_token, journal, signed=first, name="other")["error_kind"] == "policy_rolled_back"
+    approvals = [people[name].approve("*", "policy_change", [], keys_override=[{"policy": policy_digest(looser)}])
+                 for name in ("erin", "frank")]
+    approved = run(capsys, hsm_token, journal, signed=dict(looser, approvals=approvals), name="other")
+    assert not approved.get("failed") and approved["policy_in_force"]["serial"] == 2, approved
+    assert sorted(approved["policy_in_force"]["rejected_records"]) == [
         "signed-policy:2 (it lacks the 2 approval(s) for a policy change that the policy before it requires)",
         "signed-policy:3 (its document is not the serial and digest it names)"]
 
@@ -401,3 +406,30 @@ def test_recipient_approval_needs_signed_approvals(capsys, hsm_token, settings, 
     assert reused.get("failed") and reused["error_kind"] == "approval_mismatch", reused
     revoked = approve([people["erin"].approve(label, "recipient_revoke", [], keys_override=subject)], **revoke)
     assert not revoked.get("failed") and revoked["changed"] and revoked["approved"] == [], revoked
+
+
+def test_a_forged_older_record_does_not_lower_the_floor(capsys, hsm_token, settings, journal, people, signed):
+    """A record forged for an older officer-signed policy that requires approvals of a change makes the genuine
+    later record (accepted first, without approvals) fail its approval check. The genuine record still counts as
+    the floor, so the older policy cannot be brought back: refused as rolled back, even without the pin's floor."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import open_session
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy_signers import find_policy_signers
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._signed_policy import (
+        policy_digest,
+        policy_records,
+    )
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import TokenObjects
+
+    older = signed(approvals_required={"policy_change": 2})  # serial 1: signed, never brought to this token
+    genuine = signed(approvals_required={"policy_change": 0})  # serial 2: the first policy the token records
+    _key(capsys, hsm_token, journal, genuine)
+    _forge_policy_record(settings, 1, older, policy_digest(older))
+    with open_session(settings) as session:
+        signers = {signer.fingerprint: signer for signer in find_policy_signers(session)}
+        records, signed_serials, rejected = policy_records(
+            TokenObjects(session, settings.token_label).load(), signers, settings.token_label)
+    assert sorted(records) == [1] and signed_serials == {1, 2}
+    assert rejected == ["signed-policy:2 (it lacks the 2 approval(s) for a policy change that the policy before "
+                        "it requires)"]
+    refused = run(capsys, hsm_token, journal, signed=older, name="other")
+    assert refused.get("failed") and refused["error_kind"] == "policy_rolled_back", refused
