@@ -1,6 +1,7 @@
 """Benchmark replication and restore (see bench/README.md, "Replication benchmark").
 
-For each N, --repeat times, on fresh SoftHSM2 tokens (one SOFTHSM2_CONF, three tokens: primary, replica, restored):
+For each N, --repeat times, on fresh SoftHSM2 tokens (primary, replica, restored; each in a token folder and
+``SOFTHSM2_CONF`` of its own, as separate HSMs are, and each task runs in its token's environment):
 N AES-256 keys with ``backup: true`` are generated in the primary, the replica is enrolled (``recipient_enroll``)
 and approved by the primary's Security Officer (``recipient_approve`` kind replica), the restored token likewise by
 the replica's; none of this is timed. Then, timed:
@@ -13,9 +14,9 @@ the replica's; none of this is timed. Then, timed:
   reads, which are part of the work).
 * restore: the same the other way, ``key_replicate restore: true`` on the replica and ``replica_install restore:
   true`` on the restored token, with the same one-key baseline.
-* raw: python-pkcs11 in one process, on a second set of tokens set up the same way: for each key C_WrapKey
-  (CKM_RSA_PKCS_OAEP) under the same kind of trusted replica key in the source token, and C_UnwrapKey into the
-  target token (a token object, sensitive, extractable only under trusted keys): the same wraps and unwraps, and
+* raw: python-pkcs11, one process on each side (the source's HSM, then the target's), on a second set of tokens
+  set up the same way: for each key C_WrapKey (CKM_RSA_PKCS_OAEP) under the same kind of trusted replica key in the
+  source token, and C_UnwrapKey into the target token (a token object, sensitive, extractable only under trusted keys): the same wraps and unwraps, and
   nothing else (no signature, no check value, no metadata).
 
 The ratio module_net / raw is reported (target 1.5), never asserted. After each run the target tokens are counted:
@@ -42,21 +43,27 @@ POLICY = {"require_backup": True}
 
 
 class Tokens:
-    """Three fresh SoftHSM2 tokens under one SOFTHSM2_CONF, with 0600 user and SO PIN files each."""
+    """Three fresh SoftHSM2 tokens, each in a token folder of its own (one ``SOFTHSM2_CONF`` per token, as a primary
+    and its replica are separate HSMs: SoftHSM2 reads every token of its folder at each C_Initialize), with 0600
+    user and SO PIN files each."""
 
     def __init__(self, root):
         self.root = root
-        self.env = {"SOFTHSM2_CONF": str(root / "softhsm2.conf")}
-        (root / "tokens").mkdir(parents=True)
-        (root / "softhsm2.conf").write_text("directories.tokendir = %s\nobjectstore.backend = file\n"
-                                            "log.level = ERROR\n" % (root / "tokens"))
+        self.env = {}  # the play's environment: each task names its own token's (``task``)
         for label in LABELS:
+            folder = root / label
+            (folder / "tokens").mkdir(parents=True)
+            (folder / "softhsm2.conf").write_text("directories.tokendir = %s\nobjectstore.backend = file\n"
+                                                  "log.level = ERROR\n" % (folder / "tokens"))
             for kind in ("user", "so"):
                 path = root / ("%s.%s.pin" % (label, kind))
                 path.write_text(secrets.token_hex(8) + "\n")
                 path.chmod(0o600)
             run(["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", self.pin(label, "so"),
-                 "--pin", self.pin(label, "user")], env=self.env)
+                 "--pin", self.pin(label, "user")], env=self.env_of(label))
+
+    def env_of(self, label):
+        return {"SOFTHSM2_CONF": str(self.root / label / "softhsm2.conf")}
 
     def pin(self, label, kind="user"):
         return (self.root / ("%s.%s.pin" % (label, kind))).read_text().strip()
@@ -65,9 +72,16 @@ class Tokens:
         return {"pkcs11_module": PKCS11_MODULE, "token_label": label,
                 "user_pin_file": str(self.root / ("%s.user.pin" % label))}
 
-    def child(self, mode, *args):
+    def task(self, name, module, args, register=None):
+        """A task of ``module`` on the token its ``token_label`` names, in that token's environment."""
+        entry = task(name, module, args, register)
+        entry["environment"] = self.env_of(args["token_label"])
+        return entry
+
+    def child(self, mode, label, *args):
+        """This script in a child process on token ``label`` (its environment); returns its JSON and seconds."""
         start = time.perf_counter()
-        out = run([PYTHON, __file__, mode, str(self.root), *map(str, args)], env=self.env)
+        out = run([PYTHON, __file__, mode, str(self.root), label, *map(str, args)], env=self.env_of(label))
         return json.loads(out), time.perf_counter() - start
 
 
@@ -90,11 +104,11 @@ def setup(ansible, tokens, n):
     primary, replica, restored = (tokens.connection(label) for label in LABELS)
     keys = [{"name": name, "backup": True} for name in key_names(n)]
     ansible.play_tasks(tokens, [
-        task("generate", "key_generate", dict(primary, keys=keys, return_records=False, policy=POLICY)),
-        task("signer", "key_info", dict(primary, name=["package-signing"]), "info"),
-        task("enroll replica", "recipient_enroll", dict(replica, package_signer="{{ info.package_signer }}"),
+        tokens.task("generate", "key_generate", dict(primary, keys=keys, return_records=False, policy=POLICY)),
+        tokens.task("signer", "key_info", dict(primary, name=["package-signing"]), "info"),
+        tokens.task("enroll replica", "recipient_enroll", dict(replica, package_signer="{{ info.package_signer }}"),
              "replica_enrolled"),
-        task("approve replica", "recipient_approve", dict(_officer(tokens, "kl-primary"), recipients=[{
+        tokens.task("approve replica", "recipient_approve", dict(_officer(tokens, "kl-primary"), recipients=[{
             "name": "replica", "kind": "replica",
             "public_key_pem": "{{ replica_enrolled.transport_key.public_key_pem }}"}]))])
     save_enrollment(ansible, tokens, "kl-replica")
@@ -105,13 +119,13 @@ def setup_restore(ansible, tokens):
     copies), trusted; the token enrolled and approved by the replica's officer (not timed)."""
     replica, restored = tokens.connection("kl-replica"), tokens.connection("kl-restored")
     ansible.play_tasks(tokens, [
-        task("signer of the replica", "key_info", dict(replica, name=["restore-signing"]), "rinfo"),
-        task("officer pins it", "package_signer_approve", dict(_officer(tokens, "kl-restored"),
+        tokens.task("signer of the replica", "key_info", dict(replica, name=["restore-signing"]), "rinfo"),
+        tokens.task("officer pins it", "package_signer_approve", dict(_officer(tokens, "kl-restored"),
                                                                package_signer="{{ rinfo.restore_signer }}",
                                                                fingerprint="{{ rinfo.restore_signer.fingerprint }}")),
-        task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.restore_signer }}"),
+        tokens.task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.restore_signer }}"),
              "restored_enrolled"),
-        task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
+        tokens.task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
             "name": "restored", "kind": "replica",
             "public_key_pem": "{{ restored_enrolled.transport_key.public_key_pem }}"}]))])
     save_enrollment(ansible, tokens, "kl-restored")
@@ -124,10 +138,10 @@ def copy_tasks(tokens, source, target, name, restore):
         tokens.root / ("%s.enrollment.json" % target))
     replica = {"name": name, "public_key_pem": transport, "held": "{{ held.held }}",
                "documents": "{{ held.documents }}"}
-    return [task("held", "replica_install", dict(dst, restore=restore), "held"),
-            task("replicate", "key_replicate", dict(src, restore=restore, policy=POLICY, package_format="jsonl",
+    return [tokens.task("held", "replica_install", dict(dst, restore=restore), "held"),
+            tokens.task("replicate", "key_replicate", dict(src, restore=restore, policy=POLICY, package_format="jsonl",
                                                     return_records=False, replicas=[replica]), "made"),
-            task("install", "replica_install", dict(dst, restore=restore, return_records=False,
+            tokens.task("install", "replica_install", dict(dst, restore=restore, return_records=False,
                                                     packages="{{ made.replicas[0].packages }}",
                                                     kek="{{ made.replicas[0].kek }}",
                                                     documents="{{ made.replicas[0].documents }}"))]
@@ -137,7 +151,7 @@ def save_enrollment(ansible, tokens, label):
     """The target's enrollment (its transport public key), read again with recipient_enroll (idempotent), for the
     copy play."""
     ansible.play_tasks(tokens, [
-        task("enrollment of %s" % label, "recipient_enroll", tokens.connection(label), "enrollment"),
+        tokens.task("enrollment of %s" % label, "recipient_enroll", tokens.connection(label), "enrollment"),
         {"name": "save %s" % label, "ansible.builtin.copy": {
             "content": "{{ enrollment | to_json }}", "dest": str(tokens.root / ("%s.enrollment.json" % label)),
             "mode": "0600"}}])
@@ -158,12 +172,12 @@ def _session(root, label):
     return token.open(rw=True, user_pin=pin)
 
 
-def raw_copy(root, source, target, with_metadata=False):
-    """C_WrapKey of every bench key in ``source`` under its trusted replica key, C_UnwrapKey of each into ``target``
-    with the transport private key there; returns the seconds of the wraps and of the unwraps. ``with_metadata``:
-    also read each key's metadata object in the source (one search of the data objects) and create it in the
-    target, as a replica that is a key store of its own needs."""
-    from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+def raw_wrap(root, source, out, with_metadata=False):
+    """C_WrapKey of every bench key in ``source`` under its trusted replica key (this process: the source's HSM);
+    the blobs go to the file ``out`` for ``raw_unwrap``. Returns the seconds of the wraps. ``with_metadata``: also
+    read each key's metadata object (one search of the data objects), which ``raw_unwrap`` creates in the target,
+    as a replica that is a key store of its own needs."""
+    from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
 
     oaep = (Mechanism.SHA_1, MGF.SHA1, None)
     with _session(root, source) as session:
@@ -180,20 +194,47 @@ def raw_copy(root, source, target, with_metadata=False):
         blobs = [(label, bytes(trusted.wrap_key(key, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep)))
                  for label, key in keys]
         wraps = time.perf_counter() - start
+    Path(out).write_text(json.dumps([[label, blob.hex(), metadata[label].hex() if with_metadata else None]
+                                     for label, blob in blobs]))
+    return {"wraps": wraps, "keys": len(blobs)}
+
+
+def raw_unwrap(root, target, blobs_file):
+    """C_UnwrapKey of each blob ``raw_wrap`` wrote into ``target`` (this process: the target's HSM) as a sensitive
+    token object with the transport private key there, and its metadata object when ``raw_wrap`` read them.
+    Returns the seconds of the unwraps."""
+    from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+
+    oaep = (Mechanism.SHA_1, MGF.SHA1, None)
+    blobs = [(label, bytes.fromhex(blob), bytes.fromhex(meta) if meta else None)
+             for label, blob, meta in json.loads(Path(blobs_file).read_text())]
     with _session(root, target) as session:
         transport = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label="keylifecycle-transport")
         start = time.perf_counter()
-        for label, blob in blobs:
+        for label, blob, metadata in blobs:
             transport.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, blob, label=label, store=True,
                                  mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep,
                                  template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: True,
                                            Attribute.WRAP_WITH_TRUSTED: True, Attribute.PRIVATE: True})
-            if with_metadata:
+            if metadata is not None:
                 session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True,
                                        Attribute.PRIVATE: True, Attribute.LABEL: label,
-                                       Attribute.APPLICATION: "secops.keylifecycle", Attribute.VALUE: metadata[label]})
+                                       Attribute.APPLICATION: "secops.keylifecycle", Attribute.VALUE: metadata})
         unwraps = time.perf_counter() - start
-    return {"raw": wraps + unwraps, "wraps": wraps, "unwraps": unwraps, "keys": len(blobs)}
+    return {"unwraps": unwraps, "keys": len(blobs)}
+
+
+def raw_copy(tokens, source, target, with_metadata=False):
+    """The raw wraps in ``source`` and unwraps into ``target``, each side in a process of its own HSM (token
+    folder); returns the seconds of the wraps and of the unwraps (the loops only)."""
+    blobs = tokens.root / ("raw-%s-%s.json" % (source, target))
+    wrapped = tokens.child("_raw_wrap", source, blobs, int(with_metadata))[0]
+    unwrapped = tokens.child("_raw_unwrap", target, blobs)[0]
+    blobs.unlink()
+    if wrapped["keys"] != unwrapped["keys"]:
+        raise SystemExit("raw copy: %d wrapped, %d unwrapped" % (wrapped["keys"], unwrapped["keys"]))
+    return {"raw": wrapped["wraps"] + unwrapped["unwraps"], "wraps": wrapped["wraps"],
+            "unwraps": unwrapped["unwraps"], "keys": unwrapped["keys"]}
 
 
 def count_bench_keys(root, label):
@@ -215,10 +256,10 @@ def _raw_restore_setup(ansible, tokens):
     """The raw set's restored token: enrolled and approved by the replica's officer (the raw replica holds bare
     copies, no package signer: the primary's signer is pinned)."""
     ansible.play_tasks(tokens, [
-        task("signer", "key_info", dict(tokens.connection("kl-primary"), name=["package-signing"]), "info"),
-        task("enroll restored", "recipient_enroll", dict(tokens.connection("kl-restored"),
+        tokens.task("signer", "key_info", dict(tokens.connection("kl-primary"), name=["package-signing"]), "info"),
+        tokens.task("enroll restored", "recipient_enroll", dict(tokens.connection("kl-restored"),
                                                          package_signer="{{ info.package_signer }}"), "enrolled"),
-        task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
+        tokens.task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
             "name": "restored", "kind": "replica",
             "public_key_pem": "{{ enrolled.transport_key.public_key_pem }}"}]))])
 
@@ -243,14 +284,14 @@ def bench_size(n, args, ansible):
 
         raw_tokens = Tokens(args.work_dir / ("raw-%d-%d" % (n, i)))
         setup(ansible, raw_tokens, n)
-        raw_replicate = raw_tokens.child("_raw", "kl-primary", "kl-replica")[0]
+        raw_replicate = raw_copy(raw_tokens, "kl-primary", "kl-replica")
         check(raw_tokens, "kl-replica", n, "raw replication")
         meta_tokens = Tokens(args.work_dir / ("raw-metadata-%d-%d" % (n, i)))
         setup(ansible, meta_tokens, n)
-        raw_metadata = meta_tokens.child("_raw_metadata", "kl-primary", "kl-replica")[0]
+        raw_metadata = raw_copy(meta_tokens, "kl-primary", "kl-replica", with_metadata=True)
         check(meta_tokens, "kl-replica", n, "raw replication with metadata")
         _raw_restore_setup(ansible, raw_tokens)
-        raw_restore = raw_tokens.child("_raw", "kl-replica", "kl-restored")[0]
+        raw_restore = raw_copy(raw_tokens, "kl-replica", "kl-restored")
         check(raw_tokens, "kl-restored", n, "raw restore")
         result["runs"].append({
             "replicate": replicate[0], "replicate_baseline": base_replicate[0], "restore": restore[0],
@@ -319,8 +360,11 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("_raw", "_raw_metadata"):
-        print(json.dumps(raw_copy(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[1] == "_raw_metadata")))
+    # child processes (Tokens.child): MODE ROOT LABEL ARGS..., in the environment of token LABEL
+    if len(sys.argv) > 1 and sys.argv[1] == "_raw_wrap":
+        print(json.dumps(raw_wrap(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1")))
+    elif len(sys.argv) > 1 and sys.argv[1] == "_raw_unwrap":
+        print(json.dumps(raw_unwrap(sys.argv[2], sys.argv[3], sys.argv[4])))
     elif len(sys.argv) > 1 and sys.argv[1] == "_count":
         print(json.dumps(count_bench_keys(sys.argv[2], sys.argv[3])))
     else:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
@@ -38,7 +38,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     PolicyViolation,
     TokenOperationFailed,
 )
-from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import version_label
+from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now, version_label
 from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import (
     follow_certificates,
     verify_package,
@@ -55,6 +55,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import (
     validate_package,
     validate_version_ref,
 )
+
+
+#: how far ahead of this host's clock a package's ``signed_at`` may be (clock skew between the HSM host and here)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -272,6 +276,7 @@ def _check_package(store, package, index, transport, held_kcv, check_mode):
                               "relabelled. Nothing was installed." % (where, package["key_check_value"],
                                                                       held_kcv[package["key_check_value"]]),
                               option="packages")
+    _refuse_future(package, where, label)
     applied = current.doc.get("package_signed_at") if current is not None else None
     if applied and datetime.fromisoformat(package["signed_at"]) < datetime.fromisoformat(applied):
         raise PackageRejected(
@@ -291,6 +296,20 @@ def _check_package(store, package, index, transport, held_kcv, check_mode):
                                 "real (not in check mode) and pass its packages." % where, option="packages")
         return current, "install"
     return current, "update" if current.state != package["state"] else "none"
+
+
+def _refuse_future(package, where, label):
+    """A package signed after this host's time (beyond ``MAX_CLOCK_SKEW``) is refused: once applied, its time would
+    make every genuine later package of the version look like an older one replayed, so the version would stay as
+    that package left it. Only whoever can sign with the HSM's package-signing key can make one."""
+    now = utc_now()
+    if datetime.fromisoformat(package["signed_at"]) > now + MAX_CLOCK_SKEW:
+        raise PackageRejected(
+            "%s was signed at %s, later than this host's time (%s) by more than %d minutes: the HSM host's "
+            "clock is ahead, or the time was forged. Applied, it would make every later package of %s look like an "
+            "older one replayed. Nothing was installed. Check both hosts' clocks (NTP) and run key_distribute again."
+            % (where, package["signed_at"], format_time(now), MAX_CLOCK_SKEW.total_seconds() // 60, label),
+            option="packages")
 
 
 def plan_install(store, raw_packages, recipient, check_mode, raw_signer=None):

@@ -102,6 +102,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                 if prelude:
                     exc.audit_events = prelude + list(getattr(exc, "audit_events", ()))
                     exc.changed = True
+                    exc.message = "%s %s" % (exc.message, changed_before_refusal(prelude))
                 raise
             if prelude:  # a takeover or a repair changed the token, whatever the work did
                 result.audit_events[:0] = prelude
@@ -137,6 +138,19 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     if diffs:
         output["diff"] = diffs if len(diffs) > 1 else diffs[0]
     module.exit_json(**output)
+
+
+def changed_before_refusal(events):
+    """The sentence a refusal's message gains when the task changed the token before its work began: an empty token's
+    audit-checkpoint key generated, a dead holder's lease taken over, a half-made version repaired (``events``)."""
+    done = []
+    for event in events:
+        key = event.get("key") or {}
+        what = "%s %s" % (event["event"]["action"], key.get("label") or key.get("name") or "")
+        if what.strip() not in done:
+            done.append(what.strip())
+    return ("Before that, this task still changed the token (%s), as its audit events record: that much was done "
+            "and journaled." % "; ".join(done))
 
 
 def summarise_output(output, params, keep=()):

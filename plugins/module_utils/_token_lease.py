@@ -111,7 +111,6 @@ class TokenLease:
         self.held = False
         self.document = None
         self.session = None
-        self._object = None
         #: leases of dead holders this run took over: their documents
         self.takeovers = []
         self._renewed_at = None
@@ -229,13 +228,12 @@ class TokenLease:
     def attach(self, session):
         """The session the run works in: renewals are written there."""
         self.session = session
-        self._object = (self._mine(session) or [None])[-1]
         return self
 
     def renew(self):
         """Write a new revision of the lease (a later expiry), then destroy the previous objects."""
         older = self._mine(self.session)
-        self._object, self.document = self._write(self.session, self.document["revision"] + 1)
+        _obj, self.document = self._write(self.session, self.document["revision"] + 1)
         self._destroy(older)
 
     def check(self):
@@ -260,7 +258,7 @@ class TokenLease:
 
         Call it after the run's own session is closed.
         """
-        self.held, self.session, self._object = False, None, None
+        self.held, self.session = False, None
         try:
             with open_session(self.settings) as session:
                 self._destroy(self._mine(session))

@@ -173,21 +173,41 @@ class DistributionSetup:
     def env(self, extra=None):
         from tests.recipients import SSH_ARGS
 
-        return dict({"ANSIBLE_SSH_ARGS": SSH_ARGS, "ANSIBLE_HOST_KEY_CHECKING": "False"}, **(extra or {}))
+        # pipelining, as the staging and prod inventories set for recipients: one ssh connection per task instead of
+        # five (put, chmod, exec, remove), so the module never sits in a file on the recipient. A test that keeps the
+        # remote files (ANSIBLE_KEEP_REMOTE_FILES) gets the file transfer back: Ansible turns pipelining off for it.
+        return dict({"ANSIBLE_SSH_ARGS": SSH_ARGS, "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_PIPELINING": "True"},
+                    **(extra or {}))
+
+    def recipient_environment(self, alias):
+        """What a module on the recipient host runs with: its token's library settings, on this test's clock (as
+        hosts kept on one time by NTP would be: a recipient refuses a package signed after its own time)."""
+        return dict(self.hosts[alias].token.env, **self.runner.clock.env())
+
+    def _follow_clock(self):
+        """The recipients' environment in the inventory, on the test's clock as it is now."""
+        inventory = yaml.safe_load(self.inventory.read_text())
+        hosts = inventory["all"]["children"]["key_recipients"]["hosts"]
+        wanted = {alias: self.recipient_environment(alias) for alias in hosts if alias in self.hosts}
+        if any(hosts[alias].get("recipient_environment") != env for alias, env in wanted.items()):
+            for alias, env in wanted.items():
+                hosts[alias]["recipient_environment"] = env
+            self.inventory.write_text(yaml.safe_dump(inventory))
 
     def playbook(self, *args, extra_env=None):
         """Run playbooks/distribute.yml on the whole inventory."""
+        self._follow_clock()
         return self.runner.playbook(Path(REPO) / "playbooks" / "distribute.yml", *args, inventory=self.inventory,
                                     extra_env=self.env(extra_env))
 
-    def recipient_task(self, alias, module, args, *flags):
+    def recipient_task(self, alias, module, args, *flags, real_clock=False):
         """Run one module on a recipient host over ssh; return its registered result."""
-        return self.recipient_tasks(alias, module, [args], *flags)[0]
+        return self.recipient_tasks(alias, module, [args], *flags, real_clock=real_clock)[0]
 
-    def recipient_tasks(self, alias, module, args_list, *flags):
+    def recipient_tasks(self, alias, module, args_list, *flags, real_clock=False):
         """Run the module once per entry of ``args_list`` on a recipient host, in one play over one ssh connection
-        (each task's failure is kept, the next still runs); return their registered results in order."""
-        host = self.hosts[alias]
+        (each task's failure is kept, the next still runs); return their registered results in order.
+        ``real_clock``: the recipient's module runs on the real time, not on the test's (shifted) clock."""
         self.runner.count += 1
         out = self.runner.tmp_path / ("recipient-result-%d.json" % self.runner.count)
         tasks = []
@@ -203,7 +223,8 @@ class DistributionSetup:
                                                                        "dest": str(out)},
                       "delegate_to": "localhost", "check_mode": False, "diff": False,
                       "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}})
-        play = [{"name": "recipient task", "hosts": alias, "gather_facts": False, "environment": host.token.env,
+        environment = self.hosts[alias].token.env if real_clock else self.recipient_environment(alias)
+        play = [{"name": "recipient task", "hosts": alias, "gather_facts": False, "environment": environment,
                  "tasks": tasks}]
         path = self.runner.tmp_path / ("recipient-play-%d.yml" % self.runner.count)
         path.write_text(yaml.safe_dump(play, sort_keys=False))

@@ -162,3 +162,14 @@ def test_deactivated_signing_key_cannot_sign(runner, token):
     old, new = try_sign("s:v1"), try_sign("s:v2")
     assert old.returncode == 3 and "0x68" in old.stdout, old.stdout + old.stderr
     assert new.returncode == 0 and "signed" in new.stdout, new.stdout + new.stderr
+
+
+def test_a_refusal_on_an_empty_token_says_what_the_task_still_changed(runner, token):
+    # the token's first task pins its journal and generates the audit-checkpoint key before its own work; when that
+    # work is refused, the result is changed and the message says what was done, instead of "nothing changed" alone
+    refused = runner.task("key_rotate", {"name": ["missing"], "force": True})
+    assert refused.task.get("failed") and refused.task["error_kind"] == "key_not_found", refused.task
+    assert refused.task["changed"] is True
+    assert "Before that, this task still changed the token (key-generate audit-checkpoint:v1)" in refused.task["msg"]
+    assert [event["event"]["action"] for event in refused.task["audit_events"]][:1] == ["key-generate"]
+    assert [o["label"] for o in token.objects() if o["class"] == "PRIVATE_KEY"] == ["audit-checkpoint:v1"]

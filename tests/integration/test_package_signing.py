@@ -2,8 +2,9 @@
 
 The HSM signs each package with its package-signing key; each recipient pinned that key's public half at
 enrollment (playbooks/distribute.yml reads it with key_info on the HSM host). A package relabelled, with its usage
-widened, its state altered, replayed, meant for another recipient, or with a bad signature is refused by key_install
-before anything is unwrapped, and the recipient's token (read by the independent reader) is left as it was.
+widened, its state altered, replayed, signed later than the recipient's time, meant for another recipient, or with a
+bad signature is refused by key_install before anything is unwrapped, and the recipient's token (read by the
+independent reader) is left as it was.
 """
 
 from __future__ import annotations
@@ -135,3 +136,20 @@ def test_forged_packages_are_refused_and_the_recipient_token_is_unchanged(runner
     bare = distribution.recipient_task("r2", "recipient_enroll", {})
     assert bare.task["changed"] and bare.task["package_signer"] is None, bare.task
     refused("r2", "reports", [dict(v2, recipient="reports")], "pins no package signer")
+
+    # a package signed later than the recipient's own time (the HSM host's clock a day ahead, or a forged time) is
+    # refused: applied, it would make every genuine later package look like an older one replayed
+    runner.clock.advance(days=1)
+    assert runner.task("key_rotate", {"name": ["pay"], "force": True}).task["changed"]
+    current = distribution.recipient_task("r1", "recipient_enroll", {}).task["installed"]
+    ahead = distribute(installed=current)
+    before = snapshot(distribution, "r1")
+    late = distribution.recipient_task("r1", "key_install", {"recipient": "billing", "packages": ahead},
+                                       real_clock=True)
+    assert late.task.get("failed") and late.task["error_kind"] == "package_rejected", late.task
+    assert "later than this host's time" in late.task["msg"] and "Nothing was installed" in late.task["msg"]
+    assert snapshot(distribution, "r1") == before
+    # the recipient on the same time as the HSM host installs them
+    on_time = install("r1", "billing", ahead)
+    assert not on_time.task.get("failed") and on_time.task["changed"], on_time.task
+    assert distribution.installed("r1")[1] == {"pay:v1", "pay:v2", "pay:v3"}
