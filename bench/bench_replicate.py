@@ -107,7 +107,7 @@ def setup(ansible, tokens, n):
         tokens.task("generate", "key_generate", dict(primary, keys=keys, return_records=False, policy=POLICY)),
         tokens.task("signer", "key_info", dict(primary, name=["package-signing"]), "info"),
         tokens.task("enroll replica", "recipient_enroll", dict(replica, package_signer="{{ info.package_signer }}"),
-             "replica_enrolled"),
+                    "replica_enrolled"),
         tokens.task("approve replica", "recipient_approve", dict(_officer(tokens, "kl-primary"), recipients=[{
             "name": "replica", "kind": "replica",
             "public_key_pem": "{{ replica_enrolled.transport_key.public_key_pem }}"}]))])
@@ -121,10 +121,10 @@ def setup_restore(ansible, tokens):
     ansible.play_tasks(tokens, [
         tokens.task("signer of the replica", "key_info", dict(replica, name=["restore-signing"]), "rinfo"),
         tokens.task("officer pins it", "package_signer_approve", dict(_officer(tokens, "kl-restored"),
-                                                               package_signer="{{ rinfo.restore_signer }}",
-                                                               fingerprint="{{ rinfo.restore_signer.fingerprint }}")),
+                                                                      package_signer="{{ rinfo.restore_signer }}",
+                                                                      fingerprint="{{ rinfo.restore_signer.fingerprint }}")),
         tokens.task("enroll restored", "recipient_enroll", dict(restored, package_signer="{{ rinfo.restore_signer }}"),
-             "restored_enrolled"),
+                    "restored_enrolled"),
         tokens.task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
             "name": "restored", "kind": "replica",
             "public_key_pem": "{{ restored_enrolled.transport_key.public_key_pem }}"}]))])
@@ -140,11 +140,11 @@ def copy_tasks(tokens, source, target, name, restore):
                "documents": "{{ held.documents }}"}
     return [tokens.task("held", "replica_install", dict(dst, restore=restore), "held"),
             tokens.task("replicate", "key_replicate", dict(src, restore=restore, policy=POLICY, package_format="jsonl",
-                                                    return_records=False, replicas=[replica]), "made"),
+                                                           return_records=False, replicas=[replica]), "made"),
             tokens.task("install", "replica_install", dict(dst, restore=restore, return_records=False,
-                                                    packages="{{ made.replicas[0].packages }}",
-                                                    kek="{{ made.replicas[0].kek }}",
-                                                    documents="{{ made.replicas[0].documents }}"))]
+                                                           packages="{{ made.replicas[0].packages }}",
+                                                           kek="{{ made.replicas[0].kek }}",
+                                                           documents="{{ made.replicas[0].documents }}"))]
 
 
 def save_enrollment(ansible, tokens, label):
@@ -258,7 +258,7 @@ def _raw_restore_setup(ansible, tokens):
     ansible.play_tasks(tokens, [
         tokens.task("signer", "key_info", dict(tokens.connection("kl-primary"), name=["package-signing"]), "info"),
         tokens.task("enroll restored", "recipient_enroll", dict(tokens.connection("kl-restored"),
-                                                         package_signer="{{ info.package_signer }}"), "enrolled"),
+                                                                package_signer="{{ info.package_signer }}"), "enrolled"),
         tokens.task("approve restored", "recipient_approve", dict(_officer(tokens, "kl-replica"), recipients=[{
             "name": "restored", "kind": "replica",
             "public_key_pem": "{{ enrolled.transport_key.public_key_pem }}"}]))])
