@@ -20,6 +20,7 @@ from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import
     last_events,
     render_all,
     summary,
+    vanished_versions,
 )
 
 
@@ -57,7 +58,8 @@ class ActionModule(ActionBase):
         journal = Journal(args.get("journal") or audited or resolve_journal_path(args, task_vars, self._templar))
         lines = journal.read_lines()
         model = build_model(str(args["environment_name"] or "default"), key_info, args["audit"],
-                            last_events(lines, events), distribution=distribution_records(lines))
+                            last_events(lines, events), distribution=distribution_records(lines),
+                            vanished=vanished_versions(lines, key_info))
         try:  # both rendered, in check mode too, before anything is written
             rendered = render_all(model, {option: self._find_template(args[option]) for option in OUTPUTS})
         except ReportTemplateError as exc:

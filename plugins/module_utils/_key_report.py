@@ -100,6 +100,9 @@ def describe_keys(store, names=None, states=None, policy=None, now=None):
         "anomalies": [a.as_dict() for a in store.anomalies],
         "drift": [finding.as_dict() for finding in drift],
         "checked_at": format_time(now),
+        "token_label": store.token_label,
+        # every version on the token is listed: what the report compares with the journal (_report.vanished_versions)
+        "all_keys": not names and not states,
     }
 
 

@@ -176,6 +176,13 @@ summary:
     untrusted_wraps:
       description: Number of wraps under untrusted keys the journal records (each a finding).
       type: int
+    vanished_versions:
+      description:
+        - Labels of versions the journal records on the token (generated, rotated in, replicated or restored) that
+          the token no longer holds, with no V(key-destroy) or V(replica-withdraw) record (each a finding); only
+          when the O(key_info) result lists every version (its RV(secops.keylifecycle.key_info#module:all_keys)).
+      type: list
+      elements: str
     audit_ok:
       description: Whether the audit chain verified.
       type: bool

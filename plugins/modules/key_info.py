@@ -438,6 +438,18 @@ checked_at:
   description: When the token was read (UTC).
   returned: success
   type: str
+token_label:
+  description: The label of the token read.
+  returned: success
+  type: str
+  sample: dev-keys
+all_keys:
+  description:
+    - Whether RV(key_versions) lists every version on the token (neither O(name) nor O(state) was given). The
+      compliance report compares such a listing with the journal, and names a version the journal records and the
+      token no longer holds (no V(key-destroy) record).
+  returned: success
+  type: bool
 error_kind:
   description: Category of the error (for example V(login_failed), V(token_unavailable)).
   returned: failure

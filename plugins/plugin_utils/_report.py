@@ -370,14 +370,53 @@ def trusted_keys(key_info, versions, enrolled_fingerprints=()):
             for k in key_info.get("trusted_transport_keys") or []]
 
 
+#: journal actions whose successful record says a version's key objects are on the record's token from then on
+_VERSION_MADE = ("key-generate", "key-rotate", "replica-install", "key-restore")
+#: ... and those that say they are gone (key_destroy, a replica's withdrawal)
+_VERSION_GONE = ("key-destroy", "replica-withdraw")
+#: a lifecycle task's repair of a version whose generation was cut short (_version_repair.remove_half_made)
+_HALF_MADE_REMOVED = "repair: removed half-made version"
+
+
+def vanished_versions(journal_lines, key_info):
+    """Versions the journal records on key_info's token (generated, rotated in, replicated, restored) that the
+    token no longer holds, while no record says they were destroyed or withdrawn: key objects and metadata both
+    removed outside the collection (raw C_DestroyObject with the user PIN), which key_info's drift check cannot see
+    (it compares the token with its metadata). A destroyed version keeps its metadata, so key_info lists it.
+
+    Only when key_info listed every version of the token (``all_keys``); [] otherwise. Each entry: label, id, and
+    the action and time of the record that made it.
+    """
+    token = key_info.get("token_label")
+    if not key_info.get("all_keys") or not token:
+        return []
+    made, gone = {}, set()
+    for record, event in _records(journal_lines):
+        key = event.get("key")
+        details = event.get("event")
+        if not isinstance(key, dict) or not isinstance(details, dict) or key.get("token") != token \
+                or details.get("outcome") != "success" or not isinstance(key.get("id"), str):
+            continue
+        action = details.get("action")
+        if action in _VERSION_GONE or details.get("reason") == _HALF_MADE_REMOVED:
+            gone.add(key["id"])
+        elif action in _VERSION_MADE and key["id"] not in made:
+            made[key["id"]] = {"label": key.get("label") or "%s:v%s" % (key.get("name"), key.get("version")),
+                               "id": key["id"], "action": action, "time": event.get("@timestamp")}
+    held = {version.get("id") for version in key_info.get("key_versions") or ()}
+    return [entry for key_id, entry in made.items() if key_id not in gone and key_id not in held]
+
+
 def _complete(record, fields):
     return dict({name: None for name in fields}, **record)
 
 
 def _attention(overdue, expired, compromised, anomalies, problems, drift=(), untrusted=(), unbound=(),
-               untrusted_wraps=(), break_glass=()):
+               untrusted_wraps=(), break_glass=(), vanished=()):
     """What needs attention, in the order the report lists it; the templates word each kind."""
-    return ([{"kind": "rotation_overdue", "subject": k} for k in overdue] +
+    gone = ["%s (id %s, %s at %s)" % (v["label"], v["id"], v["action"], v["time"]) for v in vanished]
+    return ([{"kind": "version_vanished", "subject": subject} for subject in gone] +
+            [{"kind": "rotation_overdue", "subject": k} for k in overdue] +
             [{"kind": "retention_expired", "subject": v} for v in expired] +
             [{"kind": "compromised", "subject": v} for v in compromised] +
             [{"kind": "untrusted_version", "subject": v} for v in untrusted] +
@@ -500,10 +539,11 @@ def policy_findings(signers, changes):
     return findings
 
 
-def build_model(environment, key_info, audit, events, now=None, distribution=None):
+def build_model(environment, key_info, audit, events, now=None, distribution=None, vanished=()):
     """The report's data model: everything the templates show, nothing about how (docs/report.md).
 
     ``distribution``: ``distribution_records`` of the journal (None: no journal records about distribution).
+    ``vanished``: ``vanished_versions`` of the journal and key_info.
     """
     now = now or datetime.now(timezone.utc)
     distribution = distribution or distribution_records(())
@@ -540,7 +580,9 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
         "anomalies": anomalies,
         "drift": drift,
         "attention": _attention(overdue, expired, compromised, anomalies, problems, drift=drift, untrusted=untrusted,
-                                unbound=unbound, untrusted_wraps=untrusted_wraps, break_glass=break_glass),
+                                unbound=unbound, untrusted_wraps=untrusted_wraps, break_glass=break_glass,
+                                vanished=vanished),
+        "vanished_versions": list(vanished),
         "untrusted_versions": untrusted,
         "trusted_keys": trusted,
         "unbound_trusted_keys": [k["label"] for k in unbound],
@@ -571,7 +613,8 @@ def summary(model):
             "untrusted_versions": model["untrusted_versions"], "unbound_trusted_keys": model["unbound_trusted_keys"],
             "untrusted_wraps": len(model["untrusted_wraps"]), "audit_ok": model["audit"]["ok"],
             "policy_signers": [s["name"] for s in model["policy_signers"]],
-            "policy_changes": len(model["policy_changes"]), "break_glass": len(model["break_glass_actions"])}
+            "policy_changes": len(model["policy_changes"]), "break_glass": len(model["break_glass_actions"]),
+            "vanished_versions": [v["label"] for v in model["vanished_versions"]]}
 
 
 def default_template(option):

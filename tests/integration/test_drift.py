@@ -46,6 +46,9 @@ with tok.open(rw=True, user_pin=open(pin_file).read().strip()) as s:
             Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True,
             Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.WRAP: False, Attribute.UNWRAP: False,
             Attribute.SIGN: False, Attribute.VERIFY: False, Attribute.DERIVE: False})
+    elif operation == "wipe":  # every object under the label, the key objects and their metadata alike
+        for obj in list(s.get_objects({Attribute.LABEL: label})):
+            obj.destroy()
 """
 
 
@@ -163,3 +166,26 @@ def test_destroyed_unexplained_and_loosened_keys_are_flagged(runner, token):
     # fail-closed: a finding that cannot be journaled fails the task
     unjournaled = runner.task("key_info", {"name": ["plain"]}, "-e", "keylifecycle_audit_journal=/proc/none/j.jsonl")
     assert unjournaled.task["failed"] and "1 observation(s) of this task are not journaled" in unjournaled.task["msg"]
+
+
+def test_a_version_wiped_with_its_metadata_is_named_by_the_report_from_the_journal(runner, token, tmp_path):
+    """Key objects and metadata of a retained version destroyed with raw PKCS#11: nothing on the token records it,
+    so key_info has no drift to report; the journal does, and the compliance report names it."""
+    runner.task("key_generate", {"keys": [{"name": "wiped", "retention_period": "30d"}, {"name": "kept"}]})
+    runner.task("key_rotate", {"name": ["wiped"], "force": True})
+    v1_id = token.metadata()["wiped:v1"]["id"]
+    tamper(token, "wipe", "wiped:v1")
+    assert not [o for o in token.objects() if o["label"] == "wiped:v1"]
+
+    info = runner.task("key_info", {})
+    assert not info.task.get("failed") and info.task["drift"] == [], info.task
+    assert info.task["all_keys"] is True and info.task["token_label"] == token.label
+    assert "wiped:v1" not in [v["label"] for v in info.task["key_versions"]]
+
+    report = runner.playbook(REPO / "playbooks" / "report.yml", inventory=check_inventory(runner, token, tmp_path))
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "Gone from the token without a destruction record: wiped:v1" in report.stdout
+    markdown = (tmp_path / "reports" / "report.md").read_text()
+    assert "- Gone from the token, no destruction recorded: wiped:v1 (id %s, key-generate at " % v1_id in markdown
+    assert "wiped:v2" not in markdown.split("## Attention")[1].split("##")[0] and "kept:v1" not in markdown.split(
+        "## Attention")[1].split("##")[0]

@@ -1,0 +1,90 @@
+"""The report names versions the journal records on the token and the token no longer holds, with no destruction
+record: their key objects and metadata removed outside the collection. Pure (journal lines and key_info results
+written here)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import datetime, timezone
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+TOKEN = "prod-keys"
+_SEQ = itertools.count(1)
+
+
+def _line(action, label, key_id, token=TOKEN, outcome="success", reason=None):
+    seq = next(_SEQ)
+    name, number = label.split(":v")
+    event = {"@timestamp": "2026-11-%02dT10:00:00.000+00:00" % seq,
+             "event": {"action": action, "outcome": outcome},
+             "key": {"name": name, "version": int(number), "id": key_id, "label": label, "token": token}}
+    if reason:
+        event["event"]["reason"] = reason
+    return json.dumps({"seq": seq, "event": event})
+
+
+def _key_info(*held, all_keys=True, token=TOKEN):
+    return {"token_label": token, "all_keys": all_keys, "logical_keys": [],
+            "key_versions": [{"label": label, "name": label.split(":v")[0], "version": int(label.split(":v")[1]),
+                              "id": key_id, "state": state, "type": "aes", "size": 256,
+                              "created": "2026-11-01T10:00:00+00:00", "transitions": []}
+                             for label, key_id, state in held]}
+
+
+JOURNAL = [
+    _line("key-generate", "pay:v1", "01"),
+    _line("key-rotate", "pay:v2", "02"),  # v1 deactivated, v2 active
+    _line("key-generate", "gone:v1", "03"),
+    _line("key-destroy", "gone:v1", "03"),  # destroyed through key_destroy: its tombstone is listed, or not
+    _line("key-generate", "half:v1", "04", reason="repair: removed half-made version"),
+    _line("key-generate", "other:v1", "05", token="staging-keys"),  # another token of a shared journal
+    _line("key-generate", "failed:v1", "06", outcome="failure"),
+    _line("replica-install", "copy:v1", "07"),
+    _line("replica-withdraw", "copy:v1", "07"),
+    _line("key-restore", "back:v1", "08"),
+    "not json",
+]
+
+
+def test_a_version_gone_without_a_destruction_record_is_named():
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import vanished_versions
+
+    # the token lost pay:v1 (key and metadata) and back:v1; everything else is held, destroyed or not ours
+    held = _key_info(("pay:v2", "02", "active"))
+    vanished = vanished_versions(JOURNAL, held)
+    assert [(v["label"], v["id"], v["action"]) for v in vanished] == [
+        ("pay:v1", "01", "key-generate"), ("back:v1", "08", "key-restore")]
+    assert vanished[0]["time"] == "2026-11-01T10:00:00.000+00:00"
+    # all held (a destroyed version keeps its metadata, so key_info lists it): nothing to name
+    assert vanished_versions(JOURNAL, _key_info(("pay:v1", "01", "deactivated"), ("pay:v2", "02", "active"),
+                                                ("back:v1", "08", "active"))) == []
+
+
+def test_no_comparison_without_a_complete_listing_of_the_token():
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import vanished_versions
+
+    assert vanished_versions(JOURNAL, _key_info(("pay:v2", "02", "active"), all_keys=False)) == []
+    assert vanished_versions(JOURNAL, {"key_versions": []}) == []  # a key_info result of before these fields
+    # another token's listing: this journal's records of prod-keys do not concern it
+    assert vanished_versions(JOURNAL, _key_info(("other:v1", "05", "active"), token="staging-keys")) == []
+
+
+def test_model_attention_summary_and_both_templates_name_it():
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import (
+        build_model,
+        render_all,
+        summary,
+        vanished_versions,
+    )
+
+    key_info = _key_info(("pay:v2", "02", "active"))
+    model = build_model("prod", key_info, {"ok": True}, [], now=NOW, vanished=vanished_versions(JOURNAL, key_info))
+    assert model["attention"][0] == {"kind": "version_vanished",
+                                     "subject": "pay:v1 (id 01, key-generate at 2026-11-01T10:00:00.000+00:00)"}
+    assert summary(model)["vanished_versions"] == ["pay:v1", "back:v1"]
+    rendered = render_all(model)
+    assert "- Gone from the token, no destruction recorded: pay:v1 (id 01, key-generate" in rendered["report.md"]
+    assert "Gone from the token, no destruction recorded" in rendered["report.html"]
+    clean = build_model("prod", key_info, {"ok": True}, [], now=NOW)
+    assert clean["vanished_versions"] == [] and summary(clean)["vanished_versions"] == []
