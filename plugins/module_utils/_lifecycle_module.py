@@ -74,7 +74,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         with lifecycle_lease(settings, module, context) as lease, open_session(settings) as session:
             lease.attach(session)
             prelude = lease.takeover_events(context, module_action(module))
-            journal_pin = policy_in_force = None
+            journal_pin = policy_in_force = result = None
             try:
                 if open_store is None:
                     store = TokenKeyStore(session, settings.token_label).load()
@@ -99,10 +99,13 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                 result, output = work(store, policy, context)
                 lease.check()
             except KeyLifecycleError as exc:
-                if prelude:
-                    exc.audit_events = prelude + list(getattr(exc, "audit_events", ()))
+                # what changed the token before the refusal: a takeover or repair, or the whole work when the lease
+                # ran out after it (lease.check)
+                done = prelude + (list(result.audit_events) if result is not None else [])
+                if done:
+                    exc.audit_events = done + list(getattr(exc, "audit_events", ()))
                     exc.changed = True
-                    exc.message = "%s %s" % (exc.message, changed_before_refusal(prelude))
+                    exc.message = "%s %s" % (exc.message, changed_before_refusal(done))
                 raise
             if prelude:  # a takeover or a repair changed the token, whatever the work did
                 result.audit_events[:0] = prelude
@@ -140,17 +143,26 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     module.exit_json(**output)
 
 
+#: how many of the changes made before a refusal its message names (the audit events carry all of them)
+NAMED_CHANGES = 5
+
+
 def changed_before_refusal(events):
-    """The sentence a refusal's message gains when the task changed the token before its work began: an empty token's
-    audit-checkpoint key generated, a dead holder's lease taken over, a half-made version repaired (``events``)."""
+    """The sentence a refusal's message gains when the task changed the token before it was refused (``events``):
+    an empty token's audit-checkpoint key generated, a dead holder's lease taken over, a half-made version repaired,
+    or the work itself when the lease ran out after it."""
     done = []
     for event in events:
-        key = event.get("key") or {}
-        what = "%s %s" % (event["event"]["action"], key.get("label") or key.get("name") or "")
-        if what.strip() not in done:
-            done.append(what.strip())
+        key, details = event.get("key") or {}, event["event"]
+        what = " ".join(part for part in (details["action"], key.get("label") or key.get("name")) if part)
+        if details.get("reason"):
+            what += " (%s)" % details["reason"]
+        if what not in done:
+            done.append(what)
+    named = "; ".join(done[:NAMED_CHANGES]) + ("; and %d more" % (len(done) - NAMED_CHANGES)
+                                               if len(done) > NAMED_CHANGES else "")
     return ("Before that, this task still changed the token (%s), as its audit events record: that much was done "
-            "and journaled." % "; ".join(done))
+            "and journaled." % named)
 
 
 def summarise_output(output, params, keep=()):

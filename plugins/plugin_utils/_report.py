@@ -380,9 +380,16 @@ _HALF_MADE_REMOVED = "repair: removed half-made version"
 
 def vanished_versions(journal_lines, key_info):
     """Versions the journal records on key_info's token (generated, rotated in, replicated, restored) that the
-    token no longer holds, while no record says they were destroyed or withdrawn: key objects and metadata both
-    removed outside the collection (raw C_DestroyObject with the user PIN), which key_info's drift check cannot see
-    (it compares the token with its metadata). A destroyed version keeps its metadata, so key_info lists it.
+    token no longer holds as recorded, while no record says they were destroyed or withdrawn.
+
+    A version is named when key_info does not list its id, lists it under another label than the journal's last
+    one for it, or lists it as destroyed without a destruction record: its key objects and metadata were removed
+    (or its metadata replaced) outside the collection with raw PKCS#11, which key_info's drift check cannot see
+    (it compares the token with its metadata), or were lost with the token (a re-initialised token restored from a
+    replica that did not hold them). A destroyed version keeps its metadata, so key_info lists it.
+
+    A repair's removal of a half-made version counts as gone only for an id no record ever made: a generation cut
+    short journals nothing, so a completed version removed that way (its metadata deleted first) is named.
 
     Only when key_info listed every version of the token (``all_keys``); [] otherwise. Each entry: label, id, and
     the action and time of the record that made it.
@@ -391,20 +398,31 @@ def vanished_versions(journal_lines, key_info):
     if not key_info.get("all_keys") or not token:
         return []
     made, gone = {}, set()
-    for record, event in _records(journal_lines):
+    for _record, event in _records(journal_lines):
         key = event.get("key")
         details = event.get("event")
         if not isinstance(key, dict) or not isinstance(details, dict) or key.get("token") != token \
                 or details.get("outcome") != "success" or not isinstance(key.get("id"), str):
             continue
-        action = details.get("action")
-        if action in _VERSION_GONE or details.get("reason") == _HALF_MADE_REMOVED:
-            gone.add(key["id"])
-        elif action in _VERSION_MADE and key["id"] not in made:
-            made[key["id"]] = {"label": key.get("label") or "%s:v%s" % (key.get("name"), key.get("version")),
-                               "id": key["id"], "action": action, "time": event.get("@timestamp")}
-    held = {version.get("id") for version in key_info.get("key_versions") or ()}
-    return [entry for key_id, entry in made.items() if key_id not in gone and key_id not in held]
+        action, key_id = details.get("action"), key["id"]
+        label = key.get("label") or "%s:v%s" % (key.get("name"), key.get("version"))
+        if action in _VERSION_GONE or (action in _VERSION_MADE and key.get("state") == "destroyed"):
+            gone.add(key_id)  # destroyed, withdrawn, or copied as a tombstone
+        elif details.get("reason") == _HALF_MADE_REMOVED:
+            if key_id not in made:
+                gone.add(key_id)
+        elif action in _VERSION_MADE:
+            entry = made.setdefault(key_id, {"id": key_id, "action": action, "time": event.get("@timestamp")})
+            entry["label"] = label  # the last label: a repair renumbers a duplicate under its id
+    held = {version.get("id"): version for version in key_info.get("key_versions") or ()}
+    vanished = []
+    for key_id, entry in made.items():
+        version = held.get(key_id)
+        if key_id in gone:
+            continue
+        if version is None or version.get("label") != entry["label"] or version.get("state") == "destroyed":
+            vanished.append(entry)
+    return vanished
 
 
 def _complete(record, fields):

@@ -238,3 +238,45 @@ def test_two_keys_under_one_label_are_repaired_without_losing_either(settings, h
     assert meta["k:v3"]["transitions"][-1]["reason"] == "repair: duplicate label"
     assert [(e["key"]["label"], e["event"]["reason"]) for e in events] == [("k:v3", "repair: duplicate label")]
     assert events[0]["key"]["previous_version"] == 2
+
+
+def test_a_lease_running_out_after_the_work_keeps_the_works_changes_in_the_failure(settings, hsm_token):
+    """lease.check() after the work refuses to go on (TokenBusy) when the lease expired meanwhile; the work's changes
+    are on the token, so the failure carries their events (journaled by the action plugin), changed, and names them."""
+    import time
+    from types import SimpleNamespace
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
+    from tests.hsm.test_key_store import _now, _spec
+
+    class Failed(Exception):
+        pass
+
+    class Module:
+        _name = "secops.keylifecycle.key_generate"
+        check_mode = _diff = False
+        params = {"pkcs11_module": settings.pkcs11_module, "token_label": settings.token_label,
+                  "user_pin_file": settings.user_pin_file, "user_pin": None, "lease_wait": 0, "policy": None,
+                  "audit_context": {"operator": "alice", "operator_source": "test", "run_id": "run-1"},
+                  "return_records": None}
+
+        def fail_json(self, **result):
+            raise Failed(result)
+
+        def exit_json(self, **result):
+            raise AssertionError("the task succeeded: %r" % result)
+
+    def work(store, policy, context):
+        version = store.generate(_spec(name="made"), 1, context.operator, _now())
+        store.lease.clock = lambda: time.time() + 10 * 300  # the lease runs out while the work finishes
+        event = build_event("key-generate", "success", context, key=key_section(version, store.token_label))
+        return SimpleNamespace(changed=True, audit_events=[event], diff=None), {}
+
+    with pytest.raises(Failed) as failed:
+        run_lifecycle_module(Module(), work, anchor=False)
+    result = failed.value.args[0]
+    assert result["error_kind"] == "token_busy" and result["changed"] is True, result
+    assert [event["key"]["label"] for event in result["audit_events"]] == ["made:v1"]
+    assert "expired" in result["msg"] and "still changed the token (key-generate made:v1)" in result["msg"]
+    assert [o["label"] for o in hsm_token.objects() if o["class"] == "SECRET_KEY"] == ["made:v1"]

@@ -170,6 +170,7 @@ def test_a_refusal_on_an_empty_token_says_what_the_task_still_changed(runner, to
     refused = runner.task("key_rotate", {"name": ["missing"], "force": True})
     assert refused.task.get("failed") and refused.task["error_kind"] == "key_not_found", refused.task
     assert refused.task["changed"] is True
-    assert "Before that, this task still changed the token (key-generate audit-checkpoint:v1)" in refused.task["msg"]
+    assert ("Before that, this task still changed the token (key-generate audit-checkpoint:v1 (audit checkpoint signing "
+            "key))") in refused.task["msg"]
     assert [event["event"]["action"] for event in refused.task["audit_events"]][:1] == ["key-generate"]
     assert [o["label"] for o in token.objects() if o["class"] == "PRIVATE_KEY"] == ["audit-checkpoint:v1"]

@@ -88,3 +88,26 @@ def test_model_attention_summary_and_both_templates_name_it():
     assert "Gone from the token, no destruction recorded" in rendered["report.html"]
     clean = build_model("prod", key_info, {"ok": True}, [], now=NOW)
     assert clean["vanished_versions"] == [] and summary(clean)["vanished_versions"] == []
+
+
+def test_a_forged_tombstone_another_label_or_a_repair_of_a_completed_version_does_not_hide_it():
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import vanished_versions
+
+    # metadata rewritten with raw PKCS#11: the version "destroyed" with no key-destroy record, or its id under
+    # another label
+    tombstone = _key_info(("pay:v1", "01", "destroyed"), ("pay:v2", "02", "active"), ("back:v1", "08", "active"))
+    assert [v["label"] for v in vanished_versions(JOURNAL, tombstone)] == ["pay:v1"]
+    relabelled = _key_info(("spare:v9", "01", "deactivated"), ("pay:v2", "02", "active"), ("back:v1", "08", "active"))
+    assert [v["label"] for v in vanished_versions(JOURNAL, relabelled)] == ["pay:v1"]
+    # a completed version's metadata deleted, then its key removed by the next task's half-made repair
+    repaired = JOURNAL + [_line("key-rotate", "pay:v1", "01", reason="repair: removed half-made version")]
+    assert [v["label"] for v in vanished_versions(repaired, tombstone)] == ["pay:v1"]
+    # a repair that renumbered a duplicate keeps the id under its new label, which is where the token holds it
+    renumbered = JOURNAL + [_line("key-rotate", "pay:v3", "01", reason="repair: duplicate label")]
+    assert vanished_versions(renumbered, _key_info(("pay:v3", "01", "deactivated"), ("pay:v2", "02", "active"),
+                                                   ("back:v1", "08", "active"))) == []
+    # a tombstone copied to a replica, or restored, is a destruction on record
+    copied = JOURNAL + [_line("replica-install", "old:v1", "09")]
+    copied[-1] = copied[-1].replace('"label": "old:v1"', '"label": "old:v1", "state": "destroyed"')
+    assert vanished_versions(copied, _key_info(("old:v1", "09", "destroyed"), ("pay:v1", "01", "deactivated"),
+                                               ("pay:v2", "02", "active"), ("back:v1", "08", "active"))) == []
