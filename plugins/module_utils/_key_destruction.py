@@ -67,6 +67,15 @@ def _refusal(version, policy, now):
     return None
 
 
+def validate_destroy_target(name, version_number):
+    """Before the token is opened: a named version is a well-formed name and a version number (1 or more)."""
+    if name is None:
+        return
+    validate_name(name)
+    if version_number is not None and version_number < 1:
+        raise InvalidOption("version %d is not a version number (1 or more)." % version_number, option="version")
+
+
 def plan_destruction(store, name, version_number, all_expired, policy, now):
     """Which versions are destroyed. A named version that may not be destroyed refuses the whole call."""
     if all_expired:

@@ -373,13 +373,26 @@ def install(store, raw_packages, recipient, context, check_mode, now, raw_signer
     result.plan = [{"name": p["name"], "version": p["version"], "id": p["id"], "state": p["state"],
                     "action": action} for p, _current, action in steps]
     result.changed = rollover is not None or any(action != "none" for _p, _c, action in steps)
-    held = _held_labels(store)
-    result.diff = {"before": sorted(held),
-                   "after": sorted(held | set(version_label(p["name"], p["version"]) for p, _c, _a in steps))}
+    result.diff = _install_diff(store, steps, rollover)
     if check_mode:
         return result
     _apply_install(store, steps, _unwrap_all(store, steps), context, now, result, rollover)
     return result
+
+
+def _install_diff(store, steps, rollover):
+    """``<label> <state>`` of every version held before and after, so a state the HSM changed (deactivated,
+    compromised) shows as well as a new version; and the pinned package signer when it rolls over."""
+    before = {version_label(v.doc["name"], v.doc["version"]): v.state for v in store.installed()}
+    after = dict(before)
+    after.update({version_label(p["name"], p["version"]): p["state"] for p, _current, action in steps
+                  if action != "none"})
+    diff = {"before": sorted("%s %s" % item for item in before.items()),
+            "after": sorted("%s %s" % item for item in after.items())}
+    if rollover is not None:
+        diff["before"].append("package signer %s" % rollover.previous)
+        diff["after"].append("package signer %s" % rollover.fingerprint)
+    return diff
 
 
 def withdraw(store, raw_versions, context, check_mode, now):

@@ -158,7 +158,10 @@ def plan_rotation(store, names, all_due, force, policy, now, retire=False, compr
 
 
 def validate_versions(versions, names, reason):
-    """``version`` names versions to mark compromised: only with reason compromise and one named key."""
+    """Before the token is opened: every ``name`` well formed, and ``version`` (versions to mark compromised) only
+    with reason compromise and one named key."""
+    for name in names or ():
+        validate_name(name)
     if not versions:
         return
     if reason != "compromise":

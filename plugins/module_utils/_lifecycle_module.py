@@ -74,7 +74,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
         with lifecycle_lease(settings, module, context) as lease, open_session(settings) as session:
             lease.attach(session)
             prelude = lease.takeover_events(context, module_action(module))
-            journal_pin = policy_in_force = result = None
+            journal_pin = policy_in_force = result = first_checkpoint = None
             try:
                 if open_store is None:
                     store = TokenKeyStore(session, settings.token_label).load()
@@ -87,8 +87,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                         policy_in_force = check_policy(session, params, journal_pin, utc_now(), context=context,
                                                        objects=store.objects, check_mode=module.check_mode)
                         if not module.check_mode:  # an empty token's first task pins its journal before any work
-                            _first, version, created = journal_pin.pin_first(params["audit_context"],
-                                                                             context.operator)
+                            first_checkpoint, version, created = journal_pin.pin_first(params["audit_context"],
+                                                                                       context.operator)
                             if created:
                                 prelude.append(journal_pin.signer.key.generated_event(version, context))
                     if lease.held:
@@ -106,6 +106,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
                     exc.audit_events = done + list(getattr(exc, "audit_events", ()))
                     exc.changed = True
                     exc.message = "%s %s" % (exc.message, changed_before_refusal(done))
+                if first_checkpoint is not None:  # the token pinned this task's intent: the journal must say so
+                    exc.audit_checkpoint = first_checkpoint
                 raise
             if prelude:  # a takeover or a repair changed the token, whatever the work did
                 result.audit_events[:0] = prelude

@@ -405,7 +405,7 @@ def _diff_view(keys):
     return {"approved": sorted("%s %s" % (key.name or key.label, key.fingerprint) for key in keys)}
 
 
-def _event(action, key, token_label, context, approved_by, change_ref, approval=None):
+def _event(action, key, token_label, context, approved_by, change_ref, approval=None, reason=None):
     section = {"recipient": key.recipient, "recipient_host": key.host, "transport_key_fingerprint": key.fingerprint,
                "trusted_key_label": key.label, "id": key.key_id, "type": "rsa", "token": token_label,
                "trusted_kind": key.kind or "recipient"}
@@ -416,7 +416,11 @@ def _event(action, key, token_label, context, approved_by, change_ref, approval=
         extra["change_ref"] = change_ref
     if approval is not None and approval.accepted:  # the signed approvals of the other people (approved_by: officer)
         extra["approvals"] = [dict(entry) for entry in approval.accepted]
-    return build_event(action, "success", context, key=section, extra=extra)
+    return build_event(action, "success", context, key=section, extra=extra, reason=reason)
+
+
+#: the reason of the ``recipient-approve`` event of a replica KEK generated again for an approved replica
+KEK_RECREATED = "replica KEK was missing: generated again"
 
 
 def approve_recipients(so_session, token_label, approvals, state, context, approved_by=None, change_ref=None,
@@ -430,39 +434,49 @@ def approve_recipients(so_session, token_label, approvals, state, context, appro
     officer = approved_by or context.operator
     before = find_trusted_transport_keys(so_session)
     after = list(before)
-    events = []
+    events, keks = [], []
     outcome = None
     if gate is not None:  # (ApprovalGate, TokenObjects): signed approvals cover every key approved or revoked here
         approval_gate, objects = gate
         planned = list(before)
-        _apply(so_session, token_label, approvals, state, context, officer, change_ref, True, planned, [])
+        _apply(so_session, token_label, approvals, state, context, officer, change_ref, True, planned, [], [])
         changed_keys = [key for key in planned if key not in before] + [key for key in before if key not in planned]
         outcome = approval_gate.check(objects, [{"recipient": key.recipient, "fingerprint": key.fingerprint}
                                                 for key in changed_keys], check_mode)
     try:
         _apply(so_session, token_label, approvals, state, context, officer, change_ref, check_mode, after, events,
-               outcome)
+               keks, outcome)
     except KeyLifecycleError as exc:  # the keys approved or revoked before the failure are journaled all the same
         if events:
             exc.audit_events = events + list(getattr(exc, "audit_events", ()))
             exc.changed = True
         raise
-    changed = _diff_view(before) != _diff_view(after) or len(before) != len(after)
+    changed = _diff_view(before) != _diff_view(after) or len(before) != len(after) or bool(keks)
     approved = sorted((key.record() for key in after), key=lambda r: (r["label"], r["fingerprint"]))
-    return ApprovalResult(changed=changed, audit_events=events,
-                          diff={"before": _diff_view(before), "after": _diff_view(after)}, approved=approved,
-                          approval=outcome)
+    diff = {"before": _diff_view(before), "after": _diff_view(after)}
+    if keks:  # an approved replica whose KEK went missing: generated again
+        diff["before"]["replica_keks"] = ["%s missing" % replica_kek_label(key.label) for key in keks]
+        diff["after"]["replica_keks"] = ["%s generated" % replica_kek_label(key.label) for key in keks]
+    return ApprovalResult(changed=changed, audit_events=events, diff=diff, approved=approved, approval=outcome)
 
 
 def _apply(so_session, token_label, approvals, state, context, officer, change_ref, check_mode, after, events,
-           outcome=None):
+           keks, outcome=None):
     for approval in approvals:
         if state == "present":
             label = trusted_transport_label(approval.recipient, approval.host, approval.fingerprint, approval.kind)
             present = [key for key in after if key.label == label and key.fingerprint == approval.fingerprint]
             if present:
-                if approval.kind == "replica" and not check_mode:  # its KEK too, if it went missing
-                    ensure_replica_kek(so_session, present[0])
+                if approval.kind == "replica":  # its KEK too, if it went missing: a change, journaled
+                    if check_mode:
+                        missing = find_replica_kek(so_session, present[0]) is None
+                    else:
+                        missing = ensure_replica_kek(so_session, present[0])[1]
+                        if missing:
+                            events.append(_event("recipient-approve", present[0], token_label, context, officer,
+                                                 change_ref, outcome, reason=KEK_RECREATED))
+                    if missing:
+                        keks.append(present[0])
                 continue
             if check_mode:
                 key = TrustedTransportKey(label=label, recipient=approval.recipient, host=approval.host,

@@ -132,7 +132,7 @@ audit_checkpoint:
   description:
     - The signed checkpoint of the controller's journal made by this call; null in check mode or without a journal.
       Its fields are those of RV(secops.keylifecycle.key_generate#module:audit_checkpoint) (docs/audit.md).
-  returned: success
+  returned: success, and the failure of a token's first task (it pinned the journal before the refusal)
   type: dict
 policy_change:
   description:
@@ -170,6 +170,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_destructi
     apply_destruction,
     destruction_targets,
     plan_destruction,
+    validate_destroy_target,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
@@ -196,6 +197,7 @@ def main():
 
     def validate(policy):
         validate_approval_options(params["approved_by"], params["change_ref"])
+        validate_destroy_target(params["name"], params["version"])
 
     def work(store, policy, context):
         now = utc_now()

@@ -307,7 +307,7 @@ audit_checkpoint:
   description:
     - The signed checkpoint of the controller's journal made by this call (the intent record's sequence number
       and hash, signed in the token by the C(audit-checkpoint) key). Null in check mode or without a journal.
-  returned: success
+  returned: success, and the failure of a token's first task (it pinned the journal before the refusal)
   type: dict
   contains:
     journal_id:

@@ -53,7 +53,9 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The labels of the versions on the recipient's token before and after.
+      - Each version on the recipient's token before and after, as C(<label> <state>), so a state the HSM changed
+        (deactivated, compromised) shows as well as a new version; with a package signer rollover, the pinned
+        signer's fingerprint before and after. With O(state=absent), the labels before and after.
   idempotent:
     support: full
 options:

@@ -202,7 +202,7 @@ audit_checkpoint:
   description:
     - The signed checkpoint of the controller's journal made by this call; null in check mode or without a journal.
       Its fields are those of RV(secops.keylifecycle.key_generate#module:audit_checkpoint) (docs/audit.md).
-  returned: success
+  returned: success, and the failure of a token's first task (it pinned the journal before the refusal)
   type: dict
 policy_in_force:
   description:

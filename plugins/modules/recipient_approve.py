@@ -51,7 +51,9 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The approved C(recipient@host fingerprint) entries before and after.
+      - The approved C(recipient@host fingerprint) entries before and after; for an approved replica whose
+        key-encryption key went missing, C(replica_keks) (the KEK missing before, generated after).
+      - A replica's KEK generated again is a change (C(changed), a C(recipient-approve) event with that reason).
   idempotent:
     support: full
 options:

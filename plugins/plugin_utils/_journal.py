@@ -504,22 +504,28 @@ class Journal:
         """Every line of the journal (without newlines); empty if it does not exist."""
         return list(self.iter_lines())
 
-    def iter_lines(self):
-        """The journal's lines one at a time (memory flat in the journal's size); none if it does not exist."""
+    def iter_lines(self, complete_only=False):
+        """The journal's lines one at a time (memory flat in the journal's size); none if it does not exist.
+
+        ``complete_only``: not a last line without its newline (a torn write, which the next append cuts off and
+        journals as an ``audit-journal-repair`` record: it is no record of the journal)."""
         try:
             handle = open(self.path, "rb")
         except FileNotFoundError:
             return
         with handle:
             for line in handle:
+                if complete_only and not line.endswith(b"\n"):
+                    return
                 line = line.rstrip(b"\n")
                 if line:
                     yield line.decode("ascii", "replace")
 
     def records_after(self, seq):
-        """Records (either format) with a sequence number above ``seq``, in order (for shipping)."""
+        """Records (either format) with a sequence number above ``seq``, in order (for shipping): complete lines
+        only, so a torn last line is never shipped."""
         out = []
-        for line in self.iter_lines():
+        for line in self.iter_lines(complete_only=True):
             try:
                 record = JournalRecord.parse(line)
             except (ValueError, KeyError, TypeError):

@@ -243,17 +243,19 @@ def _parse_conninfo(dsn):
     """
     if dsn.startswith(("postgresql://", "postgres://")):
         rest = dsn.split("://", 1)[1]
-        rest, query = rest.split("?", 1) if "?" in rest else (rest, "")
-        netloc, path = rest.split("/", 1) if "/" in rest else (rest, "")
         params = {}
-        if "@" in netloc:
-            userinfo, netloc = netloc.rsplit("@", 1)
-            user, has_password, password = userinfo.partition(":")
+        # as libpq reads a URI: the user info runs to the first "@" met before any "/" ("?" may be in a password)
+        userinfo = re.match(r"^([^@/]*)@", rest)
+        if userinfo:
+            rest = rest[userinfo.end():]
+            user, has_password, password = userinfo.group(1).partition(":")
             if user:
                 params["user"] = unquote(user)
             if has_password:
                 params["password"] = unquote(password)
-        match = re.match(r"^(\[[^\]]*\]|[^:,]*)(?::(\d*))?\Z", netloc)
+        rest, query = rest.split("?", 1) if "?" in rest else (rest, "")
+        netloc, path = rest.split("/", 1) if "/" in rest else (rest, "")
+        match = re.match(r"^(\[[^\]]*\]|[^:,]*)(?::([^:,]*))?\Z", netloc)
         if match:
             params["host"], params["port"] = unquote(match.group(1).strip("[]")), match.group(2) or ""
         else:

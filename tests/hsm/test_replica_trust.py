@@ -129,3 +129,33 @@ def test_a_recipient_approval_makes_no_kek(hsm_token, officer, settings):
     with _hsm().open_so_session(officer) as so:
         key = _tk().approve_transport_key(so, "billing", "r1", recipient.public_key())
         assert key.kind == "recipient" and _tk().find_replica_kek(so, key) is None
+
+
+def test_a_missing_kek_of_an_approved_replica_is_generated_again_as_a_journaled_change(hsm_token, officer):
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import load_policy
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import public_key_pem
+
+    context = AuditContext("ops", "controller_os_user", "run-1", host="ctl")
+    raw = [{"name": "dr", "host": "hsm-b", "kind": "replica", "public_key_pem": public_key_pem(_rsa().public_key())}]
+    approvals = _tk().parse_approvals(raw, "present", load_policy({}))
+    with _hsm().open_so_session(officer) as so:
+        first = _tk().approve_recipients(so, hsm_token.label, approvals, "present", context, "alice")
+        [key] = _tk().find_trusted_transport_keys(so)
+        assert first.changed and _tk().find_replica_kek(so, key) is not None
+        _tk().find_replica_kek(so, key).destroy()  # gone (an SO session may destroy it)
+        kek_label = "replica-kek:%s" % key.label[len("trusted-replica:"):]
+
+        checked = _tk().approve_recipients(so, hsm_token.label, approvals, "present", context, "alice",
+                                           check_mode=True)
+        assert checked.changed and checked.audit_events == [] and _tk().find_replica_kek(so, key) is None
+        assert checked.diff["before"]["replica_keks"] == ["%s missing" % kek_label]
+        assert checked.diff["after"]["replica_keks"] == ["%s generated" % kek_label]
+
+        done = _tk().approve_recipients(so, hsm_token.label, approvals, "present", context, "alice")
+        [event] = done.audit_events
+        assert done.changed and _tk().find_replica_kek(so, key) is not None
+        assert event["event"]["action"] == "recipient-approve" and event["event"]["reason"] == _tk().KEK_RECREATED
+        assert event["key"]["trusted_kind"] == "replica" and event["keylifecycle"]["approved_by"] == "alice"
+        again = _tk().approve_recipients(so, hsm_token.label, approvals, "present", context, "alice")
+        assert not again.changed and again.audit_events == [] and "replica_keks" not in again.diff["before"]

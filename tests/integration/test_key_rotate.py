@@ -174,3 +174,22 @@ def test_a_refusal_on_an_empty_token_says_what_the_task_still_changed(runner, to
             "key))") in refused.task["msg"]
     assert [event["event"]["action"] for event in refused.task["audit_events"]][:1] == ["key-generate"]
     assert [o["label"] for o in token.objects() if o["class"] == "PRIVATE_KEY"] == ["audit-checkpoint:v1"]
+    # the token pinned the refused task's intent, and the failure returned that checkpoint, which the journal
+    # records: the next task proves its journal from there (before, every later task was refused, journal_rewritten)
+    assert refused.task["audit_checkpoint"]["seq"] == 1
+    checkpoints = [r for r in runner.journal_records() if r["event"]["event"]["action"] == "audit-checkpoint"]
+    assert [r["event"]["keylifecycle"]["checkpoint"]["seq"] for r in checkpoints] == [1]
+    after = runner.task("key_generate", {"name": "k"})
+    assert not after.task.get("failed") and after.task["changed"], after.task
+
+
+def test_a_bad_key_name_is_refused_before_the_token_is_opened(runner, token):
+    # on an empty token too: nothing pinned, no signing key generated, nothing journaled but the refusal
+    for module, args in (("key_destroy", {"name": "bad/name", "version": 1}),
+                         ("key_destroy", {"name": "k", "version": 0}),
+                         ("key_rotate", {"name": ["ok", "bad/name"], "force": True})):
+        refused = runner.task(module, args)
+        assert refused.task.get("failed") and refused.task["error_kind"] == "invalid_option", refused.task
+        assert refused.task["error_option"] in ("name", "version") and not refused.task["changed"], refused.task
+        assert token.objects() == [], (module, args)
+    assert not runner.task("key_generate", {"name": "k"}).task.get("failed")

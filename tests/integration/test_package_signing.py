@@ -149,6 +149,13 @@ def test_forged_packages_are_refused_and_the_recipient_token_is_unchanged(runner
     assert late.task.get("failed") and late.task["error_kind"] == "package_rejected", late.task
     assert "later than this host's time" in late.task["msg"] and "Nothing was installed" in late.task["msg"]
     assert snapshot(distribution, "r1") == before
+    # --check --diff shows the new version and the state the rotation changed at the recipient, and changes nothing
+    check = distribution.recipient_task("r1", "key_install", {"recipient": "billing", "packages": ahead},
+                                        "--check", "--diff")
+    assert not check.task.get("failed") and check.task["changed"], check.task
+    assert "pay:v2 active" in check.task["diff"]["before"] and "pay:v3 active" not in check.task["diff"]["before"]
+    assert {"pay:v2 deactivated", "pay:v3 active"} <= set(check.task["diff"]["after"]), check.task["diff"]
+    assert snapshot(distribution, "r1") == before
     # the recipient on the same time as the HSM host installs them
     on_time = install("r1", "billing", ahead)
     assert not on_time.task.get("failed") and on_time.task["changed"], on_time.task

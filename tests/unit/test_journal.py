@@ -342,3 +342,21 @@ def test_full_disk_leaves_a_torn_line_that_the_next_append_repairs(tmp_path):
             assert chain.link(prev_hash, chain.record_digest(line)) == record_hash
             prev = record_hash
         assert prev == written[0].hash and independent_check(fs / "journal.jsonl") == len(lines)
+
+
+def test_a_complete_record_torn_of_its_newline_is_not_shipped_and_its_repair_is(tmp_path):
+    """A well-formed record whose newline was never written is no record of the journal (the next append cuts it
+    off): shipping (records_after) leaves it out, so the repair record that replaces it under the same seq is the
+    one the stores get."""
+    journal = _journal_mod().Journal(tmp_path / "journal.jsonl")
+    journal.append([_event(1)])
+    first = json.loads(open(journal.path).readline())
+    line, _hash, _digest = _chain_mod().encode_record(first["hash"], 2, first["journal_id"], str(uuid.uuid4()),
+                                                      "2026-12-03T00:00:00+00:00", _event(2))
+    with open(journal.path, "ab") as handle:
+        handle.write(line.encode("ascii"))  # complete, chained, but no newline
+    assert [r.seq for r in journal.records_after(0)] == [1]
+    journal.append([_event(3)])
+    shipped = journal.records_after(0)
+    assert [r.seq for r in shipped] == [1, 2, 3] and shipped[1].hash == journal.last_repair.hash
+    assert shipped[1].event["event"]["action"] == "audit-journal-repair"
