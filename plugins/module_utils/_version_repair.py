@@ -42,6 +42,8 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 )
 
 DUPLICATE_REASON = "repair: duplicate label"
+#: the reason of a half-made version's removal (the compliance report tells it from a destruction by it)
+HALF_MADE_REASON = "repair: removed half-made version"
 # usages a deactivated version loses (as in _key_rotation.PROTECTING_USAGES)
 _DEACTIVATED_OFF = ("encrypt", "wrap", "sign", "derive")
 
@@ -51,7 +53,7 @@ def remove_half_made(store, name, numbers, context, action):
     events = []
     for number in numbers:
         key_id = store.discard_half_made(name, number)
-        events.append(build_event(action, "success", context, reason="repair: removed half-made version",
+        events.append(build_event(action, "success", context, reason=HALF_MADE_REASON,
                                   key={"name": name, "version": number, "id": key_id,
                                        "label": "%s:v%d" % (name, number), "token": store.token_label}))
     return events

@@ -21,6 +21,8 @@ import json
 import os
 from datetime import datetime, timezone
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._version_repair import HALF_MADE_REASON
+
 try:
     from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError
     from jinja2.sandbox import SandboxedEnvironment
@@ -374,8 +376,6 @@ def trusted_keys(key_info, versions, enrolled_fingerprints=()):
 _VERSION_MADE = ("key-generate", "key-rotate", "replica-install", "key-restore")
 #: ... and those that say they are gone (key_destroy, a replica's withdrawal)
 _VERSION_GONE = ("key-destroy", "replica-withdraw")
-#: a lifecycle task's repair of a version whose generation was cut short (_version_repair.remove_half_made)
-_HALF_MADE_REMOVED = "repair: removed half-made version"
 
 
 def vanished_versions(journal_lines, key_info):
@@ -408,7 +408,7 @@ def vanished_versions(journal_lines, key_info):
         label = key.get("label") or "%s:v%s" % (key.get("name"), key.get("version"))
         if action in _VERSION_GONE or (action in _VERSION_MADE and key.get("state") == "destroyed"):
             gone.add(key_id)  # destroyed, withdrawn, or copied as a tombstone
-        elif details.get("reason") == _HALF_MADE_REMOVED:
+        elif details.get("reason") == HALF_MADE_REASON:
             if key_id not in made:
                 gone.add(key_id)
         elif action in _VERSION_MADE:
@@ -418,9 +418,8 @@ def vanished_versions(journal_lines, key_info):
     vanished = []
     for key_id, entry in made.items():
         version = held.get(key_id)
-        if key_id in gone:
-            continue
-        if version is None or version.get("label") != entry["label"] or version.get("state") == "destroyed":
+        if key_id not in gone and (version is None or version.get("label") != entry["label"]
+                                   or version.get("state") == "destroyed"):
             vanished.append(entry)
     return vanished
 
