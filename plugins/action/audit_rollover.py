@@ -12,6 +12,7 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec import CONNECTION_ARGSPEC
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
 from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_chain import GENESIS_HASH, record_digest
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._audit_verification import missing_outcomes
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal, register_journal
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import LifecycleActionBase
 
@@ -77,6 +78,11 @@ class ActionModule(LifecycleActionBase):
                 "this token starts its journal; nothing was changed." % target.path)
         if pin:
             previous.update(pinned_seq=pin["seq"], pinned_hash=pin["head_hash"])
+            if pin.get("outcomes"):  # the token checks they are named: audit_verify looks for them in the old journal
+                previous["outcomes"] = pin["outcomes"]
+                lost = missing_outcomes(target.path, pin["outcomes"]) if not previous["lost"] else []
+                if lost:  # declared, so that the old journal verifies with the loss on record
+                    previous["lost_outcomes"] = lost
         return previous, proof, superseded
 
     def write_intent(self, journal, controller_context, extra, module_args, task_vars):

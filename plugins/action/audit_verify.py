@@ -68,6 +68,8 @@ class ActionModule(ActionBase):
         else:
             result["msg"] = "The audit journal %s verifies: %d records, head seq %d, %d checkpoint(s)" % (
                 journal.path, report["records"], report["head"]["seq"], report["checkpoints_verified"])
+            if report["outcomes_verified"]:
+                result["msg"] += ", the events of the token's last %d task(s)" % report["outcomes_verified"]
             if report["other_token_checkpoints"]:
                 result["msg"] += ", %d checkpoint(s) of other tokens" % report["other_token_checkpoints"]
             if report["unanchored_records"]:

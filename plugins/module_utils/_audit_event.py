@@ -20,6 +20,7 @@ import re
 import socket
 import uuid
 
+from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_chain import is_task_outcome
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import NAME_RE, utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._policy import CHANGE_REF_RE, PERSON_RE
 
@@ -172,6 +173,9 @@ _FIELD_CHECKS = {
     "keylifecycle.checkpoint.token_serial": lambda v: isinstance(v, str) and bool(_PRINTABLE.match(v)),
     "keylifecycle.checkpoint.previous_key_id": lambda v: isinstance(v, str) and bool(_HEX_ID.match(v)),
     "keylifecycle.checkpoint.previous_signature": lambda v: isinstance(v, str) and bool(_SIGNATURE.match(v)),
+    # the task's outcome the token's pin remembers: how many audit events, and their digest (_journal_pin)
+    "keylifecycle.checkpoint.outcome.events": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "keylifecycle.checkpoint.outcome.sha256": lambda v: isinstance(v, str) and bool(re.match(r"^[0-9a-f]{64}\Z", v)),
     # a journal rollover's genesis record: the journal it continues (id, head seq and hash, where it was archived),
     # the token's pin of that journal when the rollover started, and why
     "keylifecycle.previous_journal.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
@@ -182,6 +186,11 @@ _FIELD_CHECKS = {
     "keylifecycle.previous_journal.pinned_hash": lambda v: isinstance(v, str) and bool(
         re.match(r"^[0-9a-f]{64}\Z", v)),
     "keylifecycle.previous_journal.lost": lambda v: isinstance(v, bool),
+    # the outcomes of the continued journal's last tasks, as the token's pin remembered them (_journal_pin)
+    "keylifecycle.previous_journal.outcomes": lambda v: isinstance(v, list) and all(is_task_outcome(o) for o in v),
+    # ... and the intent seqs of those whose events the continued journal did not hold (declared lost)
+    "keylifecycle.previous_journal.lost_outcomes": lambda v: isinstance(v, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v),
     "keylifecycle.superseded_journal.journal_id": lambda v: isinstance(v, str) and bool(UUID_RE.match(v)),
     "keylifecycle.superseded_journal.path": lambda v: isinstance(v, str) and bool(_PATH.match(v)),
     # the policy in force for the task (every intent): the SHA-256 of its canonical JSON (the signed payload when

@@ -119,6 +119,33 @@ def decode_record(line):
     return fields
 
 
+def event_text(content):
+    """The event of a format 2 record's content (str or bytes) as it is stored: its canonical JSON."""
+    match = (_HEAD_BYTES if isinstance(content, bytes) else _HEAD).match(content)
+    if not match:
+        raise ChainError("the record's fields are not in the journal's order")
+    return content[match.end() - 1:]
+
+
+def outcome_digest(event_texts):
+    """The digest a token's pin keeps of one task's audit events (``_journal_pin``, docs/audit.md): SHA-256 of
+    each event's canonical JSON (str or bytes) followed by a newline, in the order the events were returned. The
+    journal holds them as the records just before the task's ``audit-checkpoint`` record."""
+    digest = hashlib.sha256()
+    for text in event_texts:
+        digest.update(text.encode("ascii") if isinstance(text, str) else text)
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def is_task_outcome(value):
+    """Whether ``value`` is a task's outcome as a pin remembers it: ``{intent_seq, events, sha256}``."""
+    return isinstance(value, dict) and set(value) == {"intent_seq", "events", "sha256"} \
+        and all(isinstance(value[f], int) and not isinstance(value[f], bool) and value[f] >= 0
+                for f in ("intent_seq", "events")) \
+        and isinstance(value["sha256"], str) and len(value["sha256"]) == 64
+
+
 def legacy_record_hash(fields):
     """Format 1: SHA-256 of the canonical JSON of a record without its ``hash`` field."""
     body = {k: v for k, v in fields.items() if k != "hash"}

@@ -39,6 +39,10 @@ of a new key is co-signed by the pinned key while that one can still sign
 
 from __future__ import annotations
 
+import re
+
+from ansible.module_utils.common.parameters import remove_values
+
 from ansible_collections.secops.keylifecycle.plugins.module_utils._checkpoint import (
     SIGNING_KEY_NAME,
     CheckpointSigner,
@@ -54,8 +58,10 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
 from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_chain import (
     GENESIS_HASH,
     ChainError,
+    canonical_json,
     decode_record,
     extends,
+    outcome_digest,
     proof_passes_through,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import format_time, utc_now
@@ -74,6 +80,9 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects
 
 
 PIN_LABEL = AUDIT_JOURNAL_PIN_LABEL
+#: how many finished tasks' outcomes (``task_outcome``) the pin remembers, the newest last: audit_verify finds each
+#: one's events in the journal (docs/audit.md)
+OUTCOMES_REMEMBERED = 32
 ROLLOVER_ACTION = "audit-journal-rollover"
 _RECOVER_ROLLOVER = "run playbooks/audit_rollover.yml"
 
@@ -260,6 +269,9 @@ class JournalPin:
             pin = self.pin
             if named["journal_id"] != pin["journal_id"]:
                 raise invalid("it continues journal %s, not the pinned one" % named["journal_id"])
+            if (previous.get("outcomes") or []) != (pin.get("outcomes") or []):
+                raise invalid("its genesis record does not name the outcomes of the pinned journal's last tasks as "
+                              "the token remembers them (previous_journal.outcomes)")
             if (named["head_seq"], named["head_hash"]) != (pin["seq"], pin["head_hash"]):
                 proof = rollover.get("previous_proof")
                 if not isinstance(proof, dict):
@@ -305,14 +317,25 @@ class JournalPin:
 
     # ---- the anchor -----------------------------------------------------------------------------------------
 
-    def anchor(self, params, operator):
+    def anchor(self, params, operator, events=None, context=None, hidden=()):
         """Sign the intent ``check`` accepted and move the pin to it (never back).
 
+        ``events``: the task's audit events once its work is done (None: before the work, ``pin_first``). A
+        signing key generated here adds its ``key-generate`` event to them (built with ``context``); then the
+        pin remembers the task's outcome (``task_outcome``), also when it does not move. ``hidden``: the values
+        the module's result masks (its no_log values), so the outcome is that of the events the journal receives.
+
         Returns ``(checkpoint, signing_version, created)``; the checkpoint carries the token's label and serial,
-        and for a new key's first checkpoint the pinned key's co-signature (when that key can still sign).
+        the outcome, and for a new key's first checkpoint the pinned key's co-signature (when that key can still
+        sign).
         """
         journal_id, seq, head_hash = params["journal_id"], int(params["intent_seq"]), params["intent_hash"]
         version, created = self.signer.signing_version(operator)
+        outcome = None
+        if events is not None:
+            if created:
+                events.append(self.signer.key.generated_event(version, context))
+            outcome = task_outcome(seq, events, hidden)
         signed_at = format_time(utc_now())
         checkpoint = {
             "journal_id": journal_id, "seq": seq, "head_hash": head_hash, "signed_at": signed_at,
@@ -328,17 +351,33 @@ class JournalPin:
             if previous is not None:
                 checkpoint["previous_key_id"] = previous.key_id
                 checkpoint["previous_signature"] = self.signer.sign(previous, journal_id, seq, head_hash, signed_at)
+        if outcome is not None:
+            checkpoint["outcome"] = {"events": outcome["events"], "sha256": outcome["sha256"]}
         same_journal = pin is not None and pin["journal_id"] == journal_id
-        if not (same_journal and pin["seq"] >= seq):  # never moved backwards
-            self._write_pin(checkpoint, same_journal)
+        advance = not (same_journal and pin["seq"] >= seq)  # never moved backwards
+        remember = outcome is not None and outcome["events"] > 0
+        if advance or remember:
+            self._write_pin(checkpoint, same_journal, advance, outcome if remember else None)
         return checkpoint, version, created
 
-    def _write_pin(self, checkpoint, same_journal):
+    def _write_pin(self, checkpoint, same_journal, advance=True, outcome=None):
+        """A new revision of the pin: at ``checkpoint``'s head when ``advance``, else the pinned head kept; the
+        outcomes it remembers of this journal's tasks (at most OUTCOMES_REMEMBERED), with ``outcome`` added."""
         pin = self.pin
+        outcomes = list(pin.get("outcomes") or ()) if same_journal else []
+        if outcome is not None:
+            outcomes = (outcomes + [outcome])[-OUTCOMES_REMEMBERED:]
+        if not advance:  # an overtaken task (the pin is ahead of it) or the first task's second anchor
+            doc = dict(pin, revision=int(pin["revision"]) + 1, outcomes=outcomes)
+            self.store.objects.write(AUDIT_JOURNAL_PIN, PIN_LABEL, doc, operation="C_CreateObject (audit journal pin)")
+            self.pin = doc
+            return
         doc = {"schema": AUDIT_SCHEMA, "revision": int(pin["revision"]) + 1 if pin else 1}
         doc.update({field: checkpoint[field] for field in (
             "journal_id", "seq", "head_hash", "signed_at", "signature", "key_id", "key_version",
             "public_key_fingerprint", "token_label", "token_serial")})
+        if outcomes:
+            doc["outcomes"] = outcomes
         doc["pinned_since"] = pin["pinned_since"] if same_journal else checkpoint["signed_at"]
         if self.previous_journal is not None and self.accepted == "rollover":
             doc["previous_journal"] = dict(self.previous_journal)
@@ -376,12 +415,35 @@ class JournalPin:
         return fields
 
 
-def anchor_journal(session, store, audit_params, context, events, pin=None):
+def task_outcome(intent_seq, events, hidden=()):
+    """What a token's pin remembers of a finished task: ``{intent_seq, events, sha256}``, the number of its audit
+    events and ``_journal_chain.outcome_digest`` of them as the journal will hold them. ``hidden``: the module's
+    no_log values, which its result masks (AnsibleModule's ``remove_values``) wherever they occur in an event."""
+    texts = []
+    for event in events:
+        text = canonical_json(event)
+        if hidden and _may_hide(text, hidden):
+            text = canonical_json(remove_values(event, hidden))
+        texts.append(text)
+    return {"intent_seq": intent_seq, "events": len(texts), "sha256": outcome_digest(texts)}
+
+
+def _may_hide(text, hidden):
+    """Whether masking ``hidden`` may change the event whose canonical JSON is ``text``: a value of printable ASCII
+    without a quote or backslash is written unescaped, so it changes the event only if ``text`` holds it."""
+    return any(not _PLAIN.match(value) or value in text for value in hidden)
+
+
+_PLAIN = re.compile(r'^[ !#-\[\]-~]*\Z')
+
+
+def anchor_journal(session, store, audit_params, context, events, pin=None, hidden=()):
     """Anchor the controller's intent record if one was passed; return ``(checkpoint or None, key_created)``.
 
     ``pin``: the JournalPin whose ``check`` accepted the intent (run before the work); without one it is read
-    and checked here. A signing key generated on first use adds its own ``key-generate`` event to ``events``.
-    On failure the events gathered so far are attached to the error, so the module's failure result still
+    and checked here. A signing key generated on first use adds its own ``key-generate`` event to ``events``,
+    and the pin remembers the task's outcome (``task_outcome``; ``hidden``: the module's no_log values). On
+    failure the events gathered so far are attached to the error, so the module's failure result still
     carries every change that happened.
     """
     if not anchor_requested(audit_params):
@@ -390,13 +452,11 @@ def anchor_journal(session, store, audit_params, context, events, pin=None):
         if pin is None:
             pin = JournalPin(session, store)
             pin.check(audit_params, check_mode=True)
-        checkpoint, version, created = pin.anchor(audit_params, context.operator)
+        checkpoint, _version, created = pin.anchor(audit_params, context.operator, events, context, hidden)
     except KeyLifecycleError as exc:
         exc.audit_events = list(events)
         exc.changed = bool(events)
         raise
-    if created:
-        events.append(pin.signer.key.generated_event(version, context))
     return checkpoint, created
 
 

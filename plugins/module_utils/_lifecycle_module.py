@@ -119,7 +119,8 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
             checkpoint, signing_key_created = None, False
             if anchor:
                 checkpoint, signing_key_created = anchor_journal(session, store, params["audit_context"], context,
-                                                                 result.audit_events, pin=journal_pin)
+                                                                 result.audit_events, pin=journal_pin,
+                                                                 hidden=module.no_log_values)
     except KeyLifecycleError as exc:
         fail_with_error(module, exc, **(empty_result or {}))
     except Exception as exc:  # pylint: disable=broad-except

@@ -135,10 +135,11 @@ def _kind_order():
     return {kind.name: index for index, kind in enumerate(replicated_kinds())}
 
 
-#: the fields of the journal pin that every anchored task moves; a restore takes them from the journal's last
-#: checkpoint, so a replica's pin is current when the rest is (otherwise every replication would resend it)
+#: the fields of the journal pin that every anchored task moves; a restore takes the head from the journal's last
+#: checkpoint, so a replica's pin is current when the rest is (otherwise every replication would resend it). The
+#: remembered outcomes stay as the replica kept them: older tasks', which the journal holds as well
 _PIN_HEAD_FIELDS = ("revision", "seq", "head_hash", "signed_at", "signature", "key_id", "key_version",
-                    "public_key_fingerprint", "token_serial")
+                    "public_key_fingerprint", "token_serial", "outcomes")
 
 
 def document_digest(kind, document):

@@ -75,6 +75,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies 
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import MetadataCorrupt, TokenOperationFailed
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_chain import is_task_outcome
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     METADATA_APPLICATION,
     KeyVersion,
@@ -198,6 +199,9 @@ def _check_pin(_label, doc):
     policy = doc.get("policy")  # the policy of the last anchored task (sha256, signed, serial), optional
     if policy is not None and not (isinstance(policy, dict) and isinstance(policy.get("sha256"), str)):
         raise ValueError("policy is not a policy record")
+    outcomes = doc.get("outcomes")  # the outcomes of the journal's last tasks (_journal_pin.task_outcome), optional
+    if outcomes is not None and not (isinstance(outcomes, list) and all(is_task_outcome(o) for o in outcomes)):
+        raise ValueError("outcomes is not a list of task outcomes")
 
 
 def _check_key_history(_label, doc):

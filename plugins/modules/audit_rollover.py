@@ -83,6 +83,9 @@ previous_journal:
   description:
     - The journal the new one continues (journal_id, head_seq, head_hash, path where it is kept, the token's pinned
       seq and hash, and C(lost) when only the token's pin of it was known), as the genesis record names it.
+    - C(outcomes) are the finished tasks the token remembers of it (intent seq, number of audit events, their
+      SHA-256), and C(lost_outcomes) the intent seqs of those whose events the old journal does not hold, declared
+      lost (docs/audit.md).
   returned: success
   type: dict
 superseded_journal:

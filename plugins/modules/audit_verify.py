@@ -153,6 +153,13 @@ checkpoints_verified:
   description: Number of checkpoint records of this token whose signature verified over a record the journal has.
   returned: always
   type: int
+outcomes_verified:
+  description:
+    - Number of finished tasks whose audit events the journal holds as the token's pin remembers them (the last 32
+      tasks with events of the pinned journal; for an older journal of a rollover chain, those its successor's
+      genesis record names). A remembered task whose events are missing or altered is a problem (docs/audit.md).
+  returned: always
+  type: int
 other_token_checkpoints:
   description:
     - Number of checkpoint records signed on other tokens (another token label or serial, or a key that is not one

@@ -114,7 +114,7 @@ class _Stop(Exception):
 class _Verifier:
     """One pass over one journal's lines (bytes, newline included or not)."""
 
-    def __init__(self, token, expected_journal_id=None, since_seq=None):
+    def __init__(self, token, expected_journal_id=None, since_seq=None, outcomes=None):
         self.token = token
         self.expected_journal_id = expected_journal_id
         self.since_seq = since_seq
@@ -135,6 +135,10 @@ class _Verifier:
         self.since_anchored = False  # a verified checkpoint record of this token anchors record since_seq
         self.genesis = None
         self.torn_tail = None
+        #: the outcomes of finished tasks the token remembers (``_journal_pin.task_outcome``), by intent seq; where
+        #: their events were found (intent seq -> (first seq, last seq, digest or None until the second pass))
+        self.outcomes = {o["intent_seq"]: o for o in outcomes or () if chain.is_task_outcome(o)}
+        self.outcome_ranges = {}
         pin = token.pin if token.read else None
         for seq in (since_seq, pin and pin.get("seq")):
             if isinstance(seq, int) and seq > 0:
@@ -175,7 +179,7 @@ class _Verifier:
                                 self._event(expected_seq, head.group(3).decode("ascii"), stated.decode("ascii"),
                                             event)
                             records += 1
-                            window[expected_seq % _WINDOW] = (expected_seq, stated)
+                            window[expected_seq % _WINDOW] = (expected_seq, stated, content)
                             if expected_seq in watch:
                                 watch[expected_seq] = stated.decode("ascii")
                             expected_seq, prev_hex, prev_raw = expected_seq + 1, stated, digest
@@ -198,7 +202,7 @@ class _Verifier:
                     seq, stated, jid = self._format1(line, number, expected_seq, prev_hex, jid)
                     prev_raw = _unhex(stated)
                 records += 1
-                window[seq % _WINDOW] = (seq, stated)
+                window[seq % _WINDOW] = (seq, stated, line[_START:-_SUFFIX] if line[:14] == _PREFIX2 else None)
                 if seq in watch:
                     watch[seq] = stated.decode("ascii")
                 expected_seq, prev_hex = seq + 1, stated
@@ -336,11 +340,28 @@ class _Verifier:
             self.problems.append("checkpoint record seq %d signed record %s with a hash the journal does not have"
                                  % (seq, target))
             return
+        self._outcome_named(target, seq, checkpoint.get("outcome"))
         found, known = self._lookup(target)
         if not found:
             self.pending.append((seq, checkpoint))
             return
         self._settle(seq, checkpoint, known)
+
+    def _outcome_named(self, intent_seq, seq, outcome):
+        """A checkpoint record (``seq``) of a task whose outcome the token remembers: its events are the records just
+        before it. Their digest is taken from the window, or by the second pass for a larger task."""
+        remembered = self.outcomes.get(intent_seq)
+        if remembered is None or not isinstance(outcome, dict) or intent_seq in self.outcome_ranges \
+                or (outcome.get("events"), outcome.get("sha256")) != (remembered["events"], remembered["sha256"]):
+            return
+        first = seq - remembered["events"]
+        if first <= intent_seq:  # a task's events come after its intent
+            return
+        slots = [(n, self.window[n % _WINDOW]) for n in range(first, seq)]
+        digest = None  # the records left the window: the second pass reads them
+        if all(slot is not None and slot[0] == n and slot[2] is not None for n, slot in slots):
+            digest = chain.outcome_digest(chain.event_text(slot[2]) for _n, slot in slots)
+        self.outcome_ranges[intent_seq] = (first, seq - 1, digest)
 
     def _settle(self, seq, checkpoint, known):
         if known != checkpoint.get("head_hash"):
@@ -373,6 +394,53 @@ class _Verifier:
         for seq, checkpoint in self.pending:
             self._settle(seq, checkpoint, found.get(checkpoint["seq"]))
         self.pending = []
+
+    def resolve_outcomes(self, lines):
+        """Second pass: the events of the remembered tasks that the window no longer held."""
+        wanted = {intent: (first, last) for intent, (first, last, digest) in self.outcome_ranges.items()
+                  if digest is None}
+        if not wanted:
+            return
+        texts, end, number = {intent: [] for intent in wanted}, max(last for _first, last in wanted.values()), 0
+        for raw in lines:
+            line = raw.rstrip(b"\n")
+            if not line:
+                continue
+            number += 1
+            for intent, (first, last) in wanted.items():
+                if first <= number <= last:
+                    texts[intent].append(chain.event_text(line[_START:-_SUFFIX]) if line[:14] == _PREFIX2 else b"")
+            if number >= end:
+                break
+        for intent, (first, last) in wanted.items():
+            self.outcome_ranges[intent] = (first, last, chain.outcome_digest(texts[intent]))
+
+    def missing_outcomes(self):
+        """The intent seqs of the remembered outcomes whose events the journal does not hold as remembered."""
+        return [intent for intent, remembered in sorted(self.outcomes.items())
+                if (self.since_seq is None or intent >= self.since_seq)
+                and (self.outcome_ranges.get(intent) or (0, 0, None))[2] != remembered["sha256"]]
+
+    def outcome_problems(self, acknowledged=()):
+        """Each remembered outcome whose events the journal does not hold as the token remembers them, but those
+        a rollover declared lost (``acknowledged``)."""
+        problems = []
+        for intent in self.missing_outcomes():
+            if intent in acknowledged:
+                continue
+            remembered, found = self.outcomes[intent], self.outcome_ranges.get(intent)
+            if found is None:
+                problems.append(
+                    "the %d audit event(s) of the task whose intent is record %d are not in the journal: the token "
+                    "remembers them, but no checkpoint record of this token after that intent names them (records "
+                    "were deleted, or the task's outcome was never journaled); restore the journal from the log "
+                    "store" % (remembered["events"], intent))
+            else:
+                problems.append(
+                    "records %d to %d are not the audit events the token remembers of the task whose intent is record "
+                    "%d: they were altered or replaced; restore the journal from the log store"
+                    % (found[0], found[1], intent))
+        return problems
 
     # ---- after the pass -------------------------------------------------------------------------------
 
@@ -454,16 +522,24 @@ def _as_bytes(lines):
         yield line if line.endswith(b"\n") else line + b"\n"
 
 
-def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=None, path=None, _depth=0):
+def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=None, path=None, _depth=0,
+                  outcomes=None, lost_outcomes=()):
     """Verify one journal whose lines ``open_lines()`` yields (a fresh iterator each call) against ``token``.
 
-    ``token`` is a TokenView (``TokenView()`` when the token was not read). Returns the report dict.
+    ``token`` is a TokenView (``TokenView()`` when the token was not read). ``outcomes``: the finished tasks'
+    outcomes the journal must hold (default: those the token's pin remembers of its journal; for an older journal
+    of a rollover chain, those its successor's genesis names, but the ones it declared lost: ``lost_outcomes``,
+    their intent seqs). Returns the report dict.
     """
     token = token if token is not None else TokenView()
-    verifier = _Verifier(token, expected_journal_id, since_seq)
+    pin = token.pin if token.read else None
+    if outcomes is None and pin:
+        outcomes = pin.get("outcomes")
+    verifier = _Verifier(token, expected_journal_id, since_seq, outcomes)
     verifier.run(open_lines())
     if verifier.pending:
         verifier.resolve_pending(open_lines())
+    verifier.resolve_outcomes(open_lines())
     verifier.finish()
     problems = []
     if not verifier.ok_chain:
@@ -471,7 +547,9 @@ def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=No
         problems.append("record on line %d (seq %s): %s" % (bad["line"], bad["seq"], bad["problem"]))
     problems += verifier.problems
     journal_id = verifier.journal_id or expected_journal_id
-    pin = token.pin if token.read else None
+    outcomes_checked = verifier.ok_chain and verifier.records and (pin is None or pin.get("journal_id") == journal_id)
+    if outcomes_checked:
+        problems += verifier.outcome_problems(lost_outcomes)
     token_checkpoint, anchored = None, []
     if since_seq is not None and verifier.records == 0 and verifier.first_bad is None:
         problems.append("the journal has no record %d (since_seq): it ends before it" % since_seq)
@@ -508,6 +586,9 @@ def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=No
         "first_bad": verifier.first_bad,
         "problems": problems,
         "checkpoints_verified": verifier.verified,
+        "outcomes_verified": sum(1 for intent, (_f, _l, digest) in verifier.outcome_ranges.items()
+                                 if digest == verifier.outcomes[intent]["sha256"]),
+        "outcomes_missing": verifier.missing_outcomes() if outcomes_checked else [],
         "other_token_checkpoints": verifier.other_token,
         "token_checkpoint": token_checkpoint,
         "token_pin": pin,
@@ -573,8 +654,9 @@ def _follow_rollover(report, previous, token, depth):
         entry["not_followed"] = "more than %d journals back" % MAX_PREVIOUS_JOURNALS
         report["journals"].append(entry)
         return
+    lost_outcomes = previous.get("lost_outcomes") or []
     older = verify_source(lambda: _stream(path), token.for_previous_journal(), journal_id, path=path,
-                          _depth=depth + 1)
+                          _depth=depth + 1, outcomes=previous.get("outcomes") or [], lost_outcomes=lost_outcomes)
     label = "previous journal %s (%s): " % (journal_id, path)
     problems = [label + p for p in older["problems"] if not p.startswith("previous journal ")] + [
         p for p in older["problems"] if p.startswith("previous journal ")]
@@ -587,9 +669,20 @@ def _follow_rollover(report, previous, token, depth):
                             older["head"]["seq"], older["head"]["hash"], previous.get("head_seq"),
                             previous.get("head_hash")))
     entry.update(records=older["records"], ok=not problems, present=True)
+    if lost_outcomes:  # declared lost at the rollover: the token's pin remembered them, the journal did not hold them
+        entry["lost_outcomes"] = lost_outcomes
     report["problems"] += problems
     report["journals"].append(entry)
     report["journals"] += older["journals"][1:]
+
+
+def missing_outcomes(path, outcomes):
+    """The intent seqs of ``outcomes`` (finished tasks a token's pin remembers) whose audit events the journal at
+    ``path`` does not hold as remembered (audit_rollover declares them lost)."""
+    verifier = _Verifier(TokenView(), outcomes=outcomes)
+    verifier.run(_stream(path))
+    verifier.resolve_outcomes(_stream(path))
+    return verifier.missing_outcomes()
 
 
 def verify_journal_file(path, token_result=None, expected_journal_id=None, since_seq=None):

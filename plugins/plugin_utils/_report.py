@@ -428,8 +428,22 @@ def _complete(record, fields):
     return dict({name: None for name in fields}, **record)
 
 
+def declared_losses(audit):
+    """What a journal rollover declared lost, from audit_verify's ``journals``: a whole journal (``lost``), or the
+    events of finished tasks the token remembered and the continued journal did not hold (``lost_outcomes``). The
+    chain verifies with them, so they are no audit problem; they are still records an auditor will not find."""
+    losses = []
+    for journal in audit.get("journals") or ():
+        if journal.get("lost"):
+            losses.append("journal %s: the whole journal (declared lost at a rollover)" % journal.get("journal_id"))
+        elif journal.get("lost_outcomes"):
+            losses.append("journal %s: the audit events of the task(s) whose intent is record %s (declared lost at a "
+                          "rollover)" % (journal.get("journal_id"), ", ".join(str(s) for s in journal["lost_outcomes"])))
+    return losses
+
+
 def _attention(overdue, expired, compromised, anomalies, problems, drift=(), untrusted=(), unbound=(),
-               untrusted_wraps=(), break_glass=(), vanished=()):
+               untrusted_wraps=(), break_glass=(), vanished=(), losses=()):
     """What needs attention, in the order the report lists it; the templates word each kind."""
     gone = ["%s (id %s, %s at %s)" % (v["label"], v["id"], v["action"], v["time"]) for v in vanished]
     return ([{"kind": "version_vanished", "subject": subject} for subject in gone] +
@@ -445,7 +459,8 @@ def _attention(overdue, expired, compromised, anomalies, problems, drift=(), unt
             break_glass_findings(break_glass) +
             [{"kind": "anomaly", "subject": "%s: %s" % (a["label"], a["problem"])} for a in anomalies] +
             [{"kind": "drift", "subject": d["detail"] or "%s: %s" % (d["label"], d["kind"])} for d in drift] +
-            [{"kind": "audit_problem", "subject": p} for p in problems])
+            [{"kind": "audit_problem", "subject": p} for p in problems] +
+            [{"kind": "records_lost", "subject": loss} for loss in losses])
 
 
 def _marking(transition):
@@ -598,7 +613,7 @@ def build_model(environment, key_info, audit, events, now=None, distribution=Non
         "drift": drift,
         "attention": _attention(overdue, expired, compromised, anomalies, problems, drift=drift, untrusted=untrusted,
                                 unbound=unbound, untrusted_wraps=untrusted_wraps, break_glass=break_glass,
-                                vanished=vanished),
+                                vanished=vanished, losses=declared_losses(audit)),
         "vanished_versions": list(vanished),
         "untrusted_versions": untrusted,
         "trusted_keys": trusted,

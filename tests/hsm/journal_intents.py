@@ -77,6 +77,10 @@ class MemoryJournal:
                 "intent_id": str(uuid.uuid4()), "host": "controller", "journal_id": self.journal_id,
                 "intent_seq": seq, "intent_hash": record_hash, "journal_proof": self.proof(token_label, seq)}
 
+    def lines(self):
+        """The journal's lines, as a file holds them."""
+        return [line + "\n" for line, _hash, _digest in self.records]
+
     def outcome(self, result):
         """Journal what the module returned: its changes, its checkpoint (an audit-checkpoint record), the end."""
         for event in result.get("audit_events") or ():
@@ -86,14 +90,17 @@ class MemoryJournal:
             self.append(self.event("audit-checkpoint", phase="change", checkpoint=checkpoint))
         self.append(self.event("key-update", phase="outcome"))
 
-    def rollover_genesis(self, previous, lost=False, path="/var/lib/old.jsonl"):
+    def rollover_genesis(self, previous, lost=False, path="/var/lib/old.jsonl", outcomes=None):
         """This (empty) journal's record 1: the rollover intent naming ``previous`` (a MemoryJournal or a dict
-        {journal_id, head_seq, head_hash}); returns the module's ``audit_context``."""
+        {journal_id, head_seq, head_hash}) and the ``outcomes`` the token's pin remembers of it, as the action
+        plugin names them; returns the module's ``audit_context``."""
         assert not self.records
         if isinstance(previous, MemoryJournal):
             head_seq, head_hash = previous.head
             previous = {"journal_id": previous.journal_id, "head_seq": head_seq, "head_hash": head_hash}
         named = dict(previous, path=path, lost=lost)
+        if outcomes:
+            named["outcomes"] = outcomes
         seq, record_hash = self.append(self.event("audit-journal-rollover", previous_journal=named))
         return {"operator": "alice", "operator_source": "test", "run_id": str(uuid.uuid4()),
                 "intent_id": str(uuid.uuid4()), "host": "controller", "journal_id": self.journal_id,

@@ -62,6 +62,17 @@ def payload_of(checkpoint):
                               checkpoint["signed_at"])
 
 
+def outcome_of(intent_seq, events):
+    """What the pin must remember of a task whose intent is ``intent_seq`` and that returned ``events``: computed
+    here from the events as returned, independently of the module's code."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(b"".join(json.dumps(event, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+                                     for event in events)).hexdigest()
+    return {"intent_seq": intent_seq, "events": len(events), "sha256": digest}
+
+
 def verify_report(capsys, token):
     return run_main(capsys, "audit_verify", connection(token))
 
@@ -78,13 +89,17 @@ def test_first_pin_then_extension(capsys, hsm_token, settings):
     assert "previous_key_id" not in checkpoint
     pin = pin_of(settings)
     assert (pin["journal_id"], pin["seq"], pin["head_hash"]) == (journal.journal_id, 1, journal.records[0][1])
-    assert pin["revision"] == 1 and pin["previous_journal"] is None and pin["pinned_since"] == pin["signed_at"]
+    # pinned before the work (revision 1), then the task's outcome remembered (revision 2)
+    assert pin["revision"] == 2 and pin["previous_journal"] is None and pin["pinned_since"] == pin["signed_at"]
     assert pin["token_serial"] == checkpoint["token_serial"] and "adopted_from_legacy" not in pin
+    assert pin["outcomes"] == [outcome_of(1, first["audit_events"])]
+    assert checkpoint["outcome"] == {"events": len(first["audit_events"]), "sha256": pin["outcomes"][0]["sha256"]}
 
     second = run(capsys, hsm_token, journal, name="k2")
     assert second["changed"] is True, second
     again = pin_of(settings)
-    assert again["revision"] == 2 and again["seq"] == second["audit_checkpoint"]["seq"] > pin["seq"]
+    assert again["revision"] == 3 and again["seq"] == second["audit_checkpoint"]["seq"] > pin["seq"]
+    assert again["outcomes"] == pin["outcomes"] + [outcome_of(again["seq"], second["audit_events"])]
     assert again["pinned_since"] == pin["pinned_since"] and again["key_id"] == pin["key_id"]
 
     report = verify_report(capsys, hsm_token)
@@ -277,7 +292,14 @@ def test_rollover_accepted_from_the_pinned_head_or_a_later_one(capsys, hsm_token
     pin = pin_of(settings)
     assert journal.head[0] > pin["seq"]  # the outcome and checkpoint records lie after the pinned intent
     new = MemoryJournal()
+    # the genesis must name the outcomes the token remembers of the old journal's tasks
     context = new.rollover_genesis(journal)
+    context["journal_rollover"]["previous_proof"] = journal.proof(hsm_token.label, journal.head[0])
+    message = refused(capsys, settings, hsm_token, "journal_mismatch", context, module="audit_rollover",
+                      reason="archive")
+    assert "previous_journal.outcomes" in message
+    new = MemoryJournal()
+    context = new.rollover_genesis(journal, outcomes=pin["outcomes"])
     # the old journal's head lies after the pin: the proof of extension comes with the rollover
     refused(capsys, settings, hsm_token, "journal_mismatch", context, module="audit_rollover", reason="archive")
     context["journal_rollover"]["previous_proof"] = journal.proof(hsm_token.label, journal.head[0])
@@ -298,7 +320,7 @@ def test_rollover_accepted_from_the_pinned_head_or_a_later_one(capsys, hsm_token
     lost = MemoryJournal()
     pinned = pin_of(settings)
     context = lost.rollover_genesis({"journal_id": pinned["journal_id"], "head_seq": pinned["seq"],
-                                     "head_hash": pinned["head_hash"]}, lost=True)
+                                     "head_hash": pinned["head_hash"]}, lost=True, outcomes=pinned["outcomes"])
     assert not run(capsys, hsm_token, lost, context=context, module="audit_rollover", reason="lost").get("failed")
     assert pin_of(settings)["journal_id"] == lost.journal_id
 
@@ -442,7 +464,9 @@ def test_intent_overtaken_by_a_later_one_is_anchored_with_a_proof_through_the_pi
     result = run_main(capsys, "key_generate", dict(connection(hsm_token, name="a"), audit_context=first))
     assert not result.get("failed"), result
     assert result["audit_checkpoint"]["seq"] == first["intent_seq"]
-    assert pin_of(settings) == pin
+    # the pin stays at B's intent and remembers A's outcome as well
+    assert pin_of(settings) == dict(pin, revision=pin["revision"] + 1,
+                                    outcomes=pin["outcomes"] + [outcome_of(first["intent_seq"], result["audit_events"])])
     # a proof that passes through the pin but not through A's intent as journaled is refused
     first["intent_hash"] = "0" * 64
     refused(capsys, settings, hsm_token, "journal_rewritten", first, name="a2")

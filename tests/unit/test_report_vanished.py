@@ -111,3 +111,23 @@ def test_a_forged_tombstone_another_label_or_a_repair_of_a_completed_version_doe
     copied[-1] = copied[-1].replace('"label": "old:v1"', '"label": "old:v1", "state": "destroyed"')
     assert vanished_versions(copied, _key_info(("old:v1", "09", "destroyed"), ("pay:v1", "01", "deactivated"),
                                                ("pay:v2", "02", "active"), ("back:v1", "08", "active"))) == []
+
+
+def test_losses_a_rollover_declared_are_named_in_the_attention_list_and_both_templates():
+    from ansible_collections.secops.keylifecycle.plugins.plugin_utils._report import build_model, render_all
+
+    audit = {"ok": True, "journals": [
+        {"journal_id": "j-3", "ok": True},
+        {"journal_id": "j-2", "ok": True, "lost_outcomes": [6, 9]},
+        {"journal_id": "j-1", "present": False, "lost": True}]}
+    model = build_model("prod", _key_info(), audit, [], now=NOW)
+    assert [a for a in model["attention"] if a["kind"] == "records_lost"] == [
+        {"kind": "records_lost", "subject": "journal j-2: the audit events of the task(s) whose intent is record 6, 9 "
+                                            "(declared lost at a rollover)"},
+        {"kind": "records_lost", "subject": "journal j-1: the whole journal (declared lost at a rollover)"}]
+    rendered = render_all(model)
+    for name in ("report.md", "report.html"):
+        assert "Audit records declared lost at a journal rollover" in rendered[name]
+        assert "record 6, 9" in rendered[name]
+    assert not [a for a in build_model("prod", _key_info(), {"ok": True}, [], now=NOW)["attention"]
+                if a["kind"] == "records_lost"]
