@@ -31,7 +31,7 @@ BATCH = 500
 
 
 def _cursor_path(journal, store):
-    return "%s.shipped-%s.json" % (journal.path, hashlib.sha256(store.name.encode()).hexdigest()[:16])
+    return "%s.shipped-%s.json" % (journal.path, hashlib.sha256(store.cursor_key.encode()).hexdigest()[:16])
 
 
 def read_cursor(journal, store):
@@ -44,7 +44,7 @@ def read_cursor(journal, store):
 
 def _write_cursor(journal, store, journal_id, seq):
     write_atomically(_cursor_path(journal, store),
-                     json.dumps({"store": store.name, "journal_id": journal_id, "seq": seq}), durable=True)
+                     json.dumps({"store": store.cursor_key, "journal_id": journal_id, "seq": seq}), durable=True)
 
 
 class Shipper:

@@ -119,6 +119,11 @@ class SyslogTlsStore:
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "syslog-tls:%s:%d" % (host, self.port)
 
+    @property
+    def cursor_key(self):
+        """What the shipping cursor of a journal is kept per: the collector."""
+        return self.name
+
     def _make_context(self, ca_file, client_cert, client_key):
         try:
             context = ssl.create_default_context(cafile=ca_file)
@@ -312,6 +317,12 @@ class PostgresStore:
         params = self._params
         return "postgresql:%s:%s/%s" % (params.get("host") or "local", params.get("port") or "5432",
                                         params.get("dbname") or params.get("user") or "postgres")
+
+    @property
+    def cursor_key(self):
+        """What the shipping cursor of a journal is kept per: the database and the table (another table of the same
+        database holds none of the records the first one acknowledged)."""
+        return "%s/%s" % (self.name, self.table)
 
     @staticmethod
     def _scrub(text, secrets):

@@ -163,3 +163,15 @@ def test_fetch_records_failures_are_store_unavailable_without_password(mods, pos
     finally:
         postgres.start()
     assert postgres.password not in str(info.value)
+
+
+def test_a_new_table_of_the_same_database_gets_every_record(mods, postgres, tmp_path):
+    """The shipping cursor is kept per table: after postgresql_table changes, the new table is sent the records the
+    old one acknowledged (it holds none of them), not only the later ones."""
+    path = tmp_path / "journal.jsonl"
+    write_journal(mods, path, 30)
+    first, second = store_for(mods, postgres, table_name()), store_for(mods, postgres, table_name())
+    assert first.name == second.name  # what messages show: the database
+    assert ship(mods, first, path) == {"delivered": 30, "pending": 0, "error": None}
+    assert ship(mods, second, path) == {"delivered": 30, "pending": 0, "error": None}
+    assert mods.compare.compare_journal_with_store(str(path), second)["matched"] == 30
