@@ -71,7 +71,9 @@ options:
       - section: secops_keylifecycle_audit
         key: syslog_ca_file
   syslog_validate_certs:
-    description: Verify the collector's certificate and host name. V(false) is insecure, for tests only.
+    description:
+      - Verify the collector's certificate and host name. V(false) is insecure, for tests only, and every run warns
+        about it.
     type: bool
     default: true
     env:
@@ -82,8 +84,9 @@ options:
   postgresql_dsn:
     description:
       - libpq connection string of the PostgreSQL store. No PostgreSQL shipping when not set.
-      - Without C(sslmode) in it, C(sslmode=verify-full) is used. Keep a password out of C(ansible.cfg) and use
-        E(PGPASSWORD) or C(~/.pgpass).
+      - Without C(sslmode) in it, C(sslmode=verify-full) is used. An C(sslmode) that does not verify the server
+        (C(require), C(prefer), C(allow), C(disable)) is for tests only, and every run warns about it. Keep a password
+        out of C(ansible.cfg) and use E(PGPASSWORD) or C(~/.pgpass).
     type: str
     env:
       - name: KEYLIFECYCLE_AUDIT_POSTGRESQL_DSN
@@ -125,7 +128,11 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import registered_journals
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._shipping import Shipper
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._stores import PostgresStore, SyslogTlsStore
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._stores import (
+    PostgresStore,
+    SyslogTlsStore,
+    transport_warnings,
+)
 
 _COLLECTION_PREFIX = "secops.keylifecycle."
 
@@ -160,6 +167,8 @@ class CallbackModule(CallbackBase):
         if not stores:
             self._display.warning("secops.keylifecycle.audit is enabled but no store is configured "
                                   "(syslog_host, postgresql_dsn): records stay in the journal only.")
+        for warning in transport_warnings(stores):
+            self._display.warning(warning)
         self._shipper = Shipper(stores, retry_after=self.get_option("retry_after"))
 
     def _journals(self):

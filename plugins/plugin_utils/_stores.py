@@ -124,6 +124,12 @@ class SyslogTlsStore:
         """What the shipping cursor of a journal is kept per: the collector."""
         return self.name
 
+    @property
+    def unverified(self):
+        """Why the collector is not authenticated (a sentence), or None."""
+        return None if self.validate_certs else "syslog_validate_certs is false: the collector's certificate is not " \
+                                                "checked"
+
     def _make_context(self, ca_file, client_cert, client_key):
         try:
             context = ssl.create_default_context(cafile=ca_file)
@@ -324,6 +330,17 @@ class PostgresStore:
         database holds none of the records the first one acknowledged)."""
         return "%s/%s" % (self.name, self.table)
 
+    @property
+    def unverified(self):
+        """Why the server is not authenticated (a sentence), or None: an ``sslmode`` in the DSN that does not verify
+        the server's certificate (without one, ``verify-full`` is used)."""
+        mode = self._params.get("sslmode", "verify-full")
+        if mode in ("verify-ca", "verify-full"):
+            return None
+        if mode == "require":
+            return "sslmode=require in postgresql_dsn: the server's certificate is not checked"
+        return "sslmode=%s in postgresql_dsn: the records may travel unencrypted, to an unchecked server" % mode
+
     @staticmethod
     def _scrub(text, secrets):
         for secret in secrets:
@@ -517,3 +534,11 @@ class StoredRecords:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def transport_warnings(stores):
+    """One warning per store that does not authenticate its server: anyone on the network path can then read the
+    records, or take them and acknowledge them in the store's place."""
+    return ["secops.keylifecycle.audit: %s: %s. Anyone on the network path can read the audit records or take them "
+            "in the store's place; use it only for tests." % (store.name, store.unverified)
+            for store in stores if store.unverified]
