@@ -105,6 +105,8 @@ class JournalPin:
         self.accepted = None
         #: the journal a rollover continues ({journal_id, head_seq, head_hash})
         self.previous_journal = None
+        #: what that rollover declared lost ({journal_id, lost, lost_outcomes}), kept in the pin for good
+        self.declared_loss = None
         #: set by ``_signed_policy.check_policy``: the policy in force (its serial raises the pin's policy_serial)
         #: and the fingerprints of the token's policy signers (added to the pin's policy_signers)
         self.policy_in_force = None
@@ -282,6 +284,12 @@ class JournalPin:
                             named["head_seq"], named["head_hash"], pin["seq"], pin["head_hash"])
                 except (ChainError, TypeError, ValueError) as exc:
                     raise invalid("the previous journal's head does not extend the pinned head (%s)" % exc) from None
+        lost, lost_outcomes = previous.get("lost", False), previous.get("lost_outcomes") or []
+        if not isinstance(lost, bool) or not isinstance(lost_outcomes, list) or not all(
+                isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 for seq in lost_outcomes):
+            raise invalid("its genesis record's previous_journal.lost or lost_outcomes is malformed")
+        if lost or lost_outcomes:
+            self.declared_loss = {"journal_id": named["journal_id"], "lost": lost, "lost_outcomes": lost_outcomes}
         self.previous_journal = named
 
     def _check_key(self):
@@ -367,6 +375,9 @@ class JournalPin:
         outcomes = list(pin.get("outcomes") or ()) if same_journal else []
         if outcome is not None:
             outcomes = (outcomes + [outcome])[-OUTCOMES_REMEMBERED:]
+        losses = list((pin or {}).get("declared_losses") or ())
+        if self.declared_loss is not None and self.accepted == "rollover" and self.declared_loss not in losses:
+            losses.append(self.declared_loss)
         if not advance:  # an overtaken task (the pin is ahead of it) or the first task's second anchor
             doc = dict(pin, revision=int(pin["revision"]) + 1, outcomes=outcomes)
             self.store.objects.write(AUDIT_JOURNAL_PIN, PIN_LABEL, doc, operation="C_CreateObject (audit journal pin)")
@@ -378,6 +389,8 @@ class JournalPin:
             "public_key_fingerprint", "token_label", "token_serial")})
         if outcomes:
             doc["outcomes"] = outcomes
+        if losses:  # every loss a rollover declared, whatever journals followed (the report lists them)
+            doc["declared_losses"] = losses
         doc["pinned_since"] = pin["pinned_since"] if same_journal else checkpoint["signed_at"]
         if self.previous_journal is not None and self.accepted == "rollover":
             doc["previous_journal"] = dict(self.previous_journal)
@@ -426,6 +439,15 @@ def task_outcome(intent_seq, events, hidden=()):
             text = canonical_json(remove_values(event, hidden))
         texts.append(text)
     return {"intent_seq": intent_seq, "events": len(texts), "sha256": outcome_digest(texts)}
+
+
+def as_returned(event, hidden):
+    """``event`` as the module's result returns it: AnsibleModule masks its no_log values (``hidden``) in every
+    value (``remove_values``). A result that carries the events as one text (``return_records: false``) masks each
+    event this way first, since masking the text would miss a value JSON escapes, and break the JSON of a number."""
+    if hidden and _may_hide(canonical_json(event), hidden):
+        return remove_values(event, hidden)
+    return event
 
 
 def _may_hide(text, hidden):

@@ -30,7 +30,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event i
 from ansible_collections.secops.keylifecycle.plugins.module_utils._dependencies import require_dependencies
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import KeyLifecycleError, UnexpectedError
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import ConnectionSettings, open_session
-from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_pin import JournalPin, anchor_journal
+from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_pin import (
+    JournalPin,
+    anchor_journal,
+    as_returned,
+)
 from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store import TokenKeyStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import utc_now
 from ansible_collections.secops.keylifecycle.plugins.module_utils._module_result import fail_with_error
@@ -130,7 +134,7 @@ def run_lifecycle_module(module, work, validate=None, empty_result=None, open_st
     output = dict(output, changed=result.changed or signing_key_created, audit_events=result.audit_events,
                   audit_checkpoint=checkpoint)
     if params.get("return_records") is False:
-        output = summarise_output(output, params, keep_records)
+        output = summarise_output(output, params, keep_records, hidden=module.no_log_values)
     diffs = []
     if module._diff and getattr(result, "diff", None) is not None:  # build a batch's diff only with --diff
         diffs = list(result.diff) if isinstance(result.diff, (list, tuple)) else [result.diff]
@@ -168,13 +172,15 @@ def changed_before_refusal(events):
             "and journaled." % named)
 
 
-def summarise_output(output, params, keep=()):
+def summarise_output(output, params, keep=(), hidden=()):
     """A batch module's result with ``return_records: false``: every list of records replaced by its count in
     ``summary`` (the plan's entries counted by action too), and the audit events as one JSON Lines text
     (``audit_events_jsonl``), which the action plugin journals and replaces by ``audit_journal``. The result's
     ``invocation`` gives the options with each list of key specs or names as its length, instead of the batch again.
 
-    One string instead of thousands of small dicts: Ansible copies, tags and scrubs a result node by node.
+    One string instead of thousands of small dicts: Ansible copies, tags and scrubs a result node by node. Each
+    event is masked as the list would be (``_journal_pin.as_returned``, ``hidden``: the module's no_log values), so
+    the journal receives what the token's pin remembers of the task either way.
     """
     summary = {}
     for name in [name for name, value in output.items()
@@ -186,7 +192,8 @@ def summarise_output(output, params, keep=()):
     events = output.pop("audit_events")
     summary["audit_events"] = len(events)
     output["summary"] = summary
-    output["audit_events_jsonl"] = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
+    output["audit_events_jsonl"] = "".join(json.dumps(as_returned(event, hidden), separators=(",", ":")) + "\n"
+                                           for event in events)
     # AnsibleModule adds the options as they are unless given (its no_log scrubbing covers this copy too)
     output["invocation"] = {"module_args": {
         name: "(%d entries)" % len(value) if isinstance(value, list) else value for name, value in params.items()}}

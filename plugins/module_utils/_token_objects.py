@@ -202,6 +202,10 @@ def _check_pin(_label, doc):
     outcomes = doc.get("outcomes")  # the outcomes of the journal's last tasks (_journal_pin.task_outcome), optional
     if outcomes is not None and not (isinstance(outcomes, list) and all(is_task_outcome(o) for o in outcomes)):
         raise ValueError("outcomes is not a list of task outcomes")
+    losses = doc.get("declared_losses")  # what rollovers declared lost (_journal_pin), optional
+    if losses is not None and not (isinstance(losses, list) and all(
+            isinstance(loss, dict) and isinstance(loss.get("journal_id"), str) for loss in losses)):
+        raise ValueError("declared_losses is not a list of declared losses")
 
 
 def _check_key_history(_label, doc):

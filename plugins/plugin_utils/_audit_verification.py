@@ -139,6 +139,7 @@ class _Verifier:
         #: their events were found (intent seq -> (first seq, last seq, digest or None until the second pass))
         self.outcomes = {o["intent_seq"]: o for o in outcomes or () if chain.is_task_outcome(o)}
         self.outcome_ranges = {}
+        self.outcome_ends = {}  # intent seq -> the hash of the last of its events' records, as the first pass saw it
         pin = token.pin if token.read else None
         for seq in (since_seq, pin and pin.get("seq")):
             if isinstance(seq, int) and seq > 0:
@@ -157,7 +158,7 @@ class _Verifier:
         lines = iter(lines)
         if self.since_seq and self.since_seq > 1:
             for raw in lines:  # records before the range: not read beyond their line end
-                if raw.strip():
+                if raw.rstrip(b"\n"):  # a line as the second passes count it (they find records by line number)
                     number += 1
                     if number == self.since_seq - 1:
                         break
@@ -201,6 +202,10 @@ class _Verifier:
                 else:
                     seq, stated, jid = self._format1(line, number, expected_seq, prev_hex, jid)
                     prev_raw = _unhex(stated)
+                    before = window[(seq - 1) % _WINDOW]
+                    if before is not None and before[0] == seq - 1 and before[2] is not None:
+                        self._bad(number, seq, expected_seq, "a format 1 record after a format 2 record: format 1 "
+                                                             "records were written only before the pin existed")
                 records += 1
                 window[seq % _WINDOW] = (seq, stated, line[_START:-_SUFFIX] if line[:14] == _PREFIX2 else None)
                 if seq in watch:
@@ -358,10 +363,14 @@ class _Verifier:
         if first <= intent_seq:  # a task's events come after its intent
             return
         slots = [(n, self.window[n % _WINDOW]) for n in range(first, seq)]
-        digest = None  # the records left the window: the second pass reads them
+        last = slots[-1][1]
+        if last is None or last[0] != seq - 1:  # the record before this one is always in the window
+            return
+        digest = None  # the records left the window: the second pass reads them, and checks they end at ``last``
         if all(slot is not None and slot[0] == n and slot[2] is not None for n, slot in slots):
             digest = chain.outcome_digest(chain.event_text(slot[2]) for _n, slot in slots)
         self.outcome_ranges[intent_seq] = (first, seq - 1, digest)
+        self.outcome_ends[intent_seq] = last[1].decode("ascii")
 
     def _settle(self, seq, checkpoint, known):
         if known != checkpoint.get("head_hash"):
@@ -401,7 +410,7 @@ class _Verifier:
                   if digest is None}
         if not wanted:
             return
-        texts, end, number = {intent: [] for intent in wanted}, max(last for _first, last in wanted.values()), 0
+        found, end, number = {intent: [] for intent in wanted}, max(last for _first, last in wanted.values()), 0
         for raw in lines:
             line = raw.rstrip(b"\n")
             if not line:
@@ -409,11 +418,11 @@ class _Verifier:
             number += 1
             for intent, (first, last) in wanted.items():
                 if first <= number <= last:
-                    texts[intent].append(chain.event_text(line[_START:-_SUFFIX]) if line[:14] == _PREFIX2 else b"")
+                    found[intent].append(line)
             if number >= end:
                 break
         for intent, (first, last) in wanted.items():
-            self.outcome_ranges[intent] = (first, last, chain.outcome_digest(texts[intent]))
+            self.outcome_ranges[intent] = (first, last, _range_digest(found[intent], self.outcome_ends[intent]))
 
     def missing_outcomes(self):
         """The intent seqs of the remembered outcomes whose events the journal does not hold as remembered."""
@@ -454,6 +463,23 @@ class _Verifier:
         if self.ok_chain and self.interrupted and self.interrupted[-1] == self.last_intent:
             self.problems.append("the journal ends inside a task: intent record %d has no outcome (the run was "
                                  "interrupted, or the journal was truncated)" % self.interrupted[-1])
+
+
+def _range_digest(lines, last_hash):
+    """The outcome digest of the events of ``lines`` (format 2 records, bytes) if they form a chain that ends at the
+    record whose hash the first pass saw (``last_hash``), else None (they are not the records the chain holds)."""
+    texts, previous, stated = [], None, None
+    for line in lines:
+        try:
+            prev_hash, content, stated = chain.split_record(line)
+            texts.append(chain.event_text(content))
+        except (chain.ChainError, UnicodeDecodeError):
+            return None
+        if (previous is not None and prev_hash != previous) \
+                or chain.link(prev_hash, hashlib.sha256(content.encode("ascii")).hexdigest()) != stated:
+            return None
+        previous = stated
+    return chain.outcome_digest(texts) if stated == last_hash else None
 
 
 def _candidate(content):

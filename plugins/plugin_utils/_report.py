@@ -429,11 +429,18 @@ def _complete(record, fields):
 
 
 def declared_losses(audit):
-    """What a journal rollover declared lost, from audit_verify's ``journals``: a whole journal (``lost``), or the
-    events of finished tasks the token remembered and the continued journal did not hold (``lost_outcomes``). The
-    chain verifies with them, so they are no audit problem; they are still records an auditor will not find."""
-    losses = []
-    for journal in audit.get("journals") or ():
+    """What journal rollovers declared lost: a whole journal (``lost``), or the events of finished tasks the token
+    remembered and the continued journal did not hold (``lost_outcomes``). The token's pin keeps every such
+    declaration (``declared_losses``), however many rollovers followed; audit_verify's ``journals`` name those of
+    the journals it followed. The chain verifies with them, so they are no audit problem; they are still records an
+    auditor will not find."""
+    losses, seen = [], set()
+    pin = audit.get("token_pin") or {}
+    for journal in list(pin.get("declared_losses") or ()) + list(audit.get("journals") or ()):
+        key = (journal.get("journal_id"), bool(journal.get("lost")), tuple(journal.get("lost_outcomes") or ()))
+        if key in seen:
+            continue
+        seen.add(key)
         if journal.get("lost"):
             losses.append("journal %s: the whole journal (declared lost at a rollover)" % journal.get("journal_id"))
         elif journal.get("lost_outcomes"):

@@ -250,6 +250,30 @@ def test_deleted_pin_is_journal_pin_missing_and_a_rollover_recovers(capsys, hsm_
     pin = pin_of(settings)
     assert pin["journal_id"] == new.journal_id and pin["seq"] == 1
     assert pin["previous_journal"]["journal_id"] == journal.journal_id
+    loss = {"journal_id": journal.journal_id, "lost": True, "lost_outcomes": []}
+    assert pin["declared_losses"] == [loss]
+    # the declaration stays in the pin through later tasks and rollovers (the report lists it, whatever follows)
+    assert not run(capsys, hsm_token, new, name="k2").get("failed")
+    newer = MemoryJournal()
+    pinned = pin_of(settings)
+    context = newer.rollover_genesis(new, outcomes=pinned["outcomes"])
+    context["journal_rollover"]["previous_proof"] = new.proof(hsm_token.label, new.head[0])
+    assert not run(capsys, hsm_token, newer, context=context, module="audit_rollover", reason="yearly").get("failed")
+    assert pin_of(settings)["journal_id"] == newer.journal_id and pin_of(settings)["declared_losses"] == [loss]
+    # a malformed declaration (a crafted genesis record: the event schema keeps the action plugin from writing one)
+    newest = MemoryJournal()
+    pinned = pin_of(settings)
+    context = newest.rollover_genesis({"journal_id": newer.journal_id, "head_seq": pinned["seq"],
+                                       "head_hash": pinned["head_hash"]}, outcomes=pinned.get("outcomes"))
+    genesis = _events(newest, newest.records)[0]
+    genesis["keylifecycle"]["previous_journal"]["lost_outcomes"] = ["7"]
+    crafted = MemoryJournal(newest.journal_id)
+    seq, record_hash = crafted.append(genesis)
+    context.update(intent_hash=record_hash, journal_proof={"start_seq": 0, "start_hash": "0" * 64,
+                                                           "digests": [crafted.records[0][2]]},
+                   journal_rollover={"genesis": crafted.records[0][0]})
+    message = refused(capsys, settings, hsm_token, "journal_mismatch", context, module="audit_rollover", reason="r")
+    assert "lost_outcomes is malformed" in message
 
 
 def test_legacy_checkpoints_are_adopted(capsys, hsm_token, settings):

@@ -129,5 +129,15 @@ def test_losses_a_rollover_declared_are_named_in_the_attention_list_and_both_tem
     for name in ("report.md", "report.html"):
         assert "Audit records declared lost at a journal rollover" in rendered[name]
         assert "record 6, 9" in rendered[name]
+    # more rollovers than audit_verify follows: the token's pin still names every declaration, once each
+    pinned = {"ok": True, "journals": [{"journal_id": "j-12", "ok": True}], "token_pin": {"declared_losses": [
+        {"journal_id": "j-2", "lost": False, "lost_outcomes": [6, 9]}, {"journal_id": "j-1", "lost": True,
+                                                                        "lost_outcomes": []}]}}
+    assert [a["subject"] for a in build_model("prod", _key_info(), pinned, [], now=NOW)["attention"]
+            if a["kind"] == "records_lost"] == [loss["subject"] for loss in model["attention"]
+                                                if loss["kind"] == "records_lost"]
+    both = dict(audit, token_pin=pinned["token_pin"])
+    assert len([a for a in build_model("prod", _key_info(), both, [], now=NOW)["attention"]
+                if a["kind"] == "records_lost"]) == 2
     assert not [a for a in build_model("prod", _key_info(), {"ok": True}, [], now=NOW)["attention"]
                 if a["kind"] == "records_lost"]

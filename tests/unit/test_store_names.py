@@ -63,9 +63,9 @@ def test_a_store_that_does_not_check_its_server_is_warned_about(dsn, warned):
     if warned is None:
         assert store.unverified is None and warnings == []
     else:
-        assert warnings == ["secops.keylifecycle.audit: %s: %s. Anyone on the network path can read the audit records "
-                            "or take them in the store's place; use it only for tests." % (store.name,
-                                                                                          store.unverified)]
+        expected = "secops.keylifecycle.audit: %s: %s. Anyone on the network path can read the audit records or take " \
+                   "them in the store's place; use it only for tests." % (store.name, store.unverified)
+        assert warnings == [expected]
         assert warned in warnings[0]
     unchecked = SyslogTlsStore("collector.example", 6514, validate_certs=False)
     assert transport_warnings([unchecked]) == [

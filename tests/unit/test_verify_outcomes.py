@@ -119,3 +119,55 @@ def test_missing_outcomes_names_what_a_rollover_declares_lost(journal):
     lost = token.task(journal, _events(5), journaled=_events(4))
     assert _mods()[1].missing_outcomes(journal.path, token.outcomes) == [lost]
     assert kept not in _mods()[1].missing_outcomes(journal.path, token.outcomes)
+
+
+def _pem(token):
+    return token.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def _rechain(lines, prev, first_seq, format1_first=False):
+    """``lines`` re-chained from record ``first_seq`` on ``prev``, as someone rewriting the journal would; the first
+    one as a format 1 record (``format1_first``), which leaves no event text in the verifier's window."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _journal_chain as chain
+
+    out = []
+    for seq, line in enumerate(lines, first_seq):
+        fields = chain.decode_record(line)
+        if format1_first and seq == first_seq:
+            record = {"seq": seq, "journal_id": fields["journal_id"], "record_id": fields["record_id"],
+                      "recorded_at": fields["recorded_at"], "prev_hash": prev, "event": fields["event"]}
+            record["hash"] = prev = chain.legacy_record_hash(record)
+            out.append(chain.canonical_json(record))
+        else:
+            text, prev, _digest = chain.encode_record(prev, seq, fields["journal_id"], fields["record_id"],
+                                                      fields["recorded_at"], fields["event"])
+            out.append(text)
+    return out
+
+
+@pytest.mark.parametrize("size, format1_first", [(3, True), (3, False), (300, False)])
+def test_a_range_verification_is_not_misled_by_lines_before_the_range(journal, size, format1_first):
+    """Task P's events replaced after its intent and the chain re-hashed; before the range (not verified), blank-
+    looking lines and copies of the genuine events placed where a second pass counting lines would look."""
+    from ansible_collections.secops.keylifecycle.plugins.module_utils import _journal_chain as chain
+
+    token = Token()
+    token.task(journal, _events(size + 10, "old"))  # room before the range for the copies below
+    intent = token.task(journal, _events(size, "secret"))
+    lines = journal.read_lines()
+    verify = _mods()[1].verify_journal
+    assert verify(lines, {}, {"k1": _pem(token)}, since_seq=intent, token_pin=token.pin)["outcomes_verified"] == 1
+    genuine = lines[intent:intent + size]
+    forged = []
+    for line in genuine:
+        fields = chain.decode_record(line)
+        forged.append(chain.encode_record("0" * 64, 1, fields["journal_id"], fields["record_id"],
+                                          fields["recorded_at"], dict(fields["event"], key={"name": "innocent"}))[0])
+    tail = _rechain(forged + lines[intent + size:], json.loads(lines[intent - 1])["hash"], intent + 1, format1_first)
+    # before the range: the same number of records (so the range still starts at the intent), and the genuine
+    # events at the line numbers of records intent+1.. for a pass that counts a line of spaces as a line
+    tampered = lines[:intent - 1 - size] + [" "] * (size + 1) + genuine + [lines[intent - 1]] + tail
+    report = verify(tampered, {}, {"k1": _pem(token)}, since_seq=intent, token_pin=token.pin)
+    assert report["ok"] is False and report["outcomes_verified"] == 0, report
+    assert verify(tampered, {}, {"k1": _pem(token)}, token_pin=token.pin)["ok"] is False
