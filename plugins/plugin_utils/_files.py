@@ -10,22 +10,30 @@ PRIVATE: not part of the public interface.
 from __future__ import annotations
 
 import os
+import tempfile
 
 
-def write_atomically(path, text, mode=0o666, durable=False):
+def write_atomically(path, text, mode=0o600, durable=False):
     """Replace ``path`` with ``text`` in one step: a reader sees the old or the new content, never a part.
 
-    The temporary file is per process, so two writers at once do not clobber each other's halves. ``mode`` is
-    given to os.open (the umask applies); ``durable`` fsyncs the content before the rename.
+    The temporary file is created new beside ``path`` (O_EXCL, a random name: a link planted there is never
+    followed, two writers at once never share one) and given ``mode`` exactly, on the open file, before the
+    rename; ``durable`` fsyncs the content first. A link at ``path`` itself is replaced, not followed.
     """
-    temporary = "%s.%d.tmp" % (path, os.getpid())
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    directory, name = os.path.split(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def read_text(path):

@@ -89,7 +89,6 @@ class SigningAction(ActionBase):
         naming ``dest`` when it cannot be written."""
         try:
             write_atomically(dest, text, mode=DEST_MODE, durable=True)
-            os.chmod(dest, DEST_MODE)  # the umask applied at creation
         except OSError as exc:
             raise AnsibleActionFail("dest %s could not be written (%s)." % (dest, exc.strerror or exc),
                                     result={"error_kind": "error", "error_option": "dest", "changed": False}) \
