@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 
 from ansible.errors import AnsibleActionFail
@@ -13,7 +14,11 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._argspec impor
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event
 from ansible_collections.secops.keylifecycle.plugins.module_utils._journal_chain import GENESIS_HASH, record_digest
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._audit_verification import missing_outcomes
-from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import Journal, register_journal
+from ansible_collections.secops.keylifecycle.plugins.plugin_utils._journal import (
+    Journal,
+    JournalError,
+    register_journal,
+)
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._lifecycle_action import LifecycleActionBase
 
 
@@ -21,6 +26,59 @@ def _kept_path(path, tag):
     """Where a journal is kept once a new one takes its place: ``journal.jsonl`` -> ``journal.<tag>.jsonl``."""
     stem, ext = os.path.splitext(path)
     return "%s.%s%s" % (stem, tag, ext or ".jsonl")
+
+
+def _refuse_shared(journal, token_label):
+    """A journal that holds checkpoints of other tokens is theirs too: moving it aside would leave them naming a
+    journal that is no longer at its path (every task of theirs refused, their own rollover then declaring it
+    lost). Refused before anything is written."""
+    others = set()
+    for line in journal.iter_lines(complete_only=True):
+        if '"action":"audit-checkpoint"' not in line:
+            continue
+        try:
+            checkpoint = json.loads(line)["event"]["keylifecycle"]["checkpoint"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        label = checkpoint.get("token_label") if isinstance(checkpoint, dict) else None
+        if isinstance(label, str) and label != token_label:
+            others.add(label)
+    if others:
+        raise AnsibleActionFail(
+            "The audit journal %s is shared with token(s) %s, which still write it: a rollover would move it aside "
+            "under them. Give token %r a journal of its own (the host's keylifecycle_audit_journal) and roll over "
+            "with previous_journal=%s, which continues this journal where it is. Nothing was changed."
+            % (journal.path, ", ".join(sorted(others)), token_label, journal.path),
+            result={"error_kind": "journal_shared", "error_option": "previous_journal", "changed": False})
+
+
+def _pinned_journal_elsewhere(target, journal_id, given=None):
+    """The journal the token names, at another path than the journal's: ``given`` (the option previous_journal,
+    which must hold it), else a journal file beside the path that holds it (kept there by an earlier rollover whose
+    result never came back, or by another token's), so that it is continued, not declared lost. None if none."""
+    if given:
+        path = os.path.abspath(os.path.expanduser(str(given)))
+        journal = Journal(path)
+        tail = journal.tail() if os.path.isfile(path) else None
+        if not tail or tail[0] != journal_id:
+            raise AnsibleActionFail(
+                "previous_journal %s does not hold journal %s, the one the token names%s. Nothing was changed."
+                % (path, journal_id, " (it holds journal %s)" % tail[0] if tail else ""),
+                result={"error_kind": "invalid_option", "error_option": "previous_journal", "changed": False})
+        return journal
+    directory = os.path.dirname(target.path)
+    best = None
+    for entry in sorted(os.listdir(directory)):
+        path = os.path.join(directory, entry)
+        if not entry.endswith(".jsonl") or path == target.path or not os.path.isfile(path) or os.path.islink(path):
+            continue
+        try:
+            tail = Journal(path).tail()
+        except (JournalError, OSError):
+            continue
+        if tail and tail[0] == journal_id and (best is None or tail[1] > best[1][1]):
+            best = (Journal(path), tail)
+    return best[0] if best else None
 
 
 def _move_shipping_cursors(old, new):
@@ -60,10 +118,22 @@ class ActionModule(LifecycleActionBase):
         journal found at the path."""
         tail = target.tail()
         previous, proof, superseded = None, None, None
+        if tail:  # moved aside below: never a journal other tokens still write
+            _refuse_shared(target, module_args.get("token_label"))
+        elsewhere = None
+        if pin and not (tail and tail[0] == pin["journal_id"]):
+            elsewhere = _pinned_journal_elsewhere(target, pin["journal_id"], module_args.get("previous_journal"))
         if pin and tail and tail[0] == pin["journal_id"]:
             previous = {"journal_id": tail[0], "head_seq": tail[1], "head_hash": tail[2], "lost": False,
                         "path": _kept_path(target.path, tail[0])}
             proof = target.proof_since(module_args.get("token_label"), tail[1])
+        elif elsewhere is not None:  # the pinned journal, kept at another path: continued from there, left there
+            found = elsewhere.tail()
+            previous = {"journal_id": found[0], "head_seq": found[1], "head_hash": found[2], "lost": False,
+                        "path": elsewhere.path, "in_place": True}
+            proof = elsewhere.proof_since(module_args.get("token_label"), found[1])
+            if tail:
+                superseded = {"journal_id": tail[0], "path": _kept_path(target.path, "superseded-%s" % tail[0])}
         elif pin:
             previous = {"journal_id": pin["journal_id"], "head_seq": pin["seq"], "head_hash": pin["head_hash"],
                         "lost": True}
@@ -133,7 +203,10 @@ class ActionModule(LifecycleActionBase):
             kept = None
             if target.exists():
                 aside = state["superseded"] or state["previous"]
-                kept = aside.get("path") or _kept_path(target.path, "superseded-%s" % aside["journal_id"])
+                kept = aside.get("path") if aside is state["superseded"] \
+                    or aside.get("path") == _kept_path(target.path, aside["journal_id"]) else None
+                # a previous journal continued from another path stays there; what is at the path is set aside
+                kept = kept or _kept_path(target.path, "superseded-%s" % aside["journal_id"])
                 os.replace(target.path, kept)
                 _move_shipping_cursors(target.path, kept)
             os.replace(staging.path, target.path)

@@ -186,6 +186,8 @@ _FIELD_CHECKS = {
     "keylifecycle.previous_journal.pinned_hash": lambda v: isinstance(v, str) and bool(
         re.match(r"^[0-9a-f]{64}\Z", v)),
     "keylifecycle.previous_journal.lost": lambda v: isinstance(v, bool),
+    # continued where it is, not moved aside (other tokens may still write it: it may grow after the named head)
+    "keylifecycle.previous_journal.in_place": lambda v: isinstance(v, bool),
     # the outcomes of the continued journal's last tasks, as the token's pin remembered them (_journal_pin)
     "keylifecycle.previous_journal.outcomes": lambda v: isinstance(v, list) and all(is_task_outcome(o) for o in v),
     # ... and the intent seqs of those whose events the continued journal did not hold (declared lost)

@@ -52,6 +52,16 @@ options:
     description: Why a new journal is started (recorded in the genesis record), for example that the journal was lost.
     type: str
     required: true
+  previous_journal:
+    description:
+      - Path, on the controller, of the journal the token names when it is not at the journal's path, for example
+        a journal several tokens shared, which this token leaves for a journal of its own. The genesis continues it
+        there (its head, with the proof that it extends the token's pin), and it is not moved.
+      - Without it, a journal file beside the journal's path that holds the journal the token names (kept there by
+        an earlier rollover) is continued the same way; only when none is found is the journal declared lost.
+      - A journal at the path that holds checkpoints of other tokens is never moved aside; the rollover is refused
+        (C(journal_shared)) and names this option.
+    type: path
 notes:
   - The journal is the host's C(keylifecycle_audit_journal), else the token's default journal, the same one the
     lifecycle tasks on this token write.
@@ -141,6 +151,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_mod
 
 ARGUMENT_SPEC = dict(
     reason={"type": "str", "required": True},
+    previous_journal={"type": "path"},  # read by the action plugin, on the controller
     **APPROVALS_ARGSPEC,
     **POLICY_ARGSPEC,
     **AUDIT_CONTEXT_ARGSPEC,

@@ -114,7 +114,7 @@ class _Stop(Exception):
 class _Verifier:
     """One pass over one journal's lines (bytes, newline included or not)."""
 
-    def __init__(self, token, expected_journal_id=None, since_seq=None, outcomes=None):
+    def __init__(self, token, expected_journal_id=None, since_seq=None, outcomes=None, named_head=None):
         self.token = token
         self.expected_journal_id = expected_journal_id
         self.since_seq = since_seq
@@ -141,7 +141,7 @@ class _Verifier:
         self.outcome_ranges = {}
         self.outcome_ends = {}  # intent seq -> the hash of the last of its events' records, as the first pass saw it
         pin = token.pin if token.read else None
-        for seq in (since_seq, pin and pin.get("seq")):
+        for seq in (since_seq, pin and pin.get("seq"), named_head):
             if isinstance(seq, int) and seq > 0:
                 self.watch[seq] = None
         for checkpoint in token.checkpoints.values():
@@ -549,7 +549,7 @@ def _as_bytes(lines):
 
 
 def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=None, path=None, _depth=0,
-                  outcomes=None, lost_outcomes=()):
+                  outcomes=None, lost_outcomes=(), named_head=None):
     """Verify one journal whose lines ``open_lines()`` yields (a fresh iterator each call) against ``token``.
 
     ``token`` is a TokenView (``TokenView()`` when the token was not read). ``outcomes``: the finished tasks'
@@ -561,7 +561,8 @@ def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=No
     pin = token.pin if token.read else None
     if outcomes is None and pin:
         outcomes = pin.get("outcomes")
-    verifier = _Verifier(token, expected_journal_id, since_seq, outcomes)
+    verifier = _Verifier(token, expected_journal_id, since_seq, outcomes,
+                         named_head if isinstance(named_head, int) and not isinstance(named_head, bool) else None)
     verifier.run(open_lines())
     if verifier.pending:
         verifier.resolve_pending(open_lines())
@@ -627,6 +628,7 @@ def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=No
         "previous_journal": verifier.genesis,
         "journals": [{"journal_id": journal_id, "path": path, "records": verifier.records,
                       "ok": not problems}],
+        "named_head_hash": verifier.watch.get(named_head) if named_head is not None else None,
     }
     if verifier.genesis is not None:
         _follow_rollover(report, verifier.genesis, token, _depth)
@@ -682,18 +684,24 @@ def _follow_rollover(report, previous, token, depth):
         return
     lost_outcomes = previous.get("lost_outcomes") or []
     older = verify_source(lambda: _stream(path), token.for_previous_journal(), journal_id, path=path,
-                          _depth=depth + 1, outcomes=previous.get("outcomes") or [], lost_outcomes=lost_outcomes)
+                          _depth=depth + 1, outcomes=previous.get("outcomes") or [], lost_outcomes=lost_outcomes,
+                          named_head=previous.get("head_seq"))
     label = "previous journal %s (%s): " % (journal_id, path)
     problems = [label + p for p in older["problems"] if not p.startswith("previous journal ")] + [
         p for p in older["problems"] if p.startswith("previous journal ")]
     if older["journal_id"] != journal_id:
         problems.append(label + "the file holds journal %s" % older["journal_id"])
-    elif older["first_bad"] is None and (older["head"]["seq"] != previous.get("head_seq")
-                                         or older["head"]["hash"] != previous.get("head_hash")):
-        problems.append(label + "it ends at record %d (hash %s) but the rollover's genesis record names head record "
-                        "%s (hash %s): the journal was changed after the rollover" % (
-                            older["head"]["seq"], older["head"]["hash"], previous.get("head_seq"),
-                            previous.get("head_hash")))
+    elif older["first_bad"] is None and (older["head"]["seq"], older["head"]["hash"]) != (
+            previous.get("head_seq"), previous.get("head_hash")):
+        if previous.get("in_place") is True and isinstance(previous.get("head_seq"), int) \
+                and older["head"]["seq"] > previous["head_seq"] and older["named_head_hash"] == previous.get("head_hash"):
+            # continued where it is (a journal other tokens still write): it holds the named head, and more after it
+            entry["continued"] = older["head"]["seq"] - previous["head_seq"]
+        else:
+            problems.append(label + "it ends at record %d (hash %s) but the rollover's genesis record names head "
+                            "record %s (hash %s): the journal was changed after the rollover" % (
+                                older["head"]["seq"], older["head"]["hash"], previous.get("head_seq"),
+                                previous.get("head_hash")))
     entry.update(records=older["records"], ok=not problems, present=True)
     if lost_outcomes:  # declared lost at the rollover: the token's pin remembered them, the journal did not hold them
         entry["lost_outcomes"] = lost_outcomes

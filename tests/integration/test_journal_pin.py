@@ -364,3 +364,43 @@ def test_playbook_rollover_needs_its_approval_where_the_policy_says(pinned, toke
     done = pinned.task("audit_rollover", {"reason": "archive", "policy": policy, "approved_by": "second-person",
                                           "change_ref": "CHG-1"})
     assert done.rc == 0, done.output
+
+
+def test_a_shared_journal_is_left_in_place_by_a_rollover(runner, token, tmp_path, collections_path, clock):
+    """Two tokens write one journal. A rollover never moves it aside under the other token: refused at its path; a
+    journal of its own continues it where it is (found beside, or named with previous_journal)."""
+    from tests.integration.conftest import Runner
+
+    other = Runner(tmp_path, collections_path, make_token(tmp_path / "hsm-other", "kl-other"), clock)
+    other.count = 100  # its own result and play files
+    assert runner.task("key_generate", {"name": "a"}).rc == 0
+    assert other.task("key_generate", {"name": "b"}).rc == 0
+    shared = runner.journal.read_text()
+    refused = runner.task("audit_rollover", {"reason": "archive"})
+    assert refused.task.get("error_kind") == "journal_shared", refused.task.get("msg")
+    assert "kl-other" in refused.task["msg"] and "previous_journal" in refused.task["msg"]
+    journals = sorted(p.name for p in runner.journal.parent.iterdir() if p.suffix == ".jsonl")
+    assert runner.journal.read_text() == shared and journals == ["journal.jsonl"]
+
+    own = "keylifecycle_audit_journal=%s" % (runner.journal.parent / "kl-test.jsonl")
+    assert runner.task("key_generate", {"name": "c"}, "-e", own).task["error_kind"] == "journal_mismatch"
+    rolled = runner.task("audit_rollover", {"reason": "a journal of its own"}, "-e", own)
+    assert rolled.rc == 0, rolled.task
+    previous = rolled.task["previous_journal"]
+    assert previous["path"] == str(runner.journal) and previous["in_place"] is True and previous["lost"] is False
+    assert runner.task("key_generate", {"name": "c"}, "-e", own).rc == 0
+    assert other.task("key_generate", {"name": "d"}).rc == 0  # the shared journal is still the other token's
+    mine = runner.task("audit_verify", {"fail_on_error": False}, "-e", own).task
+    assert mine["ok"] is True and mine["journals"][1]["continued"] > 0, mine
+    theirs = other.task("audit_verify", {"fail_on_error": False}).task
+    assert theirs["ok"] is True, theirs["problems"]
+
+    # the other token, named explicitly, and a path that does not hold its journal
+    elsewhere = "keylifecycle_audit_journal=%s" % (tmp_path / "elsewhere" / "kl-other.jsonl")
+    (tmp_path / "elsewhere").mkdir()
+    wrong = other.task("audit_rollover", {"reason": "own", "previous_journal": str(tmp_path / "elsewhere" / "x")},
+                       "-e", elsewhere)
+    assert wrong.task["failed"] is True and wrong.task["error_option"] == "previous_journal", wrong.task
+    moved = other.task("audit_rollover", {"reason": "own", "previous_journal": str(runner.journal)}, "-e", elsewhere)
+    assert moved.rc == 0 and moved.task["previous_journal"]["path"] == str(runner.journal), moved.task
+    assert other.task("key_generate", {"name": "e"}, "-e", elsewhere).rc == 0
