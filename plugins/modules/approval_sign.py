@@ -328,7 +328,17 @@ new_policy:
       description: The new policy's signer name (a label; the HSM host checks the signer's key).
       type: str
     changes:
-      description: The settings that differ from O(signed_policy)'s policy; null when O(signed_policy) is not given.
+      description:
+        - The settings that differ from O(signed_policy)'s policy; null when O(signed_policy) is not given.
+        - O(signed_policy)'s signature is not checked here (only the HSM host checks it), so the words also give
+          what the new policy itself requires (RV(new_policy.approvals_required), RV(new_policy.approvers)).
+      type: list
+      elements: str
+    approvals_required:
+      description: The new policy's C(approvals_required), action to number of signed approvals.
+      type: dict
+    approvers:
+      description: The names the new policy lists as approvers.
       type: list
       elements: str
 dest:

@@ -146,18 +146,32 @@ class NewPolicy:
     serial: int
     signer_name: str
     changes: list  # settings that differ from the policy in force; None when that policy is not given
+    #: what the new policy itself says about approvals, in its own values: the changes above are computed against
+    #: the signed_policy option as given, whose signature only the HSM host checks
+    approvals_required: dict = None
+    approvers: list = None
 
     def as_dict(self):
         return {"sha256": self.sha256, "environment": self.environment, "serial": self.serial,
-                "signer_name": self.signer_name, "changes": self.changes}
+                "signer_name": self.signer_name, "changes": self.changes,
+                "approvals_required": self.approvals_required, "approvers": self.approvers}
 
     def words(self):
         if self.changes is None:
             changes = "changes not compared: no signed_policy in force given"
         else:
-            changes = "changes: %s" % (", ".join(self.changes) or "none")
+            changes = "changes from the signed_policy given (its signature is checked on the HSM host, not here): " \
+                "%s" % (", ".join(self.changes) or "none")
         signer = self.signer_name or "an unnamed signer"
-        return "environment %s, serial %d, signed by %s; %s" % (self.environment, self.serial, signer, changes)
+        counts = sorted((self.approvals_required or {}).items())
+        required = ", ".join("%s %d" % (action, count) for action, count in counts)
+        if required:
+            approvals = "it requires signed approvals for %s, from %s" % (required,
+                                                                          ", ".join(self.approvers or ()) or "nobody")
+        else:
+            approvals = "it requires no signed approval for any action"
+        return "environment %s, serial %d, signed by %s; %s; %s" % (self.environment, self.serial, signer,
+                                                                    approvals, changes)
 
 
 def read_new_policy(new_policy, action, in_force=None):
@@ -172,7 +186,7 @@ def read_new_policy(new_policy, action, in_force=None):
     if action != "policy_change":
         raise InvalidOption("new_policy is only for action policy_change (the approval of a new signed policy), "
                             "not %s." % action, option="new_policy")
-    doc, _policy = read_signed_policy(new_policy, "new_policy")
+    doc, policy = read_signed_policy(new_policy, "new_policy")
     changes = None
     if in_force is not None:
         current = parse_signed_policy(in_force, option="signed_policy")
@@ -186,7 +200,9 @@ def read_new_policy(new_policy, action, in_force=None):
                                 "serial." % (doc["serial"], current["serial"]), option="new_policy")
         changes = policy_differences(doc["policy"], current["policy"])
     return NewPolicy(sha256=policy_digest(doc), environment=doc["environment"], serial=doc["serial"],
-                     signer_name=doc.get("signer_name") or "", changes=changes)
+                     signer_name=doc.get("signer_name") or "", changes=changes,
+                     approvals_required={str(k): int(v) for k, v in (policy.approvals_required or {}).items()},
+                     approvers=sorted(policy.approvers or {}))
 
 
 def build_request(action, token, keys, change_ref, not_after, nonce, now=None, max_validity=None, new_policy=None):

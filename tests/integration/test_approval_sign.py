@@ -128,8 +128,10 @@ def test_approval_sign_with_a_pem(runner, tmp_path, source_collection):
     assert change["request"]["action"] == "policy_change" and change["request"]["change_ref"] == "CHG-2200"
     assert change["request_text"].startswith(
         "dana approves: put in force the signed policy of SHA-256 %s (environment prod, serial 6, signed by "
-        "dana.officer; changes: approvals_required, max_rotation_period) on every token of the environment, "
-        "change CHG-2200" % digest), change["request_text"]
+        "dana.officer; it requires signed approvals for " % digest), change["request_text"]
+    assert ("changes from the signed_policy given (its signature is checked on the HSM host, not here): "
+            "approvals_required, max_rotation_period) on every token of the environment, change CHG-2200"
+            in change["request_text"]), change["request_text"]
     assert ("approval_sign: " + change["request_text"]) in run.stdout
     assert change["new_policy"]["changes"] == ["approvals_required", "max_rotation_period"]
     doc = json.loads((tmp_path / "approvals" / "dana-policy.json").read_text())

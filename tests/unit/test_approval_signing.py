@@ -374,13 +374,25 @@ def test_a_policy_change_approves_the_new_policys_digest_on_every_token(tmp_path
 
     described = signing.read_new_policy(new, "policy_change", in_force=in_force)
     assert described.as_dict() == {"sha256": digest, "environment": "prod", "serial": 8,
-                                   "signer_name": "prod-officer", "changes": ["max_rotation_period", "min_rsa_bits"]}
+                                   "signer_name": "prod-officer", "changes": ["max_rotation_period", "min_rsa_bits"],
+                                   "approvals_required": {"destroy": 2, "policy_change": 2},
+                                   "approvers": ["dana", "erin"]}
     request = _request(action="policy_change", keys=None, token=None, new_policy=described)
     assert request["keys"] == [{"policy": digest}] and request["token"] == "*"
     text = signing.request_text("dana", request, described)
     assert text == ("dana approves: put in force the signed policy of SHA-256 %s (environment prod, serial 8, signed "
-                    "by prod-officer; changes: max_rotation_period, min_rsa_bits) on every token of the environment, "
-                    "change CHG-2041, valid until 2027-03-02T12:00:00+00:00, nonce %s" % (digest, NONCE))
+                    "by prod-officer; it requires signed approvals for destroy 2, policy_change 2, from dana, erin; "
+                    "changes from the signed_policy given (its signature is checked on the HSM host, not here): "
+                    "max_rotation_period, min_rsa_bits) on every token of the environment, change CHG-2041, valid "
+                    "until 2027-03-02T12:00:00+00:00, nonce %s" % (digest, NONCE))
+    # a forged policy in force (its signature is not checked here) hides the changes, not what the new policy says
+    lax = _new_policy(tmp_path, approvers, max_rotation_period="90d", min_rsa_bits=4096)
+    forged = _new_policy(tmp_path, approvers, max_rotation_period="90d", min_rsa_bits=4096)
+    lax_described = signing.read_new_policy(lax, "policy_change", in_force=forged)
+    lax_request = _request(action="policy_change", keys=None, token=None, new_policy=lax_described)
+    words = signing.request_text("dana", lax_request, lax_described)
+    assert "changes from the signed_policy given" in words and ": none)" in words
+    assert "it requires no signed approval for any action" in words
     # without the policy in force the changes are not compared; keys naming the same digest are fine
     alone = signing.read_new_policy(new, "policy_change")
     assert alone.changes is None and "changes not compared" in signing.request_text("dana", request, alone)
