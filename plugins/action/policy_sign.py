@@ -9,9 +9,11 @@ from ansible.utils.display import Display
 from ansible_collections.secops.keylifecycle.plugins.modules import policy_sign
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._files import read_text
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._policy_signing import (
-    signer_from_options,
+    CHECK_MODE_SIGNATURE,
     read_existing,
+    render_file,
     sign_policy,
+    signer_from_options,
 )
 from ansible_collections.secops.keylifecycle.plugins.plugin_utils._signing_action import SigningAction
 
@@ -37,5 +39,12 @@ class ActionModule(SigningAction):
                              approvals=args.get("approvals"), in_force_policy=args.get("in_force_policy"))
         for line in signed.summary:  # the policy in words, before anything is written
             display.display("policy_sign: %s" % line)
-        result.update(signed_policy=signed.signed_policy, sha256=signed.sha256, dest=dest, summary=signed.summary)
-        return self.conclude(result, dest, before, signed.text, not signed.unchanged or before != signed.text)
+        changed = not signed.unchanged or before != signed.text
+        doc, text = signed.signed_policy, signed.text
+        existing = read_existing(dest)
+        if self._task.check_mode and doc["signature"] != (existing or {}).get("signature"):
+            # a new signature never leaves check mode (a --check --diff in a CI log would hold a usable one)
+            doc = dict(doc, signature=CHECK_MODE_SIGNATURE)
+            text = render_file(doc, signed.sha256)
+        result.update(signed_policy=doc, sha256=signed.sha256, dest=dest, summary=signed.summary)
+        return self.conclude(result, dest, before, text, changed)

@@ -54,8 +54,10 @@ attributes:
   check_mode:
     support: full
     details:
-      - The policy is checked and signed (the passphrase or the token's PIN is used), RV(summary) and
-        RV(signed_policy) are returned, but O(dest) is not written.
+      - The policy is checked and signed (the passphrase or the token's PIN is used, the signature is checked), and
+        RV(summary) and RV(signed_policy) are returned, but O(dest) is not written and a new signature is not
+        returned (C(signature) reads C(<made when run without check mode>)), so that a C(--check --diff) in a job
+        log holds no usable signed policy.
   diff_mode:
     support: full
     details:

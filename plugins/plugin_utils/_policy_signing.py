@@ -191,6 +191,11 @@ class _IndentedDumper(yaml.SafeDumper):
         return super().increase_indent(flow, False)
 
 
+#: what check mode shows instead of a new signature (made, checked, and not returned: a --check --diff in a job log
+#: would otherwise hold a usable signed policy)
+CHECK_MODE_SIGNATURE = "<made when run without check mode>"
+
+
 def render_file(doc, digest):
     """The YAML file policy_sign writes: a header comment, ``key_policy_signed`` and ``key_policy``."""
     approvals = doc.get("approvals") or []

@@ -235,6 +235,8 @@ def test_policy_sign_with_a_passphrase_protected_pem(runner, signer_key, tmp_pat
     assert not checked.task.get("failed"), checked.task
     assert checked.task["changed"] is True and not dest.exists()
     assert checked.task["signed_policy"]["policy"] == policy
+    # no usable signature leaves check mode: the result shows where it would be
+    assert checked.task["signed_policy"]["signature"] == "<made when run without check mode>"
     summary = "\n".join(checked.task["summary"])
     assert "serial 3" in summary and NOT_AFTER in summary and "policy.min_rsa_bits: 4096 (baseline 3072)" in summary
     assert "policy_sign: Signing the policy of environment prod" in checked.stdout  # shown before writing
