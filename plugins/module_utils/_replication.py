@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import build_event, key_section
@@ -54,6 +55,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._drift import 
 from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import (
     InvalidOption,
     KeyConflict,
+    KeyLifecycleError,
     KeyNotFound,
     MechanismUnsupported,
     PackageRejected,
@@ -61,6 +63,7 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._errors import
     TokenOperationFailed,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._hsm import pkcs11_errors
+from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import changed_before_refusal
 from ansible_collections.secops.keylifecycle.plugins.module_utils._keys import (
     MetadataCorrupt,
     KeyVersion,
@@ -412,15 +415,36 @@ def _wrap_version(store, plan, version, params):
                 "(recipient_approve, kind: replica)." % (label, plan.replica.name), option="replicas") from None
 
 
+@contextmanager
+def kept_changes(events):
+    """A KeyLifecycleError raised inside carries ``events`` (the changes made before it) and says so: the module's
+    failure result then journals them and reports changed, instead of "nothing was changed"."""
+    try:
+        yield
+    except KeyLifecycleError as exc:
+        if events:
+            exc.audit_events = list(events) + list(getattr(exc, "audit_events", None) or ())
+            exc.changed = True
+            exc.message = "%s %s" % (exc.message, changed_before_refusal(events))
+        raise
+
+
 def apply_replication(store, plans, oaep_hash, context, check_mode, package_format="list", restore=False):
     """Wrap every install, wrap each replica's KEK once where a key pair goes, sign every package (package-signing
     key, or for a ``restore`` the replica's restore-signing key, generated on first use). In check mode: the
-    packages without wrapped keys and unsigned."""
-    events, out = [], []
+    packages without wrapped keys and unsigned. A failure after the signing key was generated carries its event."""
+    generated = []  # the one change on this token: its signing key generated on first use
+    with kept_changes(generated):
+        return _replicate(store, plans, oaep_hash, context, check_mode, package_format, restore, generated)
+
+
+def _replicate(store, plans, oaep_hash, context, check_mode, package_format, restore, generated):
+    out = []
     signer, created = None, False
     signer_name = RESTORE_KEY_NAME if restore else PACKAGE_KEY_NAME
     if not check_mode and any(plan.packages or plan.documents for plan in plans):
-        signer, created = ensure_package_signer(store, context, events, signer_name)
+        signer, created = ensure_package_signer(store, context, generated, signer_name)
+    events = list(generated)
     params = oaep_parameters(oaep_hash)
     for plan in plans:
         packages, kek_package = [], None
@@ -556,6 +580,12 @@ def validate_replica_package(package, index, transport_fingerprint):
     if package["action"] == "install" and package["wrapped"] is None:
         raise InvalidOption("%s installs %s but carries no wrapped key (made in check mode?). Run key_replicate "
                             "again without --check." % (where, label), option="packages")
+    if version.name == RESTORE_KEY_NAME:  # generated on the replica, never copied to it: it signs the restores
+        raise PackageRejected("%s copies a key named %s, the name of the replica's own restore signer, which is "
+                              "generated in the replica and never copied to it. Nothing was installed."
+                              % (where, RESTORE_KEY_NAME), option="packages")
+    if package["wrapped"] is not None:
+        decode_blob(package["wrapped"], where)  # refused before any copy is stored, not part way
     return version
 
 
@@ -734,11 +764,16 @@ class ReplicaInstaller:
         return moved
 
     def apply(self, work, kek_package, context, check_mode):
-        """Store the copies, then the documents, then (restore) the pin; one event each."""
+        """Store the copies, then the documents, then (restore) the pin; one event each. A failure part way keeps
+        the events of what was stored before it (``kept_changes``): the task fails, and they are journaled."""
         todo, document_todo, pin = work
         events = []
         if check_mode:
             return events
+        with kept_changes(events):
+            return self._store_all(todo, document_todo, pin, kek_package, context, events)
+
+    def _store_all(self, todo, document_todo, pin, kek_package, context, events):
         if any(current is None and package["action"] == "install" and version.spec.type != "aes"
                for package, version, current in todo):
             self._kek_key(kek_package)  # a KEK that does not unwrap here is refused before any copy is stored

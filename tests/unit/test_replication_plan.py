@@ -265,3 +265,74 @@ def test_a_key_pair_package_is_refused_with_another_runs_kek_before_anything_is_
     with pytest.raises(_errors().PackageRejected, match="wrapped under replica KEK bbbb") as info:
         installer._check_package(0, other, kek)
     assert info.value.option == "kek"
+
+
+def test_a_package_refused_part_way_keeps_the_events_of_the_copies_stored_before_it():
+    """The second key's check value does not match its metadata: the first copy is stored already. The failure
+    carries its replica-install event (journaled) and says changed, instead of "nothing was changed"."""
+    import base64
+    from types import SimpleNamespace
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._audit_event import AuditContext
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._package_signing import package_payload
+    from ansible_collections.secops.keylifecycle.plugins.module_utils._token_objects import spki_fingerprint
+
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    def signed(value):
+        value = dict(value, signed_at="2026-12-03T10:00:00+00:00", signer_fingerprint=spki_fingerprint(key.public_key()))
+        return dict(value, signature=base64.b64encode(key.sign(package_payload(value),
+                                                               ec.ECDSA(hashes.SHA256()))).decode())
+
+    class Unwrapped:
+        def __init__(self, check_value):
+            self.check_value = check_value
+
+        def encrypt(self, data, mechanism=None):
+            return bytes.fromhex(self.check_value) + bytes(13)
+
+        def copy(self, attrs):
+            return SimpleNamespace(stored=True)
+
+        def destroy(self):
+            pass
+
+    class Replica:
+        token_label = "replica"
+
+        def __init__(self):
+            self.stored = []
+
+        def version(self, _name, _number):
+            return None
+
+        def record_copy(self, version, objects):
+            self.stored.append(version.label)
+
+    check_values = iter(["abcdef", "000000"])
+    transport = SimpleNamespace(fingerprint=FP, private=SimpleNamespace(
+        unwrap_key=lambda *args, **kwargs: Unwrapped(next(check_values))))
+    replica = Replica()
+    installer = _rep().ReplicaInstaller(replica, transport, SimpleNamespace(public_key=key.public_key(), trusted=False),
+                                        policy=SimpleNamespace(compromise_disables_decrypt=False))
+    packages = [signed(_package(_version(name, 1), mechanism="CKM_RSA_PKCS_OAEP:sha1")) for name in ("vault", "other")]
+    todo = [installer._check_package(index, package, None) for index, package in enumerate(packages)]
+    with pytest.raises(_errors().PackageRejected) as refused:
+        installer.apply((todo, [], None), None, AuditContext("op", "test", "run-1", host="hsm-b"), check_mode=False)
+    assert replica.stored == ["vault:v1"]
+    assert refused.value.changed is True
+    assert [(e["event"]["action"], e["key"]["label"]) for e in refused.value.audit_events] == [
+        ("replica-install", "vault:v1")]
+    assert "Before that, this task still changed the token (replica-install vault:v1" in refused.value.message
+
+
+def test_a_package_of_the_restore_signer_or_with_a_blob_that_is_not_base64_is_refused_before_anything_is_stored():
+    with pytest.raises(_errors().PackageRejected) as refused:
+        _rep().validate_replica_package(_package(_version("restore-signing", 1)), 0, FP)
+    assert "restore-signing" in refused.value.message and refused.value.option == "packages"
+    with pytest.raises(_errors().InvalidOption) as refused:
+        _rep().validate_replica_package(_package(_version("vault", 1), wrapped="AAAAA"), 3, FP)
+    assert refused.value.message == "packages[3]: wrapped is not valid base64." and refused.value.option == "packages"
