@@ -442,8 +442,11 @@ def _replicate(store, plans, oaep_hash, context, check_mode, package_format, res
     out = []
     signer, created = None, False
     signer_name = RESTORE_KEY_NAME if restore else PACKAGE_KEY_NAME
-    if not check_mode and any(plan.packages or plan.documents for plan in plans):
+    signs = any(plan.packages or plan.documents for plan in plans)
+    if signs and not check_mode:
         signer, created = ensure_package_signer(store, context, generated, signer_name)
+    elif signs:
+        created = signer_record(store, signer_name) is None  # a real run generates it: the check says so
     events = list(generated)
     params = oaep_parameters(oaep_hash)
     for plan in plans:
@@ -484,7 +487,10 @@ def _replicate(store, plans, oaep_hash, context, check_mode, package_format, res
                     "oaep_hash": oaep_hash, "kek": kek_package, "packages": packages, "documents": documents,
                     "unchanged": [{"name": v.name, "version": v.version, "id": v.key_id} for v in plan.unchanged],
                     "blocked": list(plan.blocked)})
-    return ReplicationResult(replicas=out, audit_events=events, diff=_diff(plans), changed=created,
+    diff = _diff(plans)
+    if created:
+        diff["before"][signer_name], diff["after"][signer_name] = "none", "generated in this token"
+    return ReplicationResult(replicas=out, audit_events=events, diff=diff, changed=created,
                              package_signer=signer.public_record() if signer is not None
                              else signer_record(store, signer_name))
 
@@ -967,6 +973,36 @@ def _pair_matches(private, public_key, key_type, offered):
         return signature_valid(public_key, sign_in_token(private, key_type, offered, challenge), challenge)
     except p11_exc.PKCS11Error:
         return False
+
+
+def _held_view(held):
+    return sorted("%s:v%d %s (revision %d)" % (entry["name"], entry["version"], entry["state"], entry["revision"])
+                  for entry in held)
+
+
+def install_diff(store, before, after, held_documents, planned, signer_before, signer_generated):
+    """replica_install's diff: everything the task changes (or would). Each copy with its state and revision
+    (``before``/``after``: held_versions entries), each document written (its digest before, from
+    ``held_documents``, and after), the journal pin a restore writes, the restore signer generated."""
+    _todo, documents_todo, pin = planned
+    diff = {"before": {"held": _held_view(before)}, "after": {"held": _held_view(after)}}
+    if documents_todo:
+        diff["before"]["documents"] = sorted("%s %s %s" % (kind, label, held_documents.get((kind, label), "absent"))
+                                             for kind, label, _document in documents_todo)
+        diff["after"]["documents"] = sorted("%s %s %s" % (kind, label, document_digest(kind, document))
+                                            for kind, label, document in documents_todo)
+    if pin is not None:
+        current = store.objects.newest(AUDIT_JOURNAL_PIN, AUDIT_JOURNAL_PIN.label)
+        current = current.newest if current is not None else None
+        diff["before"]["journal_pin"] = "journal %s record %s" % (current["journal_id"], current["seq"]) \
+            if current else "none"
+        diff["after"]["journal_pin"] = "journal %s record %s" % (pin["journal_id"], pin["seq"])
+    if signer_generated:
+        diff["before"]["restore_signer"] = "none"
+        diff["after"]["restore_signer"] = "restore-signing generated in this token"
+    elif signer_before is not None:
+        diff["before"]["restore_signer"] = diff["after"]["restore_signer"] = signer_before["fingerprint"]
+    return diff
 
 
 def describe_installed(todo):

@@ -47,7 +47,8 @@ attributes:
   diff_mode:
     support: full
     details:
-      - Per replica, the versions (with their state) it holds before and after.
+      - Per replica, the versions (with their state) it holds before and after; the signing key
+        (C(package-signing), or C(restore-signing) for a restore) when the task generates it.
   idempotent:
     support: full
 options:

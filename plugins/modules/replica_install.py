@@ -53,7 +53,9 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The versions (with their state) the token holds before and after.
+      - The versions the token holds before and after, with their state and revision; the documents written (their
+        SHA-256 before, or C(absent), and after); on a restore the journal pin before and after; the restore signer
+        when the task generates it.
   idempotent:
     support: full
 options:
@@ -177,13 +179,16 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store imp
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._replication import (
+    RESTORE_KEY_NAME,
     ReplicaInstaller,
     ReplicaInstallResult,
     describe_installed,
     document_inventory,
     ensure_restore_signer,
     held_versions,
+    install_diff,
     read_packages,
+    signer_record,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_TRANSPORT_KEY_LABEL
 
@@ -206,10 +211,6 @@ class _Stores:
     recipient: RecipientTokenStore
 
 
-def _view(held):
-    return sorted("%s:v%d %s" % (entry["name"], entry["version"], entry["state"]) for entry in held)
-
-
 def main():
     module = HsmModule(**hsm_module_kwargs(ARGUMENT_SPEC, supports_check_mode=True))
     params = module.params
@@ -226,16 +227,22 @@ def main():
         packages = read_packages(params["packages"])
         if packages or params["documents"]:  # without them it only reports
             planned = installer.check(packages, params["kek"], params["documents"], params["checkpoint"])
+        held_documents = {(d["kind"], d["label"]): d["sha256"]
+                          for d in document_inventory(stores.keys.objects, from_replica=not params["restore"])}
         events = installer.apply(planned, params["kek"], context, module.check_mode)
         todo, documents_todo, pin = planned
-        restore_signer, created = None, False
+        restore_signer, created, signer_before = None, False, None
         if not params["restore"]:
+            signer_before = signer_record(stores.keys, RESTORE_KEY_NAME)
+            generate = bool(todo or documents_todo)
             restore_signer, created = ensure_restore_signer(stores.keys, context, events,
-                                                            generate=bool(todo or documents_todo) and not module.check_mode)
+                                                            generate=generate and not module.check_mode)
+            if module.check_mode and generate and signer_before is None:
+                created = True  # a real run generates it: the check says so
         held = held_versions(stores.keys) if not module.check_mode else before
         after = {(entry["name"], entry["version"]): entry for entry in before}
         after.update({(entry["name"], entry["version"]): entry for entry in describe_installed(todo)})
-        diff = {"before": {"held": _view(before)}, "after": {"held": _view(after.values())}}
+        diff = install_diff(stores.keys, before, after.values(), held_documents, planned, signer_before, created)
         result = ReplicaInstallResult(changed=bool(todo or documents_todo or pin or created), audit_events=events,
                                       diff=diff, installed=describe_installed(todo), held=held)
         documents = document_inventory(stores.keys.objects, from_replica=not params["restore"])

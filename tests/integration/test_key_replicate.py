@@ -118,6 +118,26 @@ def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
     assert checked["diff"]["after"]["dr"] == ["archive:v1 active", "signer:v1 active", "vault:v1 active"]
     assert token.objects() == objects
 
+    # replica_install in check mode: the diff shows the copies, the documents and the restore signer it would
+    # make, and the replica's token is unchanged
+    held = runner.task("replica_install", replica_runner_args(replica)).task
+    planned = runner.task("key_replicate", {"replicas": [{
+        "name": "dr", "host": "hsm-b", "public_key_pem": transport["public_key_pem"],
+        "fingerprint": transport["fingerprint"], "held": held["held"], "documents": held["documents"]}]}).task
+    entry = planned["replicas"][0]
+    replica_objects = replica.objects()
+    would = runner.task("replica_install", dict(replica_runner_args(replica), packages=entry["packages"],
+                                                kek=entry["kek"], documents=entry["documents"]),
+                        "--check", "--diff").task
+    assert not would.get("failed") and would["changed"] is True, would
+    assert replica.objects() == replica_objects
+    diff = would["diff"]
+    assert diff["after"]["held"] == ["archive:v1 active (revision 1)", "signer:v1 active (revision 1)",
+                                     "vault:v1 active (revision 1)"] and diff["before"]["held"] == []
+    assert diff["before"]["restore_signer"] == "none" and "generated" in diff["after"]["restore_signer"]
+    assert len(diff["after"]["documents"]) == len(entry["documents"]) > 0
+    assert all(line.endswith(" absent") for line in diff["before"]["documents"])
+
     made, stored = replicate(runner, replica, transport)
     labels = sorted(p["label"] if "label" in p else "%s:v%d" % (p["name"], p["version"])
                     for p in made["replicas"][0]["packages"])
@@ -183,7 +203,8 @@ def test_replicate_rotate_destroy_reaches_the_replica(runner, token, clock):
 
     changes = [r["event"] for r in runner.journal_records() if r["event"]["keylifecycle"]["phase"] == "change"]
     actions = [e["event"]["action"] for e in changes if "name" in e.get("key", {})]
-    assert actions.count("key-replicate") == 4 and actions.count("replica-install") == 4
+    # 3 wraps for the check of replica_install above (never installed), then 3 + 1
+    assert actions.count("key-replicate") == 3 + 4 and actions.count("replica-install") == 4
     assert actions.count("replica-update") == 1 and actions.count("replica-withdraw") == 1
     # the token's documents a restore needs went along (each stored once, when it changed)
     kept = {e["key"]["label"] for e in changes if e["event"]["action"] == "replica-install" and "name" not in e["key"]}
