@@ -672,8 +672,23 @@ class ReplicaInstaller:
                                       "installed.", option="kek")
         todo = [entry for entry in (self._check_package(index, package, kek_package)
                                     for index, package in enumerate(packages)) if entry is not None]
+        self._check_ids(todo)
         document_todo, pin = self._check_documents(documents, checkpoint)
         return todo, document_todo, pin
+
+    def _check_ids(self, todo):
+        """A new copy's CKA_ID must be no other version's, on this token or in the batch: a key is found (and
+        verified absent when withdrawn) by its CKA_ID, so a second key under it could never be withdrawn."""
+        owners = {version.key_id: version.label for name in self.store.names()
+                  for version in self.store.versions(name)}
+        for package, version, current in todo:
+            if current is not None:
+                continue
+            owner = owners.setdefault(version.key_id, version.label)
+            if owner != version.label:
+                raise KeyConflict("The package of %s has CKA_ID %s, which %s already has: two keys under one CKA_ID "
+                                  "cannot be told apart. Nothing was installed." % (version.label, version.key_id,
+                                                                                    owner), option="packages")
 
     def _check_package(self, index, package, kek_package):
         verify_package(package, self.signer.public_key, where="packages[%d]" % index)
@@ -765,8 +780,9 @@ class ReplicaInstaller:
             raise PackageRejected("checkpoint is not signed by an audit-checkpoint key of the restored key history. "
                                   "Nothing was installed.", option="checkpoint")
         moved = dict(pin)
-        moved.update({field: checkpoint[field] for field in (
-            "seq", "head_hash", "signed_at", "signature", "key_id", "key_version", "public_key_fingerprint")})
+        moved.update({field: checkpoint[field] for field in ("seq", "head_hash", "signed_at", "signature", "key_id")})
+        # what the signature does not cover comes from the key history entry that verified it
+        moved.update(key_version=int(entry["version"]), public_key_fingerprint=entry["fingerprint"])
         return moved
 
     def apply(self, work, kek_package, context, check_mode):

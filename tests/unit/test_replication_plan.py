@@ -202,6 +202,11 @@ def test_a_restore_moves_the_pin_only_to_a_checkpoint_the_restored_key_signed():
 
     moved = installer._moved_pin(pin, _signed_checkpoint(key, "k1", 12), todo)
     assert moved["seq"] == 12 and moved["head_hash"] == "ab" * 32 and moved["policy_serial"] == 3
+    # the fields the signature does not cover come from the key history, not from the checkpoint as given
+    assert (moved["key_version"], moved["public_key_fingerprint"]) == (1, "sha256:x")
+    unsigned = dict(_signed_checkpoint(key, "k1", 12), key_version=99)
+    del unsigned["public_key_fingerprint"]
+    assert installer._moved_pin(pin, unsigned, todo)["key_version"] == 1
     assert installer._moved_pin(pin, None, todo) is pin  # no checkpoint: as the replica kept it
     for bad in (_signed_checkpoint(key, "k1", 6),                       # behind the replicated pin
                 _signed_checkpoint(key, "k1", 12, journal_id="j-2"),    # another journal
@@ -336,3 +341,30 @@ def test_a_package_of_the_restore_signer_or_with_a_blob_that_is_not_base64_is_re
     with pytest.raises(_errors().InvalidOption) as refused:
         _rep().validate_replica_package(_package(_version("vault", 1), wrapped="AAAAA"), 3, FP)
     assert refused.value.message == "packages[3]: wrapped is not valid base64." and refused.value.option == "packages"
+
+
+def test_a_new_copy_under_a_cka_id_another_version_has_is_refused():
+    """A key is found, and verified absent when withdrawn, by its CKA_ID: a second key under one could never go."""
+    held = _version("old", 1)
+
+    class Replica:
+        token_label = "replica"
+
+        @staticmethod
+        def names():
+            return ["old"]
+
+        @staticmethod
+        def versions(name):
+            return [held] if name == "old" else []
+
+    installer = _rep().ReplicaInstaller(Replica(), None, None, policy=None)
+    clash = _version("new", 1)  # the same CKA_ID as old:v1
+    assert clash.key_id == held.key_id
+    with pytest.raises(_errors().KeyConflict) as refused:
+        installer._check_ids([({}, clash, None)])
+    assert "old:v1" in refused.value.message and refused.value.option == "packages"
+    # two packages of the batch under one CKA_ID, and an update of a held version (its own id) is fine
+    with pytest.raises(_errors().KeyConflict):
+        installer._check_ids([({}, _version("twin", 2), None), ({}, _version("other", 2), None)])
+    installer._check_ids([({}, held, held), ({}, _version("fresh", 3), None)])
