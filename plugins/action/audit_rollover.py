@@ -52,6 +52,17 @@ def _refuse_shared(journal, token_label):
             result={"error_kind": "journal_shared", "error_option": "previous_journal", "changed": False})
 
 
+def _genesis_previous(journal):
+    """The journal a journal's genesis record says it continues (``previous_journal``), or {}."""
+    for line in journal.iter_lines(complete_only=True):
+        try:
+            previous = json.loads(line)["event"]["keylifecycle"].get("previous_journal")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return {}
+        return previous if isinstance(previous, dict) else {}
+    return {}
+
+
 def _pinned_journal_elsewhere(target, journal_id, given=None):
     """The journal the token names, at another path than the journal's: ``given`` (the option previous_journal,
     which must hold it), else a journal file beside the path that holds it (kept there by an earlier rollover whose
@@ -132,8 +143,12 @@ class ActionModule(LifecycleActionBase):
             previous = {"journal_id": found[0], "head_seq": found[1], "head_hash": found[2], "lost": False,
                         "path": elsewhere.path, "in_place": True}
             proof = elsewhere.proof_since(module_args.get("token_label"), found[1])
-            if tail:
-                superseded = {"journal_id": tail[0], "path": _kept_path(target.path, "superseded-%s" % tail[0])}
+            if tail:  # where that journal's own genesis says this one is kept, if it is the one it continues
+                named = _genesis_previous(elsewhere)
+                kept = named.get("path") if named.get("journal_id") == tail[0] else None
+                if not isinstance(kept, str) or os.path.lexists(kept):
+                    kept = _kept_path(target.path, "superseded-%s" % tail[0])
+                superseded = {"journal_id": tail[0], "path": kept}
         elif pin:
             previous = {"journal_id": pin["journal_id"], "head_seq": pin["seq"], "head_hash": pin["head_hash"],
                         "lost": True}
@@ -150,7 +165,8 @@ class ActionModule(LifecycleActionBase):
             previous.update(pinned_seq=pin["seq"], pinned_hash=pin["head_hash"])
             if pin.get("outcomes"):  # the token checks they are named: audit_verify looks for them in the old journal
                 previous["outcomes"] = pin["outcomes"]
-                lost = missing_outcomes(target.path, pin["outcomes"]) if not previous["lost"] else []
+                source = previous["path"] if previous.get("in_place") else target.path
+                lost = missing_outcomes(source, pin["outcomes"]) if not previous["lost"] else []
                 if lost:  # declared, so that the old journal verifies with the loss on record
                     previous["lost_outcomes"] = lost
         return previous, proof, superseded

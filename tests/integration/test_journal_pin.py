@@ -404,3 +404,27 @@ def test_a_shared_journal_is_left_in_place_by_a_rollover(runner, token, tmp_path
     moved = other.task("audit_rollover", {"reason": "own", "previous_journal": str(runner.journal)}, "-e", elsewhere)
     assert moved.rc == 0 and moved.task["previous_journal"]["path"] == str(runner.journal), moved.task
     assert other.task("key_generate", {"name": "e"}, "-e", elsewhere).rc == 0
+
+
+def test_a_rollover_whose_result_never_came_back_is_continued_not_declared_lost(pinned, token):
+    """The token pinned the new journal but the controller never heard (a lost connection): the new journal was
+    kept beside the path as the refused attempt, the old one stayed in place. The next rollover continues the
+    journal the token names where it lies, and sets the old one where that journal's genesis says it is kept."""
+    old_id = pinned.journal_records()[0]["journal_id"]
+    rolled = pinned.task("audit_rollover", {"reason": "yearly archive"})
+    assert rolled.rc == 0, rolled.task
+    new_id, kept = rolled.task["journal_id"], rolled.task["previous_journal"]["path"]
+    # the state a lost result leaves: the new journal aside as an attempt, the old one back at the path
+    attempt = pinned.journal.parent / ("journal.rollover-%s.jsonl" % new_id)
+    os.replace(pinned.journal, attempt)
+    os.replace(kept, pinned.journal)
+
+    again = pinned.task("audit_rollover", {"reason": "the last rollover's result was lost"})
+    assert again.rc == 0, again.task
+    previous = again.task["previous_journal"]
+    assert previous["journal_id"] == new_id and previous["lost"] is False and previous["path"] == str(attempt)
+    assert again.task["superseded_journal"] == {"journal_id": old_id, "path": kept}
+    assert pinned.task("key_generate", {"name": "c"}).rc == 0
+    report = verify(pinned)
+    assert report["ok"] is True, report["problems"]
+    assert [j["journal_id"] for j in report["journals"]] == [again.task["journal_id"], new_id, old_id]
