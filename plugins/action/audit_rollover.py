@@ -219,9 +219,8 @@ class ActionModule(LifecycleActionBase):
             kept = None
             if target.exists():
                 aside = state["superseded"] or state["previous"]
-                kept = aside.get("path") if aside is state["superseded"] \
-                    or aside.get("path") == _kept_path(target.path, aside["journal_id"]) else None
-                # a previous journal continued from another path stays there; what is at the path is set aside
+                # a previous journal continued in place stays where it is: what is at the path is set aside
+                kept = None if aside.get("in_place") else aside.get("path")
                 kept = kept or _kept_path(target.path, "superseded-%s" % aside["journal_id"])
                 os.replace(target.path, kept)
                 _move_shipping_cursors(target.path, kept)

@@ -33,15 +33,14 @@ class ActionModule(SigningAction):
     def sign(self, args, result):
         signer = signer_from_options(args)
         dest = self.dest_path(args["dest"])
-        before = read_text(dest)
+        before, existing = read_text(dest), read_existing(dest)
         signed = sign_policy(args["policy"], args["environment"], args["serial"], args["not_after"],
-                             args["signer_name"], signer, existing=read_existing(dest),
+                             args["signer_name"], signer, existing=existing,
                              approvals=args.get("approvals"), in_force_policy=args.get("in_force_policy"))
         for line in signed.summary:  # the policy in words, before anything is written
             display.display("policy_sign: %s" % line)
         changed = not signed.unchanged or before != signed.text
         doc, text = signed.signed_policy, signed.text
-        existing = read_existing(dest)
         if self._task.check_mode and doc["signature"] != (existing or {}).get("signature"):
             # a new signature never leaves check mode (a --check --diff in a CI log would hold a usable one)
             doc = dict(doc, signature=CHECK_MODE_SIGNATURE)

@@ -432,12 +432,7 @@ def task_outcome(intent_seq, events, hidden=()):
     """What a token's pin remembers of a finished task: ``{intent_seq, events, sha256}``, the number of its audit
     events and ``_journal_chain.outcome_digest`` of them as the journal will hold them. ``hidden``: the module's
     no_log values, which its result masks (AnsibleModule's ``remove_values``) wherever they occur in an event."""
-    texts = []
-    for event in events:
-        text = canonical_json(event)
-        if hidden and _may_hide(text, hidden):
-            text = canonical_json(remove_values(event, hidden))
-        texts.append(text)
+    texts = [_returned(event, hidden)[1] for event in events]
     return {"intent_seq": intent_seq, "events": len(texts), "sha256": outcome_digest(texts)}
 
 
@@ -445,9 +440,16 @@ def as_returned(event, hidden):
     """``event`` as the module's result returns it: AnsibleModule masks its no_log values (``hidden``) in every
     value (``remove_values``). A result that carries the events as one text (``return_records: false``) masks each
     event this way first, since masking the text would miss a value JSON escapes, and break the JSON of a number."""
-    if hidden and _may_hide(canonical_json(event), hidden):
-        return remove_values(event, hidden)
-    return event
+    return _returned(event, hidden)[0]
+
+
+def _returned(event, hidden):
+    """``(event, its canonical JSON)`` as the module's result returns it (masked only where a hidden value may be)."""
+    text = canonical_json(event)
+    if hidden and _may_hide(text, hidden):
+        event = remove_values(event, hidden)
+        text = canonical_json(event)
+    return event, text
 
 
 def _may_hide(text, hidden):

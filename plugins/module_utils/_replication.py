@@ -536,14 +536,15 @@ def held_versions(store):
     return held
 
 
-def ensure_restore_signer(store, context, events, generate):
+def ensure_restore_signer(store, context, events, generate, check_mode=False):
     """The replica's own signer of restore packages (``restore-signing``): generated in its token (never backed up)
     when ``generate`` and it has none, so that its public record is known, and journaled, before a restore needs it.
-    Returns ``(record or None, created)``."""
-    if generate:
+    Returns ``(record or None, created)``; in check mode ``created`` says a real run would generate it."""
+    if generate and not check_mode:
         signer, created = ensure_package_signer(store, context, events, RESTORE_KEY_NAME)
         return signer.public_record(), created
-    return signer_record(store, RESTORE_KEY_NAME), False
+    record = signer_record(store, RESTORE_KEY_NAME)
+    return record, generate and record is None
 
 
 def _field(package, name, check, where, text):
@@ -996,10 +997,11 @@ def _held_view(held):
                   for entry in held)
 
 
-def install_diff(store, before, after, held_documents, planned, signer_before, signer_generated):
+def install_diff(store, before, after, held_documents, planned, restore_signer, signer_generated):
     """replica_install's diff: everything the task changes (or would). Each copy with its state and revision
     (``before``/``after``: held_versions entries), each document written (its digest before, from
-    ``held_documents``, and after), the journal pin a restore writes, the restore signer generated."""
+    ``held_documents``, and after), the journal pin a restore writes, the restore signer generated (else the one
+    the token has: ``restore_signer``)."""
     _todo, documents_todo, pin = planned
     diff = {"before": {"held": _held_view(before)}, "after": {"held": _held_view(after)}}
     if documents_todo:
@@ -1016,8 +1018,8 @@ def install_diff(store, before, after, held_documents, planned, signer_before, s
     if signer_generated:
         diff["before"]["restore_signer"] = "none"
         diff["after"]["restore_signer"] = "restore-signing generated in this token"
-    elif signer_before is not None:
-        diff["before"]["restore_signer"] = diff["after"]["restore_signer"] = signer_before["fingerprint"]
+    elif restore_signer is not None:
+        diff["before"]["restore_signer"] = diff["after"]["restore_signer"] = restore_signer["fingerprint"]
     return diff
 
 

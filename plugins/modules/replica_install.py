@@ -179,7 +179,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._key_store imp
 from ansible_collections.secops.keylifecycle.plugins.module_utils._lifecycle_module import run_lifecycle_module
 from ansible_collections.secops.keylifecycle.plugins.module_utils._recipient_store import RecipientTokenStore
 from ansible_collections.secops.keylifecycle.plugins.module_utils._replication import (
-    RESTORE_KEY_NAME,
     ReplicaInstaller,
     ReplicaInstallResult,
     describe_installed,
@@ -188,7 +187,6 @@ from ansible_collections.secops.keylifecycle.plugins.module_utils._replication i
     held_versions,
     install_diff,
     read_packages,
-    signer_record,
 )
 from ansible_collections.secops.keylifecycle.plugins.module_utils._wrap import DEFAULT_TRANSPORT_KEY_LABEL
 
@@ -227,22 +225,19 @@ def main():
         packages = read_packages(params["packages"])
         if packages or params["documents"]:  # without them it only reports
             planned = installer.check(packages, params["kek"], params["documents"], params["checkpoint"])
-        held_documents = {(d["kind"], d["label"]): d["sha256"]
-                          for d in document_inventory(stores.keys.objects, from_replica=not params["restore"])}
-        events = installer.apply(planned, params["kek"], context, module.check_mode)
         todo, documents_todo, pin = planned
-        restore_signer, created, signer_before = None, False, None
+        held_documents = {(d["kind"], d["label"]): d["sha256"]  # for the diff, before apply writes them
+                          for d in document_inventory(stores.keys.objects, from_replica=not params["restore"])
+                          } if documents_todo else {}
+        events = installer.apply(planned, params["kek"], context, module.check_mode)
+        restore_signer, created = None, False
         if not params["restore"]:
-            signer_before = signer_record(stores.keys, RESTORE_KEY_NAME)
-            generate = bool(todo or documents_todo)
-            restore_signer, created = ensure_restore_signer(stores.keys, context, events,
-                                                            generate=generate and not module.check_mode)
-            if module.check_mode and generate and signer_before is None:
-                created = True  # a real run generates it: the check says so
+            restore_signer, created = ensure_restore_signer(stores.keys, context, events, bool(todo or documents_todo),
+                                                            check_mode=module.check_mode)
         held = held_versions(stores.keys) if not module.check_mode else before
         after = {(entry["name"], entry["version"]): entry for entry in before}
         after.update({(entry["name"], entry["version"]): entry for entry in describe_installed(todo)})
-        diff = install_diff(stores.keys, before, after.values(), held_documents, planned, signer_before, created)
+        diff = install_diff(stores.keys, before, after.values(), held_documents, planned, restore_signer, created)
         result = ReplicaInstallResult(changed=bool(todo or documents_todo or pin or created), audit_events=events,
                                       diff=diff, installed=describe_installed(todo), held=held)
         documents = document_inventory(stores.keys.objects, from_replica=not params["restore"])

@@ -410,12 +410,15 @@ class _Verifier:
                   if digest is None}
         if not wanted:
             return
-        found, end, number = {intent: [] for intent in wanted}, max(last for _first, last in wanted.values()), 0
+        found, number = {intent: [] for intent in wanted}, 0
+        start, end = min(first for first, _last in wanted.values()), max(last for _first, last in wanted.values())
         for raw in lines:
             line = raw.rstrip(b"\n")
             if not line:
                 continue
             number += 1
+            if number < start:
+                continue
             for intent, (first, last) in wanted.items():
                 if first <= number <= last:
                     found[intent].append(line)
@@ -430,11 +433,11 @@ class _Verifier:
                 if (self.since_seq is None or intent >= self.since_seq)
                 and (self.outcome_ranges.get(intent) or (0, 0, None))[2] != remembered["sha256"]]
 
-    def outcome_problems(self, acknowledged=()):
-        """Each remembered outcome whose events the journal does not hold as the token remembers them, but those
-        a rollover declared lost (``acknowledged``)."""
+    def outcome_problems(self, missing, acknowledged=()):
+        """A problem for each remembered outcome whose events the journal does not hold as the token remembers
+        them (``missing``: ``missing_outcomes()``), but those a rollover declared lost (``acknowledged``)."""
         problems = []
-        for intent in self.missing_outcomes():
+        for intent in missing:
             if intent in acknowledged:
                 continue
             remembered, found = self.outcomes[intent], self.outcome_ranges.get(intent)
@@ -574,9 +577,10 @@ def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=No
         problems.append("record on line %d (seq %s): %s" % (bad["line"], bad["seq"], bad["problem"]))
     problems += verifier.problems
     journal_id = verifier.journal_id or expected_journal_id
-    outcomes_checked = verifier.ok_chain and verifier.records and (pin is None or pin.get("journal_id") == journal_id)
-    if outcomes_checked:
-        problems += verifier.outcome_problems(lost_outcomes)
+    missing = []
+    if verifier.ok_chain and verifier.records and (pin is None or pin.get("journal_id") == journal_id):
+        missing = verifier.missing_outcomes()
+        problems += verifier.outcome_problems(missing, lost_outcomes)
     token_checkpoint, anchored = None, []
     if since_seq is not None and verifier.records == 0 and verifier.first_bad is None:
         problems.append("the journal has no record %d (since_seq): it ends before it" % since_seq)
@@ -615,7 +619,7 @@ def verify_source(open_lines, token=None, expected_journal_id=None, since_seq=No
         "checkpoints_verified": verifier.verified,
         "outcomes_verified": sum(1 for intent, (_f, _l, digest) in verifier.outcome_ranges.items()
                                  if digest == verifier.outcomes[intent]["sha256"]),
-        "outcomes_missing": verifier.missing_outcomes() if outcomes_checked else [],
+        "outcomes_missing": missing,
         "other_token_checkpoints": verifier.other_token,
         "token_checkpoint": token_checkpoint,
         "token_pin": pin,
